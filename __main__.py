@@ -1,0 +1,5 @@
+"""`python -m footfall` runs the command-line interface."""
+
+from footfall.edge.cli import main
+
+raise SystemExit(main())

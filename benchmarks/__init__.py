@@ -1,0 +1,1 @@
+"""Benchmarks behind `footfall bench`: figures against a baseline measured in the same run."""

@@ -1,0 +1,1 @@
+"""Configuration: the model of the TOML file, its loader and the example."""

@@ -1,0 +1,217 @@
+"""The configuration file, modelled once.
+
+pydantic models with `extra="forbid"`: a typo is an error naming the key, each
+field carries its default and description in one place, and the loader turns
+pydantic's error locations into key paths such as `cameras[1].fps`.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import zoneinfo
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
+
+
+class ConfigError(Exception):
+    """The configuration is unreadable or invalid; the message names the key."""
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Parse "3h", "90m", "45s", "1h30m" or a number of seconds into a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as \"3h\", \"90m\" or \"45s\"")
+    if isinstance(value, (int, float)):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m and any(m.groups()):
+            h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+            return timedelta(hours=h, minutes=mi, seconds=s)
+    raise ValueError(f"must be a duration such as \"3h\", \"90m\" or \"45s\", got {value!r}")
+
+
+_BROKER_URL = re.compile(r"^mqtts?://[^/:\s]+(:\d{1,5})?/?$")
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelsConfig(_Section):
+    dir: Path | None = Field(None, description="Directory of model files; default: the pack shipped in the package. $FOOTFALL_MODELS_DIR overrides it.")
+    detector: str = Field("face_detection_yunet_2023mar.onnx", description="Detector file name, as in the model manifest.")
+    recognizer: str = Field("face-reidentification-retail-0095.onnx", description="Recognizer file name, as in the model manifest.")
+
+
+class QualityConfig(_Section):
+    min_face_px: int = Field(40, ge=8, description="Smallest accepted face: the shorter side of the detected box, in pixels.")
+    min_score: float = Field(0.7, ge=0, le=1, description="Smallest accepted detector score.")
+    min_sharpness: float = Field(25.0, ge=0, description="Smallest accepted variance of the Laplacian of the aligned face (blur).")
+    max_yaw: float = Field(0.5, ge=0, le=1, description="Largest accepted nose offset from the eye midline, as a fraction of the eye distance (0 = frontal).")
+    max_roll_deg: float = Field(30.0, ge=0, le=90, description="Largest accepted tilt of the eye line, in degrees.")
+
+
+class RecognitionConfig(_Section):
+    det_size: int = Field(640, gt=0, multiple_of=32, description="Detector input side in pixels (fixed-input models ignore it).")
+    det_score: float | None = Field(None, ge=0, le=1, description="Detector score threshold; default: the model's manifest value.")
+    match_threshold: float | None = Field(None, ge=-1, le=1, description="Cosine similarity for 'same person'; default: the recognizer's measured manifest value.")
+    batch_size: int = Field(8, gt=0, description="Faces embedded per network run.")
+    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = one per core.")
+    quality: QualityConfig = QualityConfig()
+
+
+class DedupConfig(_Section):
+    window: Duration = Field(timedelta(hours=3), description="An entry within this time of the same person's previous entry is a re-entry.")
+
+    @field_validator("window")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("must be > 0")
+        return v
+
+
+class MqttConfig(_Section):
+    url: str = Field("mqtt://127.0.0.1:1883", description="Broker URL: mqtt://host[:port] or mqtts://host[:port].")
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_id: str | None = Field(None, description="Stable client id; default: footfall-<store_id>.")
+    topic_prefix: str = "footfall"
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version.")
+
+    @field_validator("url")
+    @classmethod
+    def _broker_url(cls, v: str) -> str:
+        if not _BROKER_URL.match(v):
+            raise ValueError(f"must look like mqtt://host[:port] or mqtts://host[:port], got {v!r}")
+        return v
+
+
+class StorageConfig(_Section):
+    dir: Path = Field(Path("/var/lib/footfall"), description="State directory (SQLite files, mode 0600).")
+
+
+class AlertsConfig(_Section):
+    ttl: Duration = Field(timedelta(minutes=2), description="Unsent alerts are dropped this long after they were raised.")
+
+
+class PrivacyConfig(_Section):
+    anonymous_store: Literal["disk", "memory"] = Field("disk", description="Where anonymous visitors' open windows live.")
+
+
+class CameraConfig(_Section):
+    id: str = Field(min_length=1)
+    source: str = Field(min_length=1, description='rtsp://..., /dev/videoN, a device index such as "0", or a video file.')
+    fps: float = Field(5.0, gt=0, description="Frames per second sampled from the source.")
+    start_time: datetime | None = Field(None, description="File sources: wall-clock time of the first frame (ISO 8601 with offset).")
+
+    @field_validator("start_time")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("must carry a UTC offset, e.g. 2026-11-23T10:00:00+08:00")
+        return v
+
+
+class Config(_Section):
+    store_id: str = Field("demo-store", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="Store id; part of every MQTT topic.")
+    timezone: str = Field("UTC", description="IANA time zone of the store: day boundaries and hourly counts.")
+    models: ModelsConfig = ModelsConfig()
+    recognition: RecognitionConfig = RecognitionConfig()
+    dedup: DedupConfig = DedupConfig()
+    mqtt: MqttConfig = MqttConfig()
+    storage: StorageConfig = StorageConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    cameras: list[CameraConfig] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {v!r}") from None
+        return v
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_ids(cls, v: list[CameraConfig]) -> list[CameraConfig]:
+        seen: set[str] = set()
+        for cam in v:
+            if cam.id in seen:
+                raise ValueError(f"camera id {cam.id!r} appears twice")
+            seen.add(cam.id)
+        return v
+
+
+def key_path(loc: tuple[int | str, ...]) -> str:
+    """('cameras', 1, 'fps') -> 'cameras[1].fps'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+_MESSAGES = {
+    "extra_forbidden": lambda e: "unknown key",
+    "missing": lambda e: "required key is missing",
+    "greater_than": lambda e: f"must be > {e['ctx']['gt']:g}",
+    "greater_than_equal": lambda e: f"must be >= {e['ctx']['ge']:g}",
+    "less_than_equal": lambda e: f"must be <= {e['ctx']['le']:g}",
+    "multiple_of": lambda e: f"must be a multiple of {e['ctx']['multiple_of']:g}",
+}
+
+
+def describe(exc: ValidationError) -> str:
+    """One line per problem: `key.path: what is wrong`."""
+    lines = []
+    for err in exc.errors():
+        explain = _MESSAGES.get(err["type"])
+        msg = explain(err) if explain else err["msg"].removeprefix("Value error, ")
+        lines.append(f"{key_path(err['loc'])}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any]) -> Config:
+    """Validate an already-parsed TOML document."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML config file; ConfigError names the file and the key."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: config is not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return parse_config(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: " + str(exc).replace("\n", f"\n{path}: ")) from None

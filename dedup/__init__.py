@@ -1,0 +1,1 @@
+"""Who is this: staff and member galleries, the visit window."""

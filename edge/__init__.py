@@ -1,0 +1,1 @@
+"""The daemon: camera sources, pipeline wiring, command-line interface."""

@@ -1,0 +1,5 @@
+"""`python -m edge` (from a checkout) and `python -m footfall.edge` run the CLI."""
+
+from footfall.edge.cli import main
+
+raise SystemExit(main())

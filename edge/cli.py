@@ -1,0 +1,165 @@
+"""The `footfall` command line (see docs/cli.md and the external contract)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from footfall import __version__
+from footfall.config.schema import Config, ConfigError, load_config, parse_config
+from footfall.models.manifest import ModelError, load_manifest, search_dirs
+
+EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
+
+
+def _config(args: argparse.Namespace) -> Config:
+    """The --config file if given, else the defaults."""
+    return load_config(args.config) if getattr(args, "config", None) else parse_config({})
+
+
+def cmd_models_verify(args: argparse.Namespace) -> int:
+    from footfall.models.fetch import verify_dir
+
+    directory = Path(args.dir) if args.dir else search_dirs(_config(args).models.dir)[0]
+    verdicts = verify_dir(directory)
+    print(f"models in {directory}")
+    for v in verdicts:
+        mark = {"ok": "ok  ", "missing": "--  "}.get(v.state, "BAD ")
+        print(f"  {mark}{v.entry.file:<42} {v.entry.role:<10} {v.state:<14} {v.entry.licence_note}")
+    bad = [v for v in verdicts if v.state not in ("ok", "missing")]
+    present = [v for v in verdicts if v.ok]
+    print(f"{len(present)} verified, {len(bad)} corrupt or altered, "
+          f"{sum(v.state == 'missing' for v in verdicts)} not present")
+    if bad:
+        return EXIT_FAIL
+    if not present:
+        print(f"no known model file in {directory}", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    from footfall.models.fetch import fetch, verify_file
+
+    directory = Path(args.dir) if args.dir else search_dirs(_config(args).models.dir)[0]
+    entries = load_manifest()
+    names = args.names or [e.file for e in entries.values() if e.url and not e.shipped]
+    failed = 0
+    for name in names:
+        entry = entries.get(name)
+        if entry is None:
+            print(f"unknown model {name!r}; known: {', '.join(sorted(entries))}", file=sys.stderr)
+            failed += 1
+            continue
+        if verify_file(entry, directory / entry.file).ok:
+            print(f"{entry.file}: already present and verified")
+            continue
+        if not entry.commercial_use:
+            print(f"{entry.file}: licence: {entry.licence_note}")
+        try:
+            path = fetch(entry, directory, progress=not args.quiet)
+            print(f"{entry.file}: fetched and verified -> {path}")
+        except ModelError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from footfall.benchmarks.recognition import bench_recognition, format_table
+
+    config = _config(args)
+    overrides = {k: v for k, v in (("detector", args.detector), ("recognizer", args.recognizer),
+                                   ("dir", args.models_dir)) if v}
+    if overrides:
+        config = config.model_copy(update={"models": config.models.model_copy(update=overrides)})
+    result = bench_recognition(config, Path(args.faces), progress=not args.json)
+    print(json.dumps(result) if args.json else format_table(result))
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from footfall.edge.doctor import run_checks
+
+    return run_checks(load_config(args.config))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    from footfall.recognition.analyzer import FaceAnalyzer
+
+    FaceAnalyzer.from_config(config)
+    print(f"config {args.config} is valid and the models load; the store daemon is not part of "
+          f"footfall {__version__} yet", file=sys.stderr)
+    return EXIT_FAIL
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from footfall.edge.demo import run_demo
+
+    return run_demo()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="footfall", description="In-store edge foot-traffic recognition.")
+    parser.add_argument("--version", action="version", version=f"footfall {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="the store daemon")
+    p.add_argument("--config", required=True)
+    p.add_argument("--once", action="store_true", help="process file sources to the end, then exit")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="zero-configuration demo")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("doctor", help="check config, models and storage")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_doctor)
+
+    models = sub.add_parser("models", help="verify or fetch model files").add_subparsers(dest="action", required=True)
+    p = models.add_parser("verify", help="check presence, size and SHA-256 of known models")
+    p.add_argument("--dir", help="directory to check (default: models.dir, $FOOTFALL_MODELS_DIR, or the shipped pack)")
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_models_verify)
+    p = models.add_parser("fetch", help="download models with pinned SHA-256")
+    p.add_argument("names", nargs="*", help="model files (default: every downloadable model not shipped)")
+    p.add_argument("--dir")
+    p.add_argument("--config")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_models_fetch)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="suite", required=True)
+    p = bench.add_parser("recognition", help="detect/align/embed speed and TAR@FAR against a naive baseline")
+    p.add_argument("--faces", required=True, help="labelled photos: DIR/<identity>/<photo>")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--config")
+    p.add_argument("--detector", help="detector file name (overrides the config)")
+    p.add_argument("--recognizer", help="recognizer file name (overrides the config)")
+    p.add_argument("--models-dir", help="model directory (overrides the config)")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `footfall` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ModelError as exc:
+        print(f"model error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130

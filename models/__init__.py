@@ -1,0 +1,1 @@
+"""Model manifest, the shipped default pack, fetch and verify."""

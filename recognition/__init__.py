@@ -1,0 +1,1 @@
+"""Faces in an image to quality-checked, L2-normalised embeddings."""

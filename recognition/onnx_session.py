@@ -1,0 +1,29 @@
+"""The one place onnxruntime sessions are created, with deliberate options."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnxruntime as ort
+
+from footfall.models.manifest import ModelError
+
+
+def open_session(path: Path, threads: int = 0) -> ort.InferenceSession:
+    """An inference session on the CPU for the model at `path`.
+
+    `threads` = 0 uses one intra-op thread per core: on a 2-core edge box the
+    convolutions are the whole cost, and sequential execution avoids a second
+    thread pool fighting the first. Graph optimisation is fully on.
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for bad files
+        raise ModelError(f"{path}: onnxruntime cannot load this model: {exc}") from exc

@@ -1,0 +1,1 @@
+"""The outside world over MQTT: outbox, publisher, downlink, counts."""
