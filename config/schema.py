@@ -96,7 +96,8 @@ class MqttConfig(_Section):
     @field_validator("url")
     @classmethod
     def _broker_url(cls, v: str) -> str:
-        if not _BROKER_URL.match(v):
+        m = _BROKER_URL.match(v)
+        if not m or (m.group(1) and not 0 < int(m.group(1)[1:]) < 65536):
             raise ValueError(f"must look like mqtt://host[:port] or mqtts://host[:port], got {v!r}")
         return v
 

@@ -13,9 +13,9 @@ from footfall.models.manifest import ModelError
 def open_session(path: Path, threads: int = 0) -> ort.InferenceSession:
     """An inference session on the CPU for the model at `path`.
 
-    `threads` = 0 uses one intra-op thread per core: on a 2-core edge box the
-    convolutions are the whole cost, and sequential execution avoids a second
-    thread pool fighting the first. Graph optimisation is fully on.
+    `threads` = 0 uses one intra-op thread per core: the convolutions are the
+    whole cost. One inter-op thread and sequential execution: no second pool
+    competing with the first. Graph optimisation is fully on.
     """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or (os.cpu_count() or 1)
@@ -23,6 +23,9 @@ def open_session(path: Path, threads: int = 0) -> ort.InferenceSession:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    # Detector and recognizer sessions take turns on the same cores; a pool that
+    # spin-waits after its run steals the cores from the next session's pool.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for bad files

@@ -1,0 +1,84 @@
+"""Shared fixtures: where the real models and labelled photos are, and analyzers built on them.
+
+Real data is found through $FOOTFALL_SHARED_DIR or `../shared` beside the
+checkout; tests that need it skip, naming the reason, only when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from footfall.config.schema import parse_config
+from footfall.recognition.analyzer import FaceAnalyzer
+from footfall.recognition.evaluation import labelled_photos
+from footfall.recognition.images import pad_photo, read_image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_dir() -> Path | None:
+    env = os.environ.get("FOOTFALL_SHARED_DIR")
+    candidate = Path(env) if env else REPO.parent / "shared"
+    return candidate if candidate.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    found = _shared_dir()
+    if found is None:
+        pytest.skip("shared test data not found: set FOOTFALL_SHARED_DIR or place it at ../shared")
+    return found
+
+
+@pytest.fixture(scope="session")
+def shared_models(shared_dir: Path) -> Path:
+    return shared_dir / "models"
+
+
+@pytest.fixture(scope="session")
+def faces_dir(shared_dir: Path) -> Path:
+    return shared_dir / "data" / "faces"
+
+
+@pytest.fixture(scope="session")
+def scenes_dir(shared_dir: Path) -> Path:
+    return shared_dir / "data" / "scenes"
+
+
+def make_analyzer(models_dir: Path | None, detector: str | None = None, recognizer: str | None = None) -> FaceAnalyzer:
+    """An analyzer through the normal config path."""
+    models: dict[str, str] = {}
+    if models_dir is not None:
+        models["dir"] = str(models_dir)
+    if detector:
+        models["detector"] = detector
+    if recognizer:
+        models["recognizer"] = recognizer
+    return FaceAnalyzer.from_config(parse_config({"models": models}))
+
+
+@pytest.fixture(scope="session")
+def default_analyzer() -> FaceAnalyzer:
+    """The default pack shipped in the package: YuNet + reid-0095."""
+    return make_analyzer(None)
+
+
+@pytest.fixture(scope="session")
+def labelled_embeddings(faces_dir: Path, default_analyzer: FaceAnalyzer) -> tuple[np.ndarray, list[str]]:
+    """Embedding of the largest face of every labelled photo, with the default pack."""
+    return embed_labelled(default_analyzer, faces_dir)
+
+
+def embed_labelled(analyzer: FaceAnalyzer, faces_dir: Path) -> tuple[np.ndarray, list[str]]:
+    vectors, identities = [], []
+    for photo in labelled_photos(faces_dir):
+        faces = analyzer.analyze(pad_photo(read_image(photo.path)), gated=False)
+        assert faces, f"no face found in {photo.path}"
+        largest = max(faces, key=lambda f: f.detection.width * f.detection.height)
+        vectors.append(largest.embedding)
+        identities.append(photo.identity)
+    return np.stack(vectors), identities

@@ -1,0 +1,48 @@
+"""The command line: the recognition benchmark's JSON and the zero-configuration demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+REQUIRED_KEYS = {"tar_at_far_1e-3", "threshold", "det_ms_p50", "embed_ms_p50", "faces_per_s", "naive_faces_per_s"}
+
+
+def footfall(*args: str, env: dict[str, str] | None = None, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "footfall", *args], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, **(env or {})}, cwd=cwd)
+
+
+def test_bench_recognition_prints_one_json_object_with_the_contract_keys(faces_dir):
+    done = footfall("bench", "recognition", "--faces", str(faces_dir), "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert REQUIRED_KEYS <= result.keys()
+    assert result["images"] == 115 and result["images_without_face"] == 0
+    assert result["tar_at_far_1e-3"] >= 0.95
+    assert result["faces_per_s"] > 0 and result["naive_faces_per_s"] > 0
+    assert result["naive_faces"] == result["faces"], "both sides must embed the same faces"
+
+
+def test_bench_measures_another_pack_from_the_models_dir_against_insightface(faces_dir, shared_models):
+    done = footfall("bench", "recognition", "--faces", str(faces_dir), "--json", "--models-dir", str(shared_models),
+                    "--detector", "det_500m.onnx", "--recognizer", "mobilefacenet.onnx")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["naive"].startswith("insightface")
+    assert result["recognizer"] == "mobilefacenet.onnx" and result["tar_at_far_1e-3"] >= 0.95
+
+
+def test_bench_names_an_unknown_model(faces_dir):
+    done = footfall("bench", "recognition", "--faces", str(faces_dir), "--recognizer", "nope.onnx")
+    assert done.returncode == 1
+    assert "unknown model 'nope.onnx'" in done.stderr
+
+
+def test_demo_runs_with_zero_configuration_and_ends_with_a_summary(faces_dir, tmp_path):
+    done = footfall("demo", env={"FOOTFALL_SAMPLE_FACES": str(faces_dir)}, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "summary:" in done.stdout.splitlines()[-1]
+    assert not any(tmp_path.iterdir()), "the demo writes nothing to disk"
