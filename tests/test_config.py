@@ -283,3 +283,8 @@ def test_example_config_mentions_every_config_key():
     text = _example_path().read_text(encoding="utf-8")
     missing = sorted(expected_keys() - assigned_keys(text))
     assert missing == []
+
+
+def test_a_broker_port_outside_the_tcp_range_is_refused():
+    with pytest.raises(ConfigError, match=r"mqtt\.url: must look like"):
+        parse_config({"mqtt": {"url": "mqtt://broker:99999"}})
