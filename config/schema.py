@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
 
@@ -40,8 +40,6 @@ def parse_duration(value: Any) -> timedelta:
 
 
 _BROKER_URL = re.compile(r"^mqtts?://[^/:\s]+(:\d{1,5})?/?$")
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
 class _Section(BaseModel):
@@ -71,15 +69,31 @@ class RecognitionConfig(_Section):
     quality: QualityConfig = QualityConfig()
 
 
+def _positive_duration(v: timedelta) -> timedelta:
+    if v <= timedelta(0):
+        raise ValueError("must be > 0")
+    return v
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive_duration)]
+
+
 class DedupConfig(_Section):
     window: Duration = Field(timedelta(hours=3), description="An entry within this time of the same person's previous entry is a re-entry.")
+    threshold: float | None = Field(None, ge=-1, le=1, description="Cosine at which a passage re-enters an open window; default: the recognizer's calibrated manifest value.")
+    margin: float | None = Field(None, ge=0, le=2, description="Required lead of the best open window over the second-best; default: the recognizer's manifest value.")
+    same_entry: Duration = Field(timedelta(seconds=60), description="The same person seen again within this time (a second camera, a lost track) is the same entry.")
 
-    @field_validator("window")
-    @classmethod
-    def _positive(cls, v: timedelta) -> timedelta:
-        if v <= timedelta(0):
-            raise ValueError("must be > 0")
-        return v
+
+class MembersConfig(_Section):
+    threshold: float | None = Field(None, ge=-1, le=1, description="Cosine at which a passage is an enrolled member or staff; default: the recognizer's calibrated manifest value.")
+    margin: float | None = Field(None, ge=0, le=2, description="Required lead of the best person over the second-best; default: the recognizer's manifest value.")
+
+
+class TrackingConfig(_Section):
+    max_gap: Duration = Field(timedelta(seconds=1.5), description="A track ends when its face is unseen this long.")
+    min_iou: float = Field(0.15, gt=0, lt=1, description="Smallest overlap of a face with a track's predicted box to continue it.")
+    shots: int = Field(3, ge=1, le=10, description="Best faces kept per track and embedded when it ends.")
 
 
 class MqttConfig(_Section):
@@ -133,7 +147,9 @@ class Config(_Section):
     timezone: str = Field("UTC", description="IANA time zone of the store: day boundaries and hourly counts.")
     models: ModelsConfig = ModelsConfig()
     recognition: RecognitionConfig = RecognitionConfig()
+    tracking: TrackingConfig = TrackingConfig()
     dedup: DedupConfig = DedupConfig()
+    members: MembersConfig = MembersConfig()
     mqtt: MqttConfig = MqttConfig()
     storage: StorageConfig = StorageConfig()
     alerts: AlertsConfig = AlertsConfig()

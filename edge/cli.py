@@ -68,16 +68,31 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
     return EXIT_FAIL if failed else EXIT_OK
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from footfall.benchmarks.recognition import bench_recognition, format_table
-
+def _bench_config(args: argparse.Namespace) -> Config:
+    """The config with the bench's --detector/--recognizer/--models-dir overrides."""
     config = _config(args)
     overrides = {k: v for k, v in (("detector", args.detector), ("recognizer", args.recognizer),
                                    ("dir", args.models_dir)) if v}
     if overrides:
         config = config.model_copy(update={"models": config.models.model_copy(update=overrides)})
-    result = bench_recognition(config, Path(args.faces), progress=not args.json)
+    return config
+
+
+def cmd_bench_recognition(args: argparse.Namespace) -> int:
+    from footfall.benchmarks.recognition import bench_recognition, format_table
+
+    result = bench_recognition(_bench_config(args), Path(args.faces), progress=not args.json)
     print(json.dumps(result) if args.json else format_table(result))
+    return EXIT_OK
+
+
+def cmd_bench_calibration(args: argparse.Namespace) -> int:
+    from footfall.benchmarks.calibration import calibrate, format_report
+
+    crowd = Path(args.crowd) if args.crowd else None
+    result = calibrate(_bench_config(args), Path(args.faces), crowd, renditions=args.renditions,
+                       trials=args.trials, progress=not args.json)
+    print(json.dumps(result) if args.json else format_report(result))
     return EXIT_OK
 
 
@@ -135,14 +150,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="suite", required=True)
     p = bench.add_parser("recognition", help="detect/align/embed speed and TAR@FAR against a naive baseline")
+    _bench_options(p)
+    p.set_defaults(func=cmd_bench_recognition)
+    p = bench.add_parser("calibration", help="dedup/member thresholds: error rates and the false-merge curve")
+    _bench_options(p)
+    p.add_argument("--crowd", help="an image of many strangers' faces, added as extra identities")
+    p.add_argument("--renditions", type=int, default=4, help="degraded renditions per photo")
+    p.add_argument("--trials", type=int, default=4000, help="stranger passages per point of the curve")
+    p.set_defaults(func=cmd_bench_calibration)
+    return parser
+
+
+def _bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--faces", required=True, help="labelled photos: DIR/<identity>/<photo>")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--config")
     p.add_argument("--detector", help="detector file name (overrides the config)")
     p.add_argument("--recognizer", help="recognizer file name (overrides the config)")
     p.add_argument("--models-dir", help="model directory (overrides the config)")
-    p.set_defaults(func=cmd_bench)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,11 @@ class ModelEntry:
     template: Literal["arcface", "omz"] = "arcface"
     max_batch: int = 0
     match_threshold: float | None = None
+    # visit window and galleries (docs/calibration.md)
+    dedup_threshold: float | None = None
+    dedup_margin: float | None = None
+    member_threshold: float | None = None
+    member_margin: float | None = None
 
     @property
     def licence_note(self) -> str:

@@ -27,13 +27,30 @@ class Face:
 
 @dataclass(frozen=True)
 class ModelPack:
-    """The detector and recognizer files in use and their manifest entries."""
+    """The detector and recognizer files in use, their manifest entries, and the thresholds that belong to them."""
 
     detector: ModelEntry
     detector_path: Path
     recognizer: ModelEntry
     recognizer_path: Path
     match_threshold: float
+    config: Config = field(repr=False)
+
+    def threshold(self, key: str) -> float:
+        """A recognizer-specific threshold: the config's value if set, else the calibrated manifest value.
+
+        `key` is a config key path such as "dedup.threshold" or "members.margin".
+        """
+        section, name = key.split(".")
+        configured = getattr(getattr(self.config, section), name)
+        if configured is not None:
+            return configured
+        manifest_key = {"dedup": "dedup_", "members": "member_"}[section] + name
+        value = getattr(self.recognizer, manifest_key)
+        if value is None:
+            raise ModelError(f"{self.recognizer.file} has no calibrated {manifest_key} in the manifest; "
+                             f"set {key} in the config after calibrating (footfall bench calibration)")
+        return value
 
 
 def resolve_pack(config: Config) -> ModelPack:
@@ -48,7 +65,8 @@ def resolve_pack(config: Config) -> ModelPack:
             f"{rec.file} has no measured match threshold in the manifest; "
             "set recognition.match_threshold after calibrating it on your own faces"
         )
-    return ModelPack(det, locate(det.file, config.models.dir), rec, locate(rec.file, config.models.dir), threshold)
+    return ModelPack(det, locate(det.file, config.models.dir), rec, locate(rec.file, config.models.dir),
+                     threshold, config)
 
 
 class FaceAnalyzer:
