@@ -1,0 +1,145 @@
+"""SQLite files that hold biometric data: private modes, WAL, secure deletion, versioned schemas.
+
+Each module that keeps state owns one file and its tables; `user_version` is
+per file, so two modules never share one (their migration lists would clash).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+_SIDE_FILES = ("-wal", "-shm")
+
+
+class StorageError(Exception):
+    """A state file is unreadable, corrupt, or was written by something else; the message names it."""
+
+
+def db_file(conn: sqlite3.Connection) -> str:
+    """The path of the main database file of `conn` ("" for an in-memory database)."""
+    for _, name, file in conn.execute("PRAGMA database_list"):
+        if name == "main":
+            return file
+    return ""
+
+
+def _private_file(path: Path) -> None:
+    # Created 0600 before SQLite sees it, so there is no moment when it is readable by others.
+    fd = os.open(path, os.O_CREAT | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+    os.close(fd)
+    os.chmod(path, FILE_MODE)
+
+
+def _private_side_files(path: Path) -> None:
+    for suffix in _SIDE_FILES:
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            os.chmod(side, FILE_MODE)
+
+
+def open_db(path: Path) -> sqlite3.Connection:
+    """Open (or create) a private SQLite file for biometric state.
+
+    The parent directory is created 0700, the file and its -wal/-shm files are
+    0600. WAL journal, `secure_delete` (deleted rows are overwritten in the
+    file), foreign keys on, `synchronous=FULL`. The connection is in autocommit
+    mode: group writes with `transaction(conn)`; it may be used from several
+    threads, so its owner must serialise access (a lock). A file that is not a
+    usable SQLite database raises StorageError naming it.
+    """
+    path = Path(path)
+    try:
+        if not path.parent.exists():
+            path.parent.mkdir(mode=DIR_MODE, parents=True)
+            os.chmod(path.parent, DIR_MODE)  # mkdir's mode is narrowed by the umask, never widened
+        _private_file(path)
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot create state file: {exc.strerror or exc}") from None
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StorageError(f"{path}: cannot open: {exc}") from None
+    try:
+        # The first statement reads the header: a foreign file fails here.
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StorageError(f"{path}: cannot switch to WAL journal mode (got {mode!r})")
+        conn.execute("PRAGMA secure_delete=ON")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StorageError(f"{path}: not a usable SQLite database (corrupt or another kind of file): {exc}") from None
+    except StorageError:
+        conn.close()
+        raise
+    _private_side_files(path)
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK if the block raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split an SQL script into complete statements (triggers' inner semicolons included)."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\r\n;"):
+                yield pending
+            pending = ""
+    if pending.strip(" \t\r\n;"):
+        yield pending
+
+
+def migrate(conn: sqlite3.Connection, steps: list[str]) -> int:
+    """Apply the steps not yet applied (per `PRAGMA user_version`) in one transaction.
+
+    `steps[i]` brings the schema from version i to i + 1; steps are only ever
+    appended, never edited. Returns the resulting version. A file whose version
+    is newer than `steps` knows raises StorageError.
+    """
+    try:
+        with transaction(conn):
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            if current > len(steps):
+                raise StorageError(
+                    f"{db_file(conn)}: schema version {current} is newer than this footfall knows "
+                    f"({len(steps)}); it was written by a newer release")
+            for version, step in enumerate(steps[current:], start=current + 1):
+                for statement in _statements(step):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version:d}")
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(f"{db_file(conn)}: schema migration failed: {exc}") from None
+    if db_file(conn):
+        _private_side_files(Path(db_file(conn)))
+    return len(steps)
+
+
+def purge(conn: sqlite3.Connection) -> bool:
+    """Checkpoint and truncate the WAL, so deleted rows are gone from it too.
+
+    With `secure_delete` the main file's copies are already overwritten; the
+    WAL still holds older page images until this runs. Returns False if a
+    reader kept the checkpoint from completing (the WAL was then not emptied).
+    """
+    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return busy == 0

@@ -1,0 +1,318 @@
+"""The gallery of enrolled people (members and staff): who is this face, if anyone we know?
+
+One gallery holds both roles; each person has several embeddings, and a face
+is that person's when its best similarity to them reaches the threshold and
+beats every other person by the margin. Embeddings belong to the recognizer
+that made them: the gallery records its model's SHA-256 and refuses others.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from footfall.dedup.db import StorageError, migrate, open_db, purge, transaction
+from footfall.dedup.index import VectorIndex, best_by_owner
+
+log = logging.getLogger(__name__)
+
+NORM_TOLERANCE = 1e-3
+ROLES = ("member", "staff")
+
+_SCHEMA = [
+    """
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE people (
+        person_id  TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        role       TEXT NOT NULL CHECK (role IN ('member', 'staff')),
+        tier       TEXT,
+        consent    INTEGER NOT NULL,
+        consent_at TEXT,              -- ISO 8601
+        profile    TEXT NOT NULL      -- JSON object
+    );
+    CREATE TABLE person_vectors (
+        id        INTEGER PRIMARY KEY,
+        person_id TEXT NOT NULL REFERENCES people(person_id) ON DELETE CASCADE,
+        vector    BLOB NOT NULL       -- float32, little-endian
+    );
+    CREATE INDEX person_vectors_by_person ON person_vectors(person_id);
+    """,
+]
+
+
+class EnrolmentError(ValueError):
+    """A person or their embeddings cannot be enrolled; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Person:
+    """Someone enrolled: a member (with consent) or staff, and the CRM fields held for them."""
+
+    person_id: str
+    name: str
+    role: Literal["member", "staff"]
+    tier: str | None = None
+    consent: bool = False
+    consent_at: datetime | None = None
+    profile: dict = field(default_factory=dict)  # CRM fields (last purchase, open repairs, tags), JSON-serialisable
+
+
+@dataclass(frozen=True)
+class Match:
+    """The recognised person, their score, and the best score of any other person (-1.0 if none)."""
+
+    person: Person
+    score: float
+    second_score: float
+
+
+# -- validation (pure) -------------------------------------------------------------
+
+def check_person(person: Person) -> None:
+    """Refuse a person record that cannot be enrolled (EnrolmentError)."""
+    if not person.person_id:
+        raise EnrolmentError("person_id must not be empty")
+    if person.role not in ROLES:
+        raise EnrolmentError(f"{person.person_id}: role must be 'member' or 'staff', got {person.role!r}")
+    if person.role == "member" and person.consent is not True:
+        raise EnrolmentError(f"member {person.person_id}: consent is required")
+    try:
+        json.dumps(person.profile)
+    except (TypeError, ValueError) as exc:
+        raise EnrolmentError(f"{person.role} {person.person_id}: profile is not JSON-serialisable: {exc}") from None
+
+
+def check_embeddings(embeddings: np.ndarray, dim: int, who: str = "embeddings") -> np.ndarray:
+    """(n, dim) float32 unit vectors, or EnrolmentError naming what is wrong (and which row)."""
+    m = np.asarray(embeddings, dtype=np.float32)
+    if m.size == 0:
+        raise EnrolmentError(f"{who}: no embeddings given")
+    if m.ndim == 1:
+        m = m[None, :]
+    if m.ndim != 2 or m.shape[1] != dim:
+        got = f"{m.shape[-1]}-d" if m.ndim <= 2 else f"shape {m.shape}"
+        raise EnrolmentError(f"{who}: embeddings must be {dim}-d (the recognizer's dimension), got {got}")
+    finite = np.isfinite(m).all(axis=1)
+    if not finite.all():
+        raise EnrolmentError(f"{who}: embedding row {int(np.argmin(finite))} has non-finite values")
+    norms = np.linalg.norm(m, axis=1)
+    off = np.abs(norms - 1.0) > NORM_TOLERANCE
+    if off.any():
+        row = int(np.argmax(off))
+        raise EnrolmentError(f"{who}: embedding row {row} is not L2-normalised (norm {norms[row]:.4f})")
+    return np.ascontiguousarray(m)
+
+
+def _query(embedding: np.ndarray, dim: int) -> np.ndarray:
+    vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
+    if vector.shape != (dim,):
+        raise ValueError(f"expected an embedding of dimension {dim}, got shape {np.shape(embedding)}")
+    if not np.all(np.isfinite(vector)) or abs(float(np.linalg.norm(vector)) - 1.0) > NORM_TOLERANCE:
+        raise ValueError("embedding must be finite and L2-normalised")
+    return vector
+
+
+# -- the gallery -------------------------------------------------------------------
+
+class Gallery:
+    """Members and staff with their embeddings, in memory or in a private SQLite file. Thread-safe."""
+
+    def __init__(self, *, dim: int, threshold: float, margin: float, model_sha256: str,
+                 db_path: Path | None) -> None:
+        if not model_sha256:
+            raise ValueError("model_sha256 must name the recognizer that makes the embeddings")
+        self.dim = dim
+        self.threshold = threshold
+        self.margin = margin
+        self.model_sha256 = model_sha256
+        self._lock = threading.RLock()
+        self._index = VectorIndex(dim)
+        self._people: dict[str, Person] = {}
+        self._vector_ids: dict[str, list[int]] = {}
+        self._owner_of: dict[int, str] = {}
+        self._next_vector_id = 1
+        self._most_vectors = 0  # most vectors any one person has had; sizes the search
+        self._closed = False
+        self._conn = None
+        if db_path is not None:
+            path = Path(db_path)
+            self._conn = open_db(path)
+            try:
+                migrate(self._conn, _SCHEMA)
+                self._check_model(path)
+                self._load(path)
+            except sqlite3.DatabaseError as exc:
+                self._conn.close()
+                raise StorageError(f"{path}: cannot read the gallery (corrupt?): {exc}") from None
+            except StorageError:
+                self._conn.close()
+                raise
+
+    # -- public API --------------------------------------------------------------
+
+    def enroll(self, person: Person, embeddings: np.ndarray, *, model_sha256: str | None = None) -> None:
+        """Enrol or update a person; their previous embeddings are replaced.
+
+        `model_sha256`, when given, is the recognizer that made the embeddings
+        (a CRM upsert's `embedding_model`); another model's are refused.
+        """
+        check_person(person)
+        who = f"{person.role} {person.person_id}"
+        if model_sha256 is not None and model_sha256 != self.model_sha256:
+            raise EnrolmentError(f"{who}: embeddings were made by recognizer {model_sha256}, "
+                                 f"this gallery's recognizer is {self.model_sha256}")
+        vectors = check_embeddings(embeddings, self.dim, who)
+        with self._lock:
+            self._check_open()
+            old = self._vector_ids.get(person.person_id, [])
+            new = list(range(self._next_vector_id, self._next_vector_id + len(vectors)))
+            if self._conn is not None:
+                self._save(person, new, vectors)
+            self._next_vector_id += len(vectors)
+            self._forget_vectors(old)
+            self._index.add(np.asarray(new, dtype=np.int64), vectors)
+            self._owner_of.update((i, person.person_id) for i in new)
+            self._vector_ids[person.person_id] = new
+            self._people[person.person_id] = person
+            self._most_vectors = max(self._most_vectors, len(new))
+            if old:
+                self._purge()  # the replaced vectors leave the WAL too
+
+    def match(self, embedding: np.ndarray) -> Match | None:
+        """The enrolled person this face is, or None (below threshold, or too close to another person)."""
+        vector = _query(embedding, self.dim)
+        with self._lock:
+            self._check_open()
+            if len(self._index) == 0:
+                return None
+            # One person holds at most _most_vectors hits, so the next person is within k.
+            scores, ids = self._index.search(vector, self._most_vectors + 1)
+            ranked = best_by_owner(scores[0], ids[0], self._owner_of)
+            if not ranked:
+                return None
+            (best, score), second = ranked[0], (ranked[1][1] if len(ranked) > 1 else -1.0)
+            if score < self.threshold or score - second < self.margin:
+                return None
+            return Match(self._people[best], score, second)
+
+    def erase(self, person_id: str) -> bool:
+        """Remove a person and every one of their vectors from memory and disk; False if unknown."""
+        with self._lock:
+            self._check_open()
+            if person_id not in self._people:
+                return False
+            if self._conn is not None:
+                with transaction(self._conn):
+                    self._conn.execute("DELETE FROM people WHERE person_id = ?", (person_id,))
+            self._forget_vectors(self._vector_ids.pop(person_id))
+            del self._people[person_id]
+            self._purge()
+            return True
+
+    def get(self, person_id: str) -> Person | None:
+        """The enrolled person with this id, or None."""
+        with self._lock:
+            return self._people.get(person_id)
+
+    def people(self, role: str | None = None) -> list[Person]:
+        """Everyone enrolled (optionally of one role), ordered by id."""
+        with self._lock:
+            return [p for _, p in sorted(self._people.items()) if role is None or p.role == role]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._people)
+
+    def close(self) -> None:
+        """Release the database and drop the in-memory vectors."""
+        with self._lock:
+            self._closed = True
+            self._forget_vectors(list(self._owner_of))
+            self._people.clear()
+            self._vector_ids.clear()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> "Gallery":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ---------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the gallery is closed")
+
+    def _forget_vectors(self, ids: list[int]) -> None:
+        self._index.remove(ids)
+        for vector_id in ids:
+            self._owner_of.pop(vector_id, None)
+
+    def _purge(self) -> None:
+        if self._conn is not None and not purge(self._conn):
+            log.warning("gallery: WAL checkpoint was blocked; deleted vectors stay in the WAL until the next one")
+
+    def _save(self, person: Person, ids: list[int], vectors: np.ndarray) -> None:
+        consent_at = person.consent_at.isoformat() if person.consent_at else None
+        with transaction(self._conn):
+            self._conn.execute(
+                """INSERT INTO people (person_id, name, role, tier, consent, consent_at, profile)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (person_id) DO UPDATE SET name = excluded.name, role = excluded.role,
+                       tier = excluded.tier, consent = excluded.consent, consent_at = excluded.consent_at,
+                       profile = excluded.profile""",
+                (person.person_id, person.name, person.role, person.tier, int(person.consent), consent_at,
+                 json.dumps(person.profile, ensure_ascii=False)))
+            self._conn.execute("DELETE FROM person_vectors WHERE person_id = ?", (person.person_id,))
+            self._conn.executemany("INSERT INTO person_vectors (id, person_id, vector) VALUES (?, ?, ?)",
+                                   [(i, person.person_id, v.astype("<f4").tobytes()) for i, v in zip(ids, vectors)])
+
+    def _check_model(self, path: Path) -> None:
+        meta = dict(self._conn.execute("SELECT key, value FROM meta"))
+        stored = meta.get("model_sha256")
+        has_vectors = self._conn.execute("SELECT EXISTS (SELECT 1 FROM person_vectors)").fetchone()[0]
+        if stored is not None and stored != self.model_sha256 and has_vectors:
+            raise StorageError(
+                f"{path}: the gallery's embeddings were made by recognizer {stored}, the configured recognizer "
+                f"is {self.model_sha256}; embeddings of different models cannot be compared — enrol the "
+                f"people again with the configured recognizer, or go back to the other one")
+        if stored != self.model_sha256 or meta.get("dim") != str(self.dim):
+            with transaction(self._conn):
+                self._conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                       [("model_sha256", self.model_sha256), ("dim", str(self.dim))])
+
+    def _load(self, path: Path) -> None:
+        for pid, name, role, tier, consent, consent_at, profile in self._conn.execute(
+                "SELECT person_id, name, role, tier, consent, consent_at, profile FROM people"):
+            self._people[pid] = Person(pid, name, role, tier, bool(consent),
+                                       datetime.fromisoformat(consent_at) if consent_at else None,
+                                       json.loads(profile))
+            self._vector_ids[pid] = []
+        ids, vectors = [], []
+        for vector_id, pid, blob in self._conn.execute(
+                "SELECT id, person_id, vector FROM person_vectors ORDER BY id"):
+            if len(blob) != 4 * self.dim:
+                raise StorageError(f"{path}: gallery vectors are {len(blob) // 4}-d, the recognizer makes {self.dim}-d ones")
+            self._vector_ids[pid].append(vector_id)
+            self._owner_of[vector_id] = pid
+            ids.append(vector_id)
+            vectors.append(np.frombuffer(blob, dtype="<f4"))
+            self._next_vector_id = max(self._next_vector_id, vector_id + 1)
+        if ids:
+            self._index.add(np.asarray(ids, dtype=np.int64), np.stack(vectors))
+        self._most_vectors = max((len(v) for v in self._vector_ids.values()), default=0)

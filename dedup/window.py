@@ -1,0 +1,365 @@
+"""The visit window: is this entry a new visit or a re-entry? (CONTRACT, "Counting rule")
+
+An entry is a re-entry when the same person's previous entry in this store was
+less than `window` (3 h) earlier on the same store day; otherwise it starts a
+visit. A window therefore closes `window` after the person's last entry or at
+the store day's local midnight, whichever comes first, and an anonymous
+visitor's vectors are kept only while their window is open.
+
+Anonymous visitors are recognised by their face vectors (FAISS over the open
+windows); members arrive already identified by the gallery and are keyed by
+member id, with no vector kept here.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta, timezone as dt_timezone
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+
+from footfall.dedup.db import StorageError, migrate, open_db, purge, transaction
+from footfall.dedup.index import VectorIndex, best_by_owner
+
+log = logging.getLogger(__name__)
+
+MAX_VECTORS = 3  # per visitor: the first entry's and the most recent ones
+NORM_TOLERANCE = 1e-3
+
+_SCHEMA = [
+    """
+    CREATE TABLE windows (
+        visitor_id    TEXT PRIMARY KEY,
+        member_id     TEXT,
+        visit_started TEXT NOT NULL,  -- ISO 8601, UTC
+        last_entry    TEXT NOT NULL
+    );
+    CREATE TABLE window_vectors (
+        id         INTEGER PRIMARY KEY,
+        visitor_id TEXT NOT NULL REFERENCES windows(visitor_id) ON DELETE CASCADE,
+        vector     BLOB NOT NULL      -- float32, little-endian
+    );
+    CREATE INDEX window_vectors_by_visitor ON window_vectors(visitor_id);
+    """,
+]
+
+Kind = Literal["visit", "reentry", "same_entry"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What one entry was.
+
+    `same_entry`: the same person seen again within `same_entry` (a second
+    camera, a second look) — no event, and their last entry is unchanged.
+    """
+
+    kind: Kind
+    visitor_id: str          # opaque random id (uuid4 hex) for anonymous visitors; the member id for members
+    member_id: str | None
+    visit_started: datetime  # first entry of this visit
+    ts: datetime             # this entry
+    score: float | None      # similarity to the matched window (anonymous matches), else None
+
+
+# -- pure rules --------------------------------------------------------------------
+
+def store_day_end(ts: datetime, tz: ZoneInfo) -> datetime:
+    """The local midnight that ends the store day `ts` falls on."""
+    day = ts.astimezone(tz).date()
+    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz).astimezone(dt_timezone.utc)
+
+
+def window_closes(visit_started: datetime, last_entry: datetime, window: timedelta, tz: ZoneInfo) -> datetime:
+    """When a window closes: `window` after the last entry, or at the end of the visit's store day."""
+    # UTC arithmetic: adding to a zone-aware datetime would add wall-clock time across DST changes.
+    return min(last_entry.astimezone(dt_timezone.utc) + window, store_day_end(visit_started, tz))
+
+
+def pick_visitor(ranked: Sequence[tuple[str, float]], threshold: float, margin: float) -> tuple[str, float] | None:
+    """The matched visitor among (visitor, best score) pairs sorted best first, or None.
+
+    The best must reach `threshold` and lead the second-best different visitor
+    by at least `margin` when that one scores above 0: two open windows that
+    both resemble the face make it a new visitor rather than a guess.
+    """
+    if not ranked or ranked[0][1] < threshold:
+        return None
+    if len(ranked) > 1 and ranked[1][1] > 0 and ranked[0][1] - ranked[1][1] < margin:
+        return None
+    return ranked[0]
+
+
+def vectors_to_keep(vector_ids: list[int], limit: int = MAX_VECTORS) -> list[int]:
+    """The first vector and the most recent ones, at most `limit` (ids oldest first)."""
+    if len(vector_ids) <= limit:
+        return list(vector_ids)
+    return [vector_ids[0], *vector_ids[len(vector_ids) - limit + 1:]]
+
+
+def _utc(ts: datetime, what: str = "ts") -> datetime:
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise ValueError(f"{what} must be timezone-aware, got {ts.isoformat()}")
+    return ts.astimezone(dt_timezone.utc)
+
+
+# -- the window --------------------------------------------------------------------
+
+@dataclass
+class _Open:
+    visitor_id: str
+    member_id: str | None
+    visit_started: datetime  # UTC
+    last_entry: datetime     # UTC
+    closes: datetime         # UTC
+    vector_ids: list[int] = field(default_factory=list)  # oldest first
+
+
+class VisitWindow:
+    """Open visit windows of one store, in memory or in a private SQLite file.
+
+    With `db_path` every change is written at once and the windows are reloaded
+    on start; with None (`privacy.anonymous_store = "memory"`) nothing touches
+    disk. A closed or forgotten window's rows are securely deleted and the WAL
+    truncated, so its vectors leave the files too. `now`, if given, expires at
+    start what closed while the process was down; otherwise the first call does.
+    Thread-safe.
+    """
+
+    def __init__(self, *, dim: int, window: timedelta, timezone: str, threshold: float, margin: float,
+                 same_entry: timedelta, db_path: Path | None, now: datetime | None = None) -> None:
+        if window <= timedelta(0):
+            raise ValueError(f"window must be > 0, got {window}")
+        if same_entry < timedelta(0):
+            raise ValueError(f"same_entry must be >= 0, got {same_entry}")
+        try:
+            self._tz = ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {timezone!r}") from None
+        self.dim = dim
+        self.window = window
+        self.threshold = threshold
+        self.margin = margin
+        self.same_entry = same_entry
+        self._lock = threading.RLock()
+        self._index = VectorIndex(dim)
+        self._open: dict[str, _Open] = {}
+        self._owner_of: dict[int, str] = {}  # vector id -> visitor id
+        self._next_vector_id = 1
+        self._now: datetime | None = None
+        self._closed = False
+        self._conn = None
+        if db_path is not None:
+            path = Path(db_path)
+            self._conn = open_db(path)
+            try:
+                migrate(self._conn, _SCHEMA)
+                self._load(path)
+            except sqlite3.DatabaseError as exc:
+                self._conn.close()
+                raise StorageError(f"{path}: cannot read the open visit windows (corrupt?): {exc}") from None
+            except StorageError:
+                self._conn.close()
+                raise
+        if now is not None:
+            self.expire(now)
+
+    # -- public API --------------------------------------------------------------
+
+    def enter_anonymous(self, embedding: np.ndarray, ts: datetime) -> Entry:
+        """A face not recognised by any gallery enters: match it against the open windows."""
+        vector = self._unit_vector(embedding)
+        with self._lock:
+            self._check_open()
+            now = self._advance(ts)
+            self._expire(now)
+            hit = self._match(vector)
+            if hit is None:
+                return self._start(uuid.uuid4().hex, None, now, vector)
+            visitor_id, score = hit
+            return self._reenter(self._open[visitor_id], now, score, vector)
+
+    def enter_member(self, member_id: str, ts: datetime) -> Entry:
+        """A recognised member enters; their window is keyed by member id."""
+        if not member_id:
+            raise ValueError("member_id must not be empty")
+        with self._lock:
+            self._check_open()
+            now = self._advance(ts)
+            self._expire(now)
+            current = self._open.get(member_id)
+            if current is not None and current.member_id == member_id:
+                return self._reenter(current, now, None, None)
+            return self._start(member_id, member_id, now, None)
+
+    def expire(self, now: datetime) -> int:
+        """Close every window whose end is at or before `now`; returns how many closed."""
+        with self._lock:
+            self._check_open()
+            return self._expire(self._advance(now))
+
+    def open_windows(self) -> int:
+        """How many windows are open."""
+        with self._lock:
+            return len(self._open)
+
+    def forget(self, visitor_id: str) -> bool:
+        """Erase a window (anonymous id or member id) and its vectors everywhere; False if none."""
+        with self._lock:
+            self._check_open()
+            current = self._open.get(visitor_id)
+            if current is None:
+                return False
+            self._close([current])
+            return True
+
+    def close(self) -> None:
+        """Release the database and drop the in-memory vectors (open windows stay on disk)."""
+        with self._lock:
+            self._closed = True
+            self._index.remove(list(self._owner_of))
+            self._open.clear()
+            self._owner_of.clear()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> "VisitWindow":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- decisions ---------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the visit window is closed")
+
+    def _advance(self, ts: datetime) -> datetime:
+        # Time only moves forward: a late timestamp (another camera's clock) counts as the last seen.
+        ts = _utc(ts)
+        if self._now is None or ts > self._now:
+            self._now = ts
+        return self._now
+
+    def _unit_vector(self, embedding: np.ndarray) -> np.ndarray:
+        vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        if vector.shape != (self.dim,):
+            raise ValueError(f"expected an embedding of dimension {self.dim}, got shape {np.shape(embedding)}")
+        if not np.all(np.isfinite(vector)):
+            raise ValueError("embedding has non-finite values")
+        norm = float(np.linalg.norm(vector))
+        if abs(norm - 1.0) > NORM_TOLERANCE:
+            raise ValueError(f"embedding must be L2-normalised, its norm is {norm:.4f}")
+        return vector
+
+    def _match(self, vector: np.ndarray) -> tuple[str, float] | None:
+        if len(self._index) == 0:
+            return None
+        # The best visitor holds at most MAX_VECTORS of the hits, so the second visitor is among them too.
+        scores, ids = self._index.search(vector, 2 * MAX_VECTORS + 2)
+        return pick_visitor(best_by_owner(scores[0], ids[0], self._owner_of), self.threshold, self.margin)
+
+    def _entry(self, kind: Kind, visitor: _Open, ts: datetime, score: float | None) -> Entry:
+        return Entry(kind, visitor.visitor_id, visitor.member_id,
+                     visitor.visit_started.astimezone(self._tz), ts.astimezone(self._tz), score)
+
+    def _start(self, visitor_id: str, member_id: str | None, ts: datetime, vector: np.ndarray | None) -> Entry:
+        visitor = _Open(visitor_id, member_id, ts, ts, window_closes(ts, ts, self.window, self._tz))
+        added = self._new_vector(visitor, vector)
+        self._open[visitor_id] = visitor
+        self._save(visitor, added, [], new=True)
+        return self._entry("visit", visitor, ts, None)
+
+    def _reenter(self, visitor: _Open, ts: datetime, score: float | None, vector: np.ndarray | None) -> Entry:
+        if ts - visitor.last_entry <= self.same_entry:
+            return self._entry("same_entry", visitor, ts, score)
+        visitor.last_entry = ts
+        visitor.closes = window_closes(visitor.visit_started, ts, self.window, self._tz)
+        added = self._new_vector(visitor, vector)
+        kept = vectors_to_keep(visitor.vector_ids)
+        dropped = [i for i in visitor.vector_ids if i not in kept]
+        visitor.vector_ids = kept
+        self._index.remove(dropped)
+        for vector_id in dropped:
+            del self._owner_of[vector_id]
+        self._save(visitor, added, dropped, new=False)
+        return self._entry("reentry", visitor, ts, score)
+
+    def _new_vector(self, visitor: _Open, vector: np.ndarray | None) -> list[tuple[int, np.ndarray]]:
+        if vector is None:
+            return []
+        vector_id = self._next_vector_id
+        self._next_vector_id += 1
+        self._index.add(np.array([vector_id], dtype=np.int64), vector)
+        self._owner_of[vector_id] = visitor.visitor_id
+        visitor.vector_ids.append(vector_id)
+        return [(vector_id, vector)]
+
+    def _expire(self, now: datetime) -> int:
+        closed = [v for v in self._open.values() if v.closes <= now]
+        if closed:
+            self._close(closed)
+        return len(closed)
+
+    def _close(self, visitors: list[_Open]) -> None:
+        for visitor in visitors:
+            self._index.remove(visitor.vector_ids)
+            for vector_id in visitor.vector_ids:
+                del self._owner_of[vector_id]
+            del self._open[visitor.visitor_id]
+        if self._conn is None:
+            return
+        with transaction(self._conn):
+            self._conn.executemany("DELETE FROM windows WHERE visitor_id = ?", [(v.visitor_id,) for v in visitors])
+        if not purge(self._conn):
+            log.warning("visit window: WAL checkpoint was blocked; closed windows' vectors stay in the WAL until the next one")
+
+    # -- persistence -------------------------------------------------------------
+
+    def _save(self, visitor: _Open, added: list[tuple[int, np.ndarray]], dropped: list[int], *, new: bool) -> None:
+        if self._conn is None:
+            return
+        with transaction(self._conn):
+            if new:
+                self._conn.execute(
+                    "INSERT INTO windows (visitor_id, member_id, visit_started, last_entry) VALUES (?, ?, ?, ?)",
+                    (visitor.visitor_id, visitor.member_id, visitor.visit_started.isoformat(),
+                     visitor.last_entry.isoformat()))
+            else:
+                self._conn.execute("UPDATE windows SET last_entry = ? WHERE visitor_id = ?",
+                                   (visitor.last_entry.isoformat(), visitor.visitor_id))
+            self._conn.executemany("INSERT INTO window_vectors (id, visitor_id, vector) VALUES (?, ?, ?)",
+                                   [(i, visitor.visitor_id, v.astype("<f4").tobytes()) for i, v in added])
+            self._conn.executemany("DELETE FROM window_vectors WHERE id = ?", [(i,) for i in dropped])
+
+    def _load(self, path: Path) -> None:
+        for visitor_id, member_id, started, last in self._conn.execute(
+                "SELECT visitor_id, member_id, visit_started, last_entry FROM windows"):
+            started, last = _utc(datetime.fromisoformat(started)), _utc(datetime.fromisoformat(last))
+            self._open[visitor_id] = _Open(visitor_id, member_id, started, last,
+                                           window_closes(started, last, self.window, self._tz))
+            if self._now is None or last > self._now:
+                self._now = last
+        ids, vectors = [], []
+        for vector_id, visitor_id, blob in self._conn.execute(
+                "SELECT id, visitor_id, vector FROM window_vectors ORDER BY id"):
+            if len(blob) != 4 * self.dim:
+                raise StorageError(f"{path}: window vectors are {len(blob) // 4}-d, the recognizer makes "
+                                   f"{self.dim}-d ones (the model changed?); delete the file to start afresh")
+            self._open[visitor_id].vector_ids.append(vector_id)
+            self._owner_of[vector_id] = visitor_id
+            ids.append(vector_id)
+            vectors.append(np.frombuffer(blob, dtype="<f4"))
+            self._next_vector_id = max(self._next_vector_id, vector_id + 1)
+        if ids:
+            self._index.add(np.asarray(ids, dtype=np.int64), np.stack(vectors))

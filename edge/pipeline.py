@@ -1,0 +1,175 @@
+"""Frames to decisions: detect -> track -> (track ends) embed best shots -> who is it.
+
+One `Pipeline` per store: a tracker per camera, one gallery (members and staff) and one
+visit window shared by all cameras.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from footfall.config.schema import Config
+from footfall.dedup.gallery import Gallery, Person
+from footfall.dedup.window import VisitWindow
+from footfall.edge.sources import FileSource, Frame, merge_by_time
+from footfall.edge.tracking import EndedTrack, Tracker
+from footfall.recognition.analyzer import FaceAnalyzer
+from footfall.recognition.embed import l2_normalise
+
+EXPIRY_EVERY = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One person walking through the entrance once, as one camera saw them."""
+
+    camera_id: str
+    first_seen: datetime
+    last_seen: datetime
+    best_shot_ts: datetime
+    embedding: np.ndarray
+    shots: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a passage means for the store's counts."""
+
+    kind: Literal["visit", "reentry", "same_entry", "staff"]
+    passage: Passage
+    visitor_id: str | None
+    member_id: str | None
+    person: Person | None
+    visit_started: datetime | None
+    score: float | None
+
+    @property
+    def role(self) -> str:
+        return "member" if self.member_id else ("staff" if self.kind == "staff" else "visitor")
+
+
+def aggregate(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted mean of unit embeddings, renormalised: one vector for a track's shots."""
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / w.sum() if w.sum() > 0 else np.full(len(vectors), 1.0 / len(vectors))
+    return l2_normalise((w[:, None] * vectors).sum(axis=0, keepdims=True))[0]
+
+
+def shot_weights(track: EndedTrack) -> np.ndarray:
+    """Quality times face area: sharper, larger, more frontal shots count more."""
+    return np.array([s.quality * s.area for s in track.shots])
+
+
+class Pipeline:
+    """The store's recognition pipeline from frames to decisions."""
+
+    def __init__(self, config: Config, analyzer: FaceAnalyzer, gallery: Gallery, window: VisitWindow) -> None:
+        self.analyzer = analyzer
+        self.gallery = gallery
+        self.window = window
+        t = config.tracking
+        self._tracker_args = dict(max_gap=t.max_gap.total_seconds(), min_iou=t.min_iou, shots=t.shots,
+                                  embed=analyzer.embedder.embed)
+        self.trackers: dict[str, Tracker] = {}
+        self._next_expiry: datetime | None = None
+        self.frames = 0
+        self.embedded_faces = 0
+
+    def process(self, frame: Frame) -> list[Decision]:
+        """One frame in; decisions for the passages that ended by its time out."""
+        self.frames += 1
+        tracker = self.trackers.get(frame.camera_id)
+        if tracker is None:
+            tracker = self.trackers[frame.camera_id] = Tracker(frame.camera_id, **self._tracker_args)
+        detections = self.analyzer.detector.detect(frame.image)
+        faces = self.analyzer.assess(frame.image, detections)
+        decisions = self.decide(tracker.update(frame.ts, faces))
+        # Expire only after deciding: the passages that just ended entered before this frame.
+        self._expire(frame.ts)
+        return decisions
+
+    def finish(self) -> list[Decision]:
+        """End every open track (end of replay or shutdown) and decide on them."""
+        ended = [t for tracker in self.trackers.values() for t in tracker.finish()]
+        return self.decide(ended)
+
+    def passages(self, ended: list[EndedTrack]) -> list[Passage]:
+        """Embed the kept shots of every ended track in one batch; tracks without one are no passage."""
+        kept = [t for t in ended if t.shots]
+        if not kept:
+            return []
+        vectors = self.analyzer.embedder.embed([s.crop for t in kept for s in t.shots])
+        self.embedded_faces += len(vectors)
+        out, start = [], 0
+        for track in kept:
+            n = len(track.shots)
+            best = max(track.shots, key=lambda s: s.quality)
+            out.append(Passage(track.camera_id, track.first_seen, track.last_seen, best.ts,
+                               aggregate(vectors[start:start + n], shot_weights(track)), n))
+            start += n
+        return out
+
+    def decide(self, ended: list[EndedTrack]) -> list[Decision]:
+        """Staff, member, re-entry or new visit, in order of entry time."""
+        decisions = []
+        for passage in sorted(self.passages(ended), key=lambda p: p.first_seen):
+            match = self.gallery.match(passage.embedding)
+            if match and match.person.role == "staff":
+                decisions.append(Decision("staff", passage, None, None, match.person, None, match.score))
+                continue
+            if match:
+                entry = self.window.enter_member(match.person.person_id, passage.first_seen)
+                score, person = match.score, match.person
+            else:
+                entry = self.window.enter_anonymous(passage.embedding, passage.first_seen)
+                score, person = entry.score, None
+            decisions.append(Decision(entry.kind, passage, entry.visitor_id, entry.member_id, person,
+                                      entry.visit_started, score))
+        return decisions
+
+    def close(self) -> None:
+        """Close the gallery and the window stores."""
+        self.gallery.close()
+        self.window.close()
+
+    def _expire(self, now: datetime) -> None:
+        if self._next_expiry is None or now >= self._next_expiry:
+            self.window.expire(now)
+            self._next_expiry = now + EXPIRY_EVERY
+
+
+def open_gallery(config: Config, analyzer: FaceAnalyzer) -> Gallery:
+    """The store's member and staff gallery, in `storage.dir/gallery.db`."""
+    pack = analyzer.pack
+    return Gallery(dim=analyzer.embedder.dim, threshold=pack.threshold("members.threshold"),
+                   margin=pack.threshold("members.margin"), model_sha256=pack.recognizer.sha256,
+                   db_path=Path(config.storage.dir) / "gallery.db")
+
+
+def open_window(config: Config, analyzer: FaceAnalyzer, now: datetime | None = None) -> VisitWindow:
+    """The store's visit window: `storage.dir/windows.db`, or memory only by config."""
+    pack = analyzer.pack
+    db = None if config.privacy.anonymous_store == "memory" else Path(config.storage.dir) / "windows.db"
+    return VisitWindow(dim=analyzer.embedder.dim, window=config.dedup.window, timezone=config.timezone,
+                       threshold=pack.threshold("dedup.threshold"), margin=pack.threshold("dedup.margin"),
+                       same_entry=config.dedup.same_entry, db_path=db, now=now)
+
+
+def build_pipeline(config: Config, analyzer: FaceAnalyzer | None = None) -> Pipeline:
+    """Everything a store needs to turn frames into decisions, from its config."""
+    analyzer = analyzer or FaceAnalyzer.from_config(config)
+    return Pipeline(config, analyzer, open_gallery(config, analyzer), open_window(config, analyzer))
+
+
+def replay(pipeline: Pipeline, sources: Iterable[FileSource]) -> list[Decision]:
+    """Run file sources through the pipeline in media-clock order, to the end."""
+    decisions: list[Decision] = []
+    for frame in merge_by_time(sources):
+        decisions += pipeline.process(frame)
+    return decisions + pipeline.finish()

@@ -1,0 +1,517 @@
+"""Synthetic entrance videos built from real labelled photos: test fixtures and benchmark input.
+
+A clip is a fixed entrance scene (floor, a door near the top centre, static texture, sensor
+noise) through which people walk. Each appearance is a head-and-shoulders cut-out of a real
+photo: it appears at the door, small, grows as it comes towards the camera and leaves the frame
+at the bottom. Every frame's face boxes are known (`placements`), so detectors, trackers and
+the visit logic can be scored against ground truth.
+
+The videos contain real faces: they are fixtures, written only where the caller asks (a
+temporary folder), never by the store pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from footfall.recognition.analyzer import FaceAnalyzer
+from footfall.recognition.evaluation import IMAGE_SUFFIXES
+from footfall.recognition.images import ImageError, pad_photo, read_image
+
+REFERENCE_HEIGHT = 540  # the face sizes below are for a 540-px-high frame and scale with the height
+FACE_AT_DOOR_PX = 45.0
+FACE_NEAREST_PX = 150.0
+EXIT_GROWTH = 0.1  # the face grows this much more while it leaves through the bottom edge
+APPROACH = 0.8  # share of the walk spent approaching; the rest is leaving through the bottom edge
+FACE_Y_AT_DOOR = 0.2  # face centre height at the door, as a fraction of the frame height
+FACE_Y_NEAREST = 0.78  # ... and when nearest, with the face still whole in the frame
+LANE_SPREAD = (0.2, 0.8)  # width the lanes 0..1 span at the door and nearest, in frame widths
+
+MARGIN = 0.6  # cut-out margin around the face box, in face-box sizes, on each side
+EDGE_BLEND = 0.12  # where a photo ends inside the margin, it fades over this share of the face width
+FEATHER = 0.3  # outer share of the elliptical mask over which it fades to transparent
+SPRITE_FACE_PX = 200  # cut-outs are stored with faces no wider than this (downscaled once)
+
+DOOR = (0.37, 0.04, 0.63, 0.47)  # door opening (x1, y1, x2, y2) in fractions of the frame
+VANISHING_Y = 0.22  # eye level: where the floor lines meet, as a fraction of the frame height
+
+LIGHT_SWING = 0.15  # brightness varies by up to this fraction over a slow cycle
+LIGHT_PERIOD_S = (20.0, 40.0)
+NOISE_SIGMA = 2.5  # sensor noise, grey levels
+NOISE_FIELDS = 2  # pre-drawn noise fields; each frame takes one at a random offset
+NOISE_SLACK = 16  # extra rows/columns in each field, for the offsets
+BLUR_SHARE = 0.3  # share of frames in which moving people are motion-blurred
+BLUR_LENGTHS = (3, 5)  # vertical motion-blur kernel lengths, px
+JPEG_QUALITY = 80  # for OpenCV's own MJPEG writer; FFmpeg's keeps its default
+
+
+class UnknownPhotoError(LookupError):
+    """An identity or photo name that is not in the labelled photo folder."""
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """One person walking in through the door: which photo, when, how fast and where."""
+
+    identity: str  # folder name under faces_dir
+    photo: str  # file name inside the identity folder, e.g. "3.jpg"
+    enter_at: float  # seconds from the clip start when the person appears at the door
+    walk: float = 3.0  # seconds from appearing at the door to leaving the frame at the bottom
+    lane: float = 0.5  # horizontal position 0..1 across the frame
+
+    def __post_init__(self) -> None:
+        if not self.identity or not self.photo:
+            raise ValueError(f"appearance needs an identity and a photo, got {self.identity!r}/{self.photo!r}")
+        if not (math.isfinite(self.walk) and self.walk > 0):
+            raise ValueError(f"{self.identity}/{self.photo}: walk must be > 0 s, got {self.walk}")
+        if not 0.0 <= self.lane <= 1.0:
+            raise ValueError(f"{self.identity}/{self.photo}: lane must be within 0..1, got {self.lane}")
+        if not math.isfinite(self.enter_at):
+            raise ValueError(f"{self.identity}/{self.photo}: enter_at must be finite, got {self.enter_at}")
+
+    @property
+    def leave_at(self) -> float:
+        """Seconds from the clip start when the person has left the frame."""
+        return self.enter_at + self.walk
+
+    def progress(self, t: float) -> float | None:
+        """Share 0..1 of the walk done at media time `t`, or None when not in the frame."""
+        p = (t - self.enter_at) / self.walk
+        return p if 0.0 <= p < 1.0 else None
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A short video of one entrance camera; frame i is at media time i / fps."""
+
+    camera_id: str
+    start_time: datetime  # timezone-aware wall-clock time of the first frame
+    duration: float  # seconds
+    appearances: tuple[Appearance, ...]
+    fps: float = 10.0
+    size: tuple[int, int] = (960, 540)  # (width, height)
+
+    def __post_init__(self) -> None:
+        if self.start_time.tzinfo is None or self.start_time.utcoffset() is None:
+            raise ValueError(f"clip {self.camera_id}: start_time must be timezone-aware, got {self.start_time}")
+        if not (math.isfinite(self.duration) and self.duration > 0):
+            raise ValueError(f"clip {self.camera_id}: duration must be > 0 s, got {self.duration}")
+        if not (math.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"clip {self.camera_id}: fps must be > 0, got {self.fps}")
+        if len(self.size) != 2 or min(self.size) < 64:
+            raise ValueError(f"clip {self.camera_id}: size must be (width, height) of at least 64 px, got {self.size}")
+        object.__setattr__(self, "appearances", tuple(self.appearances))
+        object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
+
+    @property
+    def frame_count(self) -> int:
+        return round(self.duration * self.fps)
+
+    def media_time(self, index: int) -> float:
+        """Seconds from the clip start of frame `index`."""
+        return index / self.fps
+
+    def wall_time(self, index: int) -> datetime:
+        """Wall-clock time of frame `index`."""
+        return self.start_time + timedelta(seconds=self.media_time(index))
+
+
+@dataclass(frozen=True, eq=False)
+class Sprite:
+    """A head-and-shoulders cut-out: colour, soft alpha mask and the face box inside it."""
+
+    identity: str
+    photo: str
+    image: np.ndarray = field(repr=False)  # BGR uint8
+    alpha: np.ndarray = field(repr=False)  # float32 0..1, same height and width as image
+    face: np.ndarray  # face box (x1, y1, x2, y2) in cut-out pixels
+
+    @property
+    def face_width(self) -> float:
+        return float(self.face[2] - self.face[0])
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one appearance is in one frame: the ground truth for that frame."""
+
+    appearance: Appearance
+    index: int  # position of the appearance in the clip's appearances
+    progress: float  # 0..1 along the walk
+    scale: float  # cut-out pixels -> frame pixels
+    origin: tuple[int, int]  # top-left corner of the scaled cut-out in the frame
+    size: tuple[int, int]  # (width, height) of the scaled cut-out
+    face: tuple[float, float, float, float]  # face box in frame pixels; may reach beyond the frame
+
+    @property
+    def face_width(self) -> float:
+        return self.face[2] - self.face[0]
+
+    @property
+    def bounds(self) -> tuple[int, int, int, int]:
+        """The scaled cut-out's box (x1, y1, x2, y2) in frame pixels; may reach beyond the frame."""
+        return (self.origin[0], self.origin[1], self.origin[0] + self.size[0], self.origin[1] + self.size[1])
+
+
+# --- cut-outs -------------------------------------------------------------------------------
+
+
+def soft_mask(shape: tuple[int, int], face: np.ndarray) -> np.ndarray:
+    """Alpha 0..1: an ellipse around the face reaching the cut-out margin, feathered at its rim."""
+    h, w = shape
+    x1, y1, x2, y2 = (float(v) for v in face)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
+    r = np.hypot((xs - (x1 + x2) / 2) / ((0.5 + MARGIN) * (x2 - x1)),
+                 (ys - (y1 + y2) / 2) / ((0.5 + MARGIN) * (y2 - y1)))
+    a = np.clip((1.0 - r) / FEATHER, 0.0, 1.0)
+    return (a * a * (3 - 2 * a)).astype(np.float32)  # smoothstep: no visible ramp boundary
+
+
+def extend_photo(image: np.ndarray, left: int, top: int, right: int, bottom: int, face_px: float) -> np.ndarray:
+    """The photo grown by the given borders, filled with a smooth extrapolation of its edges.
+
+    Tight face crops end before the cut-out margin does; a cut mask would shave the cheeks and
+    crown off the face. The fill is a normalised convolution (blurred colours / blurred
+    coverage): out-of-focus surroundings with no streaks, into which the photo fades.
+    """
+    if max(left, top, right, bottom) <= 0:
+        return image
+    h, w = image.shape[:2]
+    grown = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    inside = np.zeros(grown.shape[:2], np.float32)
+    inside[top:top + h, left:left + w] = 1.0
+    sigma = 0.4 * face_px
+    colours = cv2.GaussianBlur(grown.astype(np.float32), (0, 0), sigma)
+    coverage = cv2.GaussianBlur(inside, (0, 0), sigma)[..., None]
+    fill = colours / np.maximum(coverage, 1e-6)
+    fill[coverage[..., 0] < 1e-6] = image.reshape(-1, 3).mean(axis=0)
+    # fade the photo into the fill over a band inside its extended edges only (the distance
+    # is to the nearest border pixel; the grown image's own outline does not count)
+    inward = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 5)
+    blend = np.clip(inward / max(EDGE_BLEND * face_px, 1.0), 0.0, 1.0)
+    blend = (blend * blend * (3 - 2 * blend))[..., None]
+    return np.clip(grown * blend + fill * (1.0 - blend) + 0.5, 0, 255).astype(np.uint8)
+
+
+def hide_boxes(alpha: np.ndarray, boxes: list[np.ndarray], keep: np.ndarray) -> np.ndarray:
+    """`alpha` made transparent over `boxes` (other people's faces), except inside `keep`."""
+    mask = np.ones_like(alpha)
+    for box in boxes:
+        pad = 0.15 * (box[2] - box[0])
+        x1, y1, x2, y2 = _int_box(box + np.array([-pad, -pad, pad, pad]), alpha.shape)
+        mask[y1:y2, x1:x2] = 0.0
+    x1, y1, x2, y2 = _int_box(keep, alpha.shape)
+    mask[y1:y2, x1:x2] = 1.0
+    sigma = max(1.0, 0.05 * float(keep[2] - keep[0]))
+    return alpha * cv2.GaussianBlur(mask, (0, 0), sigma)
+
+
+def _int_box(box: np.ndarray, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    h, w = shape[:2]
+    return (max(0, math.floor(box[0])), max(0, math.floor(box[1])),
+            min(w, math.ceil(box[2])), min(h, math.ceil(box[3])))
+
+
+def cut_out(image: np.ndarray, face: np.ndarray, others: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cut-out, alpha, face box in it): the face with MARGIN on each side."""
+    fw, fh = float(face[2] - face[0]), float(face[3] - face[1])
+    h, w = image.shape[:2]
+    x1, y1 = math.floor(face[0] - MARGIN * fw), math.floor(face[1] - MARGIN * fh)
+    x2, y2 = math.ceil(face[2] + MARGIN * fw), math.ceil(face[3] + MARGIN * fh)
+    inner = image[max(0, y1):min(h, y2), max(0, x1):min(w, x2)]
+    crop = extend_photo(inner, max(0, -x1), max(0, -y1), max(0, x2 - w), max(0, y2 - h), fw)
+    shift = np.array([x1, y1, x1, y1], dtype=np.float32)
+    local = (face - shift).astype(np.float32)
+    alpha = hide_boxes(soft_mask(crop.shape[:2], local), [b - shift for b in others], local)
+    scale = min(1.0, SPRITE_FACE_PX / fw)
+    if scale < 1.0:
+        size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+        crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+        alpha = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
+        local = local * np.float32(scale)
+    return np.ascontiguousarray(crop), alpha, local
+
+
+class SpriteBank:
+    """Head-and-shoulders cut-outs of labelled photos, found once with the face detector."""
+
+    def __init__(self, faces_dir: Path, analyzer: FaceAnalyzer) -> None:
+        self.faces_dir = Path(faces_dir)
+        if not self.faces_dir.is_dir():
+            raise FileNotFoundError(f"{self.faces_dir}: not a directory of <identity>/<photo> folders")
+        self._detector = analyzer.detector
+        self._sprites: dict[tuple[str, str], Sprite] = {}
+
+    def identities(self) -> list[str]:
+        """Sorted names of the identity folders that hold at least one photo."""
+        return sorted(d.name for d in self.faces_dir.iterdir() if d.is_dir() and _photo_names(d))
+
+    def photos(self, identity: str) -> list[str]:
+        """Sorted file names of that identity's photos."""
+        known = self.identities()
+        if identity not in known:
+            raise UnknownPhotoError(
+                f"unknown identity {identity!r}: no folder of photos by that name in {self.faces_dir} "
+                f"({len(known)} identities, e.g. {', '.join(known[:3])})")
+        return _photo_names(self.faces_dir / identity)
+
+    def sprite(self, identity: str, photo: str) -> Sprite:
+        """The cut-out of the largest face in that photo (cached)."""
+        key = (identity, photo)
+        if key not in self._sprites:
+            self._sprites[key] = self._make(identity, photo)
+        return self._sprites[key]
+
+    def _make(self, identity: str, photo: str) -> Sprite:
+        names = self.photos(identity)
+        if photo not in names:
+            raise UnknownPhotoError(f"unknown photo {photo!r} of {identity!r}: it has {', '.join(names)}")
+        path = self.faces_dir / identity / photo
+        image = read_image(path)
+        padded = pad_photo(image)
+        detections = self._detector.detect(padded)
+        if not detections:
+            raise ImageError(f"{path}: the face detector finds no face to cut out")
+        # pad_photo borders are symmetric: the offset back to the photo is half the growth
+        offset = np.array([(padded.shape[1] - image.shape[1]) // 2, (padded.shape[0] - image.shape[0]) // 2] * 2,
+                          dtype=np.float32)
+        ranked = sorted(detections, key=lambda d: d.width * d.height, reverse=True)
+        boxes = [d.box - offset for d in ranked]
+        crop, alpha, face = cut_out(image, boxes[0], boxes[1:])
+        for a in (crop, alpha, face):
+            a.setflags(write=False)  # shared by every clip that uses this photo
+        return Sprite(identity, photo, crop, alpha, face)
+
+
+def _photo_names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+# --- where people are -----------------------------------------------------------------------
+
+
+def face_width_at(progress: float, height: int) -> float:
+    """Face box width in px at a point of the walk.
+
+    Approaching at a steady pace, the apparent size goes as 1 / distance, so its inverse is
+    linear in time; leaving through the bottom edge it grows only a little more.
+    """
+    k = height / REFERENCE_HEIGHT
+    if progress < APPROACH:
+        q = progress / APPROACH
+        return k / ((1 - q) / FACE_AT_DOOR_PX + q / FACE_NEAREST_PX)
+    return k * FACE_NEAREST_PX * (1 + EXIT_GROWTH * (progress - APPROACH) / (1 - APPROACH))
+
+
+def drift_of(seed: int, index: int) -> tuple[float, float, float]:
+    """(amplitude in frame widths, cycles per walk, phase) of one appearance's sideways sway."""
+    rng = np.random.default_rng([seed, 1, index])
+    return float(rng.uniform(0.01, 0.025)), float(rng.uniform(0.5, 1.0)), float(rng.uniform(0, 2 * math.pi))
+
+
+def place(appearance: Appearance, sprite: Sprite, t: float, size: tuple[int, int],
+          drift: tuple[float, float, float] = (0.0, 1.0, 0.0), index: int = 0) -> Placement | None:
+    """Where the appearance's cut-out is at media time `t`, or None when it is not in the frame."""
+    p = appearance.progress(t)
+    if p is None:
+        return None
+    width, height = size
+    k = height / REFERENCE_HEIGHT
+    face_w = face_width_at(p, height)
+    scale = face_w / sprite.face_width
+    fx1, fy1, fx2, fy2 = (float(v) * scale for v in sprite.face)
+    # on a camera above the floor, height in the image and lateral spread are both linear in
+    # 1 / distance, hence in face width: approaching, they follow the face's growth
+    near = min(1.0, (face_w / k - FACE_AT_DOOR_PX) / (FACE_NEAREST_PX - FACE_AT_DOOR_PX))
+    y_near = FACE_Y_NEAREST * height
+    if p < APPROACH:
+        cy = FACE_Y_AT_DOOR * height + near * (y_near - FACE_Y_AT_DOOR * height)
+    else:  # leave: the cut-out's top edge reaches the bottom of the frame at the end of the walk
+        y_gone = height + (fy1 + fy2) / 2
+        cy = y_near + (p - APPROACH) / (1 - APPROACH) * (y_gone - y_near)
+    spread = LANE_SPREAD[0] + near * (LANE_SPREAD[1] - LANE_SPREAD[0])
+    amplitude, cycles, phase = drift
+    cx = width * ((DOOR[0] + DOOR[2]) / 2 + (appearance.lane - 0.5) * spread
+                  + amplitude * math.sin(2 * math.pi * cycles * p + phase))
+    origin = (round(cx - (fx1 + fx2) / 2), round(cy - (fy1 + fy2) / 2))
+    h, w = sprite.image.shape[:2]
+    face = (origin[0] + fx1, origin[1] + fy1, origin[0] + fx2, origin[1] + fy2)
+    return Placement(appearance, index, p, scale, origin, (max(1, round(w * scale)), max(1, round(h * scale))), face)
+
+
+def placements(clip: Clip, bank: SpriteBank, index: int, *, seed: int = 0) -> list[Placement]:
+    """Everyone in frame `index`, farthest first (the drawing order: nearer people occlude)."""
+    return _placements(clip, _sprites_for(clip, bank), index, seed)
+
+
+def _placements(clip: Clip, sprites: list[Sprite], index: int, seed: int) -> list[Placement]:
+    t = clip.media_time(index)
+    found = []
+    for i, (appearance, sprite) in enumerate(zip(clip.appearances, sprites)):
+        placed = place(appearance, sprite, t, clip.size, drift_of(seed, i), i)
+        if placed is not None and _on_screen(placed, clip.size):
+            found.append(placed)
+    return sorted(found, key=lambda pl: pl.face_width)
+
+
+def _on_screen(placed: Placement, size: tuple[int, int]) -> bool:
+    x1, y1, x2, y2 = placed.bounds
+    return x1 < size[0] and y1 < size[1] and x2 > 0 and y2 > 0
+
+
+def _sprites_for(clip: Clip, bank: SpriteBank) -> list[Sprite]:
+    return [bank.sprite(a.identity, a.photo) for a in clip.appearances]
+
+
+# --- the scene ------------------------------------------------------------------------------
+
+
+def entrance_background(size: tuple[int, int], camera_id: str) -> np.ndarray:
+    """The empty entrance: wall, door, tiled floor, static texture.
+
+    Seeded by the camera id, so one camera shows the same scene in every clip.
+    """
+    width, height = size
+    rng = np.random.default_rng(zlib.crc32(camera_id.encode()))
+    floor_top = int(DOOR[3] * height)
+    tint = rng.uniform(-8, 8, 3)
+    img = np.empty((height, width, 3), np.float32)
+    wall = np.linspace(0, 1, floor_top, dtype=np.float32)[:, None, None]
+    img[:floor_top] = np.array([152, 166, 176]) + tint + 25 * wall
+    floor = np.linspace(0, 1, height - floor_top, dtype=np.float32)[:, None, None]
+    img[floor_top:] = np.array([100, 108, 112]) + tint + 70 * floor  # lit from the door side
+    img += cv2.resize(rng.normal(0, 5, (height // 12 + 2, width // 12 + 2)).astype(np.float32),
+                      (width, height), interpolation=cv2.INTER_CUBIC)[..., None]
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    _draw_floor_tiles(img, floor_top)
+    _draw_door(img, rng)
+    grain = rng.normal(0, 2.0, (height, width, 1))
+    return np.clip(img + grain, 0, 255).astype(np.uint8)
+
+
+def _draw_floor_tiles(img: np.ndarray, floor_top: int) -> None:
+    height, width = img.shape[:2]
+    vx, vy = width * (DOOR[0] + DOOR[2]) / 2, VANISHING_Y * height
+    grout = (70, 78, 84)
+    for xb in np.linspace(-1.5 * width, 2.5 * width, 23):  # lines running towards the door
+        x_top = vx + (xb - vx) * (floor_top - vy) / (height - vy)
+        cv2.line(img, (round(x_top), floor_top), (round(xb), height), grout, 1, cv2.LINE_AA)
+    for step in range(1, 40):  # rows of tiles: height above eye level goes as 1 / distance
+        y = vy + 1.6 * (height - vy) / (1.0 + 0.35 * step)
+        if floor_top < y < height:
+            cv2.line(img, (0, round(y)), (width, round(y)), grout, 1, cv2.LINE_AA)
+
+
+def _draw_door(img: np.ndarray, rng: np.random.Generator) -> None:
+    height, width = img.shape[:2]
+    x1, y1, x2, y2 = (round(f * s) for f, s in zip(DOOR, (width, height, width, height)))
+    rows = np.linspace(0, 1, y2 - y1, dtype=np.float32)[:, None, None]
+    outside = np.array([205, 200, 190], np.float32) - 45 * rows  # daylight, pavement darker
+    img[y1:y2, x1:x2] = np.clip(outside + rng.normal(0, 3, (y2 - y1, x2 - x1, 1)), 0, 255).astype(np.uint8)
+    cv2.line(img, (x1, round(y1 + 0.62 * (y2 - y1))), (x2, round(y1 + 0.62 * (y2 - y1))), (150, 150, 145), 2)
+    frame_px = max(3, round(0.012 * width))
+    cv2.rectangle(img, (x1 - frame_px // 2, y1 - frame_px // 2), (x2 + frame_px // 2, y2), (60, 66, 72), frame_px)
+    mid = (x1 + x2) // 2  # the two glass leaves meet in the middle
+    cv2.line(img, (mid, y1), (mid, y2), (80, 86, 92), max(2, frame_px // 2))
+    mat = np.array([[x1 - 10, y2 + 4], [x2 + 10, y2 + 4], [x2 + 40, y2 + height // 10], [x1 - 40, y2 + height // 10]])
+    cv2.fillConvexPoly(img, mat.astype(np.int32), (58, 60, 62), cv2.LINE_AA)
+
+
+@dataclass(frozen=True)
+class _Effects:
+    """Per-frame randomness of one render, drawn up front from the seed."""
+
+    gain: np.ndarray  # brightness factor per frame
+    blur: np.ndarray  # motion-blur kernel length per frame, 1 = none
+    field: np.ndarray  # which noise field per frame
+    offset: np.ndarray  # (dy, dx) into that field per frame
+    noise: np.ndarray  # (NOISE_FIELDS, h + slack, w + slack, 3) uint8, centred on 128
+
+
+def _effects(clip: Clip, seed: int) -> _Effects:
+    rng = np.random.default_rng([seed, 0])
+    n = clip.frame_count
+    width, height = clip.size
+    period = rng.uniform(*LIGHT_PERIOD_S)
+    t = np.arange(n) / clip.fps
+    gain = 1.0 + LIGHT_SWING * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi))
+    blur = np.where(rng.random(n) < BLUR_SHARE, rng.choice(BLUR_LENGTHS, n), 1)
+    noise = rng.standard_normal((NOISE_FIELDS, height + NOISE_SLACK, width + NOISE_SLACK, 3), dtype=np.float32)
+    noise = np.clip(noise * NOISE_SIGMA + 128.5, 0, 255).astype(np.uint8)
+    return _Effects(gain, blur, rng.integers(0, NOISE_FIELDS, n), rng.integers(0, NOISE_SLACK, (n, 2)), noise)
+
+
+def _draw(frame: np.ndarray, sprite: Sprite, placed: Placement, blur: int) -> None:
+    """Blend the scaled cut-out into `frame` in place, clipped to the frame."""
+    size = placed.size
+    interpolation = cv2.INTER_AREA if placed.scale < 1 else cv2.INTER_LINEAR
+    image = cv2.resize(sprite.image, size, interpolation=interpolation)
+    alpha = cv2.resize(sprite.alpha, size, interpolation=interpolation)
+    if blur > 1:  # the camera is fixed: only what moves smears, and people move mostly downwards
+        image, alpha = cv2.blur(image, (1, blur)), cv2.blur(alpha, (1, blur))
+    x, y = placed.origin
+    fx1, fy1 = max(0, x), max(0, y)
+    fx2, fy2 = min(frame.shape[1], x + size[0]), min(frame.shape[0], y + size[1])
+    if fx2 <= fx1 or fy2 <= fy1:
+        return
+    a = np.ascontiguousarray(alpha[fy1 - y:fy2 - y, fx1 - x:fx2 - x])
+    part = np.ascontiguousarray(image[fy1 - y:fy2 - y, fx1 - x:fx2 - x])
+    frame[fy1:fy2, fx1:fx2] = cv2.blendLinear(part, np.ascontiguousarray(frame[fy1:fy2, fx1:fx2]), a, 1.0 - a)
+
+
+def frames(clip: Clip, bank: SpriteBank, *, seed: int = 0) -> Iterator[np.ndarray]:
+    """The clip's frames as BGR uint8 arrays, before compression.
+
+    Unknown identities or photos raise here, before any frame is made.
+    """
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return _frames(clip, _sprites_for(clip, bank), seed)
+
+
+def _frames(clip: Clip, sprites: list[Sprite], seed: int) -> Iterator[np.ndarray]:
+    background = entrance_background(clip.size, clip.camera_id)
+    fx = _effects(clip, seed)
+    width, height = clip.size
+    for i in range(clip.frame_count):
+        frame = background.copy()
+        for placed in _placements(clip, sprites, i, seed):
+            _draw(frame, sprites[placed.index], placed, int(fx.blur[i]))
+        dy, dx = fx.offset[i]
+        noise = fx.noise[fx.field[i], dy:dy + height, dx:dx + width]
+        yield cv2.addWeighted(frame, float(fx.gain[i]), noise, 1.0, -128.0)
+
+
+def _open_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
+    fourcc = cv2.VideoWriter_fourcc(*"MJPG")
+    # FFmpeg's MJPEG encoder takes about half the time of OpenCV's own, which is the fallback
+    # for builds without FFmpeg (its quality is settable; FFmpeg's is its default)
+    for api in (cv2.CAP_FFMPEG, cv2.CAP_OPENCV_MJPEG):
+        writer = cv2.VideoWriter(str(path), api, fourcc, fps, size)
+        if writer.isOpened():
+            writer.set(cv2.VIDEOWRITER_PROP_QUALITY, JPEG_QUALITY)
+            return writer
+    raise OSError(f"{path}: cannot open for writing an MJPG video")
+
+
+def render_clip(clip: Clip, path: Path, bank: SpriteBank, *, seed: int = 0) -> Path:
+    """Write the clip as a video file (MJPG in .avi, readable by cv2.VideoCapture) and return its path."""
+    path = Path(path)
+    if path.suffix.lower() != ".avi":
+        raise ValueError(f"{path}: clips are written as MJPG in .avi; use a .avi path")
+    stream = frames(clip, bank, seed=seed)  # unknown names fail before the file is created
+    writer = _open_writer(path, clip.fps, clip.size)
+    try:
+        for frame in stream:
+            writer.write(frame)
+    finally:
+        writer.release()
+    return path
