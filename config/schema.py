@@ -66,6 +66,7 @@ class RecognitionConfig(_Section):
     match_threshold: float | None = Field(None, ge=-1, le=1, description="Cosine similarity for 'same person'; default: the recognizer's measured manifest value.")
     batch_size: int = Field(8, gt=0, description="Faces embedded per network run.")
     threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = one per core.")
+    motion_share: float = Field(0.002, ge=0, le=1, description="Share of a frame that must move before faces are looked for (0 = look in every frame).")
     quality: QualityConfig = QualityConfig()
 
 

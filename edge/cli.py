@@ -86,6 +86,18 @@ def cmd_bench_recognition(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from footfall.benchmarks.pipeline import bench_pipeline, format_table
+    from footfall.edge.demo import sample_faces_dir
+
+    faces = Path(args.faces) if args.faces else sample_faces_dir()
+    if faces is None:
+        raise FileNotFoundError("no labelled photos to build the scenario from: pass --faces DIR")
+    result = bench_pipeline(_bench_config(args), faces, size=args.size, progress=not args.json)
+    print(json.dumps(result) if args.json else format_table(result))
+    return EXIT_OK
+
+
 def cmd_bench_calibration(args: argparse.Namespace) -> int:
     from footfall.benchmarks.calibration import calibrate, format_report
 
@@ -152,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = bench.add_parser("recognition", help="detect/align/embed speed and TAR@FAR against a naive baseline")
     _bench_options(p)
     p.set_defaults(func=cmd_bench_recognition)
+    p = bench.add_parser("pipeline", help="a generated store day: frames/s and counting accuracy against a naive loop")
+    _bench_options(p, faces_required=False)
+    p.add_argument("--size", choices=["day", "small"], default="day", help="scenario size")
+    p.set_defaults(func=cmd_bench_pipeline)
     p = bench.add_parser("calibration", help="dedup/member thresholds: error rates and the false-merge curve")
     _bench_options(p)
     p.add_argument("--crowd", help="an image of many strangers' faces, added as extra identities")
@@ -161,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _bench_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--faces", required=True, help="labelled photos: DIR/<identity>/<photo>")
+def _bench_options(p: argparse.ArgumentParser, faces_required: bool = True) -> None:
+    p.add_argument("--faces", required=faces_required, help="labelled photos: DIR/<identity>/<photo>")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--config")
     p.add_argument("--detector", help="detector file name (overrides the config)")
@@ -175,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader reports which CPU build it found
     try:
         return args.func(args)
     except ConfigError as exc:

@@ -17,9 +17,11 @@ import numpy as np
 from footfall.config.schema import Config
 from footfall.dedup.gallery import Gallery, Person
 from footfall.dedup.window import VisitWindow
+from footfall.edge.motion import MotionGate, detection_region
 from footfall.edge.sources import FileSource, Frame, merge_by_time
 from footfall.edge.tracking import EndedTrack, Tracker
 from footfall.recognition.analyzer import FaceAnalyzer
+from footfall.recognition.detect import Detection
 from footfall.recognition.embed import l2_normalise
 
 EXPIRY_EVERY = timedelta(seconds=30)
@@ -77,6 +79,8 @@ class Pipeline:
         self._tracker_args = dict(max_gap=t.max_gap.total_seconds(), min_iou=t.min_iou, shots=t.shots,
                                   embed=analyzer.embedder.embed)
         self.trackers: dict[str, Tracker] = {}
+        self.gates: dict[str, MotionGate] = {}
+        self.motion_share = config.recognition.motion_share
         self._next_expiry: datetime | None = None
         self.frames = 0
         self.embedded_faces = 0
@@ -87,12 +91,32 @@ class Pipeline:
         tracker = self.trackers.get(frame.camera_id)
         if tracker is None:
             tracker = self.trackers[frame.camera_id] = Tracker(frame.camera_id, **self._tracker_args)
-        detections = self.analyzer.detector.detect(frame.image)
-        faces = self.analyzer.assess(frame.image, detections)
+            self.gates[frame.camera_id] = MotionGate(self.motion_share)
+        faces = self.analyzer.assess(frame.image, self._detect(frame, tracker))
         decisions = self.decide(tracker.update(frame.ts, faces))
         # Expire only after deciding: the passages that just ended entered before this frame.
         self._expire(frame.ts)
         return decisions
+
+    def _detect(self, frame: Frame, tracker: Tracker) -> list[Detection]:
+        """Faces where something moved or where people were in the last frame (someone standing
+        still makes no motion but must still be seen)."""
+        image = frame.image
+        if not self.motion_share:
+            return self.analyzer.detector.detect(image)
+        h, w = image.shape[:2]
+        motion = self.gates[frame.camera_id].motion(image)
+        tracked = [tuple(int(v) for v in t.box) for t in tracker.tracks if t.last_seen == tracker.last_update]
+        region = detection_region(motion, tracked, w, h)
+        if region is None:
+            return []
+        x1, y1, x2, y2 = region
+        if (x1, y1, x2, y2) == (0, 0, w, h):
+            return self.analyzer.detector.detect(image)
+        # The region at no more than native resolution: its faces are as large as in the frame.
+        found = self.analyzer.detector.detect(image[y1:y2, x1:x2], long_side=-(-max(x2 - x1, y2 - y1) // 32) * 32)
+        offset = np.array([x1, y1], dtype=np.float32)
+        return [Detection(d.box + np.tile(offset, 2), d.landmarks + offset, d.score) for d in found]
 
     def finish(self) -> list[Decision]:
         """End every open track (end of replay or shutdown) and decide on them."""

@@ -90,15 +90,15 @@ class FileSource:
         sampler = FpsSampler(self.fps)
         index = 0
         try:
-            while True:
-                ok, image = cap.read()
-                if not ok:
-                    return
+            while cap.grab():
                 # Position from the frame index where the container gives a rate: exact, where
                 # CAP_PROP_POS_MSEC is not for some codecs.
                 t = index / native if native > 0 else cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
                 index += 1
-                if sampler.keep(t):
+                if not sampler.keep(t):
+                    continue  # grabbed, never decoded
+                ok, image = cap.retrieve()
+                if ok and image is not None:
                     yield Frame(self.camera_id, self.start_time + timedelta(seconds=t), image)
         finally:
             cap.release()

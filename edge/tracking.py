@@ -71,8 +71,8 @@ def affinity(predicted: np.ndarray, boxes: np.ndarray, min_iou: float) -> np.nda
     score for a box of similar size within one box width (a new track has no velocity yet, and a
     fast walker at 5 fps can move further than its box), else 0 (not allowed)."""
     overlap = np.stack([iou(p, boxes) for p in predicted])
-    p_size = np.sqrt((predicted[:, 2] - predicted[:, 0]) * (predicted[:, 3] - predicted[:, 1]))[:, None]
-    b_size = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))[None, :]
+    side = lambda b: np.sqrt(np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None))  # noqa: E731
+    p_size, b_size = side(predicted)[:, None], side(boxes)[None, :]
     centre = lambda b: (b[:, :2] + b[:, 2:4]) / 2  # noqa: E731
     dist = np.linalg.norm(centre(predicted)[:, None, :] - centre(boxes)[None, :, :], axis=2)
     reach = np.maximum(p_size, b_size)
@@ -112,10 +112,12 @@ class Tracker:
         self.tracks: list[Track] = []
         self._ids = itertools.count(1)
         self.appearance_checks = 0
+        self.last_update: datetime | None = None
 
     def update(self, ts: datetime, faces: list[Face]) -> list[EndedTrack]:
         """Add one frame's faces; return the tracks that ended by `ts`."""
         ended = self._end_stale(ts)
+        self.last_update = ts
         if self.tracks and faces:
             boxes = np.stack([f.detection.box for f in faces])
             predicted = np.stack([t.predict(ts) for t in self.tracks])

@@ -35,6 +35,7 @@ class ModelEntry:
     url: str = ""
     archive_member: str = ""
     dynamic_input: bool = False
+    relax_input: bool = False
     # detectors
     score_threshold: float = 0.5
     nms_threshold: float = 0.4

@@ -25,9 +25,18 @@ def letterbox(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, L
     scale = min(width / w, height / h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     canvas = np.zeros((height, width, 3), dtype=np.uint8)
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    # Area averaging only where bilinear would alias: it costs 4x as much (1.1 vs 0.25 ms, 960x540 -> 640).
+    interp = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
     canvas[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=interp)
     return canvas, Letterbox(scale, width, height)
+
+
+def fit_input(width: int, height: int, long_side: int, multiple: int = 32) -> tuple[int, int]:
+    """Network input (w, h) for a frame: its long side scaled to `long_side`, the other side
+    rounded up to `multiple`, so the frame keeps its aspect with as little padding as possible."""
+    scale = long_side / max(width, height)
+    up = lambda v: max(multiple, -(-round(v * scale) // multiple) * multiple)  # noqa: E731
+    return up(width), up(height)
 
 
 def grid_centres(width: int, height: int, stride: int, per_cell: int) -> np.ndarray:

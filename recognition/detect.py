@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from footfall.models.manifest import ModelEntry, ModelError
-from footfall.recognition.boxes import STRIDES, decode_scrfd, decode_yunet, letterbox, nms
+from footfall.recognition.boxes import STRIDES, decode_scrfd, decode_yunet, fit_input, letterbox, nms
 from footfall.recognition.onnx_session import open_session
 
 
@@ -38,7 +38,7 @@ class Detection:
 class Detector(Protocol):
     """Finds faces in a BGR uint8 image."""
 
-    def detect(self, image: np.ndarray) -> list[Detection]: ...
+    def detect(self, image: np.ndarray, *, long_side: int | None = None) -> list[Detection]: ...
 
 
 class _OnnxDetector:
@@ -47,26 +47,31 @@ class _OnnxDetector:
     def __init__(self, entry: ModelEntry, path: Path, *, det_size: int = 640,
                  score_threshold: float | None = None, threads: int = 0) -> None:
         self.entry = entry
-        self.session = open_session(path, threads)
+        self.session = open_session(path, threads, relax_input=entry.relax_input)
         self.input_name = self.session.get_inputs()[0].name
-        if entry.dynamic_input:
-            self.width = self.height = det_size
-        else:
-            self.width, self.height = entry.input_size
+        self.free_size = entry.dynamic_input or entry.relax_input
+        # Fixed-size models take their own size; the others fit each frame's aspect (see detect).
+        self.width, self.height = (det_size, det_size) if self.free_size else entry.input_size
         self.score_threshold = entry.score_threshold if score_threshold is None else score_threshold
         self.nms_threshold = entry.nms_threshold
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """Faces in `image`, best score first."""
+    def detect(self, image: np.ndarray, *, long_side: int | None = None) -> list[Detection]:
+        """Faces in `image`, best score first.
+
+        `long_side` caps the network input's long side below the configured size (a small
+        region need not be enlarged); fixed-size models ignore it.
+        """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected a BGR uint8 image of shape (h, w, 3), got {image.dtype} {image.shape}")
-        canvas, lb = letterbox(image, self.width, self.height)
+        h, w = image.shape[:2]
+        side = min(self.width, long_side) if long_side else self.width
+        size = fit_input(w, h, side) if self.free_size else (self.width, self.height)
+        canvas, lb = letterbox(image, *size)
         outputs = self.session.run(None, {self.input_name: self._blob(canvas)})
-        scores, boxes, points = self._decode(outputs)
+        scores, boxes, points = self._decode(outputs, *size)
         mask = scores >= self.score_threshold
         scores, boxes, points = scores[mask], boxes[mask], points[mask]
         keep = nms(boxes, scores, self.nms_threshold)
-        h, w = image.shape[:2]
         found = []
         for i in keep:
             box = boxes[i] / lb.scale
@@ -78,7 +83,7 @@ class _OnnxDetector:
     def _blob(self, canvas: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def _decode(self, outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _decode(self, outputs: list[np.ndarray], width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise NotImplementedError
 
     @staticmethod
@@ -93,10 +98,10 @@ class YuNetDetector(_OnnxDetector):
     def _blob(self, canvas: np.ndarray) -> np.ndarray:
         return cv2.dnn.blobFromImage(canvas)
 
-    def _decode(self, outputs):
+    def _decode(self, outputs, width, height):
         cls, obj, bbox, kps = outputs[0:3], outputs[3:6], outputs[6:9], outputs[9:12]
         return self._concat([
-            decode_yunet(cls[i][0], obj[i][0], bbox[i][0], kps[i][0], s, self.width, self.height)
+            decode_yunet(cls[i][0], obj[i][0], bbox[i][0], kps[i][0], s, width, height)
             for i, s in enumerate(STRIDES)
         ])
 
@@ -107,11 +112,11 @@ class ScrfdDetector(_OnnxDetector):
     def _blob(self, canvas: np.ndarray) -> np.ndarray:
         return cv2.dnn.blobFromImage(canvas, 1 / 128.0, mean=(127.5, 127.5, 127.5), swapRB=True)
 
-    def _decode(self, outputs):
+    def _decode(self, outputs, width, height):
         outputs = [o[0] if o.ndim == 3 else o for o in outputs]
         scores, dists, kps = outputs[0:3], outputs[3:6], outputs[6:9]
         return self._concat([
-            decode_scrfd(scores[i], dists[i], kps[i], s, self.width, self.height)
+            decode_scrfd(scores[i], dists[i], kps[i], s, width, height)
             for i, s in enumerate(STRIDES)
         ])
 

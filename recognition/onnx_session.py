@@ -10,7 +10,25 @@ import onnxruntime as ort
 from footfall.models.manifest import ModelError
 
 
-def open_session(path: Path, threads: int = 0) -> ort.InferenceSession:
+def relaxed_input_model(path: Path) -> bytes:
+    """The model with its image input's height and width (and the outputs' anchor axis) made free.
+
+    For fully convolutional detectors exported with a fixed input size (YuNet 2023mar is
+    1x3x640x640): the weights work at any multiple of 32, so a 16:9 frame need not be padded
+    to a square.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "height", "width"
+    for output in model.graph.output:
+        output.type.tensor_type.shape.dim[1].dim_param = "anchors"
+    del model.graph.value_info[:]  # shapes inferred for the fixed size no longer hold
+    return model.SerializeToString()
+
+
+def open_session(path: Path, threads: int = 0, *, relax_input: bool = False) -> ort.InferenceSession:
     """An inference session on the CPU for the model at `path`.
 
     `threads` = 0 uses one intra-op thread per core: the convolutions are the
@@ -27,6 +45,7 @@ def open_session(path: Path, threads: int = 0) -> ort.InferenceSession:
     # spin-waits after its run steals the cores from the next session's pool.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        model = relaxed_input_model(path) if relax_input else str(path)
+        return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         raise ModelError(f"{path}: onnxruntime cannot load this model: {exc}") from exc

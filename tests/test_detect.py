@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from footfall.models.manifest import entry_for, locate
-from footfall.recognition.boxes import decode_scrfd, letterbox, nms
+from footfall.recognition.boxes import decode_scrfd, fit_input, letterbox, nms
 from footfall.recognition.detect import create_detector
 from footfall.recognition.images import read_image
 
@@ -42,18 +42,32 @@ def test_landmarks_lie_inside_their_box_in_image_order(default_analyzer, scenes_
 
 
 def test_yunet_on_onnxruntime_matches_opencvs_own_decoder(default_analyzer, scenes_dir):
-    image = read_image(scenes_dir / "bbt4.jpg")
-    canvas, lb = letterbox(image, 640, 640)
+    canvas, _ = letterbox(read_image(scenes_dir / "bbt4.jpg"), 640, 640)
     path = str(default_analyzer.pack.detector_path)
     reference = cv2.FaceDetectorYN.create(path, "", (640, 640), 0.6, 0.3, 5000).detect(canvas)[1]
-    ours = default_analyzer.detector.detect(image)
+    ours = default_analyzer.detector.detect(canvas)
     assert len(ours) == len(reference)
     for row in reference:
-        box = np.array([row[0], row[1], row[0] + row[2], row[1] + row[3]]) / lb.scale
+        box = np.array([row[0], row[1], row[0] + row[2], row[1] + row[3]])
         nearest = min(ours, key=lambda d: np.abs(d.box - box).sum())
         assert np.abs(nearest.box - box).max() < 1.0
-        assert np.abs(nearest.landmarks.reshape(-1) - row[4:14] / lb.scale).max() < 1.0
+        assert np.abs(nearest.landmarks.reshape(-1) - row[4:14]).max() < 1.0
         assert nearest.score == pytest.approx(row[14], abs=1e-3)
+
+
+def test_a_wide_frame_is_detected_without_padding_it_to_a_square(default_analyzer, scenes_dir):
+    """The fixed 640 x 640 YuNet file is relaxed at load: a 16:9 frame runs at 640 x 384."""
+    image = read_image(scenes_dir / "bbt4.jpg")
+    wide = cv2.copyMakeBorder(image, 0, 0, 0, image.shape[0] * 16 // 9 - image.shape[1], cv2.BORDER_CONSTANT)
+    assert fit_input(wide.shape[1], wide.shape[0], 640) == (640, 384)
+    square = letterbox(wide, 640, 640)[0]
+    found = default_analyzer.detector.detect(wide)
+    reference = default_analyzer.detector.detect(square)
+    assert len(found) == len(reference) == 6
+    scale = 640 / wide.shape[1]
+    for det in found:
+        twin = min(reference, key=lambda d: np.abs(d.box - det.box * scale).sum())
+        assert np.abs(twin.box - det.box * scale).max() < 2.0
 
 
 def test_a_frame_without_people_gives_no_faces(default_analyzer):

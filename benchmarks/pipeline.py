@@ -1,0 +1,305 @@
+"""`footfall bench pipeline`: a generated store day through the whole pipeline and a naive loop.
+
+The scenario is a store day at one entrance, rendered from labelled photos: strangers who come
+once, come back within and after 3 hours, and after midnight; two members enrolled from other
+photos than the camera sees; one member of staff. Both sides decode the same files at the same
+sampled rate. Ours: detect -> track -> embed best shots once per passage -> window. The naive
+loop, what a user would write: detect and embed every face of every frame, then match each face
+against the enrolled people and the visitors seen so far.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+from tqdm import tqdm
+
+from footfall.benchmarks.recognition import _NaiveOnnx, _insightface_eligible
+from footfall.config.schema import Config
+from footfall.dedup.enrol import embeddings_from_photos
+from footfall.dedup.gallery import Person
+from footfall.edge.pipeline import Decision, build_pipeline
+from footfall.edge.scenario import Appearance, Clip, SpriteBank, render_clip
+from footfall.edge.sources import FileSource, Frame, merge_by_time
+from footfall.recognition.analyzer import FaceAnalyzer
+from footfall.recognition.images import read_image
+
+TZ = "Asia/Shanghai"
+CAMERA = "door-1"
+CLIP_FPS = 10.0
+SAMPLE_FPS = 5.0
+
+
+@dataclass(frozen=True)
+class Walk:
+    """Ground truth: who walks in, when, with which photo, in which clip."""
+
+    identity: str
+    photo: str
+    clip: int
+    at: datetime
+    leave: datetime
+    role: str  # "visitor" | "member" | "staff"
+
+
+@dataclass
+class Scenario:
+    clips: list[tuple[Clip, Path]]
+    walks: list[Walk]
+    enrol: list[tuple[Person, list[str]]]
+    window: timedelta
+    tz: ZoneInfo
+    faces_dir: Path
+
+    def sources(self) -> list[FileSource]:
+        return [FileSource(c.camera_id, p, c.start_time, SAMPLE_FPS) for c, p in self.clips]
+
+
+def build_scenario(bank: SpriteBank, out_dir: Path, window: timedelta, *, size: str = "day") -> Scenario:
+    """The store day: every identity with enough photos takes a role; entries spread over the day."""
+    tz = ZoneInfo(TZ)
+    people = [i for i in bank.identities() if len(bank.photos(i)) >= 3]
+    portraits = [i for i in people if i.startswith("deepface")]
+    members, staff = portraits[:2], portraits[2]
+    strangers = [i for i in people if i not in members and i != staff]
+    if size == "small":
+        strangers = strangers[:4]
+    day = datetime(2026, 11, 23, tzinfo=tz)
+    h = lambda hh, mm=0: day + timedelta(hours=hh, minutes=mm)  # noqa: E731
+    plan: list[tuple[datetime, list[str]]] = [(h(9, 30), [staff])]
+    # each stranger: a first entry, most come back; the gaps walk the counting rule's edges
+    returns = [timedelta(minutes=40), timedelta(hours=2, minutes=50), timedelta(hours=3, minutes=10), None]
+    for k, who in enumerate(strangers):
+        first = h(10) + timedelta(minutes=37 * k)
+        plan.append((first, [who]))
+        gap = returns[k % len(returns)]
+        if gap is not None:
+            plan.append((first + gap, [who]))
+    # two strangers walking in together, and one coming back just after midnight
+    if len(strangers) >= 2:
+        plan.append((h(19), [strangers[0], strangers[1]]))
+    plan.append((h(23, 50), [strangers[-1]]))
+    plan.append((h(24, 20), [strangers[-1]]))
+    for k, who in enumerate(members):
+        plan.append((h(11 + 3 * k, 15), [who]))
+        plan.append((h(12 + 3 * k, 5), [who]))
+    clips, walks = [], []
+    for n, (start, group) in enumerate(sorted(plan, key=lambda p: p[0])):
+        appearances = tuple(Appearance(who, bank.photos(who)[0], enter_at=0.4 + 0.6 * i, walk=3.0,
+                                       lane=0.3 + 0.4 * i) for i, who in enumerate(group))
+        clip = Clip(CAMERA, start, 5.0, appearances, fps=CLIP_FPS)
+        clips.append((clip, render_clip(clip, out_dir / f"clip{n:03d}.avi", bank, seed=n)))
+        for a in appearances:
+            role = "member" if a.identity in members else "staff" if a.identity == staff else "visitor"
+            walks.append(Walk(a.identity, a.photo, n, start + timedelta(seconds=a.enter_at),
+                              start + timedelta(seconds=a.leave_at), role))
+    enrol = [(Person(m, m, "member", tier="gold", consent=True), bank.photos(m)[1:3]) for m in members]
+    enrol.append((Person(staff, staff, "staff", consent=True), bank.photos(staff)[1:3]))
+    return Scenario(clips, walks, enrol, window, tz, bank.faces_dir)
+
+
+def expected_counts(walks: list[Walk], window: timedelta, tz: ZoneInfo) -> dict[str, int]:
+    """The counting rule applied to the ground truth."""
+    last: dict[str, datetime] = {}
+    counts = defaultdict(int)
+    for w in sorted(walks, key=lambda w: w.at):
+        if w.role == "staff":
+            continue
+        prev = last.get(w.identity)
+        same_day = prev is not None and prev.astimezone(tz).date() == w.at.astimezone(tz).date()
+        if prev is not None and same_day and w.at - prev < window:
+            counts["reentries"] += 1
+        else:
+            counts["visits"] += 1
+            counts["member_visits"] += w.role == "member"
+        last[w.identity] = w.at
+    return dict(counts)
+
+
+class Oracle:
+    """Which labelled person an event was, from its time and its embedding."""
+
+    def __init__(self, scenario: Scenario, analyzer: FaceAnalyzer, bank: SpriteBank) -> None:
+        self.walks = scenario.walks
+        self.vectors = {}
+        for w in self.walks:
+            if (w.identity, w.photo) not in self.vectors:
+                image = read_image(bank.faces_dir / w.identity / w.photo)
+                self.vectors[(w.identity, w.photo)] = embeddings_from_photos(analyzer, [(w.photo, image)])[0]
+
+    def identity(self, ts: datetime, embedding: np.ndarray) -> str:
+        near = [w for w in self.walks if w.at - timedelta(seconds=2) <= ts <= w.leave + timedelta(seconds=2)]
+        near = near or self.walks
+        return max(near, key=lambda w: float(self.vectors[(w.identity, w.photo)] @ embedding)).identity
+
+
+def score(events: list[tuple[str, str, datetime, np.ndarray]], oracle: Oracle) -> dict[str, int]:
+    """Counts of (kind, visitor key, ts, embedding) events, and merges of different people."""
+    first_identity: dict[str, str] = {}
+    out = {"visits": 0, "reentries": 0, "merges": 0}
+    for kind, key, ts, vec in events:
+        who = oracle.identity(ts, vec)
+        if kind == "visit":
+            out["visits"] += 1
+            first_identity[key] = who
+        else:
+            out["reentries"] += 1
+            out["merges"] += first_identity.get(key, who) != who
+    return out
+
+
+def enrolment(scenario: Scenario, analyzer: FaceAnalyzer) -> list[tuple[Person, np.ndarray]]:
+    """The scenario's members and staff with the embeddings of their enrolment photos."""
+    return [(person, embeddings_from_photos(
+                analyzer, [(p, read_image(scenario.faces_dir / person.person_id / p)) for p in photos]))
+            for person, photos in scenario.enrol]
+
+
+def run_ours(config: Config, scenario: Scenario, analyzer: FaceAnalyzer,
+             progress: bool) -> tuple[list[Decision], int, float, int]:
+    """(decisions, frames, seconds, faces embedded) of the pipeline over the scenario."""
+    pipeline = build_pipeline(config, analyzer)
+    try:
+        for person, vectors in enrolment(scenario, analyzer):
+            pipeline.gallery.enroll(person, vectors)
+        decisions, frames = [], 0
+        start = time.perf_counter()
+        for frame in tqdm(merge_by_time(scenario.sources()), desc="pipeline", disable=not progress, leave=False):
+            decisions += pipeline.process(frame)
+            frames += 1
+        decisions += pipeline.finish()
+        return decisions, frames, time.perf_counter() - start, pipeline.embedded_faces
+    finally:
+        pipeline.close()
+
+
+class NaiveLoop:
+    """Every face of every frame embedded and matched; a face unseen for a minute is a new entry."""
+
+    def __init__(self, analyzer: FaceAnalyzer, config: Config) -> None:
+        pack = analyzer.pack
+        self.threshold = pack.match_threshold
+        self.window, self.tz = config.dedup.window, ZoneInfo(config.timezone)
+        self.same_entry = config.dedup.same_entry
+        if _insightface_eligible(pack):
+            from insightface.app import FaceAnalysis
+
+            self._tmp = tempfile.TemporaryDirectory()
+            for p in (pack.detector_path, pack.recognizer_path):
+                (Path(self._tmp.name) / p.name).symlink_to(p.resolve())
+            self.app = FaceAnalysis(name=self._tmp.name, allowed_modules=["detection", "recognition"],
+                                    providers=["CPUExecutionProvider"])
+            self.app.prepare(ctx_id=-1, det_size=(640, 640))
+            self.kind = "insightface FaceAnalysis.get() on every frame"
+        else:
+            self.app, self.naive = None, _NaiveOnnx(pack)
+            self.kind = "same ONNX files, default sessions, every face of every frame"
+        self.people: list[tuple[str, str, np.ndarray]] = []  # (id, role, embedding)
+        self.visitors: list[dict] = []
+
+    def faces(self, frame: Frame) -> list[np.ndarray]:
+        if self.app is not None:
+            return [f.normed_embedding for f in self.app.get(frame.image)]
+        return [self.naive.embed(self.naive.align(frame.image, lm)) for _b, lm in self.naive.detect(frame.image)]
+
+    def process(self, frame: Frame) -> list[tuple[str, str, datetime, np.ndarray]]:
+        events = []
+        for vec in self.faces(frame):
+            person = max(self.people, key=lambda p: float(p[2] @ vec), default=None)
+            if person and float(person[2] @ vec) >= self.threshold and person[1] == "staff":
+                continue
+            known = None
+            if person and float(person[2] @ vec) >= self.threshold:
+                known = next((v for v in self.visitors if v["key"] == person[0]), None)
+                key = person[0]
+            else:
+                best = max(self.visitors, key=lambda v: float(v["vec"] @ vec), default=None)
+                if best and float(best["vec"] @ vec) >= self.threshold:
+                    known, key = best, best["key"]
+                else:
+                    key = f"v{len(self.visitors)}"
+            if known is None:
+                self.visitors.append({"key": key, "vec": vec, "last": frame.ts, "start": frame.ts})
+                events.append(("visit", key, frame.ts, vec))
+                continue
+            gap = frame.ts - known["last"]
+            known["last"] = frame.ts
+            if gap <= self.same_entry:
+                continue
+            same_day = known["start"].astimezone(self.tz).date() == frame.ts.astimezone(self.tz).date()
+            if gap < self.window and same_day:
+                events.append(("reentry", key, frame.ts, vec))
+            else:
+                known["start"] = frame.ts
+                events.append(("visit", key, frame.ts, vec))
+        return events
+
+
+def bench_pipeline(config: Config, faces_dir: Path, *, size: str = "day", progress: bool = True) -> dict:
+    """Run the scenario through both sides and return speed and counting accuracy."""
+    analyzer = FaceAnalyzer.from_config(config)
+    bank = SpriteBank(faces_dir, analyzer)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        scenario = build_scenario(bank, tmp, config.dedup.window, size=size)
+        truth = expected_counts(scenario.walks, scenario.window, scenario.tz)
+        oracle = Oracle(scenario, analyzer, bank)
+        run_config = config.model_copy(update={
+            "timezone": TZ, "storage": config.storage.model_copy(update={"dir": tmp / "state"})})
+        decisions, frames, seconds, embedded = run_ours(run_config, scenario, analyzer, progress)
+        counted = [d for d in decisions if d.kind in ("visit", "reentry")]
+        ours = score([(d.kind, d.visitor_id, d.passage.best_shot_ts, d.passage.embedding) for d in counted], oracle)
+
+        naive = NaiveLoop(analyzer, run_config)
+        for person, vectors in enrolment(scenario, analyzer):
+            naive.people += [(person.person_id, person.role, v) for v in vectors]
+        events, naive_frames = [], 0
+        start = time.perf_counter()
+        for frame in tqdm(merge_by_time(scenario.sources()), desc="naive", disable=not progress, leave=False):
+            events += naive.process(frame)
+            naive_frames += 1
+        naive_seconds = time.perf_counter() - start
+        theirs = score(events, oracle)
+    member_visits = sum(1 for d in counted if d.kind == "visit" and d.member_id)
+    return {
+        "detector": analyzer.pack.detector.file,
+        "recognizer": analyzer.pack.recognizer.file,
+        "clips": len(scenario.clips), "frames": frames, "walks": len(scenario.walks),
+        "fps": round(frames / seconds, 2),
+        "naive_fps": round(naive_frames / naive_seconds, 2),
+        "speedup": round((frames / seconds) / (naive_frames / naive_seconds), 2),
+        "visits_true": truth.get("visits", 0), "visits_counted": ours["visits"],
+        "reentries_true": truth.get("reentries", 0), "reentries_counted": ours["reentries"],
+        "member_visits_true": truth.get("member_visits", 0), "member_visits_counted": member_visits,
+        "merges_of_different_people": ours["merges"],
+        "staff_passages": sum(d.kind == "staff" for d in decisions),
+        "embedded_faces": embedded,
+        "naive": naive.kind,
+        "naive_visits_counted": theirs["visits"], "naive_reentries_counted": theirs["reentries"],
+        "naive_merges_of_different_people": theirs["merges"],
+    }
+
+
+def format_table(r: dict) -> str:
+    """The figures as a short table for people."""
+    rows = [
+        ("models", f"{r['detector']} + {r['recognizer']}", ""),
+        ("scenario", f"{r['clips']} clips, {r['walks']} walk-ins, {r['frames']} frames", ""),
+        ("", "footfall", "naive"),
+        ("frames/s", f"{r['fps']}", f"{r['naive_fps']}"),
+        ("visits (true {})".format(r["visits_true"]), f"{r['visits_counted']}", f"{r['naive_visits_counted']}"),
+        ("re-entries (true {})".format(r["reentries_true"]), f"{r['reentries_counted']}", f"{r['naive_reentries_counted']}"),
+        ("member visits (true {})".format(r["member_visits_true"]), f"{r['member_visits_counted']}", ""),
+        ("merges of different people", f"{r['merges_of_different_people']}", f"{r['naive_merges_of_different_people']}"),
+        ("speed-up vs naive", f"{r['speedup']}x", r["naive"]),
+    ]
+    width = max(len(a) for a, _, _ in rows)
+    col = max(len(b) for _, b, _ in rows)
+    return "\n".join(f"{a:<{width}}  {b:<{col}}  {c}".rstrip() for a, b, c in rows)
