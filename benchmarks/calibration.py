@@ -56,11 +56,15 @@ class Pool:
     vectors: list[np.ndarray]
     identities: list[str]
     photos: list[str]
+    shots: list[tuple[np.ndarray, np.ndarray]] = None  # per passage: (shot vectors, weights)
 
-    def add(self, vector: np.ndarray, identity: str, photo: str) -> None:
+    def add(self, vector: np.ndarray, identity: str, photo: str,
+            shots: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.vectors.append(vector)
         self.identities.append(identity)
         self.photos.append(photo)
+        if shots is not None:
+            self.shots = (self.shots or []) + [shots]
 
 
 def _largest_gated(analyzer: FaceAnalyzer, image: np.ndarray):
@@ -85,15 +89,47 @@ def build_pool(analyzer: FaceAnalyzer, faces_dir: Path, crowd: Path | None, rend
                 continue
             shots.add(three[0].embedding, photo.identity, name)
             weights = np.array([f.quality.score * f.detection.width * f.detection.height for f in three])
-            mean = (weights[:, None] / weights.sum() * np.stack([f.embedding for f in three])).sum(axis=0)
-            passages.add(l2_normalise(mean[None])[0], photo.identity, name)
+            stacked = np.stack([f.embedding for f in three])
+            mean = (weights[:, None] / weights.sum() * stacked).sum(axis=0)
+            passages.add(l2_normalise(mean[None])[0], photo.identity, name, (stacked, weights / weights.sum()))
     if crowd is not None and crowd.is_file():
         image = read_image(crowd)
         for i, face in enumerate(analyzer.analyze(image)):
             if face.embedding is not None:
                 shots.add(face.embedding, f"crowd-{i}", f"crowd-{i}")
-                passages.add(face.embedding, f"crowd-{i}", f"crowd-{i}")
+                passages.add(face.embedding, f"crowd-{i}", f"crowd-{i}", (face.embedding[None], np.ones(1)))
     return shots, passages
+
+
+def aggregation_comparison(pool: Pool, far: float = 1e-4) -> dict[str, dict[str, float]]:
+    """Weighted-mean embedding against a weighted vote of per-shot scores, at the same FAR.
+
+    mean: cosine of the two passages' weighted-mean embeddings (what the tracker sends on).
+    vote: each shot of one passage scored against the other passage's embedding, averaged with
+    the shot weights, both ways (Frigate's area-weighted vote, as a score).
+    """
+    means = np.stack(pool.vectors)
+    n = len(means)
+    vote = np.zeros((n, n))
+    for i, (vecs, w) in enumerate(pool.shots):
+        vote[i] = w @ (vecs @ means.T)
+    vote = (vote + vote.T) / 2
+    ids = np.asarray(pool.identities)
+    src = np.asarray(pool.photos)
+    iu, ju = np.triu_indices(n, 1)
+    same, same_photo = ids[iu] == ids[ju], src[iu] == src[ju]
+    out = {}
+    for name, sims in (("mean", means @ means.T), ("vote", vote)):
+        scores = sims[iu, ju]
+        impostor = np.sort(scores[~same])[::-1]
+        threshold = float(impostor[int(far * len(impostor))])
+        out[name] = {
+            "threshold_at_far": round(threshold, 4),
+            "recall_other_photo": round(float(np.mean(scores[same & ~same_photo] > threshold)), 4),
+            "recall_same_photo": round(float(np.mean(scores[same & same_photo] > threshold)), 4),
+            "impostor_max": round(float(impostor[0]), 4),
+        }
+    return out
 
 
 def false_merge_curve(pool: Pool, threshold: float, margin: float, counts: tuple[int, ...],
@@ -162,6 +198,7 @@ def calibrate(config: Config, faces_dir: Path, crowd: Path | None, *, renditions
         "genuine_pairs_other_photo": int(other_photo.size),
         "table": table,
         "false_merge": curves,
+        "aggregation_at_far_1e-4": aggregation_comparison(passages),
         "seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -175,6 +212,10 @@ def format_report(r: dict) -> str:
         lines.append(f"{row['threshold']:.2f}  {row['impostor_far_shots']:.2e}    {row['impostor_far_passages']:.2e}"
                      f"      {row['tar_passage_same_photo']:.3f}                    {row['tar_passage_other_photo']:.3f}"
                      f"                     {row['tar_shots']:.3f}")
+    lines += ["", "aggregation of a passage's shots, at FAR 1e-4 on passage pairs:"]
+    for name, a in r["aggregation_at_far_1e-4"].items():
+        lines.append(f"  {name:<5} threshold {a['threshold_at_far']:.3f}  recall other photo {a['recall_other_photo']:.3f}"
+                     f"  same photo {a['recall_same_photo']:.3f}  impostor max {a['impostor_max']:.3f}")
     lines += ["", "false-merge rate of a stranger's passage vs open windows (threshold/margin)",
               "thr/margin  " + "  ".join(f"N={n:<5}" for n in WINDOW_COUNTS)]
     for key, curve in r["false_merge"].items():

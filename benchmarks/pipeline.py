@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -24,103 +22,12 @@ from tqdm import tqdm
 from footfall.benchmarks.recognition import _NaiveOnnx, _insightface_eligible
 from footfall.config.schema import Config
 from footfall.dedup.enrol import embeddings_from_photos
-from footfall.dedup.gallery import Person
 from footfall.edge.pipeline import Decision, build_pipeline
-from footfall.edge.scenario import Appearance, Clip, SpriteBank, render_clip
-from footfall.edge.sources import FileSource, Frame, merge_by_time
+from footfall.edge.scenario import STORE_TZ, Scenario, SpriteBank, build_scenario, enrolment, expected_counts
+from footfall.edge.sources import Frame, merge_by_time
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.recognition.images import read_image
 
-TZ = "Asia/Shanghai"
-CAMERA = "door-1"
-CLIP_FPS = 10.0
-SAMPLE_FPS = 5.0
-
-
-@dataclass(frozen=True)
-class Walk:
-    """Ground truth: who walks in, when, with which photo, in which clip."""
-
-    identity: str
-    photo: str
-    clip: int
-    at: datetime
-    leave: datetime
-    role: str  # "visitor" | "member" | "staff"
-
-
-@dataclass
-class Scenario:
-    clips: list[tuple[Clip, Path]]
-    walks: list[Walk]
-    enrol: list[tuple[Person, list[str]]]
-    window: timedelta
-    tz: ZoneInfo
-    faces_dir: Path
-
-    def sources(self) -> list[FileSource]:
-        return [FileSource(c.camera_id, p, c.start_time, SAMPLE_FPS) for c, p in self.clips]
-
-
-def build_scenario(bank: SpriteBank, out_dir: Path, window: timedelta, *, size: str = "day") -> Scenario:
-    """The store day: every identity with enough photos takes a role; entries spread over the day."""
-    tz = ZoneInfo(TZ)
-    people = [i for i in bank.identities() if len(bank.photos(i)) >= 3]
-    portraits = [i for i in people if i.startswith("deepface")]
-    members, staff = portraits[:2], portraits[2]
-    strangers = [i for i in people if i not in members and i != staff]
-    if size == "small":
-        strangers = strangers[:4]
-    day = datetime(2026, 11, 23, tzinfo=tz)
-    h = lambda hh, mm=0: day + timedelta(hours=hh, minutes=mm)  # noqa: E731
-    plan: list[tuple[datetime, list[str]]] = [(h(9, 30), [staff])]
-    # each stranger: a first entry, most come back; the gaps walk the counting rule's edges
-    returns = [timedelta(minutes=40), timedelta(hours=2, minutes=50), timedelta(hours=3, minutes=10), None]
-    for k, who in enumerate(strangers):
-        first = h(10) + timedelta(minutes=37 * k)
-        plan.append((first, [who]))
-        gap = returns[k % len(returns)]
-        if gap is not None:
-            plan.append((first + gap, [who]))
-    # two strangers walking in together, and one coming back just after midnight
-    if len(strangers) >= 2:
-        plan.append((h(19), [strangers[0], strangers[1]]))
-    plan.append((h(23, 50), [strangers[-1]]))
-    plan.append((h(24, 20), [strangers[-1]]))
-    for k, who in enumerate(members):
-        plan.append((h(11 + 3 * k, 15), [who]))
-        plan.append((h(12 + 3 * k, 5), [who]))
-    clips, walks = [], []
-    for n, (start, group) in enumerate(sorted(plan, key=lambda p: p[0])):
-        appearances = tuple(Appearance(who, bank.photos(who)[0], enter_at=0.4 + 0.6 * i, walk=3.0,
-                                       lane=0.3 + 0.4 * i) for i, who in enumerate(group))
-        clip = Clip(CAMERA, start, 5.0, appearances, fps=CLIP_FPS)
-        clips.append((clip, render_clip(clip, out_dir / f"clip{n:03d}.avi", bank, seed=n)))
-        for a in appearances:
-            role = "member" if a.identity in members else "staff" if a.identity == staff else "visitor"
-            walks.append(Walk(a.identity, a.photo, n, start + timedelta(seconds=a.enter_at),
-                              start + timedelta(seconds=a.leave_at), role))
-    enrol = [(Person(m, m, "member", tier="gold", consent=True), bank.photos(m)[1:3]) for m in members]
-    enrol.append((Person(staff, staff, "staff", consent=True), bank.photos(staff)[1:3]))
-    return Scenario(clips, walks, enrol, window, tz, bank.faces_dir)
-
-
-def expected_counts(walks: list[Walk], window: timedelta, tz: ZoneInfo) -> dict[str, int]:
-    """The counting rule applied to the ground truth."""
-    last: dict[str, datetime] = {}
-    counts = defaultdict(int)
-    for w in sorted(walks, key=lambda w: w.at):
-        if w.role == "staff":
-            continue
-        prev = last.get(w.identity)
-        same_day = prev is not None and prev.astimezone(tz).date() == w.at.astimezone(tz).date()
-        if prev is not None and same_day and w.at - prev < window:
-            counts["reentries"] += 1
-        else:
-            counts["visits"] += 1
-            counts["member_visits"] += w.role == "member"
-        last[w.identity] = w.at
-    return dict(counts)
 
 
 class Oracle:
@@ -153,13 +60,6 @@ def score(events: list[tuple[str, str, datetime, np.ndarray]], oracle: Oracle) -
             out["reentries"] += 1
             out["merges"] += first_identity.get(key, who) != who
     return out
-
-
-def enrolment(scenario: Scenario, analyzer: FaceAnalyzer) -> list[tuple[Person, np.ndarray]]:
-    """The scenario's members and staff with the embeddings of their enrolment photos."""
-    return [(person, embeddings_from_photos(
-                analyzer, [(p, read_image(scenario.faces_dir / person.person_id / p)) for p in photos]))
-            for person, photos in scenario.enrol]
 
 
 def run_ours(config: Config, scenario: Scenario, analyzer: FaceAnalyzer,
@@ -252,7 +152,7 @@ def bench_pipeline(config: Config, faces_dir: Path, *, size: str = "day", progre
         truth = expected_counts(scenario.walks, scenario.window, scenario.tz)
         oracle = Oracle(scenario, analyzer, bank)
         run_config = config.model_copy(update={
-            "timezone": TZ, "storage": config.storage.model_copy(update={"dir": tmp / "state"})})
+            "timezone": STORE_TZ, "storage": config.storage.model_copy(update={"dir": tmp / "state"})})
         decisions, frames, seconds, embedded = run_ours(run_config, scenario, analyzer, progress)
         counted = [d for d in decisions if d.kind in ("visit", "reentry")]
         ours = score([(d.kind, d.visitor_id, d.passage.best_shot_ts, d.passage.embedding) for d in counted], oracle)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from footfall import __version__
 from footfall.config.schema import Config, ConfigError, load_config, parse_config
+from footfall.dedup.db import StorageError
+from footfall.dedup.gallery import EnrolmentError
 from footfall.models.manifest import ModelError, load_manifest, search_dirs
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
@@ -124,6 +126,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_FAIL
 
 
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from footfall.edge.people import enroll
+
+    print(enroll(load_config(args.config), person_id=args.member_id, name=args.name, role=args.role,
+                 tier=args.tier, consent=args.consent, photos=[Path(p) for p in args.images]))
+    return EXIT_OK
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    from footfall.edge.people import erase
+
+    print(erase(load_config(args.config), args.member_id))
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from footfall.edge.demo import run_demo
 
@@ -143,6 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="zero-configuration demo")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("enroll", help="enrol a member or staff from photos")
+    p.add_argument("--config", required=True)
+    p.add_argument("--member-id", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--role", choices=["member", "staff"], default="member")
+    p.add_argument("--tier")
+    p.add_argument("--consent", action="store_true", help="the person's separate consent is recorded")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("erase", help="remove a person from every gallery and store on this box")
+    p.add_argument("--config", required=True)
+    p.add_argument("--member-id", required=True)
+    p.set_defaults(func=cmd_erase)
 
     p = sub.add_parser("doctor", help="check config, models and storage")
     p.add_argument("--config", required=True)
@@ -199,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     except ModelError as exc:
         print(f"model error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except (EnrolmentError, StorageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAIL
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,22 +1,22 @@
-"""`footfall demo`: what this release can show with zero configuration.
+"""`footfall demo`: a store day replayed through the whole recognition pipeline, zero configuration.
 
-The recognition stage on sample photos: faces found, judged and matched
-across photos. The shipped package carries no photos (their rights belong to
-their owners); the demo uses a labelled photo set from $FOOTFALL_SAMPLE_FACES
-or from `shared/data/faces` beside the working directory or the checkout.
+The package ships no face photos (their rights belong to their owners). The demo builds its
+entrance clips from a labelled photo set: $FOOTFALL_SAMPLE_FACES, or `shared/data/faces`
+beside the working directory or the checkout. Clips and state live in a temporary directory
+that is deleted at the end.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from footfall.config.schema import parse_config
+from footfall.edge.pipeline import Decision, build_pipeline
+from footfall.edge.scenario import STORE_TZ, SpriteBank, build_scenario, enrolment, expected_counts
+from footfall.edge.sources import merge_by_time
 from footfall.recognition.analyzer import FaceAnalyzer
-from footfall.recognition.evaluation import labelled_photos
-from footfall.recognition.images import ImageError, pad_photo, read_image
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 
@@ -29,41 +29,60 @@ def sample_faces_dir() -> Path | None:
     return next((c for c in candidates if c.is_dir()), None)
 
 
-def run_demo(limit: int = 24) -> int:
-    """Recognise faces in up to `limit` sample photos and print who matched whom."""
-    print("footfall demo: recognition stage (the store daemon, MQTT events and counts are not built yet)")
+def describe(d: Decision) -> str:
+    """One line for a decision, as a store manager would read it."""
+    when = d.passage.first_seen.strftime("%m-%d %H:%M:%S")
+    if d.kind == "staff":
+        return f"{when}  {d.passage.camera_id}  staff ({d.person.name}): not counted"
+    who = f"member {d.member_id} ({d.person.tier})" if d.member_id else f"visitor {d.visitor_id[:8]}"
+    kind = "new visit" if d.kind == "visit" else "re-entry "
+    since = "" if d.kind == "visit" else f", visit began {d.visit_started.astimezone(d.passage.first_seen.tzinfo):%H:%M}"
+    return f"{when}  {d.passage.camera_id}  {kind}  {who}{since}"
+
+
+def run_demo() -> int:
+    """Replay a generated store day and print every decision and a summary."""
     faces_dir = sample_faces_dir()
     if faces_dir is None:
-        print("no sample photos found: set FOOTFALL_SAMPLE_FACES to a folder of <identity>/<photo> images")
+        print("footfall demo needs labelled photos to build its entrance clips: "
+              "set FOOTFALL_SAMPLE_FACES to a folder of <identity>/<photo> images")
         return 1
-    analyzer = FaceAnalyzer.from_config(parse_config({}))
-    pack = analyzer.pack
-    print(f"models: {pack.detector.file} + {pack.recognizer.file} (match threshold {pack.match_threshold:g})")
-    photos = labelled_photos(faces_dir)[:: max(1, len(labelled_photos(faces_dir)) // limit)][:limit]
-    seen: list[tuple[str, str, np.ndarray]] = []  # (label, photo, embedding)
-    correct = 0
-    for photo in photos:
+    with tempfile.TemporaryDirectory(prefix="footfall-demo-") as tmp:
+        config = parse_config({"store_id": "demo-store", "timezone": STORE_TZ, "storage": {"dir": f"{tmp}/state"}})
+        analyzer = FaceAnalyzer.from_config(config)
+        pack = analyzer.pack
+        print(f"footfall demo: {pack.detector.file} + {pack.recognizer.file}; store day in {STORE_TZ}")
+        print("rendering entrance clips from the labelled photos ...")
+        bank = SpriteBank(faces_dir, analyzer)
+        scenario = build_scenario(bank, Path(tmp), config.dedup.window, size="small")
+        pipeline = build_pipeline(config, analyzer)
+        decisions: list[Decision] = []
         try:
-            faces = analyzer.analyze(pad_photo(read_image(photo.path)))
-        except ImageError as exc:
-            print(f"  skip {exc}")
-            continue
-        good = [f for f in faces if f.quality.passed]
-        if not good:
-            reasons = "; ".join(r for f in faces for r in f.quality.reasons) or "no face found"
-            print(f"  {photo.path.name:<12} {photo.identity:<16} rejected: {reasons}")
-            continue
-        face = max(good, key=lambda f: f.detection.width * f.detection.height)
-        best = max(seen, key=lambda s: float(s[2] @ face.embedding), default=None)
-        score = float(best[2] @ face.embedding) if best else -1.0
-        if best and score >= pack.match_threshold:
-            verdict = f"same person as {best[1]} ({score:.2f})"
-            correct += best[0] == photo.identity
-        else:
-            verdict = f"new person ({score:.2f})" if best else "new person"
-            correct += all(s[0] != photo.identity for s in seen)
-        seen.append((photo.identity, f"{photo.identity}/{photo.path.name}", face.embedding))
-        print(f"  {photo.identity + '/' + photo.path.name:<28} {len(faces)} face(s), quality "
-              f"{face.quality.score:.2f}: {verdict}")
-    print(f"summary: {len(seen)} photos recognised, {correct} decisions agree with the labels")
+            for person, vectors in enrolment(scenario, analyzer):
+                pipeline.gallery.enroll(person, vectors)
+                print(f"enrolled {person.role} {person.person_id}")
+            frames = 0
+            for frame in merge_by_time(scenario.sources()):
+                frames += 1
+                for d in pipeline.process(frame):
+                    decisions.append(d)
+                    if d.kind != "same_entry":
+                        print(describe(d))
+            for d in pipeline.finish():
+                decisions.append(d)
+                if d.kind != "same_entry":
+                    print(describe(d))
+        finally:
+            pipeline.close()
+    truth = expected_counts(scenario.walks, scenario.window, scenario.tz)
+    counted = {k: sum(d.kind == k for d in decisions) for k in ("visit", "reentry", "staff")}
+    members = sum(d.kind == "visit" and d.member_id is not None for d in decisions)
+    print()
+    print(f"summary of {len(scenario.clips)} clips, {frames} frames, {len(scenario.walks)} walk-ins:")
+    print(f"  {'':<14}{'counted':>8}{'expected':>10}")
+    print(f"  {'visits':<14}{counted['visit']:>8}{truth.get('visits', 0):>10}")
+    print(f"  {'re-entries':<14}{counted['reentry']:>8}{truth.get('reentries', 0):>10}")
+    print(f"  {'member visits':<14}{members:>8}{truth.get('member_visits', 0):>10}")
+    print(f"  {'staff passages':<14}{counted['staff']:>8}{sum(w.role == 'staff' for w in scenario.walks):>10}")
+    print("MQTT publishing (visits, alerts, counts) is not part of this release yet.")
     return 0

@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterator
+from zoneinfo import ZoneInfo
 
 import cv2
 import numpy as np
 
+from footfall.dedup.enrol import embeddings_from_photos
+from footfall.dedup.gallery import Person
+from footfall.edge.sources import FileSource
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.recognition.evaluation import IMAGE_SUFFIXES
 from footfall.recognition.images import ImageError, pad_photo, read_image
@@ -515,3 +520,106 @@ def render_clip(clip: Clip, path: Path, bank: SpriteBank, *, seed: int = 0) -> P
     finally:
         writer.release()
     return path
+
+
+# --- a store day ------------------------------------------------------------------------------
+
+STORE_TZ = "Asia/Shanghai"
+CAMERA = "door-1"
+CLIP_FPS = 10.0
+SAMPLE_FPS = 5.0
+
+
+@dataclass(frozen=True)
+class Walk:
+    """Ground truth: who walks in, when, with which photo, in which clip."""
+
+    identity: str
+    photo: str
+    clip: int
+    at: datetime
+    leave: datetime
+    role: str  # "visitor" | "member" | "staff"
+
+
+@dataclass
+class Scenario:
+    clips: list[tuple[Clip, Path]]
+    walks: list[Walk]
+    enrol: list[tuple[Person, list[str]]]
+    window: timedelta
+    tz: ZoneInfo
+    faces_dir: Path
+
+    def sources(self) -> list[FileSource]:
+        return [FileSource(c.camera_id, p, c.start_time, SAMPLE_FPS) for c, p in self.clips]
+
+
+def build_scenario(bank: SpriteBank, out_dir: Path, window: timedelta, *, size: str = "day") -> Scenario:
+    """The store day: every identity with enough photos takes a role; entries spread over the day."""
+    tz = ZoneInfo(STORE_TZ)
+    people = [i for i in bank.identities() if len(bank.photos(i)) >= 3]
+    portraits = [i for i in people if i.startswith("deepface")]
+    members, staff = portraits[:2], portraits[2]
+    strangers = [i for i in people if i not in members and i != staff]
+    if size == "small":
+        strangers = strangers[:4]
+    day = datetime(2026, 11, 23, tzinfo=tz)
+    h = lambda hh, mm=0: day + timedelta(hours=hh, minutes=mm)  # noqa: E731
+    plan: list[tuple[datetime, list[str]]] = [(h(9, 30), [staff])]
+    # each stranger: a first entry, most come back; the gaps walk the counting rule's edges
+    returns = [timedelta(minutes=40), timedelta(hours=2, minutes=50), timedelta(hours=3, minutes=10), None]
+    for k, who in enumerate(strangers):
+        first = h(10) + timedelta(minutes=37 * k)
+        plan.append((first, [who]))
+        gap = returns[k % len(returns)]
+        if gap is not None:
+            plan.append((first + gap, [who]))
+    # two strangers walking in together, and one coming back just after midnight
+    if len(strangers) >= 2:
+        plan.append((h(19), [strangers[0], strangers[1]]))
+    plan.append((h(23, 50), [strangers[-1]]))
+    plan.append((h(24, 20), [strangers[-1]]))
+    for k, who in enumerate(members):
+        plan.append((h(11 + 3 * k, 15), [who]))
+        plan.append((h(12 + 3 * k, 5), [who]))
+    clips, walks = [], []
+    for n, (start, group) in enumerate(sorted(plan, key=lambda p: p[0])):
+        appearances = tuple(Appearance(who, bank.photos(who)[0], enter_at=0.4 + 0.6 * i, walk=3.0,
+                                       lane=0.3 + 0.4 * i) for i, who in enumerate(group))
+        clip = Clip(CAMERA, start, 5.0, appearances, fps=CLIP_FPS)
+        clips.append((clip, render_clip(clip, out_dir / f"clip{n:03d}.avi", bank, seed=n)))
+        for a in appearances:
+            role = "member" if a.identity in members else "staff" if a.identity == staff else "visitor"
+            walks.append(Walk(a.identity, a.photo, n, start + timedelta(seconds=a.enter_at),
+                              start + timedelta(seconds=a.leave_at), role))
+    enrol = [(Person(m, m, "member", tier="gold", consent=True), bank.photos(m)[1:3]) for m in members]
+    enrol.append((Person(staff, staff, "staff", consent=True), bank.photos(staff)[1:3]))
+    return Scenario(clips, walks, enrol, window, tz, bank.faces_dir)
+
+
+def expected_counts(walks: list[Walk], window: timedelta, tz: ZoneInfo) -> dict[str, int]:
+    """The counting rule applied to the ground truth."""
+    last: dict[str, datetime] = {}
+    counts = defaultdict(int)
+    for w in sorted(walks, key=lambda w: w.at):
+        if w.role == "staff":
+            continue
+        prev = last.get(w.identity)
+        same_day = prev is not None and prev.astimezone(tz).date() == w.at.astimezone(tz).date()
+        if prev is not None and same_day and w.at - prev < window:
+            counts["reentries"] += 1
+        else:
+            counts["visits"] += 1
+            counts["member_visits"] += w.role == "member"
+        last[w.identity] = w.at
+    return dict(counts)
+
+
+def enrolment(scenario: Scenario, analyzer: FaceAnalyzer) -> list[tuple[Person, np.ndarray]]:
+    """The scenario's members and staff with the embeddings of their enrolment photos."""
+    return [(person, embeddings_from_photos(
+                analyzer, [(p, read_image(scenario.faces_dir / person.person_id / p)) for p in photos]))
+            for person, photos in scenario.enrol]
+
+

@@ -46,8 +46,13 @@ def test_bench_names_an_unknown_model(faces_dir):
 def test_demo_runs_with_zero_configuration_and_ends_with_a_summary(faces_dir, tmp_path):
     done = footfall("demo", env={"FOOTFALL_SAMPLE_FACES": str(faces_dir)}, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "summary:" in done.stdout.splitlines()[-1]
-    assert not any(tmp_path.iterdir()), "the demo writes nothing to disk"
+    out = done.stdout
+    assert "re-entry" in out and "member deepface_p01" in out and "staff" in out
+    summary = out[out.index("summary of"):].splitlines()
+    for line in summary[2:6]:  # visits, re-entries, member visits, staff passages
+        counted, expected = line.split()[-2:]
+        assert counted == expected, line
+    assert not any(tmp_path.iterdir()), "the demo leaves nothing on disk"
 
 
 PIPELINE_KEYS = {"fps", "naive_fps", "visits_true", "visits_counted", "reentries_true", "reentries_counted",
