@@ -133,8 +133,10 @@ def aggregation_comparison(pool: Pool, far: float = 1e-4) -> dict[str, dict[str,
 
 
 def false_merge_curve(pool: Pool, threshold: float, margin: float, counts: tuple[int, ...],
-                      trials: int, seed: int) -> dict[int, float]:
-    """Share of strangers' passages merged into one of N open windows of other people."""
+                      trials: int, seed: int, mutual: bool = False) -> dict[int, float]:
+    """Share of strangers' passages merged into one of N open windows of other people, under the
+    window's rule: threshold, margin over the second-best window and, with `mutual`, closer to the
+    best window than any other open window is."""
     rng = np.random.default_rng(seed)
     vectors = np.stack(pool.vectors)
     ids = np.asarray(pool.identities)
@@ -150,7 +152,12 @@ def false_merge_curve(pool: Pool, threshold: float, margin: float, counts: tuple
             best = sims[order[0]]
             # second best among windows of a *different* visitor than the best one
             rival = next((sims[j] for j in order[1:] if window[j] != window[order[0]]), -1.0)
-            merges += best >= threshold and best - max(rival, 0.0) >= margin
+            merged = best >= threshold and best - max(rival, 0.0) >= margin
+            if merged and mutual:
+                w = window[order[0]]
+                others = window[window != w]
+                merged = best > (float((vectors[others] @ vectors[w]).max()) if others.size else -1.0)
+            merges += merged
             total += 1
         out[n] = merges / total
     return out
@@ -185,8 +192,9 @@ def calibrate(config: Config, faces_dir: Path, crowd: Path | None, *, renditions
             "tar_passage_other_photo": float(np.mean(other_photo >= thr)),
             "tar_shots": float(np.mean(genuine_s >= thr)),
         })
-    curves = {f"{thr:.2f}/{m:.2f}": false_merge_curve(passages, thr, m, WINDOW_COUNTS, trials, seed)
-              for thr in THRESHOLDS for m in MARGINS}
+    curves = {f"{thr:.2f}/{m:.2f}{'/mutual' if mutual else ''}":
+              false_merge_curve(passages, thr, m, WINDOW_COUNTS, trials, seed, mutual)
+              for thr in THRESHOLDS for m in MARGINS for mutual in (False, True)}
     return {
         "recognizer": analyzer.pack.recognizer.file,
         "detector": analyzer.pack.detector.file,
@@ -217,7 +225,7 @@ def format_report(r: dict) -> str:
         lines.append(f"  {name:<5} threshold {a['threshold_at_far']:.3f}  recall other photo {a['recall_other_photo']:.3f}"
                      f"  same photo {a['recall_same_photo']:.3f}  impostor max {a['impostor_max']:.3f}")
     lines += ["", "false-merge rate of a stranger's passage vs open windows (threshold/margin)",
-              "thr/margin  " + "  ".join(f"N={n:<5}" for n in WINDOW_COUNTS)]
+              "thr/margin[/mutual] " + "  ".join(f"N={n:<5}" for n in WINDOW_COUNTS)]
     for key, curve in r["false_merge"].items():
-        lines.append(f"{key:<10}  " + "  ".join(f"{curve[n]:.4f} " for n in WINDOW_COUNTS))
+        lines.append(f"{key:<17}  " + "  ".join(f"{curve[n]:.4f} " for n in WINDOW_COUNTS))
     return "\n".join(lines)

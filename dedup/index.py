@@ -87,6 +87,10 @@ class VectorIndex:
     def __contains__(self, vector_id: int) -> bool:
         return int(vector_id) in self._row_of
 
+    def get(self, ids: Iterable[int]) -> np.ndarray:
+        """The stored vectors of `ids` (a KeyError for an unknown id)."""
+        return self._vectors[[self._row_of[int(i)] for i in ids]].copy()
+
     @property
     def mode(self) -> Mode:
         """The search in use: the built one, or the one the next build will choose."""

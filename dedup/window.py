@@ -135,7 +135,8 @@ class VisitWindow:
     """
 
     def __init__(self, *, dim: int, window: timedelta, timezone: str, threshold: float, margin: float,
-                 same_entry: timedelta, db_path: Path | None, now: datetime | None = None) -> None:
+                 same_entry: timedelta, db_path: Path | None, now: datetime | None = None,
+                 mutual_nearest: bool = True) -> None:
         if window <= timedelta(0):
             raise ValueError(f"window must be > 0, got {window}")
         if same_entry < timedelta(0):
@@ -149,6 +150,7 @@ class VisitWindow:
         self.threshold = threshold
         self.margin = margin
         self.same_entry = same_entry
+        self.mutual_nearest = mutual_nearest
         self._lock = threading.RLock()
         self._index = VectorIndex(dim)
         self._open: dict[str, _Open] = {}
@@ -267,7 +269,17 @@ class VisitWindow:
             return None
         # The best visitor holds at most MAX_VECTORS of the hits, so the second visitor is among them too.
         scores, ids = self._index.search(vector, 2 * MAX_VECTORS + 2)
-        return pick_visitor(best_by_owner(scores[0], ids[0], self._owner_of), self.threshold, self.margin)
+        picked = pick_visitor(best_by_owner(scores[0], ids[0], self._owner_of), self.threshold, self.margin)
+        if picked is None or not self.mutual_nearest:
+            return picked
+        visitor_id, score = picked
+        # Mutual nearest: the face must be closer to this visitor than any other open window is.
+        # Two look-alike strangers inside the window make a match with either a guess.
+        own = self._open[visitor_id].vector_ids
+        n_scores, n_ids = self._index.search(self._index.get(own), len(own) + MAX_VECTORS + 1)
+        rival = max((s for row_s, row_i in zip(n_scores, n_ids) for s, i in zip(row_s.tolist(), row_i.tolist())
+                     if self._owner_of.get(i) not in (None, visitor_id)), default=-1.0)
+        return picked if score > rival else None
 
     def _entry(self, kind: Kind, visitor: _Open, ts: datetime, score: float | None) -> Entry:
         return Entry(kind, visitor.visitor_id, visitor.member_id,

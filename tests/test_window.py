@@ -152,6 +152,31 @@ def test_a_face_resembling_two_windows_goes_to_the_one_it_clearly_resembles_more
     assert (match.kind, match.visitor_id) == ("reentry", a.visitor_id)
 
 
+def crowded_window(w: VisitWindow, people: np.ndarray) -> tuple[str, np.ndarray]:
+    """Opens A, C, and B between them (0.71 to both: a new visitor by the margin rule), so A has
+    a look-alike inside the window; returns A's id and a face 0.70 to A, 0.49 to B, 0 to C."""
+    first = w.enter_anonymous(people[0], at(10, 0))
+    w.enter_anonymous(people[1], at(10, 1))
+    assert w.enter_anonymous(unit(people[0] + people[1]), at(10, 2)).kind == "visit"
+    return first.visitor_id, unit(0.7 * people[0] + 0.714 * people[3])
+
+
+def test_a_face_is_not_merged_into_a_window_that_has_a_closer_look_alike_inside(window, people):
+    """Mutual nearest: 0.70 to A leads B by 0.21, but A and B are 0.71 alike: A is no safe match."""
+    a_id, face = crowded_window(window, people)
+    entry = window.enter_anonymous(face, at(10, 30))
+    assert entry.kind == "visit" and entry.visitor_id != a_id
+
+
+def test_without_the_mutual_nearest_check_the_same_face_would_be_merged(people):
+    w = make_window(mutual_nearest=False)
+    try:
+        a_id, face = crowded_window(w, people)
+        assert w.enter_anonymous(face, at(10, 30)).visitor_id == a_id
+    finally:
+        w.close()
+
+
 def test_a_face_below_the_threshold_is_a_new_visitor(window, people):
     window.enter_anonymous(people[0], at(10, 0))
     weak = unit(0.45 * people[0] + np.sqrt(1 - 0.45**2) * people[1])
