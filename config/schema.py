@@ -125,6 +125,10 @@ class AlertsConfig(_Section):
     ttl: Duration = Field(timedelta(minutes=2), description="Unsent alerts are dropped this long after they were raised.")
 
 
+class AppointmentsConfig(_Section):
+    no_show_grace: Duration = Field(timedelta(minutes=30), description="A member with an appointment who has not arrived this long after it is a no-show.")
+
+
 class PrivacyConfig(_Section):
     anonymous_store: Literal["disk", "memory"] = Field("disk", description="Where anonymous visitors' open windows live.")
 
@@ -154,6 +158,7 @@ class Config(_Section):
     mqtt: MqttConfig = MqttConfig()
     storage: StorageConfig = StorageConfig()
     alerts: AlertsConfig = AlertsConfig()
+    appointments: AppointmentsConfig = AppointmentsConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     cameras: list[CameraConfig] = Field(default_factory=list)
 

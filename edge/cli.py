@@ -118,12 +118,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    from footfall.recognition.analyzer import FaceAnalyzer
+    from footfall.edge.daemon import Daemon
+    from footfall.edge.logs import log_to_stdout
 
-    FaceAnalyzer.from_config(config)
-    print(f"config {args.config} is valid and the models load; the store daemon is not part of "
-          f"footfall {__version__} yet", file=sys.stderr)
-    return EXIT_FAIL
+    log_to_stdout(logging.DEBUG if args.verbose else logging.INFO)
+    return Daemon(config, once=args.once).run()
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from footfall.dedup.gallery import EnrolmentError, Person
 from footfall.edge.pipeline import open_gallery, open_window
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.recognition.images import read_image
+from footfall.sync.appointments import AppointmentStore
 
 # PIPL/CAC measures: storing 100 000 people's faces requires a filing with the regulator.
 FILING_THRESHOLD = 100_000
@@ -43,16 +44,21 @@ def enroll(config: Config, *, person_id: str, name: str, role: str, tier: str | 
 
 
 def erase(config: Config, person_id: str) -> str:
-    """Remove a person from the gallery and the visit window, on disk too; returns a confirmation."""
+    """Remove a person from the gallery, the visit window and the appointments, on disk too;
+    returns a confirmation."""
     analyzer = FaceAnalyzer.from_config(config)
     gallery = open_gallery(config, analyzer)
     window = open_window(config, analyzer)
+    appointments = AppointmentStore(Path(config.storage.dir) / "appointments.db", config.timezone)
     try:
         in_gallery = gallery.erase(person_id)
         in_window = window.forget(person_id)
+        in_appointments = appointments.delete_member(person_id) > 0
     finally:
         gallery.close()
         window.close()
-    found = [what for what, hit in (("gallery", in_gallery), ("open visit window", in_window)) if hit]
+        appointments.close()
+    found = [what for what, hit in (("gallery", in_gallery), ("open visit window", in_window),
+                                    ("appointments", in_appointments)) if hit]
     where = ", ".join(found) if found else "nothing was held"
     return f"erased {person_id}: removed from {where}; no trace of it remains on this box"

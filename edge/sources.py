@@ -130,6 +130,8 @@ class LiveSource:
         self.reconnects = 0
         self.last_frame_at: float | None = None  # monotonic, for the watchdog
         self._latest: Frame | None = None
+        self._last_polled: Frame | None = None
+        self._next_poll = 0.0
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"camera-{camera_id}", daemon=True)
@@ -172,6 +174,22 @@ class LiveSource:
             log.warning("camera %s: stream lost or unavailable, retrying in %.1f s", self.camera_id, delay)
             self._stop.wait(delay)
             delay = min(self.backoff_max, delay * 2)
+
+    def poll(self) -> Frame | None:
+        """The newest frame if it is new and a frame is due (at most `fps` a second), else None."""
+        now = time.monotonic()
+        with self._cond:
+            frame = self._latest
+        if frame is None or frame is self._last_polled or now < self._next_poll:
+            return None
+        self._last_polled = frame
+        self._next_poll = max(self._next_poll + 1.0 / self.fps, now)
+        return frame
+
+    @property
+    def alive(self) -> bool:
+        """The reader thread is running (streaming or retrying)."""
+        return self._thread.is_alive()
 
     def frames(self) -> Iterator[Frame]:
         """The newest frame, at most `fps` times a second, until stopped."""

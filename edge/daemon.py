@@ -1,0 +1,338 @@
+"""The store daemon: cameras -> pipeline -> events -> outbox -> MQTT, and downlink -> gallery, appointments.
+
+One thread runs the pipeline and everything that decides (decisions, alerts, counts, downlink
+messages, no-shows); camera readers and the MQTT publisher have threads of their own. Every
+event is committed to the outbox before it is published. File sources replay on the media clock
+(`run --once` processes them to the end, flushes and exits); live sources run on the wall clock
+until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from footfall import __version__
+from footfall.config.schema import Config, ConfigError
+from footfall.dedup.enrol import embeddings_from_photos
+from footfall.edge.notify import Notifier
+from footfall.edge.pipeline import Decision, Pipeline, build_pipeline
+from footfall.edge.sources import ENDED, FileSource, LiveSource, merge_by_time, source_kind
+from footfall.recognition.analyzer import FaceAnalyzer
+from footfall.sync import events
+from footfall.sync.appointments import AppointmentStore
+from footfall.sync.counts import CountStore
+from footfall.sync.downlink import Downlink, counts_reply, parse_counts_request
+from footfall.sync.mqtt import Publisher
+from footfall.sync.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+TICK = timedelta(seconds=60)        # no-shows and counts are looked at once a minute (store clock)
+IDLE_SLEEP_S = 0.01
+STALL_S = 30.0                      # a stage without progress this long stops the watchdog pings
+READY_WAIT_S = 10.0                 # how long start-up waits for the broker before READY anyway
+
+
+@dataclass
+class Inbound:
+    """A downlink message handed over from the MQTT thread."""
+
+    topic: str
+    payload: bytes
+    properties: Any
+
+
+class Daemon:
+    """A store's daemon, built from its config. `run()` until the sources end or `stop()`."""
+
+    def __init__(self, config: Config, *, once: bool = False, notifier: Notifier | None = None,
+                 analyzer: FaceAnalyzer | None = None) -> None:
+        self.config = config
+        self.once = once
+        self.notifier = notifier or Notifier()
+        self.store_id = config.store_id
+        self.kinds = [source_kind(c.source) for c in config.cameras]
+        self.replay = bool(config.cameras) and all(k == "file" for k in self.kinds)
+        if once and not self.replay:
+            bad = next((i for i, k in enumerate(self.kinds) if k != "file"), 0)
+            raise ConfigError(f"cameras[{bad}].source: `run --once` needs every source to be a video file")
+        storage = Path(config.storage.dir)
+        storage.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.analyzer = analyzer or FaceAnalyzer.from_config(config)
+        self.pipeline: Pipeline = build_pipeline(config, self.analyzer)
+        self.counts = CountStore(storage / "counts.db", config.timezone)
+        self.appointments = AppointmentStore(storage / "appointments.db", config.timezone)
+        self.outbox = Outbox.from_config(storage, config.alerts.ttl, now=lambda: datetime.now(timezone.utc))
+        self.downlink = Downlink(gallery=self.pipeline.gallery, appointments=self.appointments,
+                                 embed_photos=lambda photos: embeddings_from_photos(self.analyzer, photos),
+                                 forget_visitor=self.pipeline.window.forget,
+                                 recognizer_sha256=self.analyzer.pack.recognizer.sha256,
+                                 dim=self.analyzer.embedder.dim, clock=lambda: datetime.now(timezone.utc))
+        self.prefix = config.mqtt.topic_prefix
+        self.file_sources: list[FileSource] = []
+        self.live_sources: list[LiveSource] = []
+        for camera, kind in zip(config.cameras, self.kinds):
+            if kind == "file":
+                start = camera.start_time or datetime.now(timezone.utc)
+                self.file_sources.append(FileSource(camera.id, camera.source, start, camera.fps))
+            else:
+                self.live_sources.append(LiveSource(camera.id, camera.source, camera.fps,
+                                                    now=lambda: datetime.now(timezone.utc)))
+        self.inbox: queue.Queue[Inbound] = queue.Queue()
+        downlink_topics = [*self.downlink.topics, events.COUNTS_GET]
+        self.publisher = Publisher(config.mqtt, self.store_id, self.outbox, version=__version__,
+                                   cameras=self.camera_states, on_message=self._receive,
+                                   subscriptions=[self.topic(t) for t in downlink_topics])
+        self.now: datetime | None = None
+        self._next_tick: datetime | None = None
+        self._counts_dirty = True
+        self._stopping = False
+        self._last_loop = time.monotonic()
+        self._last_states: dict[str, str] = {}
+        self._next_watchdog = 0.0
+        self.decisions = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def topic(self, name: str) -> str:
+        return events.topic(self.prefix, self.store_id, name)
+
+    def camera_states(self) -> dict[str, str]:
+        return {s.camera_id: s.state for s in [*self.file_sources, *self.live_sources]}
+
+    def stop(self, *_: Any) -> None:
+        """Ask the main loop to finish (SIGTERM, SIGINT)."""
+        self._stopping = True
+
+    def run(self) -> int:
+        """Run until the file sources end (`--once`) or until stopped; returns the exit code."""
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        self.publisher.start()
+        deadline = time.monotonic() + READY_WAIT_S
+        while not self.publisher.connected and time.monotonic() < deadline and not self._stopping:
+            time.sleep(0.05)
+        for source in self.live_sources:
+            source.start()
+        broker = "connected" if self.publisher.connected else f"not reachable ({self.publisher.last_error})"
+        log.info("started: store %s, %d camera(s), broker %s", self.store_id, len(self.config.cameras), broker)
+        self.notifier.ready(f"{len(self.config.cameras)} camera(s); broker {broker}")
+        try:
+            if self.replay:
+                self._replay()
+            else:
+                self._live()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _replay(self) -> None:
+        for frame in merge_by_time(self.file_sources):
+            self._advance(frame.ts)
+            self._decide(self.pipeline.process(frame))
+            self._housekeeping()
+            if self._stopping:
+                return
+        self._decide(self.pipeline.finish())
+        self._refresh_status()
+        if not self.once:  # a replay without --once stays up for the downlink until stopped
+            while not self._stopping:
+                self._advance(max(self.now or datetime.now(timezone.utc), datetime.now(timezone.utc)))
+                self._housekeeping()
+                time.sleep(IDLE_SLEEP_S * 10)
+
+    def _live(self) -> None:
+        while not self._stopping:
+            busy = False
+            for source in self.live_sources:
+                frame = source.poll()
+                if frame is not None:
+                    busy = True
+                    self._advance(frame.ts)
+                    self._decide(self.pipeline.process(frame))
+            if not busy:
+                self._advance(datetime.now(timezone.utc))
+                time.sleep(IDLE_SLEEP_S)
+            self._housekeeping()
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        for source in self.live_sources:
+            source.stop()
+        self._decide(self.pipeline.finish())
+        self._publish_counts(force=True)
+        flushed = self.publisher.wait_sent(timeout=10.0)
+        if not flushed:
+            log.warning("shutdown: %d event(s) not yet acknowledged stay in the outbox for the next start",
+                        self.outbox.stats().pending)
+        self.publisher.stop(timeout=5.0)
+        self.pipeline.close()
+        self.counts.close()
+        self.appointments.close()
+        self.outbox.close()
+        log.info("stopped: %d decision(s)", self.decisions)
+
+    # -- the store clock and periodic work -------------------------------------------
+
+    def _advance(self, ts: datetime) -> None:
+        if self.now is None or ts > self.now:
+            self.now = ts
+        self._last_loop = time.monotonic()
+
+    def _housekeeping(self) -> None:
+        self._drain_inbox()
+        self._refresh_status()
+        self._watchdog()
+        if self.now is None:
+            return
+        if self._next_tick is None or self.now >= self._next_tick:
+            self._next_tick = self.now + TICK
+            self._no_shows()
+            self._publish_counts()
+
+    def _no_shows(self) -> None:
+        grace = self.config.appointments.no_show_grace
+        for appointment in self.appointments.due_no_shows(self.now, grace):
+            self.publisher.submit(events.NoShowAlert(
+                store_id=self.store_id, ts=self.now, appointment_id=appointment.appointment_id,
+                member_id=appointment.member_id, scheduled_at=appointment.scheduled_at,
+                grace_minutes=round(grace.total_seconds() / 60)))
+            self.appointments.mark_flagged(appointment.appointment_id)
+
+    def _publish_counts(self, force: bool = False) -> None:
+        if self.now is None or not (self._counts_dirty or force):
+            return
+        today = self.counts.today(self.now)
+        self.publisher.submit(events.Counts(
+            store_id=self.store_id, ts=self.now, date=date.fromisoformat(today["date"]), visits=today["visits"],
+            reentries=today["reentries"], member_visits=today["member_visits"], by_hour=today["by_hour"]))
+        self._counts_dirty = False
+
+    def _refresh_status(self) -> None:
+        states = self.camera_states()
+        if states != self._last_states:
+            self._last_states = states
+            self.publisher.refresh_status()
+
+    def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval()
+        if interval is None or time.monotonic() < self._next_watchdog:
+            return
+        self._next_watchdog = time.monotonic() + interval
+        stalled = [name for name, ok in self.stage_health().items() if not ok]
+        if stalled:
+            log.error("watchdog: no progress in %s; not pinging systemd", ", ".join(stalled))
+            return
+        stats = self.outbox.stats()
+        self.notifier.watchdog()
+        self.notifier.status(f"{self.decisions} decisions; {stats.pending} event(s) pending; "
+                             f"broker {'connected' if self.publisher.connected else 'down'}")
+
+    def stage_health(self) -> dict[str, bool]:
+        """Whether each stage made progress recently: every camera reader, inference, the publisher."""
+        now = time.monotonic()
+        health = {"inference": now - self._last_loop < STALL_S,
+                  "publisher": now - self.publisher.last_progress < STALL_S}
+        for source in self.live_sources:
+            health[f"camera {source.camera_id}"] = source.alive or source.state == ENDED
+        return health
+
+    # -- decisions to events ---------------------------------------------------------
+
+    def _decide(self, decisions: list[Decision]) -> None:
+        for d in decisions:
+            if d.kind not in ("visit", "reentry"):
+                continue
+            self.decisions += 1
+            ts = d.passage.last_seen
+            visit = events.VisitEvent(
+                store_id=self.store_id, ts=ts, kind=d.kind, visitor_id=d.visitor_id, member_id=d.member_id,
+                role="member" if d.member_id else "visitor", camera_id=d.passage.camera_id,
+                first_seen_ts=d.passage.first_seen)
+            self.publisher.submit(visit)
+            self.counts.record(d.passage.first_seen, d.kind, d.member_id is not None)
+            self._counts_dirty = True
+            if d.member_id:
+                self._member_arrived(d, visit, ts)
+
+    def _member_arrived(self, d: Decision, visit: events.VisitEvent, ts: datetime) -> None:
+        arrivals = self.appointments.record_arrival(d.member_id, d.passage.first_seen)
+        for arrival in arrivals:
+            a = arrival.appointment
+            self.publisher.submit(events.AppointmentAlert(
+                store_id=self.store_id, ts=ts, appointment_id=a.appointment_id, member_id=a.member_id,
+                scheduled_at=a.scheduled_at, channel=a.channel, advisor=a.advisor,
+                minutes_early=arrival.minutes_early))
+        if d.kind != "visit":
+            return  # one arrival pop-up per visit
+        today = self.appointments.for_member_on_day(d.member_id, self.appointments.day_of(d.passage.first_seen))
+        appointment = None
+        if today:
+            a = min(today, key=lambda x: abs((x.scheduled_at - d.passage.first_seen).total_seconds()))
+            appointment = {"appointment_id": a.appointment_id, "scheduled_at": events.iso(a.scheduled_at),
+                           "channel": a.channel, "advisor": a.advisor}
+        person = d.person
+        self.publisher.submit(events.ArrivalAlert(
+            store_id=self.store_id, ts=ts, member_id=d.member_id, name=person.name if person else d.member_id,
+            tier=person.tier if person else None, visit_event_id=visit.event_id, appointment=appointment,
+            profile=dict(person.profile) if person else {}))
+
+    # -- downlink --------------------------------------------------------------------
+
+    def _receive(self, message: Any) -> None:
+        """Called on the MQTT thread: hand over, decide on the main thread."""
+        self.inbox.put(Inbound(message.topic, bytes(message.payload), getattr(message, "properties", None)))
+
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                message = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(message)
+
+    def _handle(self, message: Inbound) -> None:
+        base = self.topic("")
+        name = message.topic[len(base):] if message.topic.startswith(base) else message.topic
+        now = self.now or datetime.now(timezone.utc)
+        if name == events.COUNTS_GET:
+            self._answer_counts(message, now)
+            return
+        outcome = self.downlink.handle(name, message.payload)
+        if not outcome.ok:
+            log.warning("downlink %s rejected: %s", message.topic, outcome.reason)
+            self.publisher.submit(events.ErrorEvent(store_id=self.store_id, ts=now, topic=message.topic,
+                                                    reason=outcome.reason or "rejected"))
+        elif outcome.reply is not None and name == events.MEMBERS_DELETE:
+            self.publisher.submit(events.MemberDeleted(store_id=self.store_id, ts=now,
+                                                       member_id=outcome.reply["member_id"]))
+
+    def _answer_counts(self, message: Inbound, now: datetime) -> None:
+        props = message.properties
+        response_topic = getattr(props, "ResponseTopic", None) if props is not None else None
+        try:
+            request = parse_counts_request(message.payload, now, self.config.timezone)
+            target = response_topic or request.reply_to
+            if not target:
+                raise ValueError("no MQTT 5 response topic and no reply_to: nowhere to answer")
+            reply = counts_reply(self.store_id, request, self.counts.buckets(request.from_, request.to, request.by))
+        except Exception as exc:  # a bad request is answered on `errors`, never fatal
+            self.publisher.submit(events.ErrorEvent(store_id=self.store_id, ts=now, topic=message.topic,
+                                                    reason=str(exc) or type(exc).__name__))
+            return
+        properties = None
+        correlation = getattr(props, "CorrelationData", None) if props is not None else None
+        if correlation is not None:
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.CorrelationData = correlation
+        self.publisher.publish_now(target, reply, qos=1, properties=properties)

@@ -1,0 +1,395 @@
+"""Downlink messages from the CRM and HQ: validate, then apply (CONTRACT, topics marked "down").
+
+A message is parsed and checked completely (fields, images decoded, photos
+embedded, vectors normalised) before anything is changed, so a rejected one
+leaves the gallery and the appointments as they were; the reason names the
+field (and the index of a bad image or vector) for the `errors` event.
+`Downlink.handle` never raises: whatever goes wrong becomes a rejection.
+`counts/get` is answered elsewhere; `parse_counts_request` and `counts_reply`
+are its two halves of the rules.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+from typing import Any
+
+import numpy as np
+
+from footfall.dedup.gallery import EnrolmentError, Gallery, Person
+from footfall.recognition.images import decode_image
+from footfall.sync.appointments import Appointment, AppointmentStore
+from footfall.sync.counts import BY, bucket_floor, zone
+from footfall.sync.events import APPOINTMENTS_DELETE, APPOINTMENTS_UPSERT, MEMBERS_DELETE, MEMBERS_UPSERT, iso
+
+log = logging.getLogger(__name__)
+
+MAX_PAYLOAD = 4 * 1024 * 1024
+MAX_IMAGE_PIXELS = 8192 * 8192  # a 4 MiB PNG of one colour could otherwise decode to gigabytes
+MAX_BUCKETS = 10_000
+ROLES = ("member", "staff")
+_JPEG = b"\xff\xd8\xff"
+_PNG = b"\x89PNG\r\n\x1a\n"
+
+EmbedPhotos = Callable[[list[tuple[str, np.ndarray]]], np.ndarray]
+
+
+class Rejected(ValueError):
+    """A downlink message that cannot be applied; the message is the reason."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a downlink message: applied (`ok`), or rejected with a `reason` for the `errors` event.
+
+    `reply`, when set, is a payload to publish in answer (members/delete -> members/deleted).
+    """
+
+    ok: bool
+    reason: str | None = None
+    reply: dict | None = None
+
+
+@dataclass(frozen=True)
+class MemberUpsert:
+    """A checked members/upsert: the person, and either decoded photos or unit embeddings."""
+
+    person: Person
+    photos: list[tuple[str, np.ndarray]] | None
+    embeddings: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class CountsRequest:
+    """A checked counts/get: the range [from_, to) (aware), `by` "hour"|"day", and an optional reply topic."""
+
+    from_: datetime
+    to: datetime
+    by: str
+    reply_to: str | None
+
+
+# -- parsing (pure) ----------------------------------------------------------------
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def decode_object(payload: bytes, max_payload: int = MAX_PAYLOAD, *, empty_ok: bool = False) -> dict[str, Any]:
+    """The JSON object of a payload, or Rejected: too large, not UTF-8, not (strict) JSON, not an object."""
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise Rejected(f"payload must be bytes, got {type(payload).__name__}")
+    payload = bytes(payload)
+    if len(payload) > max_payload:
+        raise Rejected(f"payload is {len(payload)} bytes, over the limit of {max_payload} bytes")
+    if empty_ok and not payload.strip():
+        return {}
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected(f"payload is not UTF-8 text (byte {exc.start})") from None
+    try:
+        message = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise Rejected("payload is not usable JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise Rejected(f"payload is not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise Rejected(f"payload must be a JSON object, got {_json_type(message)}")
+    return message
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def text_field(message: dict, key: str, *, required: bool = True, non_empty: bool = True) -> str | None:
+    """A string field; Rejected naming it when missing (if required), not a string, or blank (if non_empty)."""
+    if key not in message or message[key] is None:
+        if required:
+            raise Rejected(f"{key} is required")
+        return None
+    value = message[key]
+    if not isinstance(value, str):
+        raise Rejected(f"{key} must be a string, got {_json_type(value)}")
+    if non_empty and not value.strip():
+        raise Rejected(f"{key} must be a non-empty string")
+    return value
+
+
+def parse_time(message: dict, key: str, *, required: bool = True) -> datetime | None:
+    """An ISO 8601 timestamp with a UTC offset; Rejected naming the field otherwise."""
+    raw = text_field(message, key, required=required)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise Rejected(f"{key} must be an ISO 8601 timestamp with offset, got {raw[:64]!r}") from None
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise Rejected(f"{key} must carry a UTC offset (e.g. 2026-11-23T10:00:00+08:00), got {raw[:64]!r}")
+    return value
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) read from a PNG or JPEG header without decoding it; None if the header is unreadable."""
+    if data.startswith(_PNG):
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            return None
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if not data.startswith(_JPEG):
+        return None
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # stand-alone markers
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            return None
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if i + 9 > len(data):
+                return None
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        if length < 2:
+            return None
+        i += 2 + length
+    return None
+
+
+def decode_photo(raw: Any, where: str) -> np.ndarray:
+    """A base64 JPEG/PNG string -> BGR image; Rejected naming `where` (e.g. "images[1]")."""
+    if not isinstance(raw, str):
+        raise Rejected(f"{where} must be a base64 string, got {_json_type(raw)}")
+    try:
+        data = base64.b64decode("".join(raw.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise Rejected(f"{where} is not valid base64") from None
+    if not data.startswith((_JPEG, _PNG)):
+        raise Rejected(f"{where} is not a JPEG or PNG image")
+    size = image_size(data)
+    if size is None or 0 in size:
+        raise Rejected(f"{where}: not a decodable image (corrupt or truncated header)")
+    if size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise Rejected(f"{where} is {size[0]} x {size[1]} pixels, more than {MAX_IMAGE_PIXELS} pixels")
+    try:
+        return decode_image(data, where)
+    except ValueError as exc:
+        raise Rejected(str(exc)) from None
+
+
+def unit_embeddings(rows: Any, dim: int) -> np.ndarray:
+    """A JSON list of vectors -> (n, dim) float32 unit rows; Rejected naming the first bad row (or value).
+
+    Raw vectors are L2-normalised; zero vectors and non-finite values are refused.
+    """
+    if not isinstance(rows, list) or not rows:
+        raise Rejected("embeddings must be a non-empty list of vectors")
+    out = np.empty((len(rows), dim), dtype=np.float32)
+    for i, row in enumerate(rows):
+        where = f"embeddings[{i}]"
+        if not isinstance(row, list):
+            raise Rejected(f"{where} must be a list of numbers, got {_json_type(row)}")
+        if len(row) != dim:
+            raise Rejected(f"{where} has {len(row)} values; the recognizer's embeddings are {dim}-d")
+        for j, value in enumerate(row):
+            if type(value) not in (int, float):
+                raise Rejected(f"{where}[{j}] must be a number, got {_json_type(value)}")
+            try:
+                finite = math.isfinite(float(value))
+            except OverflowError:
+                finite = False
+            if not finite:
+                raise Rejected(f"{where}[{j}] is not a finite number")
+        vector = np.asarray(row, dtype=np.float64)
+        scale = float(np.max(np.abs(vector)))
+        if scale == 0.0:
+            raise Rejected(f"{where} is a zero vector")
+        vector = vector / scale  # no overflow or underflow in the norm
+        out[i] = vector / np.linalg.norm(vector)
+    return out
+
+
+def parse_member_upsert(message: dict, *, recognizer_sha256: str, dim: int,
+                        consent_at: datetime | None = None) -> MemberUpsert:
+    """Check a members/upsert and decode its photos (or normalise its embeddings); Rejected with the reason."""
+    member_id = text_field(message, "member_id")
+    name = text_field(message, "name")
+    role = text_field(message, "role")
+    if role not in ROLES:
+        raise Rejected(f"role must be 'member' or 'staff', got {role[:32]!r}")
+    tier = text_field(message, "tier", required=False, non_empty=False)
+    consent = message.get("consent")
+    if consent is not None and not isinstance(consent, bool):
+        raise Rejected(f"consent must be true or false, got {_json_type(consent)}")
+    if role == "member" and consent is not True:
+        raise Rejected(f"member {member_id}: consent is required (consent must be true)")
+    profile = message.get("profile")
+    if profile is None:
+        profile = {}
+    if not isinstance(profile, dict):
+        raise Rejected(f"profile must be an object, got {_json_type(profile)}")
+    person = Person(member_id, name, role, tier=tier, consent=bool(consent),
+                    consent_at=consent_at if consent else None, profile=profile)
+    has_images = message.get("images") is not None
+    has_embeddings = message.get("embeddings") is not None
+    if has_images and has_embeddings:
+        raise Rejected("give either images or embeddings, not both")
+    if has_images:
+        images = message["images"]
+        if not isinstance(images, list) or not images:
+            raise Rejected("images must be a non-empty list of base64 JPEG/PNG strings")
+        photos = [(f"images[{i}]", decode_photo(raw, f"images[{i}]")) for i, raw in enumerate(images)]
+        return MemberUpsert(person, photos, None)
+    if has_embeddings:
+        model = message.get("embedding_model")
+        if model is None:
+            raise Rejected("embedding_model is required with embeddings (the recognizer's SHA-256)")
+        if not isinstance(model, str):
+            raise Rejected(f"embedding_model must be a string (a SHA-256), got {_json_type(model)}")
+        if model.strip().lower() != recognizer_sha256.lower():
+            raise Rejected(f"embeddings from another model (sha {model[:64]}) are rejected; "
+                           f"this box's recognizer is {recognizer_sha256}")
+        return MemberUpsert(person, None, unit_embeddings(message["embeddings"], dim))
+    raise Rejected("images or embeddings is required")
+
+
+def parse_appointment(message: dict) -> Appointment:
+    """Check an appointments/upsert into an Appointment; Rejected naming the field."""
+    return Appointment(
+        appointment_id=text_field(message, "appointment_id"),
+        member_id=text_field(message, "member_id"),
+        scheduled_at=parse_time(message, "scheduled_at"),
+        channel=text_field(message, "channel", non_empty=False),
+        advisor=text_field(message, "advisor", non_empty=False),
+    )
+
+
+def parse_counts_request(payload: bytes, now: datetime, tz: str | tzinfo, *,
+                         max_payload: int = MAX_PAYLOAD) -> CountsRequest:
+    """Check a counts/get request; ValueError with the reason.
+
+    `from`/`to` are ISO 8601 with offset (default: the store day's local
+    midnight .. `now`), `by` "hour" or "day" (default "hour"), `reply_to` an
+    optional topic for MQTT 3.1.1 clients. An empty payload asks for the defaults.
+    """
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    store_tz = zone(tz) if isinstance(tz, str) else tz
+    message = decode_object(payload, max_payload, empty_ok=True)
+    by = message.get("by")
+    if by is None:
+        by = "hour"
+    if by not in BY:
+        raise Rejected(f"by must be 'hour' or 'day', got {str(by)[:32]!r}")
+    start = parse_time(message, "from", required=False)
+    end = parse_time(message, "to", required=False)
+    if start is None:
+        start = bucket_floor(now, "day", store_tz).astimezone(store_tz)
+    if end is None:
+        end = now.astimezone(store_tz)
+    if start > end:
+        raise Rejected(f"from ({start.isoformat()}) must not be after to ({end.isoformat()})")
+    per_bucket = timedelta(hours=1) if by == "hour" else timedelta(hours=23)  # the shortest local day
+    if (end - start) / per_bucket > MAX_BUCKETS:
+        raise Rejected(f"the range holds more than {MAX_BUCKETS} {by} buckets; ask for a shorter range"
+                       + (" or by day" if by == "hour" else ""))
+    reply_to = text_field(message, "reply_to", required=False)
+    if reply_to is not None and (any(c in reply_to for c in "+#\x00") or len(reply_to.encode()) > 65535):
+        raise Rejected("reply_to must be a topic name without wildcards (+, #) or NUL")
+    return CountsRequest(start, end, by, reply_to)
+
+
+def counts_reply(store_id: str, request: CountsRequest, buckets: list[dict]) -> dict:
+    """The counts/get answer: `{store_id, from, to, by, buckets}`."""
+    return {
+        "store_id": store_id,
+        "from": iso(request.from_),
+        "to": iso(request.to),
+        "by": request.by,
+        "buckets": buckets,
+    }
+
+
+# -- applying ----------------------------------------------------------------------
+
+class Downlink:
+    """Applies checked downlink messages to the gallery and the appointments; `handle` never raises."""
+
+    def __init__(self, *, gallery: Gallery, appointments: AppointmentStore, embed_photos: EmbedPhotos,
+                 forget_visitor: Callable[[str], bool], recognizer_sha256: str, dim: int,
+                 max_payload: int = MAX_PAYLOAD, clock: Callable[[], datetime] | None = None) -> None:
+        """`clock`, if given, stamps members' consent (`consent_at`) when they are enrolled."""
+        self.gallery = gallery
+        self.appointments = appointments
+        self.embed_photos = embed_photos
+        self.forget_visitor = forget_visitor
+        self.recognizer_sha256 = recognizer_sha256
+        self.dim = dim
+        self.max_payload = max_payload
+        self.clock = clock
+        self._handlers: dict[str, Callable[[dict], Outcome]] = {
+            MEMBERS_UPSERT: self._member_upsert,
+            MEMBERS_DELETE: self._member_delete,
+            APPOINTMENTS_UPSERT: self._appointment_upsert,
+            APPOINTMENTS_DELETE: self._appointment_delete,
+        }
+
+    @property
+    def topics(self) -> list[str]:
+        """The topic names (after `footfall/{store}/`) this handles."""
+        return list(self._handlers)
+
+    def handle(self, topic_name: str, payload: bytes) -> Outcome:
+        """Validate and apply one message of `topic_name` (e.g. "members/upsert"); never raises."""
+        try:
+            handler = self._handlers.get(topic_name)
+            if handler is None:
+                return Outcome(False, f"unknown downlink topic {str(topic_name)[:80]!r}; "
+                                      f"handled here: {', '.join(self._handlers)}")
+            return handler(decode_object(payload, self.max_payload))
+        except (Rejected, EnrolmentError) as exc:
+            return Outcome(False, str(exc) or type(exc).__name__)
+        except Exception as exc:  # noqa: BLE001 -- a bad message must never stop the daemon
+            log.warning("downlink %s: failed: %s", topic_name, exc, exc_info=True)
+            return Outcome(False, f"could not apply the message: {type(exc).__name__}: {exc}")
+
+    def _member_upsert(self, message: dict) -> Outcome:
+        consent_at = self.clock() if self.clock is not None else None
+        upsert = parse_member_upsert(message, recognizer_sha256=self.recognizer_sha256, dim=self.dim,
+                                     consent_at=consent_at)
+        if upsert.photos is not None:
+            vectors = self.embed_photos(upsert.photos)
+            self.gallery.enroll(upsert.person, vectors)
+        else:
+            self.gallery.enroll(upsert.person, upsert.embeddings, model_sha256=self.recognizer_sha256)
+        return Outcome(True)
+
+    def _member_delete(self, message: dict) -> Outcome:
+        member_id = text_field(message, "member_id")
+        self.gallery.erase(member_id)
+        self.forget_visitor(member_id)
+        self.appointments.delete_member(member_id)
+        return Outcome(True, reply={"member_id": member_id, "removed": True})
+
+    def _appointment_upsert(self, message: dict) -> Outcome:
+        self.appointments.upsert(parse_appointment(message))
+        return Outcome(True)
+
+    def _appointment_delete(self, message: dict) -> Outcome:
+        self.appointments.delete(text_field(message, "appointment_id"))
+        return Outcome(True)

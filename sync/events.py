@@ -1,0 +1,255 @@
+"""MQTT topics and payloads (CONTRACT, "MQTT"): the one place they are named.
+
+Every uplink message is a dataclass whose `to_json()` is the contract's payload:
+the required fields, plus `event_id` (a UUID made once, when the event is
+created, so a re-send carries the same id and consumers can de-duplicate),
+`store_id` and `ts`. Each class knows its topic name, whether the broker keeps
+it (`RETAINED`: state only — status and today's counts, never events) and
+whether it is a guide alert (`ALERT`: alerts expire). Data only: no I/O.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import KW_ONLY, dataclass, field
+from datetime import date, datetime
+from typing import Any, ClassVar, Literal
+
+# -- topic names (the part after "{prefix}/{store_id}/") ----------------------------
+
+STATUS = "status"
+VISITS = "visits"
+ALERT_ARRIVAL = "alerts/arrival"
+ALERT_APPOINTMENT = "alerts/appointment"
+ALERT_NO_SHOW = "alerts/no_show"
+COUNTS = "counts"
+COUNTS_GET = "counts/get"
+MEMBERS_UPSERT = "members/upsert"
+MEMBERS_DELETE = "members/delete"
+MEMBERS_DELETED = "members/deleted"
+APPOINTMENTS_UPSERT = "appointments/upsert"
+APPOINTMENTS_DELETE = "appointments/delete"
+ERRORS = "errors"
+
+UPLINK = (STATUS, VISITS, ALERT_ARRIVAL, ALERT_APPOINTMENT, ALERT_NO_SHOW, COUNTS, MEMBERS_DELETED, ERRORS)
+DOWNLINK = (COUNTS_GET, MEMBERS_UPSERT, MEMBERS_DELETE, APPOINTMENTS_UPSERT, APPOINTMENTS_DELETE)
+
+
+def topic(prefix: str, store_id: str, name: str) -> str:
+    """The full topic: topic("footfall", "sh-001", VISITS) -> "footfall/sh-001/visits"."""
+    for what, part in (("prefix", prefix), ("store_id", store_id), ("name", name)):
+        if not part or any(c in part for c in "+#\0"):
+            raise ValueError(f"topic {what} must be non-empty without MQTT wildcards, got {part!r}")
+    return f"{prefix}/{store_id}/{name}"
+
+
+def iso(ts: datetime) -> str:
+    """ISO 8601 with offset and milliseconds: "2026-11-23T10:00:00.000+08:00"; refuses naive datetimes."""
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise ValueError(f"timestamp must be timezone-aware, got {ts.isoformat()}")
+    return ts.isoformat(timespec="milliseconds")
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+# -- events --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Event:
+    """What every uplink message carries; subclasses add the contract's fields."""
+
+    TOPIC: ClassVar[str]
+    RETAINED: ClassVar[bool] = False
+    ALERT: ClassVar[bool] = False
+
+    _: KW_ONLY
+    store_id: str
+    ts: datetime
+    event_id: str = field(default_factory=_new_id)
+
+    def __post_init__(self) -> None:
+        iso(self.ts)  # a naive ts fails at creation, not when the outbox serialises it
+        if not self.store_id:
+            raise ValueError("store_id must not be empty")
+
+    def fields(self) -> dict[str, Any]:
+        """The class's own contract fields, as JSON values."""
+        raise NotImplementedError
+
+    def to_json(self) -> dict[str, Any]:
+        """The payload: the contract's fields plus event_id, store_id and ts."""
+        return {**self.fields(), "event_id": self.event_id, "store_id": self.store_id, "ts": iso(self.ts)}
+
+
+def _one_of(value: str, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"{what} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class VisitEvent(Event):
+    """A counted entry: a new visit or a re-entry within the window (`footfall/{store}/visits`)."""
+
+    TOPIC: ClassVar[str] = VISITS
+
+    kind: Literal["visit", "reentry"]
+    visitor_id: str
+    member_id: str | None
+    role: Literal["member", "visitor"]
+    camera_id: str
+    first_seen_ts: datetime
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _one_of(self.kind, ("visit", "reentry"), "kind")
+        _one_of(self.role, ("member", "visitor"), "role")
+        if (self.role == "member") != (self.member_id is not None):
+            raise ValueError("member_id is required for role 'member' and must be None for 'visitor'")
+        iso(self.first_seen_ts)
+
+    def fields(self) -> dict[str, Any]:
+        return {"kind": self.kind, "visitor_id": self.visitor_id, "member_id": self.member_id,
+                "role": self.role, "camera_id": self.camera_id, "first_seen_ts": iso(self.first_seen_ts)}
+
+
+@dataclass(frozen=True)
+class ArrivalAlert(Event):
+    """A member arrived (once per visit); CRM profile fields ride along at the top level."""
+
+    TOPIC: ClassVar[str] = ALERT_ARRIVAL
+    ALERT: ClassVar[bool] = True
+
+    member_id: str
+    name: str
+    tier: str | None
+    visit_event_id: str
+    appointment: dict[str, Any] | None = None
+    profile: dict[str, Any] = field(default_factory=dict)
+
+    def fields(self) -> dict[str, Any]:
+        required = {"member_id": self.member_id, "name": self.name, "tier": self.tier,
+                    "visit_event_id": self.visit_event_id, "appointment": self.appointment}
+        # Profile first, so a CRM field named like a required key (or event_id/ts) can never replace it.
+        return {**self.profile, **required}
+
+
+@dataclass(frozen=True)
+class AppointmentAlert(Event):
+    """A member with an appointment today arrived; `minutes_early` is negative when late."""
+
+    TOPIC: ClassVar[str] = ALERT_APPOINTMENT
+    ALERT: ClassVar[bool] = True
+
+    appointment_id: str
+    member_id: str
+    scheduled_at: datetime
+    channel: str
+    advisor: str
+    minutes_early: int
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        iso(self.scheduled_at)
+
+    def fields(self) -> dict[str, Any]:
+        return {"appointment_id": self.appointment_id, "member_id": self.member_id,
+                "scheduled_at": iso(self.scheduled_at), "channel": self.channel, "advisor": self.advisor,
+                "minutes_early": self.minutes_early}
+
+
+@dataclass(frozen=True)
+class NoShowAlert(Event):
+    """No arrival by scheduled_at + grace."""
+
+    TOPIC: ClassVar[str] = ALERT_NO_SHOW
+    ALERT: ClassVar[bool] = True
+
+    appointment_id: str
+    member_id: str
+    scheduled_at: datetime
+    grace_minutes: int
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        iso(self.scheduled_at)
+
+    def fields(self) -> dict[str, Any]:
+        return {"appointment_id": self.appointment_id, "member_id": self.member_id,
+                "scheduled_at": iso(self.scheduled_at), "grace_minutes": self.grace_minutes}
+
+
+@dataclass(frozen=True)
+class MemberDeleted(Event):
+    """The answer to members/delete, sent once the person is gone from every gallery and store."""
+
+    TOPIC: ClassVar[str] = MEMBERS_DELETED
+
+    member_id: str
+    removed: bool = True
+
+    def fields(self) -> dict[str, Any]:
+        return {"member_id": self.member_id, "removed": self.removed}
+
+
+@dataclass(frozen=True)
+class ErrorEvent(Event):
+    """A rejected downlink message: which topic, and why (the daemon keeps running)."""
+
+    TOPIC: ClassVar[str] = ERRORS
+
+    topic: str
+    reason: str
+
+    def fields(self) -> dict[str, Any]:
+        return {"topic": self.topic, "reason": self.reason}
+
+
+CameraState = Literal["streaming", "reconnecting", "ended"]
+
+
+@dataclass(frozen=True)
+class Status(Event):
+    """Availability (retained): "online" on every connect, "stopped" on clean shutdown, "offline" as the last will."""
+
+    TOPIC: ClassVar[str] = STATUS
+    RETAINED: ClassVar[bool] = True
+
+    state: Literal["online", "stopped", "offline"]
+    version: str
+    cameras: dict[str, CameraState] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _one_of(self.state, ("online", "stopped", "offline"), "state")
+        for camera_id, state in self.cameras.items():
+            _one_of(state, ("streaming", "reconnecting", "ended"), f"cameras[{camera_id!r}]")
+
+    def fields(self) -> dict[str, Any]:
+        return {"state": self.state, "version": self.version, "cameras": dict(self.cameras)}
+
+
+@dataclass(frozen=True)
+class Counts(Event):
+    """Today's counts (retained): the store-local `date` and 24 hourly visit counts."""
+
+    TOPIC: ClassVar[str] = COUNTS
+    RETAINED: ClassVar[bool] = True
+
+    date: date
+    visits: int
+    reentries: int
+    member_visits: int
+    by_hour: list[int]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.date, datetime) or not isinstance(self.date, date):
+            raise ValueError(f"date must be a calendar date, got {self.date!r}")
+        if len(self.by_hour) != 24:
+            raise ValueError(f"by_hour must hold 24 counts, got {len(self.by_hour)}")
+
+    def fields(self) -> dict[str, Any]:
+        return {"date": self.date.isoformat(), "visits": self.visits, "reentries": self.reentries,
+                "member_visits": self.member_visits, "by_hour": list(self.by_hour)}

@@ -1,0 +1,289 @@
+"""The persistent outbox: every uplink event is on disk before anyone is told it was raised.
+
+Rows leave in insertion order and are marked sent only when the broker has
+acknowledged them, so a broker outage, a network cut or a daemon restart loses
+nothing (CONTRACT, "MQTT"). Alerts are the exception by design: one still unsent
+`alert_ttl` (wall clock) after it entered is dropped — a late pop-up is worse
+than none. Visits never expire.
+
+Disk is bounded by pruning the oldest *sent* rows; unsent rows are never
+deleted to make room (losing events is worse than using disk).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from footfall.dedup.db import StorageError, migrate, open_db, purge, transaction
+
+log = logging.getLogger(__name__)
+
+OUTBOX_FILE = "outbox.db"
+
+_SCHEMA = [
+    """
+    CREATE TABLE outbox (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, even after pruning
+        event_id   TEXT NOT NULL UNIQUE,
+        topic      TEXT NOT NULL,
+        payload    TEXT NOT NULL,   -- JSON, UTF-8
+        alert      INTEGER NOT NULL,
+        retain     INTEGER NOT NULL,
+        created_at REAL NOT NULL,   -- wall clock, Unix seconds, when the row entered
+        sent_at    REAL             -- NULL while unsent
+    );
+    CREATE INDEX outbox_unsent ON outbox(seq) WHERE sent_at IS NULL;
+    """,
+]
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The first storage error of a chain: when SQLite has already rolled back (disk full),
+    `transaction()`'s own ROLLBACK fails too and would hide the real cause."""
+    while isinstance(exc.__context__, (OSError, sqlite3.Error)):
+        exc = exc.__context__
+    return exc
+
+
+def _abandon(conn: sqlite3.Connection) -> None:
+    """Leave no transaction open after a failed COMMIT, so the next write can try again."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+
+def _wall(ts: datetime) -> float:
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise ValueError(f"the outbox clock must return timezone-aware datetimes, got {ts.isoformat()}")
+    return ts.timestamp()
+
+
+@dataclass(frozen=True)
+class Row:
+    """One unsent message: `body` is the exact JSON text to publish."""
+
+    seq: int
+    event_id: str
+    topic: str
+    body: str
+    alert: bool
+    retain: bool
+    created_at: datetime
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    """A snapshot for `doctor`, logs and the watchdog; counters are since this Outbox was opened."""
+
+    pending: int
+    sent: int
+    expired_alerts: int
+    dropped_sent: int
+    oldest_pending_age_s: float | None
+    last_error: str | None
+    over_limit: bool
+
+
+class Outbox:
+    """A SQLite outbox of uplink messages. Thread-safe: producers add, the publisher reads and marks."""
+
+    def __init__(self, db_path: str | Path, *, alert_ttl: timedelta, max_rows: int = 100_000,
+                 now: Callable[[], datetime]) -> None:
+        if alert_ttl <= timedelta(0):
+            raise ValueError("alert_ttl must be > 0")
+        if max_rows < 1:
+            raise ValueError("max_rows must be >= 1")
+        self.path = Path(db_path)
+        self.alert_ttl = alert_ttl
+        self.max_rows = max_rows
+        self.now = now
+        self._lock = threading.RLock()
+        self._expired_alerts = 0
+        self._dropped_sent = 0
+        self._last_error: str | None = None
+        self._over_limit = False
+        self._conn: sqlite3.Connection | None = open_db(self.path)
+        try:
+            migrate(self._conn, _SCHEMA)
+            self._rows = self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise StorageError(f"{self.path}: cannot read the outbox (corrupt?): {exc}") from None
+        except StorageError:
+            self._conn.close()
+            raise
+
+    @classmethod
+    def from_config(cls, storage_dir: str | Path, alert_ttl: timedelta, *,
+                    now: Callable[[], datetime], max_rows: int = 100_000) -> "Outbox":
+        """The daemon's outbox: `storage.dir`/outbox.db, alerts expiring after `alerts.ttl`."""
+        return cls(Path(storage_dir) / OUTBOX_FILE, alert_ttl=alert_ttl, max_rows=max_rows, now=now)
+
+    # -- producers -------------------------------------------------------------------
+
+    def add(self, topic: str, payload: dict[str, Any], *, event_id: str, alert: bool, retain: bool = False) -> int:
+        """Store a message durably (committed before this returns) and return its sequence number.
+
+        Adding an event_id that is already here keeps the one row and returns its
+        number. A disk that refuses the write (full, read-only) raises StorageError
+        naming the file; rows added before are untouched.
+        """
+        if not topic or not event_id:
+            raise ValueError("topic and event_id must not be empty")
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        created = _wall(self.now())
+        with self._lock:
+            conn = self._open()
+            try:
+                with transaction(conn):
+                    cur = conn.execute(
+                        """INSERT INTO outbox (event_id, topic, payload, alert, retain, created_at)
+                           VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING""",
+                        (event_id, topic, body, int(alert), int(retain), created))
+                    inserted = cur.rowcount == 1
+                    seq = conn.execute("SELECT seq FROM outbox WHERE event_id = ?", (event_id,)).fetchone()[0]
+            except (OSError, sqlite3.DatabaseError) as exc:
+                _abandon(conn)
+                self._last_error = f"{self.path}: cannot store an event in the outbox: {_cause(exc)}"
+                raise StorageError(self._last_error) from None
+            if inserted:
+                self._rows += 1
+                if self._rows > self.max_rows:
+                    self._make_room(conn)
+                else:
+                    self._over_limit = False
+            return seq
+
+    # -- the publisher ---------------------------------------------------------------
+
+    def pending(self, limit: int, *, after: int = 0) -> list[Row]:
+        """Up to `limit` unsent rows with seq > `after`, oldest first.
+
+        Alerts among them that have outlived `alert_ttl` are deleted first (and
+        counted): they are never handed out. `after` lets a publisher ask for the
+        rows behind the ones it already has in flight; those are not expired
+        under its feet.
+        """
+        with self._lock:
+            conn = self._open()
+            self._expire_alerts(conn, after)
+            rows = conn.execute(
+                """SELECT seq, event_id, topic, payload, alert, retain, created_at FROM outbox
+                   WHERE sent_at IS NULL AND seq > ? ORDER BY seq LIMIT ?""", (after, limit)).fetchall()
+        return [Row(seq, event_id, topic, body, bool(alert), bool(retain),
+                    datetime.fromtimestamp(created, timezone.utc))
+                for seq, event_id, topic, body, alert, retain, created in rows]
+
+    def expires_in(self, row: Row) -> timedelta | None:
+        """Time an alert row has left before it must not be published any more; None for rows that never expire."""
+        if not row.alert:
+            return None
+        return row.created_at + self.alert_ttl - self.now()
+
+    def mark_sent(self, *seqs: int) -> None:
+        """Record that the broker acknowledged these rows (one commit for all)."""
+        if not seqs:
+            return
+        sent_at = _wall(self.now())
+        with self._lock:
+            conn = self._open()
+            try:
+                with transaction(conn):
+                    conn.executemany("UPDATE outbox SET sent_at = ? WHERE seq = ? AND sent_at IS NULL",
+                                     [(sent_at, seq) for seq in seqs])
+            except (OSError, sqlite3.DatabaseError) as exc:
+                _abandon(conn)
+                # The rows stay unsent and go out again later: a duplicate, never a loss.
+                self._last_error = f"{self.path}: cannot mark rows sent: {_cause(exc)}"
+                raise StorageError(self._last_error) from None
+
+    def stats(self) -> OutboxStats:
+        """Counts and ages for monitoring."""
+        with self._lock:
+            conn = self._open()
+            pending, oldest = conn.execute(
+                "SELECT count(*), min(created_at) FROM outbox WHERE sent_at IS NULL").fetchone()
+            age = None if oldest is None else max(0.0, _wall(self.now()) - oldest)
+            return OutboxStats(pending=pending, sent=self._rows - pending, expired_alerts=self._expired_alerts,
+                               dropped_sent=self._dropped_sent, oldest_pending_age_s=age,
+                               last_error=self._last_error, over_limit=self._over_limit)
+
+    def close(self) -> None:
+        """Checkpoint the WAL (deleted alerts leave it too) and close the file."""
+        with self._lock:
+            if self._conn is None:
+                return
+            try:
+                purge(self._conn)
+            except sqlite3.DatabaseError as exc:
+                log.warning("outbox %s: WAL checkpoint at close failed: %s", self.path, exc)
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> "Outbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError(f"the outbox {self.path} is closed")
+        return self._conn
+
+    def _expire_alerts(self, conn: sqlite3.Connection, after: int) -> None:
+        cutoff = _wall(self.now()) - self.alert_ttl.total_seconds()
+        try:
+            with transaction(conn):
+                expired = conn.execute(
+                    """DELETE FROM outbox WHERE sent_at IS NULL AND alert = 1 AND seq > ? AND created_at <= ?
+                       RETURNING topic, event_id""", (after, cutoff)).fetchall()
+        except (OSError, sqlite3.DatabaseError) as exc:
+            _abandon(conn)
+            # Not fatal: the publisher checks each alert's remaining time again before sending.
+            self._last_error = f"{self.path}: cannot drop expired alerts: {_cause(exc)}"
+            log.warning("outbox: %s", self._last_error)
+            return
+        if expired:
+            self._rows -= len(expired)
+            self._expired_alerts += len(expired)
+            log.warning("outbox: dropped %d alert(s) unsent after %s (a late alert is worse than none): %s",
+                        len(expired), self.alert_ttl, ", ".join(f"{t} {e}" for t, e in expired[:5]))
+
+    def _make_room(self, conn: sqlite3.Connection) -> None:
+        excess = self._rows - self.max_rows
+        try:
+            with transaction(conn):
+                dropped = conn.execute(
+                    """DELETE FROM outbox WHERE seq IN (
+                           SELECT seq FROM outbox WHERE sent_at IS NOT NULL ORDER BY seq LIMIT ?)""",
+                    (excess,)).rowcount
+        except (OSError, sqlite3.DatabaseError) as exc:
+            _abandon(conn)
+            self._last_error = f"{self.path}: cannot prune sent rows: {_cause(exc)}"
+            log.warning("outbox: %s", self._last_error)
+            return
+        self._rows -= dropped
+        self._dropped_sent += dropped
+        over = self._rows > self.max_rows
+        if over and not self._over_limit:
+            log.warning("outbox %s: %d rows, over the limit of %d, and all unsent; keeping them "
+                        "(losing events is worse than using disk) — is the broker reachable?",
+                        self.path, self._rows, self.max_rows)
+        self._over_limit = over
