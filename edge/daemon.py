@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -26,7 +27,7 @@ from footfall.config.schema import Config, ConfigError
 from footfall.dedup.enrol import embeddings_from_photos
 from footfall.edge.notify import Notifier
 from footfall.edge.pipeline import Decision, Pipeline, build_pipeline
-from footfall.edge.sources import ENDED, FileSource, LiveSource, merge_by_time, source_kind
+from footfall.edge.sources import ENDED, FileSource, Frame, LiveSource, merge_by_time, source_kind
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.sync import events
 from footfall.sync.appointments import AppointmentStore
@@ -101,6 +102,7 @@ class Daemon:
         self._last_states: dict[str, str] = {}
         self._next_watchdog = 0.0
         self.decisions = 0
+        self.frame_errors = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -116,8 +118,9 @@ class Daemon:
 
     def run(self) -> int:
         """Run until the file sources end (`--once`) or until stopped; returns the exit code."""
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
         self.publisher.start()
         deadline = time.monotonic() + READY_WAIT_S
         while not self.publisher.connected and time.monotonic() < deadline and not self._stopping:
@@ -139,7 +142,7 @@ class Daemon:
     def _replay(self) -> None:
         for frame in merge_by_time(self.file_sources):
             self._advance(frame.ts)
-            self._decide(self.pipeline.process(frame))
+            self._process(frame)
             self._housekeeping()
             if self._stopping:
                 return
@@ -159,7 +162,7 @@ class Daemon:
                 if frame is not None:
                     busy = True
                     self._advance(frame.ts)
-                    self._decide(self.pipeline.process(frame))
+                    self._process(frame)
             if not busy:
                 self._advance(datetime.now(timezone.utc))
                 time.sleep(IDLE_SLEEP_S)
@@ -249,6 +252,15 @@ class Daemon:
 
     # -- decisions to events ---------------------------------------------------------
 
+    def _process(self, frame: Frame) -> None:
+        try:
+            decisions = self.pipeline.process(frame)
+        except Exception:  # one bad frame never stops the daemon
+            self.frame_errors += 1
+            log.exception("camera %s: frame at %s not processed", frame.camera_id, frame.ts.isoformat())
+            return
+        self._decide(decisions)
+
     def _decide(self, decisions: list[Decision]) -> None:
         for d in decisions:
             if d.kind not in ("visit", "reentry"):
@@ -299,11 +311,14 @@ class Daemon:
                 message = self.inbox.get_nowait()
             except queue.Empty:
                 return
-            self._handle(message)
+            try:
+                self._handle(message)
+            except Exception:  # one bad message never stops the daemon
+                log.exception("downlink %s: not handled", message.topic)
 
     def _handle(self, message: Inbound) -> None:
-        base = self.topic("")
-        name = message.topic[len(base):] if message.topic.startswith(base) else message.topic
+        base = f"{self.prefix}/{self.store_id}/"
+        name = message.topic.removeprefix(base)
         now = self.now or datetime.now(timezone.utc)
         if name == events.COUNTS_GET:
             self._answer_counts(message, now)
