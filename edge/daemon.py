@@ -57,13 +57,14 @@ class Daemon:
     """A store's daemon, built from its config. `run()` until the sources end or `stop()`."""
 
     def __init__(self, config: Config, *, once: bool = False, notifier: Notifier | None = None,
-                 analyzer: FaceAnalyzer | None = None) -> None:
+                 analyzer: FaceAnalyzer | None = None, replay: list[FileSource] | None = None) -> None:
+        """`replay`, if given, are the file sources to run instead of the configured cameras (the demo)."""
         self.config = config
         self.once = once
         self.notifier = notifier or Notifier()
         self.store_id = config.store_id
-        self.kinds = [source_kind(c.source) for c in config.cameras]
-        self.replay = bool(config.cameras) and all(k == "file" for k in self.kinds)
+        self.kinds = ["file"] * len(replay) if replay else [source_kind(c.source) for c in config.cameras]
+        self.replay = bool(self.kinds) and all(k == "file" for k in self.kinds)
         if once and not self.replay:
             bad = next((i for i, k in enumerate(self.kinds) if k != "file"), 0)
             raise ConfigError(f"cameras[{bad}].source: `run --once` needs every source to be a video file")
@@ -80,9 +81,9 @@ class Daemon:
                                  recognizer_sha256=self.analyzer.pack.recognizer.sha256,
                                  dim=self.analyzer.embedder.dim, clock=lambda: datetime.now(timezone.utc))
         self.prefix = config.mqtt.topic_prefix
-        self.file_sources: list[FileSource] = []
+        self.file_sources: list[FileSource] = list(replay or [])
         self.live_sources: list[LiveSource] = []
-        for camera, kind in zip(config.cameras, self.kinds):
+        for camera, kind in zip([] if replay else config.cameras, self.kinds):
             if kind == "file":
                 start = camera.start_time or datetime.now(timezone.utc)
                 self.file_sources.append(FileSource(camera.id, camera.source, start, camera.fps))

@@ -1,4 +1,7 @@
-"""`footfall demo`: a store day replayed through the whole recognition pipeline, zero configuration.
+"""`footfall demo`: a store day replayed through the whole daemon, zero configuration.
+
+It starts Mosquitto on loopback (when installed), runs the daemon on generated entrance clips,
+and prints the visits and alerts a subscriber receives, then the counts against the truth.
 
 The package ships no face photos (their rights belong to their owners). The demo builds its
 entrance clips from a labelled photo set: $FOOTFALL_SAMPLE_FACES, or `shared/data/faces`
@@ -8,12 +11,20 @@ that is deleted at the end.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
 
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
 from footfall.config.schema import parse_config
-from footfall.edge.pipeline import Decision, build_pipeline
+from footfall.edge.daemon import Daemon
+from footfall.edge.local_broker import LocalBroker, mosquitto_binary
+from footfall.edge.pipeline import Decision, build_pipeline, open_gallery
 from footfall.edge.scenario import STORE_TZ, SpriteBank, build_scenario, enrolment, expected_counts
 from footfall.edge.sources import merge_by_time
 from footfall.recognition.analyzer import FaceAnalyzer
@@ -41,48 +52,117 @@ def describe(d: Decision) -> str:
 
 
 def run_demo() -> int:
-    """Replay a generated store day and print every decision and a summary."""
+    """Replay a generated store day through the daemon and a broker on loopback; print what guides
+    and HQ would receive, then a summary against the ground truth."""
     faces_dir = sample_faces_dir()
     if faces_dir is None:
         print("footfall demo needs labelled photos to build its entrance clips: "
               "set FOOTFALL_SAMPLE_FACES to a folder of <identity>/<photo> images")
         return 1
+    logging.getLogger("footfall").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="footfall-demo-") as tmp:
-        config = parse_config({"store_id": "demo-store", "timezone": STORE_TZ, "storage": {"dir": f"{tmp}/state"}})
-        analyzer = FaceAnalyzer.from_config(config)
-        pack = analyzer.pack
-        print(f"footfall demo: {pack.detector.file} + {pack.recognizer.file}; store day in {STORE_TZ}")
-        print("rendering entrance clips from the labelled photos ...")
-        bank = SpriteBank(faces_dir, analyzer)
-        scenario = build_scenario(bank, Path(tmp), config.dedup.window, size="small")
-        pipeline = build_pipeline(config, analyzer)
-        decisions: list[Decision] = []
+        binary = mosquitto_binary()
+        broker = LocalBroker(Path(tmp), binary) if binary else None
+        config = parse_config({"store_id": "demo-store", "timezone": STORE_TZ, "storage": {"dir": f"{tmp}/state"},
+                               "mqtt": {"url": broker.url if broker else "mqtt://127.0.0.1:1"}})
         try:
-            for person, vectors in enrolment(scenario, analyzer):
-                pipeline.gallery.enroll(person, vectors)
-                print(f"enrolled {person.role} {person.person_id}")
-            frames = 0
-            for frame in merge_by_time(scenario.sources()):
-                frames += 1
-                for d in pipeline.process(frame):
-                    decisions.append(d)
-                    if d.kind != "same_entry":
-                        print(describe(d))
-            for d in pipeline.finish():
-                decisions.append(d)
-                if d.kind != "same_entry":
-                    print(describe(d))
+            return _demo(config, faces_dir, Path(tmp), broker)
         finally:
-            pipeline.close()
+            if broker:
+                broker.stop()
+
+
+def _demo(config, faces_dir: Path, tmp: Path, broker: LocalBroker | None) -> int:
+    analyzer = FaceAnalyzer.from_config(config)
+    pack = analyzer.pack
+    print(f"footfall demo: {pack.detector.file} + {pack.recognizer.file}; store day in {STORE_TZ}")
+    print("rendering entrance clips from the labelled photos ...")
+    scenario = build_scenario(SpriteBank(faces_dir, analyzer), tmp, config.dedup.window, size="small")
+    gallery = open_gallery(config, analyzer)
+    for person, vectors in enrolment(scenario, analyzer):
+        gallery.enroll(person, vectors)
+        print(f"enrolled {person.role} {person.person_id}")
+    gallery.close()
+    if broker is None:
+        print("mosquitto is not installed: decisions are printed, nothing is published")
+        return _offline(config, analyzer, scenario)
+    print(f"broker: mosquitto on {broker.url}; printing what subscribers receive\n")
+    watcher = Watcher(broker.port, config.store_id)
+    try:
+        Daemon(config, once=True, analyzer=analyzer, replay=scenario.sources()).run()
+        watcher.wait_stopped(15)
+    finally:
+        watcher.close()
+    counts = watcher.tally
     truth = expected_counts(scenario.walks, scenario.window, scenario.tz)
-    counted = {k: sum(d.kind == k for d in decisions) for k in ("visit", "reentry", "staff")}
-    members = sum(d.kind == "visit" and d.member_id is not None for d in decisions)
     print()
-    print(f"summary of {len(scenario.clips)} clips, {frames} frames, {len(scenario.walks)} walk-ins:")
+    print(f"summary of {len(scenario.clips)} clips, {len(scenario.walks)} walk-ins "
+          f"(from the visit events received):")
     print(f"  {'':<14}{'counted':>8}{'expected':>10}")
-    print(f"  {'visits':<14}{counted['visit']:>8}{truth.get('visits', 0):>10}")
-    print(f"  {'re-entries':<14}{counted['reentry']:>8}{truth.get('reentries', 0):>10}")
-    print(f"  {'member visits':<14}{members:>8}{truth.get('member_visits', 0):>10}")
-    print(f"  {'staff passages':<14}{counted['staff']:>8}{sum(w.role == 'staff' for w in scenario.walks):>10}")
-    print("MQTT publishing (visits, alerts, counts) is not part of this release yet.")
+    for label, key in (("visits", "visits"), ("re-entries", "reentries"), ("member visits", "member_visits")):
+        print(f"  {label:<14}{counts.get(key, 0):>8}{truth.get(key, 0):>10}")
+    print(f"  {'arrival alerts':<14}{watcher.arrivals:>8}{truth.get('member_visits', 0):>10}")
+    return 0
+
+
+class Watcher:
+    """A subscriber that prints visits and alerts as they arrive and tallies them."""
+
+    def __init__(self, port: int, store_id: str) -> None:
+        self.prefix = f"footfall/{store_id}/"
+        self.tally = {"visits": 0, "reentries": 0, "member_visits": 0}
+        self.arrivals = 0
+        self._stopped = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="footfall-demo-watcher",
+                                  protocol=MQTTProtocolVersion.MQTTv5)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(self.prefix + "#", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, message) -> None:
+        name = message.topic.removeprefix(self.prefix)
+        try:
+            p = json.loads(message.payload)
+        except ValueError:
+            return
+        line = None
+        if name == "visits":
+            self.tally["visits" if p["kind"] == "visit" else "reentries"] += 1
+            self.tally["member_visits"] += p["kind"] == "visit" and p["member_id"] is not None
+            who = f"member {p['member_id']}" if p["member_id"] else f"visitor {p['visitor_id'][:8]}"
+            line = f"{p['first_seen_ts'][5:19].replace('T', ' ')}  {p['kind']:<8} {who}"
+        elif name == "alerts/arrival":
+            self.arrivals += 1
+            line = f"{p['ts'][5:19].replace('T', ' ')}  ARRIVAL  {p['name']} ({p['tier']}) -> guides' devices"
+        elif name.startswith("alerts/"):
+            line = f"{p['ts'][5:19].replace('T', ' ')}  {name}: {p}"
+        elif name == "status" and p.get("state") == "stopped":
+            self._stopped.set()
+        if line:
+            print(line, flush=True)
+
+    def wait_stopped(self, timeout: float) -> bool:
+        return self._stopped.wait(timeout)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _offline(config, analyzer, scenario) -> int:
+    pipeline = build_pipeline(config, analyzer)
+    decisions: list[Decision] = []
+    try:
+        for frame in merge_by_time(scenario.sources()):
+            decisions += pipeline.process(frame)
+        decisions += pipeline.finish()
+    finally:
+        pipeline.close()
+    for d in decisions:
+        if d.kind != "same_entry":
+            print(describe(d))
+    truth = expected_counts(scenario.walks, scenario.window, scenario.tz)
+    print(f"\nsummary: {sum(d.kind == 'visit' for d in decisions)} visits (expected {truth.get('visits', 0)}), "
+          f"{sum(d.kind == 'reentry' for d in decisions)} re-entries (expected {truth.get('reentries', 0)})")
     return 0

@@ -47,9 +47,10 @@ def test_demo_runs_with_zero_configuration_and_ends_with_a_summary(faces_dir, tm
     done = footfall("demo", env={"FOOTFALL_SAMPLE_FACES": str(faces_dir)}, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "re-entry" in out and "member deepface_p01" in out and "staff" in out
+    assert "reentry" in out and "member deepface_p01" in out and "ARRIVAL" in out
+    assert "broker: mosquitto on mqtt://127.0.0.1:" in out, "the demo publishes through a broker it starts"
     summary = out[out.index("summary of"):].splitlines()
-    for line in summary[2:6]:  # visits, re-entries, member visits, staff passages
+    for line in summary[2:6]:  # visits, re-entries, member visits, arrival alerts
         counted, expected = line.split()[-2:]
         assert counted == expected, line
     assert not any(tmp_path.iterdir()), "the demo leaves nothing on disk"
