@@ -238,13 +238,18 @@ class Publisher:
         if config.username is not None:
             client.username_pw_set(config.username, config.password)
         if tls:
+            files = {"mqtt.ca_file": config.ca_file, "mqtt.cert_file": config.cert_file,
+                     "mqtt.key_file": config.key_file}
+            for key, path in files.items():
+                if path is not None and not path.is_file():
+                    raise ConfigError(f"{key}: no such file: {path}")
             try:
                 client.tls_set(ca_certs=str(config.ca_file) if config.ca_file else None,
                                certfile=str(config.cert_file) if config.cert_file else None,
                                keyfile=str(config.key_file) if config.key_file else None)
             except (OSError, ssl.SSLError) as exc:
-                key = "mqtt.cert_file" if config.cert_file and "PEM" in str(exc) else "mqtt.ca_file"
-                raise ConfigError(f"{key}: cannot load the TLS files: {exc}") from None
+                given = ", ".join(k for k, v in files.items() if v is not None) or "the system's CA store"
+                raise ConfigError(f"{given}: cannot load for TLS: {exc}") from None
         client.will_set(self.status_topic, _json_bytes(self._status("offline", cameras={}).to_json()),
                         qos=1, retain=True)
         if self._v5:
@@ -297,10 +302,13 @@ class Publisher:
                 self.last_error = f"publisher error: {exc!r}"
                 self._connected = False
                 self._socket_open = False
+                if self._stop.is_set():
+                    return  # what is unsent stays in the outbox
                 self._schedule_retry()
 
     def _connect_when_due(self) -> None:
         self.last_progress = time.monotonic()  # waiting for the broker is not a wedged thread
+        self._drop_direct()
         wait = self._next_attempt - time.monotonic()
         if wait > 0:
             self._stop.wait(min(wait, 0.5))
@@ -377,6 +385,14 @@ class Publisher:
         self._in_flight[info.mid] = row.seq
         return True
 
+    def _drop_direct(self) -> None:
+        while True:
+            try:
+                msg = self._direct.get_nowait()
+            except queue.Empty:
+                return
+            log.debug("mqtt: offline, not sending the message for %s", msg.topic)
+
     def _send_direct(self) -> None:
         while True:
             try:
@@ -409,7 +425,10 @@ class Publisher:
             self._client.disconnect()  # a connection attempt still waiting for its CONNACK
         self._connected = False
         self._socket_open = False
-        log.info("mqtt: stopped; %d row(s) left in the outbox", self.outbox.stats().pending)
+        try:
+            log.info("mqtt: stopped; %d row(s) left in the outbox", self.outbox.stats().pending)
+        except Exception:  # noqa: BLE001 - only a log line
+            log.info("mqtt: stopped")
 
     # -- paho callbacks (run on the publisher thread, inside client.loop) ----------------
 

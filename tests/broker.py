@@ -149,13 +149,14 @@ class Broker:
 
 @dataclass(frozen=True)
 class Received:
-    """One message as a consumer saw it."""
+    """One message as a consumer saw it: `payload` is the JSON object ({} if the body is not one)."""
 
     topic: str
     payload: dict[str, Any]
     retain: bool
     qos: int
     properties: Properties | None
+    body: bytes = b""
 
 
 class Subscriber:
@@ -186,8 +187,12 @@ class Subscriber:
             client.subscribe(self.topic_filter, qos=1)
 
     def _on_message(self, client, userdata, message: paho.MQTTMessage) -> None:
-        received = Received(message.topic, json.loads(message.payload), bool(message.retain), message.qos,
-                            getattr(message, "properties", None))
+        try:
+            payload = json.loads(message.payload)
+        except ValueError:  # a test may send garbage on purpose; keep it, raw, in `body`
+            payload = None
+        received = Received(message.topic, payload if isinstance(payload, dict) else {}, bool(message.retain),
+                            message.qos, getattr(message, "properties", None), bytes(message.payload))
         with self._cond:
             self.messages.append(received)
             self._cond.notify_all()
