@@ -39,7 +39,7 @@ def parse_duration(value: Any) -> timedelta:
     raise ValueError(f"must be a duration such as \"3h\", \"90m\" or \"45s\", got {value!r}")
 
 
-_BROKER_URL = re.compile(r"^mqtts?://[^/:\s]+(:\d{1,5})?/?$")
+_BROKER_URL = re.compile(r"^mqtts?://(?:\[[0-9A-Fa-f:.]+\]|[^/:\s\[\]]+)(:\d{1,5})?/?$")
 
 
 class _Section(BaseModel):
@@ -122,7 +122,7 @@ class StorageConfig(_Section):
 
 
 class AlertsConfig(_Section):
-    ttl: Duration = Field(timedelta(minutes=2), description="Unsent alerts are dropped this long after they were raised.")
+    ttl: Duration = Field(timedelta(minutes=2), description="Alerts still unsent this long (wall clock) after they entered the outbox are dropped.")
 
 
 class AppointmentsConfig(_Section):

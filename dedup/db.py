@@ -86,14 +86,22 @@ def open_db(path: Path) -> sqlite3.Connection:
 
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK if the block raises."""
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK if the block or the COMMIT raises.
+
+    The original error is the one raised: after a full disk or an I/O error SQLite may have
+    rolled back by itself, and the ROLLBACK's own "no transaction is active" must not hide why.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the connection is already unusable; the original error says why
         raise
-    conn.execute("COMMIT")
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -352,3 +352,20 @@ def test_a_damaged_database_is_refused_by_name(tmp_path):
     db.write_bytes(bytes(damaged))
     with pytest.raises(StorageError, match="window.db: cannot read the open visit windows"):
         make_window(db)
+
+
+def test_a_failed_commit_leaves_no_open_transaction_and_keeps_its_cause(tmp_path):
+    import sqlite3
+
+    from footfall.dedup.db import open_db, transaction
+
+    conn = open_db(tmp_path / "t.db")
+    conn.execute("CREATE TABLE t (x INTEGER)")
+    conn.execute("PRAGMA max_page_count = 2")  # the file is full after a few rows: a real SQLITE_FULL
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        with transaction(conn):
+            conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(100_000)])
+    assert not conn.in_transaction
+    with transaction(conn):  # the connection is usable again
+        conn.execute("DELETE FROM t")
+    conn.close()
