@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -222,3 +223,54 @@ def test_the_unit_file_passes_systemd_analyze_verify(tmp_path):
                           timeout=60, env={**os.environ, "SYSTEMD_LOG_LEVEL": "warning"})
     assert done.returncode == 0, done.stderr
     assert "Type=notify" in unit and "WatchdogSec=" in unit and "ProtectSystem=strict" in unit
+
+
+def test_events_committed_before_a_sigkill_are_delivered_exactly_once_after_restart(
+        tmp_path, entrance_clip, default_analyzer, faces_dir):
+    """The broker is down while the daemon counts; the daemon is killed; both come back."""
+    broker = Broker(tmp_path / "broker")  # not started yet: nothing can be published
+    cameras = f"""[[cameras]]
+id = "door-1"
+source = "{entrance_clip}"
+fps = 5
+start_time = "2026-11-23T10:00:00+08:00"
+"""
+    config = config_file(tmp_path, broker, cameras)
+    enrol(config, default_analyzer, faces_dir)
+    daemon = subprocess.Popen([sys.executable, "-m", "footfall", "run", "--config", str(config)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    outbox = tmp_path / "state" / "outbox.db"
+
+    def committed_visits() -> list[str]:
+        if not outbox.exists():
+            return []
+        with sqlite3.connect(f"file:{outbox}?mode=ro", uri=True) as con:
+            rows = con.execute("SELECT payload FROM outbox WHERE topic LIKE '%/visits'").fetchall()
+        return [json.loads(p)["event_id"] for (p,) in rows]
+
+    try:
+        deadline = time.monotonic() + 120
+        while len(committed_visits()) < 4:
+            assert daemon.poll() is None, "the daemon exited"
+            assert time.monotonic() < deadline, "the daemon did not commit the clip's visits"
+            time.sleep(0.1)
+    finally:
+        daemon.kill()  # SIGKILL: no flush, no goodbye
+        daemon.wait(10)
+    before = committed_visits()
+    broker.start()
+    sub = Subscriber(broker.port, PREFIX + "visits")
+    restarted = subprocess.Popen([sys.executable, "-m", "footfall", "run", "--config",
+                                  str(config_file(tmp_path, broker))],  # same storage, no cameras
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        got = sub.wait_for(lambda ms: len(ms) >= len(before), 30, "the committed visits")
+        time.sleep(0.5)  # a duplicate would arrive now
+        ids = [m.payload["event_id"] for m in sub.on(PREFIX + "visits")]
+        assert ids == before, "every committed visit, once, in order"
+        assert [m.payload["kind"] for m in got] == ["visit", "visit", "visit", "reentry"]
+    finally:
+        restarted.terminate()
+        assert restarted.wait(30) == 0
+        sub.close()
+        broker.stop()
