@@ -10,6 +10,7 @@ against the enrolled people and the visitors seen so far.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from datetime import datetime, timedelta
@@ -17,13 +18,21 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from tqdm import tqdm
 
 from footfall.benchmarks.recognition import _NaiveOnnx, _insightface_eligible
 from footfall.config.schema import Config
 from footfall.dedup.enrol import embeddings_from_photos
 from footfall.edge.pipeline import Decision, build_pipeline
-from footfall.edge.scenario import STORE_TZ, Scenario, SpriteBank, build_scenario, enrolment, expected_counts
+from footfall.dedup.gallery import Person
+from footfall.edge.pipeline import open_gallery
+from footfall.edge.scenario import (
+    CAMERA, CLIP_FPS, SAMPLE_FPS, STORE_TZ, Appearance, Clip, Scenario, SpriteBank, build_scenario, enrolment,
+    expected_counts, render_clip,
+)
+from footfall.edge.sources import FileSource
 from footfall.edge.sources import Frame, merge_by_time
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.recognition.images import read_image
@@ -142,7 +151,72 @@ class NaiveLoop:
         return events
 
 
-def bench_pipeline(config: Config, faces_dir: Path, *, size: str = "day", progress: bool = True) -> dict:
+def member_days(bank: SpriteBank, out_dir: Path, members: int = 5,
+                days: int = 4) -> tuple[list[FileSource], list[tuple[Person, np.ndarray]]]:
+    """Clips of members arriving, one new visit each (a day apart, so one arrival alert per clip),
+    and the members to enrol (from other photos than the clips show)."""
+    people = [i for i in bank.identities() if i.startswith("deepface") and len(bank.photos(i)) >= 3][:members]
+    sources = []
+    for d in range(days):
+        for k, who in enumerate(people):
+            start = datetime(2026, 11, 23 + d, 10 + k, 0, tzinfo=ZoneInfo(STORE_TZ))
+            clip = Clip(CAMERA, start, 5.0, (Appearance(who, bank.photos(who)[0], 0.4, walk=3.0),), fps=CLIP_FPS)
+            path = render_clip(clip, out_dir / f"member{d}{k}.avi", bank, seed=100 + 10 * d + k)
+            sources.append(FileSource(CAMERA, path, start, SAMPLE_FPS))
+    enrol = [(Person(who, who, "member", tier="gold", consent=True), bank.photos(who)[1:3]) for who in people]
+    return sources, enrol
+
+
+def alert_latency(config: Config, bank: SpriteBank, analyzer: FaceAnalyzer, tmp: Path) -> list[float]:
+    """Milliseconds from the frame of a member's best shot to the arrival alert at a subscriber.
+
+    The daemon replays member clips through Mosquitto on loopback. A latency is the store-clock
+    time from the best shot to the frame that decided (what a live camera would wait) plus the
+    wall time from that frame's processing to the subscriber's receipt. Empty without Mosquitto.
+    """
+    from footfall.edge.daemon import Daemon
+    from footfall.edge.local_broker import LocalBroker, mosquitto_binary
+
+    binary = mosquitto_binary()
+    if binary is None:
+        return []
+    work = tmp / "latency"
+    work.mkdir()
+    sources, members = member_days(bank, work)
+    broker = LocalBroker(work, binary)
+    received: dict[str, float] = {}
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-latency", protocol=MQTTProtocolVersion.MQTTv5)
+    client.on_message = lambda c, u, m: received.setdefault(json.loads(m.payload)["event_id"], time.monotonic())
+    try:
+        client.connect("127.0.0.1", broker.port)
+        client.subscribe(f"{config.mqtt.topic_prefix}/{config.store_id}/alerts/arrival", qos=1)
+        client.loop_start()
+        run_config = config.model_copy(update={
+            "timezone": STORE_TZ, "mqtt": config.mqtt.model_copy(update={"url": broker.url}),
+            "storage": config.storage.model_copy(update={"dir": work / "state"})})
+        gallery = open_gallery(run_config, analyzer)
+        try:
+            for person, photos in members:
+                images = [(p, read_image(bank.faces_dir / person.person_id / p)) for p in photos]
+                gallery.enroll(person, embeddings_from_photos(analyzer, images))
+        finally:
+            gallery.close()
+        daemon = Daemon(run_config, once=True, analyzer=analyzer, replay=sources)
+        daemon.alert_timing = {}
+        daemon.run()
+        deadline = time.monotonic() + 10
+        while len(received) < len(daemon.alert_timing) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return [1000 * (waited + received[eid] - started)
+                for eid, (waited, started) in daemon.alert_timing.items() if eid in received]
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        broker.stop()
+
+
+def bench_pipeline(config: Config, faces_dir: Path, *, size: str = "day", progress: bool = True,
+                   with_latency: bool = True) -> dict:
     """Run the scenario through both sides and return speed and counting accuracy."""
     analyzer = FaceAnalyzer.from_config(config)
     bank = SpriteBank(faces_dir, analyzer)
@@ -167,6 +241,7 @@ def bench_pipeline(config: Config, faces_dir: Path, *, size: str = "day", progre
             naive_frames += 1
         naive_seconds = time.perf_counter() - start
         theirs = score(events, oracle)
+        latencies = alert_latency(config, bank, analyzer, tmp) if with_latency else []
     member_visits = sum(1 for d in counted if d.kind == "visit" and d.member_id)
     return {
         "detector": analyzer.pack.detector.file,
@@ -184,6 +259,9 @@ def bench_pipeline(config: Config, faces_dir: Path, *, size: str = "day", progre
         "naive": naive.kind,
         "naive_visits_counted": theirs["visits"], "naive_reentries_counted": theirs["reentries"],
         "naive_merges_of_different_people": theirs["merges"],
+        "alerts_measured": len(latencies),
+        "alert_latency_ms_p50": round(float(np.percentile(latencies, 50)), 1) if latencies else None,
+        "alert_latency_ms_p95": round(float(np.percentile(latencies, 95)), 1) if latencies else None,
     }
 
 
@@ -199,6 +277,8 @@ def format_table(r: dict) -> str:
         ("member visits (true {})".format(r["member_visits_true"]), f"{r['member_visits_counted']}", ""),
         ("merges of different people", f"{r['merges_of_different_people']}", f"{r['naive_merges_of_different_people']}"),
         ("speed-up vs naive", f"{r['speedup']}x", r["naive"]),
+        ("arrival alert latency p50 / p95", f"{r['alert_latency_ms_p50']} / {r['alert_latency_ms_p95']} ms"
+         f" ({r['alerts_measured']} alerts)", "best-shot frame -> subscriber, via Mosquitto on loopback"),
     ]
     width = max(len(a) for a, _, _ in rows)
     col = max(len(b) for _, b, _ in rows)

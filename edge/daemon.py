@@ -104,6 +104,10 @@ class Daemon:
         self._next_watchdog = 0.0
         self.decisions = 0
         self.frame_errors = 0
+        self._frame_started = time.monotonic()
+        # Set to a dict by the alert-latency benchmark: arrival alert event_id -> (store-clock seconds
+        # from the best shot to the deciding frame, monotonic time that frame's processing began).
+        self.alert_timing: dict[str, tuple[float, float]] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -254,6 +258,7 @@ class Daemon:
     # -- decisions to events ---------------------------------------------------------
 
     def _process(self, frame: Frame) -> None:
+        self._frame_started = time.monotonic()
         try:
             decisions = self.pipeline.process(frame)
         except Exception:  # one bad frame never stops the daemon
@@ -295,10 +300,14 @@ class Daemon:
             appointment = {"appointment_id": a.appointment_id, "scheduled_at": events.iso(a.scheduled_at),
                            "channel": a.channel, "advisor": a.advisor}
         person = d.person
-        self.publisher.submit(events.ArrivalAlert(
+        alert = events.ArrivalAlert(
             store_id=self.store_id, ts=ts, member_id=d.member_id, name=person.name if person else d.member_id,
             tier=person.tier if person else None, visit_event_id=visit.event_id, appointment=appointment,
-            profile=dict(person.profile) if person else {}))
+            profile=dict(person.profile) if person else {})
+        self.publisher.submit(alert)
+        if self.alert_timing is not None:
+            waited = max(0.0, ((self.now or ts) - d.passage.best_shot_ts).total_seconds())
+            self.alert_timing[alert.event_id] = (waited, self._frame_started)
 
     # -- downlink --------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 
 from footfall.config.schema import Config
-from footfall.dedup.gallery import Gallery, Person
+from footfall.dedup.gallery import Gallery, Match, Person
 from footfall.dedup.window import VisitWindow
 from footfall.edge.motion import MotionGate, detection_region
 from footfall.edge.sources import FileSource, Frame, merge_by_time
@@ -25,6 +25,9 @@ from footfall.recognition.detect import Detection
 from footfall.recognition.embed import l2_normalise
 
 EXPIRY_EVERY = timedelta(seconds=30)
+# A track is matched against the gallery as soon as it holds this many gated shots (and again at
+# the next count): a member's arrival pop-up need not wait for them to walk out of view.
+EARLY_SHOTS = (2, 3)
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class Pipeline:
             self.gates[frame.camera_id] = MotionGate(self.motion_share)
         faces = self.analyzer.assess(frame.image, self._detect(frame, tracker))
         decisions = self.decide(tracker.update(frame.ts, faces))
+        decisions += self.recognise_early(tracker)
         # Expire only after deciding: the passages that just ended entered before this frame.
         self._expire(frame.ts)
         return decisions
@@ -123,20 +127,44 @@ class Pipeline:
         ended = [t for tracker in self.trackers.values() for t in tracker.finish()]
         return self.decide(ended)
 
+    def recognise_early(self, tracker: Tracker) -> list[Decision]:
+        """Members and staff among the open tracks, decided before their tracks end.
+
+        Anonymous visitors wait for the end of their track (the window needs the whole
+        passage); a gallery match is final at once, and the track is not decided again.
+        """
+        if not len(self.gallery):
+            return []
+        due = [t for t in tracker.tracks if not t.decided and len(t.shots) in EARLY_SHOTS
+               and len(t.shots) > t.early_tried_at]
+        if not due:
+            return []
+        for track in due:
+            track.early_tried_at = len(track.shots)
+        views = [EndedTrack(tracker.camera_id, t.track_id, t.first_seen, t.last_seen, t.hits, tuple(t.shots))
+                 for t in due]
+        decisions = []
+        for track, passage in zip(due, self.passages(views)):
+            match = self.gallery.match(passage.embedding)
+            if match is not None:
+                track.decided = True
+                decisions.append(self._known(passage, match))
+        return decisions
+
     def passages(self, ended: list[EndedTrack]) -> list[Passage]:
         """Embed the kept shots of every ended track in one batch; tracks without one are no passage."""
-        kept = [t for t in ended if t.shots]
-        if not kept:
-            return []
-        vectors = self.analyzer.embedder.embed([s.crop for t in kept for s in t.shots])
-        self.embedded_faces += len(vectors)
-        out, start = [], 0
+        kept = [t for t in ended if t.shots and not t.decided]
+        fresh = [s for t in kept for s in t.shots if s.embedding is None]
+        if fresh:
+            for shot, vector in zip(fresh, self.analyzer.embedder.embed([s.crop for s in fresh])):
+                shot.embedding = vector
+            self.embedded_faces += len(fresh)
+        out = []
         for track in kept:
-            n = len(track.shots)
             best = max(track.shots, key=lambda s: s.quality)
+            vectors = np.stack([s.embedding for s in track.shots])
             out.append(Passage(track.camera_id, track.first_seen, track.last_seen, best.ts,
-                               aggregate(vectors[start:start + n], shot_weights(track)), n))
-            start += n
+                               aggregate(vectors, shot_weights(track)), len(track.shots)))
         return out
 
     def decide(self, ended: list[EndedTrack]) -> list[Decision]:
@@ -144,18 +172,21 @@ class Pipeline:
         decisions = []
         for passage in sorted(self.passages(ended), key=lambda p: p.first_seen):
             match = self.gallery.match(passage.embedding)
-            if match and match.person.role == "staff":
-                decisions.append(Decision("staff", passage, None, None, match.person, None, match.score))
-                continue
             if match:
-                entry = self.window.enter_member(match.person.person_id, passage.first_seen)
-                score, person = match.score, match.person
-            else:
-                entry = self.window.enter_anonymous(passage.embedding, passage.first_seen)
-                score, person = entry.score, None
-            decisions.append(Decision(entry.kind, passage, entry.visitor_id, entry.member_id, person,
-                                      entry.visit_started, score))
+                decisions.append(self._known(passage, match))
+                continue
+            entry = self.window.enter_anonymous(passage.embedding, passage.first_seen)
+            decisions.append(Decision(entry.kind, passage, entry.visitor_id, None, None,
+                                      entry.visit_started, entry.score))
         return decisions
+
+    def _known(self, passage: Passage, match: Match) -> Decision:
+        """The decision for a gallery match: staff are not counted, members enter by their id."""
+        if match.person.role == "staff":
+            return Decision("staff", passage, None, None, match.person, None, match.score)
+        entry = self.window.enter_member(match.person.person_id, passage.first_seen)
+        return Decision(entry.kind, passage, entry.visitor_id, entry.member_id, match.person,
+                        entry.visit_started, match.score)
 
     def close(self) -> None:
         """Close the gallery and the window stores."""

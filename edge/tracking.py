@@ -22,14 +22,16 @@ from footfall.recognition.boxes import iou
 VELOCITY_SMOOTHING = 0.5  # weight of the newest displacement in the velocity estimate
 
 
-@dataclass(frozen=True)
+@dataclass
 class Shot:
-    """One gated face of a track: when, how good, how large, and its aligned crop (memory only)."""
+    """One gated face of a track: when, how good, how large, its aligned crop (memory only), and
+    its embedding once computed (so an early recognition's work is not repeated at the end)."""
 
     ts: datetime
     quality: float
     area: float
     crop: np.ndarray = field(repr=False)
+    embedding: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -42,6 +44,8 @@ class Track:
     hits: int = 1
     shots: list[Shot] = field(default_factory=list)
     appearance: np.ndarray | None = field(default=None, repr=False)  # embedding, only when needed
+    decided: bool = False        # recognised (member or staff) before the track ended
+    early_tried_at: int = 0      # number of shots at the last early recognition attempt
 
     def predict(self, ts: datetime) -> np.ndarray:
         """Where the box should be at `ts`, moving at the track's velocity."""
@@ -64,6 +68,7 @@ class EndedTrack:
     last_seen: datetime
     hits: int
     shots: tuple[Shot, ...]
+    decided: bool = False
 
 
 def affinity(predicted: np.ndarray, boxes: np.ndarray, min_iou: float) -> np.ndarray:
@@ -150,7 +155,7 @@ class Tracker:
 
     def _close(self, track: Track) -> EndedTrack:
         return EndedTrack(self.camera_id, track.track_id, track.first_seen, track.last_seen, track.hits,
-                          tuple(track.shots))
+                          tuple(track.shots), track.decided)
 
     def _extend(self, track: Track, face: Face, ts: datetime) -> None:
         dt = (ts - track.last_seen).total_seconds()
