@@ -140,6 +140,27 @@ def cmd_erase(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from footfall.edge.imports import import_file
+    from footfall.sync import events
+
+    topic = events.MEMBERS_UPSERT if args.kind == "members" else events.APPOINTMENTS_UPSERT
+    path = Path(args.file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    imported, rejected = import_file(load_config(args.config), path, topic,
+                                     report=lambda line: print(line, file=sys.stderr))
+    print(f"{path}: {imported} imported, {rejected} skipped")
+    return EXIT_OK if imported or not rejected else EXIT_FAIL
+
+
+def cmd_counts(args: argparse.Namespace) -> int:
+    from footfall.edge.counts_cli import counts_table
+
+    print(counts_table(load_config(args.config), args.from_, args.to, args.by))
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from footfall.edge.demo import run_demo
 
@@ -175,7 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--member-id", required=True)
     p.set_defaults(func=cmd_erase)
 
-    p = sub.add_parser("doctor", help="check config, models and storage")
+    for kind, what in (("members", "bulk enrolment from a CRM export"), ("appointments", "appointments")):
+        group = sub.add_parser(kind, help=f"{what} (JSON lines)").add_subparsers(dest="action", required=True)
+        p = group.add_parser("import", help=f"import {what}: one JSON object a line")
+        p.add_argument("--config", required=True)
+        p.add_argument("file", metavar="FILE.jsonl")
+        p.set_defaults(func=cmd_import, kind=kind)
+
+    p = sub.add_parser("counts", help="visit counts from the local store")
+    p.add_argument("--config", required=True)
+    p.add_argument("--from", dest="from_", help="ISO 8601 (default: today's local midnight)")
+    p.add_argument("--to", help="ISO 8601 (default: now)")
+    p.add_argument("--by", choices=["hour", "day"], default="hour")
+    p.set_defaults(func=cmd_counts)
+
+    p = sub.add_parser("doctor", help="check config, models, cameras, broker and disk")
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_doctor)
 

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import cv2
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 
 from footfall.config.schema import Config
 from footfall.models.fetch import verify_file
+from footfall.edge.sources import source_kind
 from footfall.models.manifest import ModelError, entry_for, locate
+from footfall.sync.mqtt import parse_broker_url
 
 MIN_FREE_BYTES = 512 * 1024 * 1024
 
@@ -43,10 +52,76 @@ def _storage(config: Config) -> str:
     return f"{d} writable, {free // 2**30} GiB free"
 
 
+def _cameras(config: Config) -> str:
+    if not config.cameras:
+        raise ValueError("no [[cameras]] configured")
+    seen = []
+    for i, camera in enumerate(config.cameras):
+        seen.append(f"{camera.id}: {_camera(i, camera.source)}")
+    return "; ".join(seen)
+
+
+def _camera(index: int, source: str) -> str:
+    kind = source_kind(source)
+    if kind == "file":
+        cap = cv2.VideoCapture(source)
+        try:
+            ok, _ = cap.read()
+        finally:
+            cap.release()
+        if not ok:
+            raise OSError(f"cameras[{index}].source: cannot read a frame from {source}")
+        return "video file readable"
+    if kind == "usb":
+        device = source if source.startswith("/dev/") else f"/dev/video{source}"
+        if not os.path.exists(device):
+            raise OSError(f"cameras[{index}].source: {device} does not exist")
+        if not os.access(device, os.R_OK):
+            raise PermissionError(f"cameras[{index}].source: {device} is not readable by this user")
+        return f"{device} present"
+    url = urlsplit(source)
+    port = url.port or {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}.get(url.scheme, 554)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=3):
+            return f"{url.hostname}:{port} answers"
+    except OSError as exc:
+        raise OSError(f"cameras[{index}].source: {url.hostname}:{port} unreachable ({exc})") from None
+
+
+def _broker(config: Config) -> str:
+    host, port, tls = parse_broker_url(config.mqtt.url)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"footfall-doctor-{os.getpid()}",
+                         protocol=paho.MQTTv5 if config.mqtt.protocol == "5" else paho.MQTTv311)
+    if config.mqtt.username is not None:
+        client.username_pw_set(config.mqtt.username, config.mqtt.password)
+    if tls:
+        client.tls_set(ca_certs=config.mqtt.ca_file and str(config.mqtt.ca_file),
+                       certfile=config.mqtt.cert_file and str(config.mqtt.cert_file),
+                       keyfile=config.mqtt.key_file and str(config.mqtt.key_file))
+    answer: dict[str, str] = {}
+    client.on_connect = lambda c, u, f, reason, p: answer.setdefault("reason", str(reason))
+    try:
+        client.connect(host, port, keepalive=10)
+    except OSError as exc:
+        raise OSError(f"mqtt.url: {host}:{port} unreachable ({exc})") from None
+    deadline = time.monotonic() + 5
+    while "reason" not in answer and time.monotonic() < deadline:
+        client.loop(0.1)
+    client.disconnect()
+    reason = answer.get("reason")
+    if reason is None:
+        raise TimeoutError(f"mqtt.url: {host}:{port} did not answer the MQTT handshake within 5 s")
+    if reason != "Success":
+        raise PermissionError(f"mqtt: the broker refused the connection: {reason}")
+    return f"{config.mqtt.url} accepts this store's credentials"
+
+
 CHECKS: list[tuple[str, Callable[[Config], str]]] = [
     ("models present and verified", _models),
     ("models load", _load),
-    ("storage", _storage),
+    ("cameras", _cameras),
+    ("broker", _broker),
+    ("storage and disk", _storage),
 ]
 
 

@@ -1,0 +1,41 @@
+"""`footfall counts`: visits, re-entries and member visits per hour or day, from the local store."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from footfall.config.schema import Config
+from footfall.sync.counts import CountStore, day_start, store_day
+
+
+def parse_when(text: str, tz: ZoneInfo) -> datetime:
+    """ISO 8601 date or date-time; without an offset it is the store's local time."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 date or time: {text!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=tz)
+
+
+def counts_table(config: Config, start: str | None, end: str | None, by: str,
+                 now: datetime | None = None) -> str:
+    """The table `footfall counts` prints; default range: today so far."""
+    tz = ZoneInfo(config.timezone)
+    now = now or datetime.now(timezone.utc)
+    begin = parse_when(start, tz) if start else day_start(store_day(now, tz), tz)
+    finish = parse_when(end, tz) if end else now
+    if finish <= begin:
+        raise ValueError(f"--to ({finish.isoformat()}) must be after --from ({begin.isoformat()})")
+    store = CountStore(Path(config.storage.dir) / "counts.db", config.timezone)
+    try:
+        buckets = store.buckets(begin, finish, by)
+    finally:
+        store.close()
+    rows = [f"{'start':<30} {'visits':>7} {'re-entries':>11} {'member visits':>14}"]
+    for b in buckets:
+        rows.append(f"{b['start']:<30} {b['visits']:>7} {b['reentries']:>11} {b['member_visits']:>14}")
+    total = {k: sum(b[k] for b in buckets) for k in ("visits", "reentries", "member_visits")}
+    rows.append(f"{'total':<30} {total['visits']:>7} {total['reentries']:>11} {total['member_visits']:>14}")
+    return "\n".join(rows)
