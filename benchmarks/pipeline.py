@@ -23,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from tqdm import tqdm
 
 from footfall.benchmarks.recognition import _NaiveOnnx, _insightface_eligible
+from footfall.benchmarks import three_columns
 from footfall.config.schema import Config
 from footfall.dedup.enrol import embeddings_from_photos
 from footfall.edge.pipeline import Decision, build_pipeline
@@ -280,6 +281,4 @@ def format_table(r: dict) -> str:
         ("arrival alert latency p50 / p95", f"{r['alert_latency_ms_p50']} / {r['alert_latency_ms_p95']} ms"
          f" ({r['alerts_measured']} alerts)", "best-shot frame -> subscriber, via Mosquitto on loopback"),
     ]
-    width = max(len(a) for a, _, _ in rows)
-    col = max(len(b) for _, b, _ in rows)
-    return "\n".join(f"{a:<{width}}  {b:<{col}}  {c}".rstrip() for a, b, c in rows)
+    return three_columns(rows)

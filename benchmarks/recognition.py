@@ -19,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 from tqdm import tqdm
 
+from footfall.benchmarks import three_columns
 from footfall.config.schema import Config
 from footfall.recognition.align import template_points
 from footfall.recognition.analyzer import FaceAnalyzer, ModelPack, resolve_pack
@@ -257,6 +258,4 @@ def format_table(r: dict) -> str:
         ("at match threshold", f"{r['match_threshold']}: TAR {r['tar_at_match_threshold']}, FAR {r['far_at_match_threshold']}", ""),
         ("speed-up vs naive", f"{r['speedup']}x", r["naive"]),
     ]
-    width = max(len(a) for a, _, _ in rows)
-    col = max(len(b) for _, b, _ in rows)
-    return "\n".join(f"{a:<{width}}  {b:<{col}}  {c}".rstrip() for a, b, c in rows)
+    return three_columns(rows)

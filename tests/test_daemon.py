@@ -21,7 +21,6 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from broker import Broker, Subscriber, mosquitto_path
-from footfall.config.schema import parse_config
 from footfall.dedup.enrol import embeddings_from_photos
 from footfall.dedup.gallery import Person
 from footfall.edge.daemon import Daemon
@@ -69,6 +68,11 @@ def entrance_clip(tmp_path_factory, faces_dir, default_analyzer) -> Path:
     return render_clip(Clip("door-1", START, 30.0, walkers, fps=10), path, bank, seed=1)
 
 
+def door_camera(clip: Path) -> str:
+    """The [[cameras]] table of a file source starting at START."""
+    return f'[[cameras]]\nid = "door-1"\nsource = "{clip}"\nfps = 5\nstart_time = "{START.isoformat()}"\n'
+
+
 def enrol(config_path: Path, analyzer, faces_dir: Path) -> None:
     from footfall.config.schema import load_config
 
@@ -88,12 +92,7 @@ def enrol(config_path: Path, analyzer, faces_dir: Path) -> None:
 
 def test_run_once_publishes_the_visits_alerts_and_counts_of_a_replayed_clip(
         tmp_path, broker, entrance_clip, default_analyzer, faces_dir):
-    cameras = f"""[[cameras]]
-id = "door-1"
-source = "{entrance_clip}"
-fps = 5
-start_time = "2026-11-23T10:00:00+08:00"
-"""
+    cameras = door_camera(entrance_clip)
     config = config_file(tmp_path, broker, cameras)
     enrol(config, default_analyzer, faces_dir)
     appointments = AppointmentStore(tmp_path / "state" / "appointments.db", "Asia/Shanghai")
@@ -229,12 +228,7 @@ def test_events_committed_before_a_sigkill_are_delivered_exactly_once_after_rest
         tmp_path, entrance_clip, default_analyzer, faces_dir):
     """The broker is down while the daemon counts; the daemon is killed; both come back."""
     broker = Broker(tmp_path / "broker")  # not started yet: nothing can be published
-    cameras = f"""[[cameras]]
-id = "door-1"
-source = "{entrance_clip}"
-fps = 5
-start_time = "2026-11-23T10:00:00+08:00"
-"""
+    cameras = door_camera(entrance_clip)
     config = config_file(tmp_path, broker, cameras)
     enrol(config, default_analyzer, faces_dir)
     daemon = subprocess.Popen([sys.executable, "-m", "footfall", "run", "--config", str(config)],
