@@ -133,6 +133,41 @@ class PrivacyConfig(_Section):
     anonymous_store: Literal["disk", "memory"] = Field("disk", description="Where anonymous visitors' open windows live.")
 
 
+_LISTEN = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+
+class ConsoleConfig(_Section):
+    language: Literal["zh", "en"] = Field("zh", description="Language of the guide console's labels.")
+    listen: str = Field("127.0.0.1:8080", description="HOST:PORT the guide console listens on.")
+    password_hash: str | None = Field(None, description="Salted hash of the shared console password (footfall console --hash-password).")
+    guides: dict[str, str] = Field(default_factory=dict, description="Per-guide login: guide name -> hash of that guide's token (footfall console --hash-password).")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        m = _LISTEN.match(v)
+        if not m or not 0 < int(m.group(1)) < 65536:
+            raise ValueError(f"must look like HOST:PORT, e.g. 127.0.0.1:8080, got {v!r}")
+        return v
+
+    @field_validator("password_hash")
+    @classmethod
+    def _password_hash(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("scrypt$"):
+            raise ValueError("must be a hash printed by `footfall console --hash-password`")
+        return v
+
+    @field_validator("guides")
+    @classmethod
+    def _guides(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, token_hash in v.items():
+            if not name.strip():
+                raise ValueError("a guide name must not be empty")
+            if not token_hash.startswith("scrypt$"):
+                raise ValueError(f"{name}: must be a hash printed by `footfall console --hash-password`")
+        return v
+
+
 class CameraConfig(_Section):
     id: str = Field(min_length=1)
     source: str = Field(min_length=1, description='rtsp://..., /dev/videoN, a device index such as "0", or a video file.')
@@ -160,6 +195,7 @@ class Config(_Section):
     alerts: AlertsConfig = AlertsConfig()
     appointments: AppointmentsConfig = AppointmentsConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    console: ConsoleConfig = ConsoleConfig()
     cameras: list[CameraConfig] = Field(default_factory=list)
 
     @field_validator("timezone")

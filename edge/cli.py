@@ -100,6 +100,20 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench_soak(args: argparse.Namespace) -> int:
+    from footfall.benchmarks.soak import bench_soak, format_table
+    from footfall.edge.demo import sample_faces_dir
+
+    faces = Path(args.faces) if args.faces else sample_faces_dir()
+    if faces is None:
+        raise FileNotFoundError("no labelled photos to build the scenario from: pass --faces DIR")
+    if args.minutes <= 0:
+        raise ValueError("--minutes must be > 0")
+    result = bench_soak(_bench_config(args), faces, minutes=args.minutes, progress=not args.json)
+    print(json.dumps(result) if args.json else format_table(result))
+    return EXIT_OK if result["lost"] == 0 and result["exit_code"] == 0 else EXIT_FAIL
+
+
 def cmd_bench_calibration(args: argparse.Namespace) -> int:
     from footfall.benchmarks.calibration import calibrate, format_report
 
@@ -122,7 +136,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from footfall.edge.logs import log_to_stdout
 
     log_to_stdout(logging.DEBUG if args.verbose else logging.INFO)
-    return Daemon(config, once=args.once).run()
+    try:
+        daemon = Daemon(config, once=args.once)
+    except StorageError as exc:  # never recreated behind the operator's back
+        print(f"error: {exc}\n`footfall doctor --config {args.config}` checks every state file and says how "
+              f"to recover", file=sys.stderr)
+        return EXIT_FAIL
+    return daemon.run()
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
@@ -161,6 +181,30 @@ def cmd_counts(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    from footfall.edge import console
+
+    if args.hash_password:
+        if sys.stdin.isatty():
+            import getpass
+
+            password = getpass.getpass("password: ")
+            if getpass.getpass("again: ") != password:
+                print("error: the passwords differ", file=sys.stderr)
+                return EXIT_FAIL
+        else:
+            password = sys.stdin.readline().rstrip("\r\n")
+        print(console.hash_password(password))
+        return EXIT_OK
+    if not args.config:
+        print("error: --config is required (or --hash-password)", file=sys.stderr)
+        return EXIT_CONFIG
+    from footfall.edge.logs import log_to_stdout
+
+    log_to_stdout(logging.DEBUG if args.verbose else logging.INFO)
+    return console.Console(load_config(args.config), listen=args.listen).serve_forever()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from footfall.edge.demo import run_demo
 
@@ -177,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.add_argument("--once", action="store_true", help="process file sources to the end, then exit")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("console", help="the guide console: arrivals and today's counts in a browser")
+    p.add_argument("--config")
+    p.add_argument("--listen", metavar="HOST:PORT", help="overrides console.listen")
+    p.add_argument("--hash-password", action="store_true",
+                   help="read a password (or a guide's token) from stdin, print its hash for the config, exit")
+    p.set_defaults(func=cmd_console)
 
     p = sub.add_parser("demo", help="zero-configuration demo")
     p.set_defaults(func=cmd_demo)
@@ -234,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     _bench_options(p, faces_required=False)
     p.add_argument("--size", choices=["day", "small"], default="day", help="scenario size")
     p.set_defaults(func=cmd_bench_pipeline)
+    p = bench.add_parser("soak", help="the daemon on a generated store day looped for N minutes: memory, "
+                                      "threads, files, outbox backlog and lost events")
+    _bench_options(p, faces_required=False)
+    p.add_argument("--minutes", type=float, default=10.0, help="how long to run (fractions allowed)")
+    p.set_defaults(func=cmd_bench_soak)
     p = bench.add_parser("calibration", help="dedup/member thresholds: error rates and the false-merge curve")
     _bench_options(p)
     p.add_argument("--crowd", help="an image of many strangers' faces, added as extra identities")

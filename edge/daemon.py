@@ -14,6 +14,7 @@ import queue
 import signal
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -24,6 +25,7 @@ from paho.mqtt.properties import Properties
 
 from footfall import __version__
 from footfall.config.schema import Config, ConfigError
+from footfall.dedup.db import StorageError
 from footfall.dedup.enrol import embeddings_from_photos
 from footfall.edge.notify import Notifier
 from footfall.edge.pipeline import Decision, Pipeline, build_pipeline
@@ -42,6 +44,8 @@ TICK = timedelta(seconds=60)        # no-shows and counts are looked at once a m
 IDLE_SLEEP_S = 0.01
 STALL_S = 30.0                      # a stage without progress this long stops the watchdog pings
 READY_WAIT_S = 10.0                 # how long start-up waits for the broker before READY anyway
+RETRY_MAX = 1000                    # events held in memory while the outbox cannot store them
+RETRY_EVERY_S = 1.0                 # how often a refused outbox write is tried again
 
 
 @dataclass
@@ -77,7 +81,7 @@ class Daemon:
         self.outbox = Outbox.from_config(storage, config.alerts.ttl, now=lambda: datetime.now(timezone.utc))
         self.downlink = Downlink(gallery=self.pipeline.gallery, appointments=self.appointments,
                                  embed_photos=lambda photos: embeddings_from_photos(self.analyzer, photos),
-                                 forget_visitor=self.pipeline.window.forget,
+                                 forget_visitor=self._forget_member,
                                  recognizer_sha256=self.analyzer.pack.recognizer.sha256,
                                  dim=self.analyzer.embedder.dim, clock=lambda: datetime.now(timezone.utc))
         self.prefix = config.mqtt.topic_prefix
@@ -93,7 +97,8 @@ class Daemon:
         self.inbox: queue.Queue[Inbound] = queue.Queue()
         downlink_topics = [*self.downlink.topics, events.COUNTS_GET]
         self.publisher = Publisher(config.mqtt, self.store_id, self.outbox, version=__version__,
-                                   cameras=self.camera_states, on_message=self._receive,
+                                   cameras=self.camera_states, storage=lambda: self.storage_state,
+                                   on_message=self._receive,
                                    subscriptions=[self.topic(t) for t in downlink_topics])
         self.now: datetime | None = None
         self._next_tick: datetime | None = None
@@ -104,6 +109,11 @@ class Daemon:
         self._next_watchdog = 0.0
         self.decisions = 0
         self.frame_errors = 0
+        # Events the outbox refused (disk full, I/O error), oldest first, stored on a later try.
+        self.storage_state = "ok"
+        self.unstored: deque[events.Event] = deque()
+        self.unstored_dropped = 0
+        self._next_storage_retry = 0.0
         self._frame_started = time.monotonic()
         # Set to a dict by the alert-latency benchmark: arrival alert event_id -> (store-clock seconds
         # from the best shot to the deciding frame, monotonic time that frame's processing began).
@@ -179,6 +189,10 @@ class Daemon:
             source.stop()
         self._decide(self.pipeline.finish())
         self._publish_counts(force=True)
+        self._retry_unstored(force=True)
+        if self.unstored:
+            log.error("shutdown: the outbox still refuses events; %d event(s) held in memory are lost: %s",
+                      len(self.unstored), self.storage_state)
         flushed = self.publisher.wait_sent(timeout=10.0)
         if not flushed:
             log.warning("shutdown: %d event(s) not yet acknowledged stay in the outbox for the next start",
@@ -198,6 +212,7 @@ class Daemon:
         self._last_loop = time.monotonic()
 
     def _housekeeping(self) -> None:
+        self._retry_unstored()
         self._drain_inbox()
         self._refresh_status()
         self._watchdog()
@@ -205,13 +220,16 @@ class Daemon:
             return
         if self._next_tick is None or self.now >= self._next_tick:
             self._next_tick = self.now + TICK
-            self._no_shows()
+            try:
+                self._no_shows()
+            except StorageError as exc:  # tried again at the next tick
+                log.error("no-shows: not checked: %s", exc)
             self._publish_counts()
 
     def _no_shows(self) -> None:
         grace = self.config.appointments.no_show_grace
         for appointment in self.appointments.due_no_shows(self.now, grace):
-            self.publisher.submit(events.NoShowAlert(
+            self._submit(events.NoShowAlert(
                 store_id=self.store_id, ts=self.now, appointment_id=appointment.appointment_id,
                 member_id=appointment.member_id, scheduled_at=appointment.scheduled_at,
                 grace_minutes=round(grace.total_seconds() / 60)))
@@ -221,13 +239,13 @@ class Daemon:
         if self.now is None or not (self._counts_dirty or force):
             return
         today = self.counts.today(self.now)
-        self.publisher.submit(events.Counts(
+        self._submit(events.Counts(
             store_id=self.store_id, ts=self.now, date=date.fromisoformat(today["date"]), visits=today["visits"],
             reentries=today["reentries"], member_visits=today["member_visits"], by_hour=today["by_hour"]))
         self._counts_dirty = False
 
     def _refresh_status(self) -> None:
-        states = self.camera_states()
+        states = {**self.camera_states(), "": self.storage_state}
         if states != self._last_states:
             self._last_states = states
             self.publisher.refresh_status()
@@ -255,6 +273,51 @@ class Daemon:
             health[f"camera {source.camera_id}"] = source.alive or source.state == ENDED
         return health
 
+    # -- the outbox, and what it refused ---------------------------------------------
+
+    def _submit(self, event: events.Event) -> None:
+        """Hand an event to the outbox; if the disk refuses it, keep it in memory and try again later.
+
+        Events leave in the order they were raised: while any is held back, later ones queue behind it.
+        """
+        if self.unstored:
+            self._retry_unstored(force=True)
+        if not self.unstored:
+            try:
+                self.publisher.submit(event)
+                return
+            except StorageError as exc:
+                self._storage_failed(exc)
+        if len(self.unstored) >= RETRY_MAX:
+            lost = self.unstored.popleft()
+            self.unstored_dropped += 1
+            log.error("outbox: %d events held in memory already; dropped %s %s", RETRY_MAX, lost.TOPIC,
+                      lost.event_id)
+        self.unstored.append(event)
+
+    def _retry_unstored(self, force: bool = False) -> None:
+        """Store the held-back events, oldest first, at most once a second unless `force`."""
+        if not self.unstored or (not force and time.monotonic() < self._next_storage_retry):
+            return
+        self._next_storage_retry = time.monotonic() + RETRY_EVERY_S
+        while self.unstored:
+            try:
+                self.publisher.submit(self.unstored[0])
+            except StorageError as exc:
+                self._storage_failed(exc)
+                return
+            self.unstored.popleft()
+        log.info("outbox: storing events again; every held-back event is now in the outbox")
+        self.storage_state = "ok"
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        state = f"error: {exc}"
+        if state != self.storage_state:
+            log.error("outbox: %s; events are held in memory (up to %d) and stored when the disk "
+                      "accepts them again", exc, RETRY_MAX)
+        self.storage_state = state
+        self._next_storage_retry = time.monotonic() + RETRY_EVERY_S
+
     # -- decisions to events ---------------------------------------------------------
 
     def _process(self, frame: Frame) -> None:
@@ -277,17 +340,20 @@ class Daemon:
                 store_id=self.store_id, ts=ts, kind=d.kind, visitor_id=d.visitor_id, member_id=d.member_id,
                 role="member" if d.member_id else "visitor", camera_id=d.passage.camera_id,
                 first_seen_ts=d.passage.first_seen)
-            self.publisher.submit(visit)
-            self.counts.record(d.passage.first_seen, d.kind, d.member_id is not None)
-            self._counts_dirty = True
-            if d.member_id:
-                self._member_arrived(d, visit, ts)
+            self._submit(visit)
+            try:
+                self.counts.record(d.passage.first_seen, d.kind, d.member_id is not None)
+                self._counts_dirty = True
+                if d.member_id:
+                    self._member_arrived(d, visit, ts)
+            except StorageError as exc:  # the visit itself is kept; a full disk never stops the daemon
+                log.error("%s: not recorded: %s", d.kind, exc)
 
     def _member_arrived(self, d: Decision, visit: events.VisitEvent, ts: datetime) -> None:
         arrivals = self.appointments.record_arrival(d.member_id, d.passage.first_seen)
         for arrival in arrivals:
             a = arrival.appointment
-            self.publisher.submit(events.AppointmentAlert(
+            self._submit(events.AppointmentAlert(
                 store_id=self.store_id, ts=ts, appointment_id=a.appointment_id, member_id=a.member_id,
                 scheduled_at=a.scheduled_at, channel=a.channel, advisor=a.advisor,
                 minutes_early=arrival.minutes_early))
@@ -304,12 +370,21 @@ class Daemon:
             store_id=self.store_id, ts=ts, member_id=d.member_id, name=person.name if person else d.member_id,
             tier=person.tier if person else None, visit_event_id=visit.event_id, appointment=appointment,
             profile=dict(person.profile) if person else {})
-        self.publisher.submit(alert)
+        self._submit(alert)
         if self.alert_timing is not None:
             waited = max(0.0, ((self.now or ts) - d.passage.best_shot_ts).total_seconds())
             self.alert_timing[alert.event_id] = (waited, self._frame_started)
 
     # -- downlink --------------------------------------------------------------------
+
+    def _forget_member(self, member_id: str) -> bool:
+        """members/delete: the open window and every outbox row naming the member."""
+        in_window = self.pipeline.window.forget(member_id)
+        sent, unsent = self.outbox.forget_member(member_id)
+        if unsent:
+            log.warning("members/delete %s: %d unsent event(s) naming the member were erased with them",
+                        member_id, unsent)
+        return in_window or bool(sent or unsent)
 
     def _receive(self, message: Any) -> None:
         """Called on the MQTT thread: hand over, decide on the main thread."""
@@ -336,10 +411,10 @@ class Daemon:
         outcome = self.downlink.handle(name, message.payload)
         if not outcome.ok:
             log.warning("downlink %s rejected: %s", message.topic, outcome.reason)
-            self.publisher.submit(events.ErrorEvent(store_id=self.store_id, ts=now, topic=message.topic,
+            self._submit(events.ErrorEvent(store_id=self.store_id, ts=now, topic=message.topic,
                                                     reason=outcome.reason or "rejected"))
         elif outcome.reply is not None and name == events.MEMBERS_DELETE:
-            self.publisher.submit(events.MemberDeleted(store_id=self.store_id, ts=now,
+            self._submit(events.MemberDeleted(store_id=self.store_id, ts=now,
                                                        member_id=outcome.reply["member_id"]))
 
     def _answer_counts(self, message: Inbound, now: datetime) -> None:
@@ -352,7 +427,7 @@ class Daemon:
                 raise ValueError("no MQTT 5 response topic and no reply_to: nowhere to answer")
             reply = counts_reply(self.store_id, request, self.counts.buckets(request.from_, request.to, request.by))
         except Exception as exc:  # a bad request is answered on `errors`, never fatal
-            self.publisher.submit(events.ErrorEvent(store_id=self.store_id, ts=now, topic=message.topic,
+            self._submit(events.ErrorEvent(store_id=self.store_id, ts=now, topic=message.topic,
                                                     reason=str(exc) or type(exc).__name__))
             return
         properties = None

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -22,6 +24,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from footfall.config.schema import parse_config
+from footfall.edge.console import Console, hash_password
 from footfall.edge.daemon import Daemon
 from footfall.edge.local_broker import LocalBroker, mosquitto_binary
 from footfall.edge.pipeline import Decision, build_pipeline, open_gallery
@@ -86,7 +89,22 @@ def _demo(config, faces_dir: Path, tmp: Path, broker: LocalBroker | None) -> int
     if broker is None:
         print("mosquitto is not installed: decisions are printed, nothing is published")
         return _offline(config, analyzer, scenario)
-    print(f"broker: mosquitto on {broker.url}; printing what subscribers receive\n")
+    print(f"broker: mosquitto on {broker.url}; printing what subscribers receive")
+    password = secrets.token_urlsafe(8)
+    console_config = config.model_copy(update={"console": config.console.model_copy(
+        update={"password_hash": hash_password(password), "language": "en"})})
+    console = Console(console_config, listen="127.0.0.1:0").start()
+    try:
+        return _with_console(config, analyzer, scenario, broker, console, password)
+    finally:
+        console.stop()
+
+
+def _with_console(config, analyzer, scenario, broker: LocalBroker, console: Console, password: str) -> int:
+    print(f"guide console: {console.url}  (password {password}; any guide name)")
+    if sys.stdin.isatty():
+        input("open the console in a browser, then press Enter to start the store day ... ")
+    print()
     watcher = Watcher(broker.port, config.store_id)
     try:
         Daemon(config, once=True, analyzer=analyzer, replay=scenario.sources()).run()
@@ -102,6 +120,8 @@ def _demo(config, faces_dir: Path, tmp: Path, broker: LocalBroker | None) -> int
     for label, key in (("visits", "visits"), ("re-entries", "reentries"), ("member visits", "member_visits")):
         print(f"  {label:<14}{counts.get(key, 0):>8}{truth.get(key, 0):>10}")
     print(f"  {'arrival alerts':<14}{watcher.arrivals:>8}{truth.get('member_visits', 0):>10}")
+    if sys.stdin.isatty():
+        input(f"\nthe guide console stays at {console.url}; press Enter to end the demo ... ")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +51,49 @@ def _storage(config: Config) -> str:
     if free < MIN_FREE_BYTES:
         raise OSError(f"only {free // 2**20} MiB free under {probe}")
     return f"{d} writable, {free // 2**30} GiB free"
+
+
+# What moving a damaged state file aside costs, by file.
+_STATE_FILES = {
+    "outbox.db": "unsent events in it would be lost",
+    "gallery.db": "enrolled members and staff must be enrolled again (members import)",
+    "windows.db": "open visit windows are lost: people seen in the last hours count as new visits",
+    "counts.db": "the counts kept on this box are lost (those already published are not)",
+    "appointments.db": "appointments must be imported again",
+}
+
+
+def _quick_check(path: Path) -> str | None:
+    """None if `path` passes SQLite's quick_check (opened read-only), else what is wrong."""
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        return f"cannot open: {exc}"
+    try:
+        rows = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    finally:
+        conn.close()
+    return None if rows == ["ok"] else "; ".join(rows[:3])
+
+
+def _state_files(config: Config) -> str:
+    d = Path(config.storage.dir)
+    files = sorted(d.glob("*.db")) if d.is_dir() else []
+    if not files:
+        return f"none yet in {d} (created at the first start)"
+    bad = []
+    for path in files:
+        problem = _quick_check(path)
+        if problem is not None:
+            cost = _STATE_FILES.get(path.name, "what it holds is lost")
+            bad.append(f"{path} is damaged ({problem}). To recover: stop the service (systemctl stop footfall), "
+                       f"move the file aside (mv {path} {path}.damaged), start the service again, which "
+                       f"creates it empty; {cost}")
+    if bad:
+        raise OSError(" | ".join(bad))
+    return f"{len(files)} file(s) in {d} pass quick_check: {', '.join(p.name for p in files)}"
 
 
 def _cameras(config: Config) -> str:
@@ -122,6 +166,7 @@ CHECKS: list[tuple[str, Callable[[Config], str]]] = [
     ("cameras", _cameras),
     ("broker", _broker),
     ("storage and disk", _storage),
+    ("state files", _state_files),
 ]
 
 

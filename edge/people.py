@@ -14,6 +14,7 @@ from footfall.edge.pipeline import open_gallery, open_window
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.recognition.images import read_image
 from footfall.sync.appointments import AppointmentStore
+from footfall.sync.outbox import Outbox
 
 # PIPL/CAC measures: storing 100 000 people's faces requires a filing with the regulator.
 FILING_THRESHOLD = 100_000
@@ -50,15 +51,19 @@ def erase(config: Config, person_id: str) -> str:
     gallery = open_gallery(config, analyzer)
     window = open_window(config, analyzer)
     appointments = AppointmentStore(Path(config.storage.dir) / "appointments.db", config.timezone)
+    outbox = Outbox.from_config(config.storage.dir, config.alerts.ttl, now=lambda: datetime.now(timezone.utc))
     try:
         in_gallery = gallery.erase(person_id)
         in_window = window.forget(person_id)
         in_appointments = appointments.delete_member(person_id) > 0
+        sent, unsent = outbox.forget_member(person_id)
     finally:
         gallery.close()
         window.close()
         appointments.close()
+        outbox.close()
+    events = "outbox" + (f" ({unsent} event(s) not yet sent were dropped)" if unsent else "")
     found = [what for what, hit in (("gallery", in_gallery), ("open visit window", in_window),
-                                    ("appointments", in_appointments)) if hit]
+                                    ("appointments", in_appointments), (events, sent or unsent)) if hit]
     where = ", ".join(found) if found else "nothing was held"
     return f"erased {person_id}: removed from {where}; no trace of it remains on this box"

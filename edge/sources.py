@@ -3,7 +3,8 @@
 A file is replayed on the media clock (`start_time` + the frame's position), so an hour of
 store time runs in seconds; several files merge in media-clock order. A live camera is read
 by its own thread that keeps only the newest frame, and reconnects with exponential backoff
-when the stream is lost.
+when the stream is lost. Network streams are opened with open and read timeouts, so a camera
+that stops sending in the middle of a frame counts as lost instead of blocking its reader.
 """
 
 from __future__ import annotations
@@ -35,6 +36,24 @@ class Frame:
     camera_id: str
     ts: datetime
     image: np.ndarray
+
+
+OPEN_TIMEOUT_S = 10.0   # a network stream that does not answer within this is retried later
+READ_TIMEOUT_S = 5.0    # a network stream silent this long (a stall, even mid-frame) is lost
+
+
+def open_capture(source: str | int, *, open_timeout: float = OPEN_TIMEOUT_S,
+                 read_timeout: float = READ_TIMEOUT_S) -> cv2.VideoCapture:
+    """A capture for a camera: network URLs through FFmpeg with open and read timeouts.
+
+    Without the read timeout, FFmpeg waits for a stalled stream forever (the TCP connection is
+    still up), and the reader thread with it.
+    """
+    if isinstance(source, str) and source_kind(source) == "network":
+        return cv2.VideoCapture(source, cv2.CAP_FFMPEG, [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout * 1000)])
+    return cv2.VideoCapture(source)
 
 
 def source_kind(source: str) -> str:
@@ -114,18 +133,21 @@ class LiveSource:
     """A network or USB camera read by its own thread; the newest frame wins.
 
     The reader drops frames it has no time for (never queues), and on loss of the stream
-    reconnects with exponential backoff, reporting `reconnecting` meanwhile.
+    reconnects with exponential backoff, reporting `reconnecting` meanwhile. A stream that
+    stalls, sends something that is not a picture, or makes OpenCV raise is a lost stream:
+    the reader thread never dies of it.
     """
 
     def __init__(self, camera_id: str, source: str, fps: float, *, now: Callable[[], datetime],
                  backoff: tuple[float, float] = (0.5, 30.0),
-                 opener: Callable[[str], cv2.VideoCapture] | None = None) -> None:
+                 opener: Callable[[str], cv2.VideoCapture] | None = None,
+                 open_timeout: float = OPEN_TIMEOUT_S, read_timeout: float = READ_TIMEOUT_S) -> None:
         self.camera_id = camera_id
         self.source = int(source) if source.isdigit() else source
         self.fps = fps
         self.now = now
         self.backoff_min, self.backoff_max = backoff
-        self.opener = opener or (lambda s: cv2.VideoCapture(s))
+        self.opener = opener or (lambda s: open_capture(s, open_timeout=open_timeout, read_timeout=read_timeout))
         self.state = RECONNECTING
         self.reconnects = 0
         self.last_frame_at: float | None = None  # monotonic, for the watchdog
@@ -150,23 +172,31 @@ class LiveSource:
     def _run(self) -> None:
         delay = self.backoff_min
         while not self._stop.is_set():
-            cap = self.opener(self.source)
-            if cap is not None and cap.isOpened():
-                got_any = False
-                while not self._stop.is_set():
-                    ok, image = cap.read()
-                    if not ok or image is None:
-                        break
-                    got_any = True
-                    self.state = STREAMING
-                    self.last_frame_at = time.monotonic()
-                    with self._cond:
-                        self._latest = Frame(self.camera_id, self.now(), image)
-                        self._cond.notify_all()
-                if got_any:
-                    delay = self.backoff_min
-            if cap is not None:
-                cap.release()
+            cap = None
+            got_any = False
+            try:
+                cap = self.opener(self.source)
+                if cap is not None and cap.isOpened():
+                    while not self._stop.is_set():
+                        ok, image = cap.read()
+                        if not ok or image is None:
+                            break
+                        got_any = True
+                        self.state = STREAMING
+                        self.last_frame_at = time.monotonic()
+                        with self._cond:
+                            self._latest = Frame(self.camera_id, self.now(), image)
+                            self._cond.notify_all()
+            except Exception:  # an OpenCV error on a bad stream is a lost stream, never the thread's end
+                log.exception("camera %s: reading the stream failed", self.camera_id)
+            finally:
+                if cap is not None:
+                    try:
+                        cap.release()
+                    except Exception:
+                        log.exception("camera %s: releasing the stream failed", self.camera_id)
+            if got_any:
+                delay = self.backoff_min
             if self._stop.is_set():
                 break
             self.state = RECONNECTING

@@ -32,6 +32,9 @@ APPOINTMENTS_DELETE = "appointments/delete"
 ERRORS = "errors"
 
 UPLINK = (STATUS, VISITS, ALERT_ARRIVAL, ALERT_APPOINTMENT, ALERT_NO_SHOW, COUNTS, MEMBERS_DELETED, ERRORS)
+# Published by the guide console (edge/console.py), not the daemon: a guide took care of an arrival.
+ALERT_ACK = "alerts/ack"
+
 DOWNLINK = (COUNTS_GET, MEMBERS_UPSERT, MEMBERS_DELETE, APPOINTMENTS_UPSERT, APPOINTMENTS_DELETE)
 
 
@@ -219,15 +222,21 @@ class Status(Event):
     state: Literal["online", "stopped", "offline"]
     version: str
     cameras: dict[str, CameraState] = field(default_factory=dict)
+    storage: str | None = None  # "ok" or "error: <reason>"; left out when not known (the last will)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _one_of(self.state, ("online", "stopped", "offline"), "state")
         for camera_id, state in self.cameras.items():
             _one_of(state, ("streaming", "reconnecting", "ended"), f"cameras[{camera_id!r}]")
+        if self.storage is not None and not (self.storage == "ok" or self.storage.startswith("error: ")):
+            raise ValueError(f'storage must be "ok" or "error: <reason>", got {self.storage!r}')
 
     def fields(self) -> dict[str, Any]:
-        return {"state": self.state, "version": self.version, "cameras": dict(self.cameras)}
+        out: dict[str, Any] = {"state": self.state, "version": self.version, "cameras": dict(self.cameras)}
+        if self.storage is not None:
+            out["storage"] = self.storage
+        return out
 
 
 @dataclass(frozen=True)

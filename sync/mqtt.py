@@ -112,6 +112,7 @@ class Publisher:
 
     def __init__(self, config: MqttConfig, store_id: str, outbox: Outbox, *, version: str,
                  cameras: Callable[[], dict[str, str]],
+                 storage: Callable[[], str] | None = None,
                  on_message: Callable[[paho.MQTTMessage], None] | None = None,
                  subscriptions: Sequence[str] = (),
                  max_in_flight: int = MAX_IN_FLIGHT, keepalive: int = KEEPALIVE_S,
@@ -127,6 +128,7 @@ class Publisher:
         self.status_topic = events.topic(self.prefix, store_id, events.STATUS)
         self._v5 = config.protocol == "5"
         self._cameras = cameras
+        self._storage = storage
         self._on_message = on_message
         self._max_in_flight = max(1, max_in_flight)
         self._reconnect_min, self._reconnect_max = reconnect_min, max(reconnect_min, reconnect_max)
@@ -271,7 +273,13 @@ class Publisher:
             except Exception:  # noqa: BLE001 - a status without cameras beats no status
                 log.exception("mqtt: cannot read the cameras' states for the status message")
                 cameras = {}
-        return events.Status(state, self.version, cameras, store_id=self.store_id, ts=self.outbox.now())
+        storage = None
+        if self._storage is not None and state != "offline":
+            try:
+                storage = self._storage()
+            except Exception:  # noqa: BLE001 - a status without the storage state beats no status
+                log.exception("mqtt: cannot read the storage state for the status message")
+        return events.Status(state, self.version, cameras, storage, store_id=self.store_id, ts=self.outbox.now())
 
     # -- the publisher thread ------------------------------------------------------------
 

@@ -211,6 +211,29 @@ class Outbox:
                 self._last_error = f"{self.path}: cannot mark rows sent: {_cause(exc)}"
                 raise StorageError(self._last_error) from None
 
+    def forget_member(self, member_id: str) -> tuple[int, int]:
+        """Erase every row naming the member (visits, alerts), sent or not, and purge the WAL.
+
+        Returns (sent, unsent) rows removed: an erased person's identity is not kept to be sent
+        later; the caller reports the unsent ones, they are never dropped silently.
+        """
+        with self._lock:
+            conn = self._open()
+            try:
+                with transaction(conn):
+                    removed = conn.execute(
+                        """DELETE FROM outbox WHERE json_extract(payload, '$.member_id') = ?
+                           RETURNING sent_at IS NULL""", (member_id,)).fetchall()
+            except (OSError, sqlite3.DatabaseError) as exc:
+                _abandon(conn)
+                raise StorageError(f"{self.path}: cannot erase {member_id}'s events: {_cause(exc)}") from None
+            unsent = sum(1 for (u,) in removed if u)
+            self._rows -= len(removed)
+            if unsent:
+                log.warning("outbox: %d unsent event(s) naming the erased member %s dropped", unsent, member_id)
+            purge(conn)
+            return len(removed) - unsent, unsent
+
     def stats(self) -> OutboxStats:
         """Counts and ages for monitoring."""
         with self._lock:

@@ -49,6 +49,7 @@ def test_demo_runs_with_zero_configuration_and_ends_with_a_summary(faces_dir, tm
     out = done.stdout
     assert "reentry" in out and "member deepface_p01" in out and "ARRIVAL" in out
     assert "broker: mosquitto on mqtt://127.0.0.1:" in out, "the demo publishes through a broker it starts"
+    assert "guide console: http://127.0.0.1:" in out, "and shows the guide console's address"
     summary = out[out.index("summary of"):].splitlines()
     for line in summary[2:6]:  # visits, re-entries, member visits, arrival alerts
         counted, expected = line.split()[-2:]

@@ -1,0 +1,107 @@
+"""config/mosquitto-acl.example on a real Mosquitto: two stores and head office, each with a password.
+
+A store may publish its own uplink and read its own downlink; it can neither read another store's
+topics nor publish into another store's downlink. Every refusal is shown next to a control message
+that did arrive, so "nothing arrived" cannot mean "nothing was sent".
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from broker import Broker, Subscriber, mosquitto_passwd_path, mosquitto_path
+
+pytestmark = pytest.mark.skipif(mosquitto_path() is None or mosquitto_passwd_path() is None,
+                                reason="mosquitto and mosquitto_passwd are not installed")
+
+ACL = Path(__file__).resolve().parents[1] / "config" / "mosquitto-acl.example"
+USERS = {"sh-001": "pw-a", "sh-002": "pw-b", "hq": "pw-hq"}
+
+
+def publish(port: int, user: str, topic: str, body: bytes = b"{}") -> None:
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{user}-{time.monotonic_ns()}",
+                         protocol=MQTTProtocolVersion.MQTTv5)
+    client.username_pw_set(user, USERS[user])
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        client.publish(topic, body, qos=1).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+@pytest.fixture
+def broker(tmp_path):
+    acl = tmp_path / "acl"
+    acl.write_text(ACL.read_text())
+    b = Broker(tmp_path / "broker", users=USERS, extra_conf=f"acl_file {acl}\n").start()
+    yield b
+    b.stop()
+
+
+def test_a_store_cannot_read_another_stores_topics_or_write_into_its_downlink(broker):
+    def sub(user: str, topic_filter: str) -> Subscriber:
+        return Subscriber(broker.port, topic_filter, username=user, password=USERS[user])
+
+    hq = sub("hq", "footfall/#")
+    b_downlink = sub("sh-002", "footfall/sh-002/members/upsert")
+    a_spy = sub("sh-001", "footfall/sh-002/#")
+    a_everything = sub("sh-001", "footfall/#")
+    a_downlink = sub("sh-001", "footfall/sh-001/members/upsert")
+    try:
+        # Store B's events reach head office, never store A.
+        publish(broker.port, "sh-002", "footfall/sh-002/visits", b'{"n": 1}')
+        # Head office's downlink for B reaches B, never A.
+        publish(broker.port, "hq", "footfall/sh-002/members/upsert", b'{"from": "hq"}')
+        # A tries to feed B's downlink, and its own.
+        publish(broker.port, "sh-001", "footfall/sh-002/members/upsert", b'{"from": "sh-001"}')
+        publish(broker.port, "sh-001", "footfall/sh-001/members/upsert", b'{"from": "sh-001"}')
+        # Control: A's own uplink goes through; head office's downlink for A reaches A.
+        publish(broker.port, "sh-001", "footfall/sh-001/visits", b'{"n": 2}')
+        publish(broker.port, "hq", "footfall/sh-001/members/upsert", b'{"from": "hq"}')
+
+        hq.wait_for(lambda ms: {m.topic for m in ms} >= {"footfall/sh-002/visits", "footfall/sh-001/visits"},
+                    5, "both stores' visits at head office")
+        b_downlink.wait_for(lambda ms: len(ms) >= 1, 5, "head office's message in B's downlink")
+        a_downlink.wait_for(lambda ms: len(ms) >= 1, 5, "head office's message in A's downlink")
+        time.sleep(0.5)  # anything the ACL let through would be here by now
+
+        assert a_spy.messages == [], "store A read store B's topics"
+        assert [m.topic for m in a_everything.messages if not m.topic.startswith("footfall/sh-001/")] == []
+        assert [m.payload for m in b_downlink.messages] == [{"from": "hq"}], "A wrote into B's downlink"
+        assert [m.payload for m in a_downlink.messages] == [{"from": "hq"}], "A wrote into its own downlink"
+        upserts = [m.payload for m in hq.messages if m.topic.endswith("/members/upsert")]
+        assert upserts == [{"from": "hq"}, {"from": "hq"}]
+        assert [m.payload for m in a_everything.messages if m.topic == "footfall/sh-001/visits"] == [], \
+            "a store reads only its own status among its uplink topics"
+    finally:
+        for s in (hq, b_downlink, a_spy, a_everything, a_downlink):
+            s.close()
+
+
+def test_a_store_reads_its_own_retained_status_only(broker):
+    publish_retained = [("sh-001", "footfall/sh-001/status"), ("sh-002", "footfall/sh-002/status")]
+    for user, topic in publish_retained:
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"st-{user}", protocol=MQTTProtocolVersion.MQTTv5)
+        client.username_pw_set(user, USERS[user])
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        client.publish(topic, b'{"state": "online"}', qos=1, retain=True).wait_for_publish(5)
+        client.disconnect()
+        client.loop_stop()
+    a = Subscriber(broker.port, "footfall/+/status", username="sh-001", password=USERS["sh-001"])
+    hq = Subscriber(broker.port, "footfall/+/status", username="hq", password=USERS["hq"])
+    try:
+        hq.wait_for(lambda ms: len(ms) >= 2, 5, "both retained statuses at head office")
+        a.wait_for(lambda ms: len(ms) >= 1, 5, "store A's own status")
+        time.sleep(0.3)
+        assert [m.topic for m in a.messages] == ["footfall/sh-001/status"]
+    finally:
+        a.close()
+        hq.close()

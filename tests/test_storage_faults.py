@@ -1,0 +1,178 @@
+"""A full disk under the running daemon, and damaged state files at start-up.
+
+The outbox refusing a write (SQLite's own "disk full", through `PRAGMA max_page_count`)
+must not stop the daemon: the event waits in memory, the status says `storage: "error: ..."`,
+and it is stored on a later try, in order. A damaged state file stops the start with a message
+naming it — it is never recreated behind the operator's back — and `footfall doctor` says how
+to recover.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from broker import Broker, Subscriber, mosquitto_path
+from footfall.config.schema import load_config
+from footfall.dedup.db import StorageError
+from footfall.edge.daemon import Daemon
+from footfall.sync import events
+from footfall.sync.outbox import Outbox
+from test_daemon import PREFIX, config_file, door_camera, enrol, entrance_clip  # noqa: F401 - a fixture
+
+SH = timezone(timedelta(hours=8))
+START = datetime(2026, 11, 23, 10, 0, tzinfo=SH)
+
+
+class Offline:
+    """Stands in for a broker that is not there: the daemon is only built, never run."""
+
+    port = 1
+    url = "mqtt://127.0.0.1:1"
+
+
+def visit(n: int) -> events.VisitEvent:
+    return events.VisitEvent(store_id="sh-001", ts=START + timedelta(seconds=n), kind="visit", visitor_id=f"v{n}",
+                             member_id=None, role="visitor", camera_id="door-1", first_seen_ts=START,
+                             event_id=f"visit-{n}")
+
+
+def close(daemon: Daemon) -> None:
+    daemon.pipeline.close()
+    daemon.counts.close()
+    daemon.appointments.close()
+    daemon.outbox.close()
+
+
+def outbox_ids(path: Path) -> list[str]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        return [r[0] for r in conn.execute("SELECT event_id FROM outbox ORDER BY seq")]
+
+
+def test_a_full_disk_holds_events_in_memory_reports_it_and_stores_them_later_in_order(tmp_path, default_analyzer):
+    daemon = Daemon(load_config(config_file(tmp_path, Offline())), analyzer=default_analyzer)
+    try:
+        daemon._submit(visit(1))
+        conn = daemon.outbox._conn
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")  # the file may not grow by a page
+        big = {"blob": "x" * 200_000}
+        with pytest.raises(StorageError):  # what the daemon now survives
+            daemon.outbox.add("footfall/sh-001/visits", big, event_id="probe", alert=False)
+        # Events too big for what is left: refused, held, reported.
+        for n in (2, 3):
+            event = visit(n)
+            object.__setattr__(event, "visitor_id", "v" * 100_000)
+            daemon._submit(event)
+        assert [e.event_id for e in daemon.unstored] == ["visit-2", "visit-3"]
+        assert daemon.storage_state.startswith("error: ") and "outbox.db" in daemon.storage_state
+        status = daemon.publisher._status("online").to_json()
+        assert status["storage"] == daemon.storage_state and "full" in status["storage"]
+        daemon._submit(visit(4))  # small enough, but waits behind the held ones: order is kept
+        assert [e.event_id for e in daemon.unstored] == ["visit-2", "visit-3", "visit-4"]
+        daemon._housekeeping()  # a retry that still fails changes nothing
+        assert len(daemon.unstored) == 3
+        conn.execute("PRAGMA max_page_count = 1073741823")  # room again
+        daemon._next_storage_retry = 0.0
+        daemon._housekeeping()
+        assert not daemon.unstored and daemon.storage_state == "ok"
+        assert daemon.publisher._status("online").to_json()["storage"] == "ok"
+        assert outbox_ids(daemon.outbox.path) == ["visit-1", "visit-2", "visit-3", "visit-4"]
+    finally:
+        close(daemon)
+
+
+@pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
+def test_the_daemon_survives_an_outbox_that_refuses_writes_for_a_while(
+        tmp_path, entrance_clip, default_analyzer, faces_dir, monkeypatch):
+    broker = Broker(tmp_path / "broker").start()
+    config = config_file(tmp_path, broker, door_camera(entrance_clip))
+    enrol(config, default_analyzer, faces_dir)
+    real_add = Outbox.add
+    refusals = {"left": 6}
+
+    def flaky_add(self, *args, **kwargs):
+        if refusals["left"] > 0:
+            refusals["left"] -= 1
+            raise StorageError(f"{self.path}: cannot store an event in the outbox: database or disk is full")
+        return real_add(self, *args, **kwargs)
+
+    monkeypatch.setattr(Outbox, "add", flaky_add)
+    sub = Subscriber(broker.port, PREFIX + "#")
+    try:
+        daemon = Daemon(load_config(config), once=True, analyzer=default_analyzer)
+        result: list[int] = []
+        thread = threading.Thread(target=lambda: result.append(daemon.run()), daemon=True)
+        thread.start()
+        thread.join(240)
+        assert result == [0], "run --once finished normally"
+        sub.wait_for(lambda ms: any(m.topic == PREFIX + "status" and m.payload["state"] == "stopped" for m in ms),
+                     10, "the stopped status")
+        assert refusals["left"] == 0
+        visits = [m.payload for m in sub.on(PREFIX + "visits")]
+        assert [v["kind"] for v in visits] == ["visit", "visit", "visit", "reentry"]
+        assert len(sub.on(PREFIX + "alerts/arrival")) == 1
+        storage = [m.payload.get("storage") for m in sub.on(PREFIX + "status")]
+        assert any(s and s.startswith("error: ") and "disk is full" in s for s in storage), storage
+        assert storage[-1] == "ok"
+        assert sub.on(PREFIX + "counts")[-1].payload["visits"] == 3
+    finally:
+        sub.close()
+        broker.stop()
+
+
+def build_state(tmp_path: Path, analyzer) -> Path:
+    """A storage dir holding every state file, as after a first start."""
+    daemon = Daemon(load_config(config_file(tmp_path, Offline())), analyzer=analyzer)
+    daemon._submit(visit(1))
+    close(daemon)
+    return tmp_path / "state"
+
+
+def footfall(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "footfall", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("name, damage", [("windows.db", "garbage"), ("outbox.db", "pages"),
+                                          ("outbox.db", "garbage")])
+def test_a_damaged_state_file_stops_the_start_names_the_file_and_doctor_explains_the_way_back(
+        tmp_path, default_analyzer, name, damage):
+    state = build_state(tmp_path, default_analyzer)
+    target = state / name
+    if damage == "garbage":
+        target.write_bytes(os.urandom(8192))
+    else:  # a valid header, pages after it overwritten
+        size = target.stat().st_size
+        with open(target, "r+b") as fh:
+            fh.seek(4096)
+            fh.write(os.urandom(size - 4096))
+    before = target.read_bytes()
+    config = str(config_file(tmp_path, Offline()))
+
+    done = footfall("run", "--config", config)
+    assert done.returncode == 1, done.stderr
+    assert str(target) in done.stderr and "doctor" in done.stderr
+    assert target.read_bytes() == before, "the damaged file is left as it was, never recreated"
+
+    doctor = footfall("doctor", "--config", config)
+    assert doctor.returncode == 1
+    (line,) = [x for x in doctor.stdout.splitlines() if "state files" in x]
+    assert line.startswith("FAIL") and str(target) in line
+    assert "stop the service" in line and "move the file aside" in line
+    if name == "outbox.db":
+        assert "unsent events in it would be lost" in line
+    assert target.read_bytes() == before, "doctor opens state files read-only"
+
+
+def test_doctor_passes_healthy_state_files(tmp_path, default_analyzer):
+    build_state(tmp_path, default_analyzer)
+    doctor = footfall("doctor", "--config", str(config_file(tmp_path, Offline())))
+    (line,) = [x for x in doctor.stdout.splitlines() if "state files" in x]
+    assert line.startswith("ok") and "5 file(s)" in line and "outbox.db" in line
