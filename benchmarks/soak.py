@@ -138,7 +138,11 @@ def bench_soak(config: Config, faces_dir: Path, *, minutes: float, progress: boo
                 "storage": config.storage.model_copy(update={"dir": tmp / "state"})})
             started = time.monotonic()
 
+            warm: dict[str, float] = {}
+
             def report(loops: int) -> None:
+                if loops == 1:  # models, arenas and caches are allocated by now
+                    warm["rss"] = rss_mb()
                 if progress:
                     print(f"soak: loop {loops} done after {time.monotonic() - started:.0f} s, "
                           f"rss {rss_mb()} MB", file=sys.stderr)
@@ -178,6 +182,10 @@ def bench_soak(config: Config, faces_dir: Path, *, minutes: float, progress: boo
         "exit_code": code,
         "decisions": daemon.decisions,
         "rss_mb_start": start["rss"], "rss_mb_end": end["rss"],
+        # growth from the end of the first loop (warm) to the end: what a leak would show
+        "rss_mb_warm": warm.get("rss"),
+        "rss_growth_after_warmup_pct": (round(100 * (end["rss"] - warm["rss"]) / warm["rss"], 2)
+                                        if warm.get("rss") else None),
         "events_sent": len(sent), "events_received": len(sent & received), "lost": len(sent - received),
         "max_outbox_depth": depth["max"],
         "threads_start": start["threads"], "threads_end": end["threads"],
@@ -190,6 +198,8 @@ def format_table(r: dict) -> str:
             ("events sent (outbox rows)", r["events_sent"]), ("events received", r["events_received"]),
             ("lost", r["lost"]), ("largest outbox backlog", r["max_outbox_depth"]),
             ("RSS MB start -> end", f"{r['rss_mb_start']} -> {r['rss_mb_end']}"),
+            ("RSS MB after the first loop -> end", f"{r['rss_mb_warm']} -> {r['rss_mb_end']} "
+                                                    f"({r['rss_growth_after_warmup_pct']} %)"),
             ("threads start -> end", f"{r['threads_start']} -> {r['threads_end']}"),
             ("open fds start -> end", f"{r['fds_start']} -> {r['fds_end']}")]
     width = max(len(a) for a, _ in rows)

@@ -7,6 +7,7 @@ pydantic's error locations into key paths such as `cameras[1].fps`.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 import zoneinfo
@@ -29,13 +30,16 @@ def parse_duration(value: Any) -> timedelta:
         return value
     if isinstance(value, bool):
         raise ValueError("must be a duration such as \"3h\", \"90m\" or \"45s\"")
-    if isinstance(value, (int, float)):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m and any(m.groups()):
-            h, mi, s = (float(g) if g else 0.0 for g in m.groups())
-            return timedelta(hours=h, minutes=mi, seconds=s)
+    try:
+        if isinstance(value, (int, float)):
+            return timedelta(seconds=value)
+        if isinstance(value, str):
+            m = _DURATION.match(value)
+            if m and any(m.groups()):
+                h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+                return timedelta(hours=h, minutes=mi, seconds=s)
+    except (OverflowError, ValueError):
+        raise ValueError(f"duration out of range: {value!r}") from None
     raise ValueError(f"must be a duration such as \"3h\", \"90m\" or \"45s\", got {value!r}")
 
 
@@ -225,7 +229,9 @@ def key_path(loc: tuple[int | str, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            # A key with odd characters is quoted, so the message stays one readable line.
+            name = str(part) if re.fullmatch(r"[A-Za-z0-9_-]+", str(part)) else json.dumps(str(part))
+            out += f".{name}" if out else name
     return out or "(top level)"
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from footfall.config.schema import parse_config
 from footfall.recognition.analyzer import FaceAnalyzer
@@ -18,6 +19,13 @@ from footfall.recognition.evaluation import labelled_photos
 from footfall.recognition.images import pad_photo, read_image
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Fuzzing: a bounded number of examples in the normal suite; the long run is
+# `pytest --hypothesis-profile=long -k fuzz` (or FOOTFALL_FUZZ_EXAMPLES=N for another count).
+FUZZ_EXAMPLES = int(os.environ.get("FOOTFALL_FUZZ_EXAMPLES", "200"))
+settings.register_profile("default", max_examples=FUZZ_EXAMPLES, deadline=None)
+settings.register_profile("long", max_examples=max(FUZZ_EXAMPLES, 20_000), deadline=None)
+settings.load_profile("default")
 
 
 def _shared_dir() -> Path | None:

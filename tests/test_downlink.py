@@ -435,7 +435,7 @@ scalars = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False
 json_values = st.recursive(scalars, lambda children: st.lists(children, max_size=5)
                            | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=10), children, max_size=6),
                            max_leaves=25)
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # examples: the profile (conftest)
 
 
 def fuzz_box(sha: str) -> Box:
