@@ -463,13 +463,13 @@ def check_invariants(sha: str, topic: str, raw: bytes) -> None:
 
 @FUZZ
 @given(topic=st.sampled_from(TOPICS), raw=st.binary(max_size=300))
-def test_arbitrary_bytes_never_raise_and_rejections_change_nothing(sha, topic, raw):
+def test_fuzz_arbitrary_bytes_never_raise_and_rejections_change_nothing(sha, topic, raw):
     check_invariants(sha, topic, raw)
 
 
 @FUZZ
 @given(topic=st.sampled_from(TOPICS), message=json_values)
-def test_arbitrary_json_never_raises_and_rejections_change_nothing(sha, topic, message):
+def test_fuzz_arbitrary_json_never_raises_and_rejections_change_nothing(sha, topic, message):
     check_invariants(sha, topic, payload(message))
 
 
@@ -497,14 +497,14 @@ def nearly_valid(draw, sha: str):
 
 @FUZZ
 @given(data=st.data())
-def test_nearly_valid_messages_never_raise_and_rejections_change_nothing(sha, data):
+def test_fuzz_nearly_valid_messages_never_raise_and_rejections_change_nothing(sha, data):
     topic, message = data.draw(nearly_valid(sha))
     check_invariants(sha, topic, payload(message))
 
 
 @FUZZ
 @given(raw=st.binary(max_size=200) | json_values.map(payload))
-def test_a_counts_request_is_either_parsed_or_refused_with_a_value_error(raw):
+def test_fuzz_a_counts_request_is_either_parsed_or_refused_with_a_value_error(raw):
     try:
         request = parse_counts_request(raw, NOW, "Asia/Shanghai")
     except ValueError as exc:
