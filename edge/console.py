@@ -23,7 +23,6 @@ import logging
 import queue
 import re
 import secrets
-import ssl
 import threading
 import time
 import uuid
@@ -46,7 +45,7 @@ from paho.mqtt.properties import Properties
 from footfall import __version__
 from footfall.config.schema import Config, ConfigError
 from footfall.sync import events
-from footfall.sync.mqtt import parse_broker_url
+from footfall.sync.mqtt import apply_credentials, parse_broker_url
 
 log = logging.getLogger(__name__)
 
@@ -271,19 +270,7 @@ class Console:
                              clean_session=None if v5 else False)
         client.suppress_exceptions = True
         client.reconnect_delay_set(1, 10)
-        if mq.username is not None:
-            client.username_pw_set(mq.username, mq.password)
-        if tls:
-            for key, path in (("mqtt.ca_file", mq.ca_file), ("mqtt.cert_file", mq.cert_file),
-                              ("mqtt.key_file", mq.key_file)):
-                if path is not None and not path.is_file():
-                    raise ConfigError(f"{key}: no such file: {path}")
-            try:
-                client.tls_set(ca_certs=str(mq.ca_file) if mq.ca_file else None,
-                               certfile=str(mq.cert_file) if mq.cert_file else None,
-                               keyfile=str(mq.key_file) if mq.key_file else None)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"mqtt.ca_file: cannot load for TLS: {exc}") from None
+        apply_credentials(client, mq, tls)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

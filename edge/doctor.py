@@ -19,7 +19,7 @@ from footfall.config.schema import Config
 from footfall.models.fetch import verify_file
 from footfall.edge.sources import source_kind
 from footfall.models.manifest import ModelError, entry_for, locate
-from footfall.sync.mqtt import parse_broker_url
+from footfall.sync.mqtt import apply_credentials, parse_broker_url
 
 MIN_FREE_BYTES = 512 * 1024 * 1024
 
@@ -136,12 +136,7 @@ def _broker(config: Config) -> str:
     host, port, tls = parse_broker_url(config.mqtt.url)
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"footfall-doctor-{os.getpid()}",
                          protocol=paho.MQTTv5 if config.mqtt.protocol == "5" else paho.MQTTv311)
-    if config.mqtt.username is not None:
-        client.username_pw_set(config.mqtt.username, config.mqtt.password)
-    if tls:
-        client.tls_set(ca_certs=config.mqtt.ca_file and str(config.mqtt.ca_file),
-                       certfile=config.mqtt.cert_file and str(config.mqtt.cert_file),
-                       keyfile=config.mqtt.key_file and str(config.mqtt.key_file))
+    apply_credentials(client, config.mqtt, tls)
     answer: dict[str, str] = {}
     client.on_connect = lambda c, u, f, reason, p: answer.setdefault("reason", str(reason))
     try:

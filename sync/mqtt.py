@@ -82,6 +82,26 @@ def describe_connect_error(exc: BaseException, host: str, port: int) -> str:
     return f"cannot connect to {where}: {exc!r}"
 
 
+def apply_credentials(client: paho.Client, config: MqttConfig, tls: bool) -> None:
+    """Username/password and, for mqtts, TLS with the configured CA and client certificate;
+    a ConfigError names the key of a missing or unloadable file."""
+    if config.username is not None:
+        client.username_pw_set(config.username, config.password)
+    if not tls:
+        return
+    files = {"mqtt.ca_file": config.ca_file, "mqtt.cert_file": config.cert_file, "mqtt.key_file": config.key_file}
+    for key, path in files.items():
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{key}: no such file: {path}")
+    try:
+        client.tls_set(ca_certs=str(config.ca_file) if config.ca_file else None,
+                       certfile=str(config.cert_file) if config.cert_file else None,
+                       keyfile=str(config.key_file) if config.key_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        given = ", ".join(k for k, v in files.items() if v is not None) or "the system's CA store"
+        raise ConfigError(f"{given}: cannot load for TLS: {exc}") from None
+
+
 def backoff_delay(failures: int, minimum: float, maximum: float) -> float:
     """Exponential backoff with jitter: between half and all of min * 2^(failures-1), capped at max."""
     cap = min(maximum, minimum * 2 ** max(0, failures - 1))
@@ -237,21 +257,7 @@ class Publisher:
         client.suppress_exceptions = True  # a bug in a callback is logged, never unwinds the network loop
         client.max_inflight_messages_set(0)  # the window is ours (it must survive replays), not paho's
         client.connect_timeout = CONNECT_TIMEOUT_S
-        if config.username is not None:
-            client.username_pw_set(config.username, config.password)
-        if tls:
-            files = {"mqtt.ca_file": config.ca_file, "mqtt.cert_file": config.cert_file,
-                     "mqtt.key_file": config.key_file}
-            for key, path in files.items():
-                if path is not None and not path.is_file():
-                    raise ConfigError(f"{key}: no such file: {path}")
-            try:
-                client.tls_set(ca_certs=str(config.ca_file) if config.ca_file else None,
-                               certfile=str(config.cert_file) if config.cert_file else None,
-                               keyfile=str(config.key_file) if config.key_file else None)
-            except (OSError, ssl.SSLError) as exc:
-                given = ", ".join(k for k, v in files.items() if v is not None) or "the system's CA store"
-                raise ConfigError(f"{given}: cannot load for TLS: {exc}") from None
+        apply_credentials(client, config, tls)
         client.will_set(self.status_topic, _json_bytes(self._status("offline", cameras={}).to_json()),
                         qos=1, retain=True)
         if self._v5:
