@@ -15,7 +15,7 @@ extra strangers. From these:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -56,7 +56,7 @@ class Pool:
     vectors: list[np.ndarray]
     identities: list[str]
     photos: list[str]
-    shots: list[tuple[np.ndarray, np.ndarray]] = None  # per passage: (shot vectors, weights)
+    shots: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # per passage: (vectors, weights)
 
     def add(self, vector: np.ndarray, identity: str, photo: str,
             shots: tuple[np.ndarray, np.ndarray] | None = None) -> None:
@@ -64,7 +64,7 @@ class Pool:
         self.identities.append(identity)
         self.photos.append(photo)
         if shots is not None:
-            self.shots = (self.shots or []) + [shots]
+            self.shots.append(shots)
 
 
 def _largest_gated(analyzer: FaceAnalyzer, image: np.ndarray):
