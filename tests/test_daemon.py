@@ -238,8 +238,11 @@ def test_events_committed_before_a_sigkill_are_delivered_exactly_once_after_rest
     def committed_visits() -> list[str]:
         if not outbox.exists():
             return []
-        with sqlite3.connect(f"file:{outbox}?mode=ro", uri=True) as con:
-            rows = con.execute("SELECT payload FROM outbox WHERE topic LIKE '%/visits'").fetchall()
+        try:
+            with sqlite3.connect(f"file:{outbox}?mode=ro", uri=True) as con:
+                rows = con.execute("SELECT payload FROM outbox WHERE topic LIKE '%/visits'").fetchall()
+        except sqlite3.OperationalError:  # the daemon has created the file but not its tables yet
+            return []
         return [json.loads(p)["event_id"] for (p,) in rows]
 
     try:
