@@ -192,20 +192,25 @@ def login(driver, base: str, name: str, secret: str) -> None:
     driver.get(base + "/login")
     driver.find_element(By.ID, "name").send_keys(name)
     driver.find_element(By.ID, "password").send_keys(secret)
-    form = driver.find_element(By.ID, "login-form")
+    driver.execute_script("window.beforeSubmit = true")
     driver.find_element(By.ID, "login-submit").click()
-    from selenium.webdriver.support import expected_conditions
 
-    wait(driver, expected_conditions.staleness_of(form), what="the answer to the login form")
+    def answered(d) -> bool:
+        # The page that answers the form is a new document: it has no mark, and has loaded.
+        return d.execute_script("return !window.beforeSubmit && document.readyState === 'complete'")
+
+    wait(driver, answered, what="the answer to the login form", transient=True)
 
 
-def wait(driver, condition, timeout: float = 5.0, what: str = ""):
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+def wait(driver, condition, timeout: float = 5.0, what: str = "", transient: bool = False):
+    """Poll `condition`; with `transient`, driver errors while a page is being replaced are retried."""
+    from selenium.common.exceptions import (
+        NoSuchElementException, StaleElementReferenceException, WebDriverException,
+    )
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.02,
-                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
-                         ).until(condition, what)
+    ignored = (WebDriverException,) if transient else (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, timeout, poll_frequency=0.02, ignored_exceptions=ignored).until(condition, what)
 
 
 def screenshot(driver, tmp_path: Path, name: str) -> Path:
