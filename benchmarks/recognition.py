@@ -22,7 +22,7 @@ from tqdm import tqdm
 from footfall.benchmarks import three_columns
 from footfall.config.schema import Config
 from footfall.recognition.align import template_points
-from footfall.recognition.analyzer import FaceAnalyzer, ModelPack, resolve_pack
+from footfall.recognition.analyzer import FaceAnalyzer, ModelPack
 from footfall.recognition.boxes import STRIDES, decode_scrfd, letterbox, nms
 from footfall.recognition.embed import l2_normalise, preprocess
 from footfall.recognition.evaluation import far_at, labelled_photos, pair_scores, tar_at, tar_at_far
@@ -208,7 +208,7 @@ def _accuracy(run: Run, match_threshold: float) -> dict[str, float]:
 def bench_recognition(config: Config, faces_dir: Path, *, progress: bool = True) -> dict:
     """Measure both sides on every photo of `faces_dir/<identity>/` and return the figures."""
     analyzer = FaceAnalyzer.from_config(config)
-    pack = analyzer.pack or resolve_pack(config)
+    pack = analyzer.pack
     photos = labelled_photos(faces_dir)
     images = [(p.identity, pad_photo(read_image(p.path)))
               for p in tqdm(photos, desc="loading photos", disable=not progress, leave=False)]
