@@ -73,6 +73,17 @@ def door_camera(clip: Path) -> str:
     return f'[[cameras]]\nid = "door-1"\nsource = "{clip}"\nfps = 5\nstart_time = "{START.isoformat()}"\n'
 
 
+def run_once_to_the_end(daemon: Daemon, sub: Subscriber, timeout: float) -> None:
+    """Run a `--once` daemon in a thread; it must end normally and say "stopped" on the broker."""
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(daemon.run()), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert result == [0], "run --once finished normally"
+    sub.wait_for(lambda ms: any(m.topic == PREFIX + "status" and m.payload["state"] == "stopped" for m in ms),
+                 10, "the stopped status")
+
+
 def enrol(config_path: Path, analyzer, faces_dir: Path) -> None:
     from footfall.config.schema import load_config
 

@@ -12,7 +12,6 @@ import re
 import sqlite3
 import subprocess
 import sys
-import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from broker import Broker, Subscriber, mosquitto_path
 from footfall.config.schema import load_config
 from footfall.edge.daemon import Daemon
 from footfall.sync.appointments import Appointment, AppointmentStore
-from test_daemon import PREFIX, START, config_file, enrol, entrance_clip  # noqa: F401 - a fixture
+from test_daemon import PREFIX, START, config_file, enrol, entrance_clip, run_once_to_the_end  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
 
@@ -59,13 +58,7 @@ def replayed_day(tmp_path_factory, entrance_clip, default_analyzer, faces_dir):
     sub = Subscriber(broker.port, PREFIX + "#")
     try:
         daemon = Daemon(load_config(config), once=True, analyzer=default_analyzer)
-        result: list[int] = []
-        thread = threading.Thread(target=lambda: result.append(daemon.run()), daemon=True)
-        thread.start()
-        thread.join(300)
-        assert result == [0]
-        sub.wait_for(lambda ms: any(m.topic == PREFIX + "status" and m.payload["state"] == "stopped" for m in ms),
-                     10, "the stopped status")
+        run_once_to_the_end(daemon, sub, 300)
         visits = [m.payload for m in sub.on(PREFIX + "visits")]
     finally:
         sub.close()

@@ -13,7 +13,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from footfall.dedup.db import StorageError
 from footfall.edge.daemon import Daemon
 from footfall.sync import events
 from footfall.sync.outbox import Outbox
-from test_daemon import PREFIX, config_file, door_camera, enrol, entrance_clip  # noqa: F401 - a fixture
+from test_daemon import PREFIX, config_file, door_camera, enrol, entrance_clip, run_once_to_the_end  # noqa: F401 - a fixture
 
 SH = timezone(timedelta(hours=8))
 START = datetime(2026, 11, 23, 10, 0, tzinfo=SH)
@@ -108,13 +107,7 @@ def test_the_daemon_survives_an_outbox_that_refuses_writes_for_a_while(
     sub = Subscriber(broker.port, PREFIX + "#")
     try:
         daemon = Daemon(load_config(config), once=True, analyzer=default_analyzer)
-        result: list[int] = []
-        thread = threading.Thread(target=lambda: result.append(daemon.run()), daemon=True)
-        thread.start()
-        thread.join(240)
-        assert result == [0], "run --once finished normally"
-        sub.wait_for(lambda ms: any(m.topic == PREFIX + "status" and m.payload["state"] == "stopped" for m in ms),
-                     10, "the stopped status")
+        run_once_to_the_end(daemon, sub, 240)
         assert refusals["left"] == 0
         visits = [m.payload for m in sub.on(PREFIX + "visits")]
         assert [v["kind"] for v in visits] == ["visit", "visit", "visit", "reentry"]
