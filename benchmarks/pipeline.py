@@ -22,22 +22,29 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from tqdm import tqdm
 
-from footfall.benchmarks.recognition import _NaiveOnnx, _insightface_eligible
 from footfall.benchmarks import three_columns
+from footfall.benchmarks.recognition import _insightface_eligible, _NaiveOnnx
 from footfall.config.schema import Config
 from footfall.dedup.enrol import embeddings_from_photos
-from footfall.edge.pipeline import Decision, build_pipeline
 from footfall.dedup.gallery import Person
-from footfall.edge.pipeline import open_gallery
+from footfall.edge.pipeline import Decision, build_pipeline, open_gallery
 from footfall.edge.scenario import (
-    CAMERA, CLIP_FPS, SAMPLE_FPS, STORE_TZ, Appearance, Clip, Scenario, SpriteBank, build_scenario, enrolment,
-    expected_counts, render_clip,
+    CAMERA,
+    CLIP_FPS,
+    SAMPLE_FPS,
+    STORE_TZ,
+    Appearance,
+    Clip,
+    Scenario,
+    SpriteBank,
+    build_scenario,
+    enrolment,
+    expected_counts,
+    render_clip,
 )
-from footfall.edge.sources import FileSource
-from footfall.edge.sources import Frame, merge_by_time
+from footfall.edge.sources import FileSource, Frame, merge_by_time
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.recognition.images import read_image
-
 
 
 class Oracle:

@@ -246,7 +246,7 @@ class Gallery:
                 self._conn.close()
                 self._conn = None
 
-    def __enter__(self) -> "Gallery":
+    def __enter__(self) -> Gallery:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -19,7 +19,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -75,13 +75,13 @@ class Entry:
 def store_day_end(ts: datetime, tz: ZoneInfo) -> datetime:
     """The local midnight that ends the store day `ts` falls on."""
     day = ts.astimezone(tz).date()
-    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz).astimezone(dt_timezone.utc)
+    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz).astimezone(UTC)
 
 
 def window_closes(visit_started: datetime, last_entry: datetime, window: timedelta, tz: ZoneInfo) -> datetime:
     """When a window closes: `window` after the last entry, or at the end of the visit's store day."""
     # UTC arithmetic: adding to a zone-aware datetime would add wall-clock time across DST changes.
-    return min(last_entry.astimezone(dt_timezone.utc) + window, store_day_end(visit_started, tz))
+    return min(last_entry.astimezone(UTC) + window, store_day_end(visit_started, tz))
 
 
 def pick_visitor(ranked: Sequence[tuple[str, float]], threshold: float, margin: float) -> tuple[str, float] | None:
@@ -108,7 +108,7 @@ def vectors_to_keep(vector_ids: list[int], limit: int = MAX_VECTORS) -> list[int
 def _utc(ts: datetime, what: str = "ts") -> datetime:
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise ValueError(f"{what} must be timezone-aware, got {ts.isoformat()}")
-    return ts.astimezone(dt_timezone.utc)
+    return ts.astimezone(UTC)
 
 
 # -- the window --------------------------------------------------------------------
@@ -234,7 +234,7 @@ class VisitWindow:
                 self._conn.close()
                 self._conn = None
 
-    def __enter__(self) -> "VisitWindow":
+    def __enter__(self) -> VisitWindow:
         return self
 
     def __exit__(self, *exc: object) -> None:

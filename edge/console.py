@@ -215,7 +215,7 @@ class Console:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    def start(self) -> "Console":
+    def start(self) -> Console:
         handler = type("Handler", (_Handler,), {"console": self})
         self._httpd = ThreadingHTTPServer((self.host, self.port), handler)
         self._httpd.daemon_threads = True
@@ -418,7 +418,7 @@ class _Handler(BaseHTTPRequestHandler):
     console: Console
     server_version = f"footfall-console/{__version__}"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (the base class's name)
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("console http: %s " + format, self.address_string(), *args)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -459,10 +459,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- routes ----------------------------------------------------------------------------
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self.do_GET()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         path = urlsplit(self.path).path
         if path in _STATIC:
             name, content_type = _STATIC[path]
@@ -481,7 +481,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         path = urlsplit(self.path).path
         if path == "/login":
             self._login()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -23,7 +23,7 @@ def counts_table(config: Config, start: str | None, end: str | None, by: str,
                  now: datetime | None = None) -> str:
     """The table `footfall counts` prints; default range: today so far."""
     tz = ZoneInfo(config.timezone)
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     begin = parse_when(start, tz) if start else day_start(store_day(now, tz), tz)
     finish = parse_when(end, tz) if end else now
     if finish <= begin:

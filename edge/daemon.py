@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -78,22 +78,22 @@ class Daemon:
         self.pipeline: Pipeline = build_pipeline(config, self.analyzer)
         self.counts = CountStore(storage / "counts.db", config.timezone)
         self.appointments = AppointmentStore(storage / "appointments.db", config.timezone)
-        self.outbox = Outbox.from_config(storage, config.alerts.ttl, now=lambda: datetime.now(timezone.utc))
+        self.outbox = Outbox.from_config(storage, config.alerts.ttl, now=lambda: datetime.now(UTC))
         self.downlink = Downlink(gallery=self.pipeline.gallery, appointments=self.appointments,
                                  embed_photos=lambda photos: embeddings_from_photos(self.analyzer, photos),
                                  forget_visitor=self._forget_member,
                                  recognizer_sha256=self.analyzer.pack.recognizer.sha256,
-                                 dim=self.analyzer.embedder.dim, clock=lambda: datetime.now(timezone.utc))
+                                 dim=self.analyzer.embedder.dim, clock=lambda: datetime.now(UTC))
         self.prefix = config.mqtt.topic_prefix
         self.file_sources: list[FileSource] = list(replay or [])
         self.live_sources: list[LiveSource] = []
         for camera, kind in zip([] if replay else config.cameras, self.kinds):
             if kind == "file":
-                start = camera.start_time or datetime.now(timezone.utc)
+                start = camera.start_time or datetime.now(UTC)
                 self.file_sources.append(FileSource(camera.id, camera.source, start, camera.fps))
             else:
                 self.live_sources.append(LiveSource(camera.id, camera.source, camera.fps,
-                                                    now=lambda: datetime.now(timezone.utc)))
+                                                    now=lambda: datetime.now(UTC)))
         self.inbox: queue.Queue[Inbound] = queue.Queue()
         downlink_topics = [*self.downlink.topics, events.COUNTS_GET]
         self.publisher = Publisher(config.mqtt, self.store_id, self.outbox, version=__version__,
@@ -165,7 +165,7 @@ class Daemon:
         self._refresh_status()
         if not self.once:  # a replay without --once stays up for the downlink until stopped
             while not self._stopping:
-                self._advance(max(self.now or datetime.now(timezone.utc), datetime.now(timezone.utc)))
+                self._advance(max(self.now or datetime.now(UTC), datetime.now(UTC)))
                 self._housekeeping()
                 time.sleep(IDLE_SLEEP_S * 10)
 
@@ -179,7 +179,7 @@ class Daemon:
                     self._advance(frame.ts)
                     self._process(frame)
             if not busy:
-                self._advance(datetime.now(timezone.utc))
+                self._advance(datetime.now(UTC))
                 time.sleep(IDLE_SLEEP_S)
             self._housekeeping()
 
@@ -404,7 +404,7 @@ class Daemon:
     def _handle(self, message: Inbound) -> None:
         base = f"{self.prefix}/{self.store_id}/"
         name = message.topic.removeprefix(base)
-        now = self.now or datetime.now(timezone.utc)
+        now = self.now or datetime.now(UTC)
         if name == events.COUNTS_GET:
             self._answer_counts(message, now)
             return

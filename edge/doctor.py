@@ -16,8 +16,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from footfall.config.schema import Config
-from footfall.models.fetch import verify_file
 from footfall.edge.sources import source_kind
+from footfall.models.fetch import verify_file
 from footfall.models.manifest import ModelError, entry_for, locate
 from footfall.sync.mqtt import apply_credentials, parse_broker_url
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tqdm import tqdm
@@ -31,7 +31,7 @@ def enroll(config: Config, *, person_id: str, name: str, role: str, tier: str | 
     images = [(str(p), read_image(p)) for p in tqdm(photos, desc="reading photos", disable=not progress, leave=False)]
     vectors = embeddings_from_photos(analyzer, images)
     person = Person(person_id, name, role, tier=tier, consent=consent,
-                    consent_at=datetime.now(timezone.utc) if consent else None)
+                    consent_at=datetime.now(UTC) if consent else None)
     gallery = open_gallery(config, analyzer)
     try:
         gallery.enroll(person, vectors)
@@ -51,7 +51,7 @@ def erase(config: Config, person_id: str) -> str:
     gallery = open_gallery(config, analyzer)
     window = open_window(config, analyzer)
     appointments = AppointmentStore(Path(config.storage.dir) / "appointments.db", config.timezone)
-    outbox = Outbox.from_config(config.storage.dir, config.alerts.ttl, now=lambda: datetime.now(timezone.utc))
+    outbox = Outbox.from_config(config.storage.dir, config.alerts.ttl, now=lambda: datetime.now(UTC))
     try:
         in_gallery = gallery.erase(person_id)
         in_window = window.forget(person_id)

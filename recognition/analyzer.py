@@ -80,7 +80,7 @@ class FaceAnalyzer:
         self.pack = pack
 
     @classmethod
-    def from_config(cls, config: Config) -> "FaceAnalyzer":
+    def from_config(cls, config: Config) -> FaceAnalyzer:
         """Load the configured models with the configured options."""
         pack = resolve_pack(config)
         rc = config.recognition

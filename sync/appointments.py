@@ -221,7 +221,7 @@ class AppointmentStore:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> "AppointmentStore":
+    def __enter__(self) -> AppointmentStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

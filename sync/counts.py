@@ -16,7 +16,7 @@ import threading
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone as dt_timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -26,7 +26,7 @@ from footfall.sync.events import iso as iso_ms
 
 KINDS = ("visit", "reentry")
 BY = ("hour", "day")
-EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 _SCHEMA = [
@@ -85,7 +85,7 @@ def from_us(us: int) -> datetime:
 
 def day_start(day: date, tz: ZoneInfo) -> datetime:
     """The instant (UTC) of local midnight starting `day`; a skipped midnight maps to the transition."""
-    return datetime.combine(day, time(0), tzinfo=tz).astimezone(dt_timezone.utc)
+    return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
 
 
 def store_day(ts: datetime, tz: ZoneInfo) -> date:
@@ -105,7 +105,7 @@ def bucket_floor(ts: datetime, by: By, tz: ZoneInfo) -> datetime:
         return day_start(local.date(), tz)
     if by == "hour":
         # replace() keeps `fold`, so the second 01:00 of a fall-back night stays the second one.
-        return local.replace(minute=0, second=0, microsecond=0).astimezone(dt_timezone.utc)
+        return local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
     raise ValueError(f"by must be 'hour' or 'day', got {by!r}")
 
 
@@ -234,7 +234,7 @@ class CountStore:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> "CountStore":
+    def __enter__(self) -> CountStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

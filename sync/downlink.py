@@ -364,7 +364,7 @@ class Downlink:
             return handler(decode_object(payload, self.max_payload))
         except (Rejected, EnrolmentError) as exc:
             return Outcome(False, str(exc) or type(exc).__name__)
-        except Exception as exc:  # noqa: BLE001 -- a bad message must never stop the daemon
+        except Exception as exc:
             log.warning("downlink %s: failed: %s", topic_name, exc, exc_info=True)
             return Outcome(False, f"could not apply the message: {type(exc).__name__}: {exc}")
 

@@ -276,14 +276,14 @@ class Publisher:
         if cameras is None:
             try:
                 cameras = dict(self._cameras())
-            except Exception:  # noqa: BLE001 - a status without cameras beats no status
+            except Exception:
                 log.exception("mqtt: cannot read the cameras' states for the status message")
                 cameras = {}
         storage = None
         if self._storage is not None and state != "offline":
             try:
                 storage = self._storage()
-            except Exception:  # noqa: BLE001 - a status without the storage state beats no status
+            except Exception:
                 log.exception("mqtt: cannot read the storage state for the status message")
         return events.Status(state, self.version, cameras, storage, store_id=self.store_id, ts=self.outbox.now())
 
@@ -311,7 +311,7 @@ class Publisher:
                         self._fill_window()
                 if not self._in_flight:
                     self.last_progress = time.monotonic()  # idle and healthy
-            except Exception as exc:  # noqa: BLE001 - this thread must outlive any one failure
+            except Exception as exc:
                 log.exception("mqtt: unexpected error in the publisher thread")
                 self.last_error = f"publisher error: {exc!r}"
                 self._connected = False
@@ -441,7 +441,7 @@ class Publisher:
         self._socket_open = False
         try:
             log.info("mqtt: stopped; %d row(s) left in the outbox", self.outbox.stats().pending)
-        except Exception:  # noqa: BLE001 - only a log line
+        except Exception:
             log.info("mqtt: stopped")
 
     # -- paho callbacks (run on the publisher thread, inside client.loop) ----------------
@@ -505,5 +505,5 @@ class Publisher:
             return
         try:
             self._on_message(message)
-        except Exception:  # noqa: BLE001 - one bad message must not stop the box
+        except Exception:
             log.exception("mqtt: handler failed on a message on %s", message.topic)

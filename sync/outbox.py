@@ -18,7 +18,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +129,7 @@ class Outbox:
 
     @classmethod
     def from_config(cls, storage_dir: str | Path, alert_ttl: timedelta, *,
-                    now: Callable[[], datetime], max_rows: int = 100_000) -> "Outbox":
+                    now: Callable[[], datetime], max_rows: int = 100_000) -> Outbox:
         """The daemon's outbox: `storage.dir`/outbox.db, alerts expiring after `alerts.ttl`."""
         return cls(Path(storage_dir) / OUTBOX_FILE, alert_ttl=alert_ttl, max_rows=max_rows, now=now)
 
@@ -185,7 +185,7 @@ class Outbox:
                 """SELECT seq, event_id, topic, payload, alert, retain, created_at FROM outbox
                    WHERE sent_at IS NULL AND seq > ? ORDER BY seq LIMIT ?""", (after, limit)).fetchall()
         return [Row(seq, event_id, topic, body, bool(alert), bool(retain),
-                    datetime.fromtimestamp(created, timezone.utc))
+                    datetime.fromtimestamp(created, UTC))
                 for seq, event_id, topic, body, alert, retain, created in rows]
 
     def expires_in(self, row: Row) -> timedelta | None:
@@ -257,7 +257,7 @@ class Outbox:
             self._conn.close()
             self._conn = None
 
-    def __enter__(self) -> "Outbox":
+    def __enter__(self) -> Outbox:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -106,7 +106,7 @@ class Broker:
         if self.running:
             self._proc.send_signal(signal.SIGHUP)
 
-    def start(self, timeout: float = 5.0) -> "Broker":
+    def start(self, timeout: float = 5.0) -> Broker:
         """Start mosquitto and wait until its port accepts connections."""
         if self.running:
             return self
@@ -123,7 +123,7 @@ class Broker:
             except OSError:
                 if time.monotonic() >= deadline:
                     self.stop()
-                    raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout:g} s:\n{self.log()}")
+                    raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout:g} s:\n{self.log()}") from None
                 time.sleep(0.02)
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -8,7 +8,7 @@ restart. The store is in Asia/Shanghai; the day is 23 November 2026.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -82,7 +82,7 @@ def test_a_second_entry_the_same_day_reports_no_arrival_again(store: Appointment
 
 def test_the_store_day_is_local_not_utc(store: AppointmentStore):
     store.upsert(appointment(scheduled_at=at(9)))  # 01:00 UTC
-    arrival_utc = datetime(2026, 11, 22, 23, 30, tzinfo=timezone.utc)  # 07:30 on the 23rd in Shanghai
+    arrival_utc = datetime(2026, 11, 22, 23, 30, tzinfo=UTC)  # 07:30 on the 23rd in Shanghai
     assert store.day_of(arrival_utc) == date(2026, 11, 23)
     assert len(store.record_arrival("M-1", arrival_utc)) == 1
 

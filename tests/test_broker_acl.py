@@ -12,9 +12,8 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-
 from broker import Broker, Subscriber, mosquitto_passwd_path, mosquitto_path
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None or mosquitto_passwd_path() is None,
                                 reason="mosquitto and mosquitto_passwd are not installed")

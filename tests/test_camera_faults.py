@@ -20,8 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from broker import Broker, Subscriber, mosquitto_path, wait_until
+
 from footfall.edge.sources import ENDED, RECONNECTING, STREAMING, LiveSource
 
 START = datetime(2026, 11, 23, 10, 0, tzinfo=timezone(timedelta(hours=8)))
@@ -46,7 +46,7 @@ class MjpegServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/stream.mjpg"
 
-    def start(self) -> "MjpegServer":
+    def start(self) -> MjpegServer:
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):

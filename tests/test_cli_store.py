@@ -10,8 +10,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-
 from broker import Broker, mosquitto_path
+
 from footfall.config.schema import load_config
 from footfall.edge.pipeline import open_gallery
 from footfall.recognition.analyzer import FaceAnalyzer

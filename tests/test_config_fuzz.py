@@ -8,7 +8,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from footfall.config.schema import Config, ConfigError, load_config, parse_config
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
+from broker import Broker, Subscriber, mosquitto_path, wait_until
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from broker import Broker, Subscriber, mosquitto_path, wait_until
 from footfall.config.schema import ConfigError, parse_config
 from footfall.edge import console as con
 from footfall.sync import events
@@ -205,7 +205,9 @@ def login(driver, base: str, name: str, secret: str) -> None:
 def wait(driver, condition, timeout: float = 5.0, what: str = "", transient: bool = False):
     """Poll `condition`; with `transient`, driver errors while a page is being replaced are retried."""
     from selenium.common.exceptions import (
-        NoSuchElementException, StaleElementReferenceException, WebDriverException,
+        NoSuchElementException,
+        StaleElementReferenceException,
+        WebDriverException,
     )
     from selenium.webdriver.support.ui import WebDriverWait
 

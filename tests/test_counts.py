@@ -8,15 +8,23 @@ midnight; `by_hour` holds 24 visit counts indexed by local wall-clock hour.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from footfall.sync.counts import (
-    Counted, CountStore, bucket_floor, bucket_starts, bucketize, by_local_hour, day_bounds, tally,
+    Counted,
+    CountStore,
+    bucket_floor,
+    bucket_starts,
+    bucketize,
+    by_local_hour,
+    day_bounds,
+    tally,
 )
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -46,7 +54,7 @@ def test_day_buckets_start_at_local_midnight_not_utc_midnight():
     starts = bucket_starts(at(0, 0, day=22), at(0, 0, day=25), "day", SHANGHAI)
     assert starts == [at(0, 0, day=22), at(0, 0, day=23), at(0, 0, day=24)]
     # 23:30 UTC on the 22nd is 07:30 on the 23rd in Shanghai.
-    assert bucket_floor(datetime(2026, 11, 22, 23, 30, tzinfo=timezone.utc), "day", SHANGHAI) == at(0, 0, day=23)
+    assert bucket_floor(datetime(2026, 11, 22, 23, 30, tzinfo=UTC), "day", SHANGHAI) == at(0, 0, day=23)
 
 
 def test_an_empty_or_reversed_range_has_no_buckets():
@@ -63,8 +71,8 @@ def test_a_store_day_with_dst_has_23_or_25_hourly_buckets():
 
 
 def test_by_hour_maps_by_local_wall_hour_on_dst_days():
-    first_one_am = datetime(2026, 11, 1, 5, 30, tzinfo=timezone.utc)   # 01:30 EDT
-    second_one_am = datetime(2026, 11, 1, 6, 30, tzinfo=timezone.utc)  # 01:30 EST
+    first_one_am = datetime(2026, 11, 1, 5, 30, tzinfo=UTC)   # 01:30 EDT
+    second_one_am = datetime(2026, 11, 1, 6, 30, tzinfo=UTC)  # 01:30 EST
     hours = by_local_hour([Counted(first_one_am, "visit", False), Counted(second_one_am, "visit", True)], NEW_YORK)
     assert len(hours) == 24 and hours[1] == 2 and sum(hours) == 2
 
@@ -86,7 +94,7 @@ def test_each_entry_lands_in_the_last_bucket_starting_at_or_before_it():
 
 
 @settings(max_examples=200, deadline=None)
-@given(start=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2040, 1, 1), timezones=st.just(timezone.utc)),
+@given(start=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2040, 1, 1), timezones=st.just(UTC)),
        hours=st.integers(min_value=0, max_value=24 * 10),
        zone_name=st.sampled_from(["Asia/Shanghai", "America/New_York", "Europe/London", "Asia/Kolkata",
                                   "Australia/Lord_Howe", "Pacific/Apia"]),
@@ -119,7 +127,7 @@ def test_hourly_buckets_in_shanghai_include_empty_hours(store: CountStore):
 
 
 def test_entries_given_in_utc_are_bucketed_by_the_store_hour(store: CountStore):
-    store.record(datetime(2026, 11, 23, 2, 30, tzinfo=timezone.utc), "visit", False)  # 10:30 in Shanghai
+    store.record(datetime(2026, 11, 23, 2, 30, tzinfo=UTC), "visit", False)  # 10:30 in Shanghai
     assert [b["visits"] for b in store.buckets(at(10), at(11))] == [1]
 
 
@@ -156,7 +164,7 @@ def test_an_empty_day_still_has_24_zeros(store: CountStore):
 
 def test_today_follows_the_store_day_not_the_utc_day(store: CountStore):
     store.record(at(7), "visit", False)  # 23:00 UTC the day before
-    assert store.today(datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc))["visits"] == 1
+    assert store.today(datetime(2026, 11, 23, 1, 0, tzinfo=UTC))["visits"] == 1
 
 
 def test_day_buckets_start_at_local_midnight(store: CountStore):

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as paho
 import pytest
+from broker import Broker, Subscriber, mosquitto_path
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker import Broker, Subscriber, mosquitto_path
 from footfall.dedup.enrol import embeddings_from_photos
 from footfall.dedup.gallery import Person
 from footfall.edge.daemon import Daemon

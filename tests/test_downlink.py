@@ -18,7 +18,8 @@ from zoneinfo import ZoneInfo
 import cv2
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from footfall.dedup.enrol import embeddings_from_photos
 from footfall.dedup.gallery import Gallery
@@ -26,7 +27,13 @@ from footfall.recognition.images import read_image
 from footfall.sync.appointments import Appointment, AppointmentStore
 from footfall.sync.counts import CountStore
 from footfall.sync.downlink import (
-    MAX_PAYLOAD, CountsRequest, Downlink, Outcome, counts_reply, image_size, parse_counts_request,
+    MAX_PAYLOAD,
+    CountsRequest,
+    Downlink,
+    Outcome,
+    counts_reply,
+    image_size,
+    parse_counts_request,
 )
 
 DIM = 256

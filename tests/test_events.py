@@ -11,14 +11,24 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from footfall.sync import events
-from footfall.sync.events import (AppointmentAlert, ArrivalAlert, Counts, ErrorEvent, MemberDeleted, NoShowAlert,
-                                  Status, VisitEvent, iso, topic)
+from footfall.sync.events import (
+    AppointmentAlert,
+    ArrivalAlert,
+    Counts,
+    ErrorEvent,
+    MemberDeleted,
+    NoShowAlert,
+    Status,
+    VisitEvent,
+    iso,
+    topic,
+)
 
 TZ = ZoneInfo("Asia/Shanghai")
 AT = datetime(2026, 11, 23, 10, 0, tzinfo=TZ)
@@ -115,7 +125,7 @@ def test_timestamps_are_iso_8601_with_offset_and_milliseconds():
 
 
 def test_iso_keeps_milliseconds_and_the_offset_of_the_datetime_given():
-    assert iso(datetime(2026, 11, 23, 2, 0, 0, 123456, tzinfo=timezone.utc)) == "2026-11-23T02:00:00.123+00:00"
+    assert iso(datetime(2026, 11, 23, 2, 0, 0, 123456, tzinfo=UTC)) == "2026-11-23T02:00:00.123+00:00"
 
 
 def test_naive_datetimes_are_refused_when_the_event_is_made():

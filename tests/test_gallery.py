@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -167,7 +167,7 @@ def raw(path: Path) -> bytes:
 
 def test_the_gallery_survives_a_restart(tmp_path, people):
     db = tmp_path / "gallery.db"
-    consented = datetime(2026, 11, 1, 9, 30, tzinfo=timezone.utc)
+    consented = datetime(2026, 11, 1, 9, 30, tzinfo=UTC)
     person = member(tier="gold", consent_at=consented,
                     profile={"last_purchase": "2026-10-02", "open_repairs": 1, "tags": ["vip", "茶"]})
     with make_gallery(db) as before:

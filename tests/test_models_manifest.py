@@ -184,7 +184,7 @@ def test_entry_without_pinned_size_still_catches_altered_bytes(tmp_path):
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - signature of the base class
+    def log_message(self, format, *args):
         pass
 
 

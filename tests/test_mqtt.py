@@ -16,16 +16,16 @@ import sys
 import textwrap
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
+from broker import Broker, Received, Subscriber, free_port, mosquitto_passwd_path, mosquitto_path, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker import Broker, Received, Subscriber, free_port, mosquitto_passwd_path, mosquitto_path, wait_until
 from footfall.config.schema import ConfigError, MqttConfig
 from footfall.sync import events
 from footfall.sync.events import ArrivalAlert, VisitEvent, topic
@@ -43,7 +43,7 @@ EVERYTHING = f"footfall/{STORE}/#"
 
 
 def wall() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @pytest.fixture
@@ -446,7 +446,7 @@ def make_ca_and_server_cert(workdir: Path, name: str) -> tuple[Path, Path, Path]
     def pem(obj) -> bytes:
         return obj.public_bytes(serialization.Encoding.PEM)
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())

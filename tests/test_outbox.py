@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ ARRIVALS = "footfall/sh-001/alerts/arrival"
 
 class FakeWallClock:
     def __init__(self) -> None:
-        self.t = datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)
+        self.t = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.t
@@ -107,7 +107,7 @@ def test_retain_and_alert_flags_are_kept(outbox):
 
 def test_a_payload_that_is_not_json_is_refused_before_touching_the_disk(outbox):
     with pytest.raises(TypeError):
-        outbox.add(VISITS, {"ts": datetime.now(timezone.utc)}, event_id="bad", alert=False)
+        outbox.add(VISITS, {"ts": datetime.now(UTC)}, event_id="bad", alert=False)
     assert outbox.stats().pending == 0
 
 

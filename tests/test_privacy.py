@@ -16,12 +16,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-
 from broker import Broker, Subscriber, mosquitto_path
+from test_daemon import PREFIX, START, config_file, enrol, entrance_clip, run_once_to_the_end  # noqa: F401 - a fixture
+
 from footfall.config.schema import load_config
 from footfall.edge.daemon import Daemon
 from footfall.sync.appointments import Appointment, AppointmentStore
-from test_daemon import PREFIX, START, config_file, enrol, entrance_clip, run_once_to_the_end  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
 
@@ -43,7 +43,7 @@ def vectors_of(db: Path, sql: str, key: str) -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def replayed_day(tmp_path_factory, entrance_clip, default_analyzer, faces_dir):
+def replayed_day(tmp_path_factory, entrance_clip, default_analyzer, faces_dir):  # noqa: F811 - the fixture imported above
     """The clip at 10:00 and again at 14:00 through `run --once`; what was published, and the config."""
     tmp = tmp_path_factory.mktemp("privacy")
     broker = Broker(tmp / "broker").start()

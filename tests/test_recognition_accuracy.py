@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import embed_labelled, make_analyzer
 
 from footfall.models.manifest import entry_for
 from footfall.recognition.evaluation import far_at, pair_scores, tar_at, tar_at_far
-
-from conftest import embed_labelled, make_analyzer
 
 MAX_FAR = 1e-3
 MIN_TAR = 0.95

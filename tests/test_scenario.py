@@ -4,7 +4,7 @@ determinism, and errors that name the bad photo."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
@@ -28,7 +28,7 @@ from footfall.edge.scenario import (
 from footfall.recognition.analyzer import Face, FaceAnalyzer
 from footfall.recognition.evaluation import labelled_photos
 
-START = datetime(2025, 3, 1, 9, 30, tzinfo=timezone.utc)
+START = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
 # a colour portrait, and a 150 x 150 grey tight crop whose face runs off the photo's edges
 WALKERS = [("obama", "1.jpg"), ("bbt_howard", "5.jpg")]
 
@@ -106,7 +106,7 @@ def test_frames_have_media_and_wall_times():
     clip = Clip("entrance-1", START, 2.0, ())
     assert clip.frame_count == 20
     assert clip.media_time(5) == pytest.approx(0.5)
-    assert clip.wall_time(5) == datetime(2025, 3, 1, 9, 30, 0, 500000, tzinfo=timezone.utc)
+    assert clip.wall_time(5) == datetime(2025, 3, 1, 9, 30, 0, 500000, tzinfo=UTC)
 
 
 # --- what the models see -------------------------------------------------------------------

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from broker import mosquitto_path
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")

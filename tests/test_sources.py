@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 from footfall.edge.sources import (
-    ENDED, RECONNECTING, STREAMING, FileSource, FpsSampler, LiveSource, SourceError, merge_by_time, source_kind,
+    ENDED,
+    RECONNECTING,
+    STREAMING,
+    FileSource,
+    FpsSampler,
+    LiveSource,
+    SourceError,
+    merge_by_time,
+    source_kind,
 )
 
 START = datetime(2026, 11, 23, 10, 0, tzinfo=timezone(timedelta(hours=8)))

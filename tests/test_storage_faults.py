@@ -17,14 +17,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-
 from broker import Broker, Subscriber, mosquitto_path
+from test_daemon import PREFIX, config_file, door_camera, enrol, entrance_clip, run_once_to_the_end  # noqa: F401 - a fixture
+
 from footfall.config.schema import load_config
 from footfall.dedup.db import StorageError
 from footfall.edge.daemon import Daemon
 from footfall.sync import events
 from footfall.sync.outbox import Outbox
-from test_daemon import PREFIX, config_file, door_camera, enrol, entrance_clip, run_once_to_the_end  # noqa: F401 - a fixture
 
 SH = timezone(timedelta(hours=8))
 START = datetime(2026, 11, 23, 10, 0, tzinfo=SH)
@@ -90,7 +90,7 @@ def test_a_full_disk_holds_events_in_memory_reports_it_and_stores_them_later_in_
 
 @pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
 def test_the_daemon_survives_an_outbox_that_refuses_writes_for_a_while(
-        tmp_path, entrance_clip, default_analyzer, faces_dir, monkeypatch):
+        tmp_path, entrance_clip, default_analyzer, faces_dir, monkeypatch):  # noqa: F811 - the fixture imported above
     broker = Broker(tmp_path / "broker").start()
     config = config_file(tmp_path, broker, door_camera(entrance_clip))
     enrol(config, default_analyzer, faces_dir)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -11,7 +11,7 @@ from footfall.recognition.analyzer import Face
 from footfall.recognition.detect import Detection
 from footfall.recognition.quality import Quality
 
-T0 = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
 
 def face(x: float, y: float, size: float, quality: float = 0.8, passed: bool = True, tag: int = 0) -> Face:
