@@ -12,6 +12,8 @@ from footfall import __version__
 from footfall.config.schema import Config, ConfigError, load_config, parse_config
 from footfall.dedup.db import StorageError
 from footfall.dedup.gallery import EnrolmentError
+from footfall.edge.admin import AdminUnavailable
+from footfall.edge.storage_lock import StorageBusy
 from footfall.models.manifest import ModelError, load_manifest, search_dirs
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
@@ -322,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModelError as exc:
         print(f"model error: {exc}", file=sys.stderr)
         return EXIT_FAIL
-    except (EnrolmentError, StorageError) as exc:
+    except (EnrolmentError, StorageError, StorageBusy, AdminUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAIL
     except (FileNotFoundError, ValueError) as exc:

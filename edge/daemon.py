@@ -27,9 +27,11 @@ from footfall import __version__
 from footfall.config.schema import Config, ConfigError
 from footfall.dedup.db import StorageError
 from footfall.dedup.enrol import embeddings_from_photos
+from footfall.edge.admin import AdminRequest, AdminServer
 from footfall.edge.notify import Notifier
 from footfall.edge.pipeline import Decision, Pipeline, build_pipeline
 from footfall.edge.sources import ENDED, FileSource, Frame, LiveSource, merge_by_time, source_kind
+from footfall.edge.storage_lock import StorageLock
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.sync import events
 from footfall.sync.appointments import AppointmentStore
@@ -41,6 +43,7 @@ from footfall.sync.outbox import Outbox
 log = logging.getLogger(__name__)
 
 TICK = timedelta(seconds=60)        # no-shows and counts are looked at once a minute (store clock)
+EXPIRE_EVERY = timedelta(seconds=1)  # how often open visit windows are closed by the clock, frames or not
 IDLE_SLEEP_S = 0.01
 STALL_S = 30.0                      # a stage without progress this long stops the watchdog pings
 READY_WAIT_S = 10.0                 # how long start-up waits for the broker before READY anyway
@@ -50,11 +53,12 @@ RETRY_EVERY_S = 1.0                 # how often a refused outbox write is tried 
 
 @dataclass
 class Inbound:
-    """A downlink message handed over from the MQTT thread."""
+    """A downlink message handed over from the MQTT thread, or an operator command (`admin`)."""
 
     topic: str
     payload: bytes
     properties: Any
+    admin: AdminRequest | None = None
 
 
 class Daemon:
@@ -74,8 +78,21 @@ class Daemon:
             raise ConfigError(f"cameras[{bad}].source: `run --once` needs every source to be a video file")
         storage = Path(config.storage.dir)
         storage.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # One owner of the state: a second daemon, or a CLI command writing behind our back, is refused.
+        self.lock = StorageLock(storage, "footfall run").acquire()
+        try:
+            self._open_state(config, storage, analyzer, replay)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _open_state(self, config: Config, storage: Path, analyzer: FaceAnalyzer | None,
+                    replay: list[FileSource] | None) -> None:
         self.analyzer = analyzer or FaceAnalyzer.from_config(config)
         self.pipeline: Pipeline = build_pipeline(config, self.analyzer)
+        if not self.replay:
+            # Windows that closed while the box was off go now, by the wall clock, before any frame.
+            self.pipeline.window.expire(datetime.now(UTC))
         self.counts = CountStore(storage / "counts.db", config.timezone)
         self.appointments = AppointmentStore(storage / "appointments.db", config.timezone)
         self.outbox = Outbox.from_config(storage, config.alerts.ttl, now=lambda: datetime.now(UTC))
@@ -95,6 +112,8 @@ class Daemon:
                 self.live_sources.append(LiveSource(camera.id, camera.source, camera.fps,
                                                     now=lambda: datetime.now(UTC)))
         self.inbox: queue.Queue[Inbound] = queue.Queue()
+        self.admin = AdminServer(storage, lambda request: self.inbox.put(
+            Inbound(request.topic, request.payload, None, admin=request)))
         downlink_topics = [*self.downlink.topics, events.COUNTS_GET]
         self.publisher = Publisher(config.mqtt, self.store_id, self.outbox, version=__version__,
                                    cameras=self.camera_states, storage=lambda: self.storage_state,
@@ -102,6 +121,7 @@ class Daemon:
                                    subscriptions=[self.topic(t) for t in downlink_topics])
         self.now: datetime | None = None
         self._next_tick: datetime | None = None
+        self._next_expiry: datetime | None = None
         self._counts_dirty = True
         self._stopping = False
         self._last_loop = time.monotonic()
@@ -137,6 +157,7 @@ class Daemon:
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
         self.publisher.start()
+        self.admin.start()
         deadline = time.monotonic() + READY_WAIT_S
         while not self.publisher.connected and time.monotonic() < deadline and not self._stopping:
             time.sleep(0.05)
@@ -198,11 +219,18 @@ class Daemon:
             log.warning("shutdown: %d event(s) not yet acknowledged stay in the outbox for the next start",
                         self.outbox.stats().pending)
         self.publisher.stop(timeout=5.0)
+        self.close()
+        log.info("stopped: %d decision(s)", self.decisions)
+
+    def close(self) -> None:
+        """Close every state file, stop the admin channel and release `storage.dir`."""
+        self.admin.stop()
+        self._drain_inbox()  # an operator command that arrived meanwhile is answered, not lost
         self.pipeline.close()
         self.counts.close()
         self.appointments.close()
         self.outbox.close()
-        log.info("stopped: %d decision(s)", self.decisions)
+        self.lock.release()
 
     # -- the store clock and periodic work -------------------------------------------
 
@@ -218,6 +246,14 @@ class Daemon:
         self._watchdog()
         if self.now is None:
             return
+        if self._next_expiry is None or self.now >= self._next_expiry:
+            # Retention by the clock, not by traffic: with no frame (camera down, store closed)
+            # the windows still close on time, and their vectors leave the disk.
+            self._next_expiry = self.now + EXPIRE_EVERY
+            try:
+                self.pipeline.window.expire(self.now)
+            except StorageError as exc:  # tried again a second later
+                log.error("visit windows: not expired: %s", exc)
         if self._next_tick is None or self.now >= self._next_tick:
             self._next_tick = self.now + TICK
             try:
@@ -381,9 +417,8 @@ class Daemon:
         """members/delete: the open window and every outbox row naming the member."""
         in_window = self.pipeline.window.forget(member_id)
         sent, unsent = self.outbox.forget_member(member_id)
-        if unsent:
-            log.warning("members/delete %s: %d unsent event(s) naming the member were erased with them",
-                        member_id, unsent)
+        if unsent:  # the id itself never goes to the journal: it would outlive the erasure there
+            log.warning("members/delete: %d unsent event(s) naming the member were erased with them", unsent)
         return in_window or bool(sent or unsent)
 
     def _receive(self, message: Any) -> None:
@@ -396,10 +431,25 @@ class Daemon:
                 message = self.inbox.get_nowait()
             except queue.Empty:
                 return
+            if message.admin is not None:
+                self._handle_admin(message.admin)
+                continue
             try:
                 self._handle(message)
             except Exception:  # one bad message never stops the daemon
                 log.exception("downlink %s: not handled", message.topic)
+
+    def _handle_admin(self, request: AdminRequest) -> None:
+        """An operator command from the admin channel: the downlink's rules, answered to the caller."""
+        try:
+            outcome = self.downlink.handle(request.topic, request.payload)
+            if outcome.ok and outcome.reply is not None and request.topic == events.MEMBERS_DELETE:
+                self._submit(events.MemberDeleted(store_id=self.store_id, ts=self.now or datetime.now(UTC),
+                                                  member_id=outcome.reply["member_id"]))
+            request.finish(outcome.ok, outcome.reason, outcome.reply)
+        except Exception as exc:  # answered, never fatal
+            log.exception("admin %s: not handled", request.topic)
+            request.finish(False, f"{type(exc).__name__}: {exc}")
 
     def _handle(self, message: Inbound) -> None:
         base = f"{self.prefix}/{self.store_id}/"
@@ -410,7 +460,9 @@ class Daemon:
             return
         outcome = self.downlink.handle(name, message.payload)
         if not outcome.ok:
-            log.warning("downlink %s rejected: %s", message.topic, outcome.reason)
+            # The reason may quote a member id: it goes to the `errors` topic (erased with the
+            # member), not to the journal, which erasure cannot reach.
+            log.warning("downlink %s rejected; the reason is published on the errors topic", message.topic)
             self._submit(events.ErrorEvent(store_id=self.store_id, ts=now, topic=message.topic,
                                                     reason=outcome.reason or "rejected"))
         elif outcome.reply is not None and name == events.MEMBERS_DELETE:

@@ -2,7 +2,7 @@
 
 Each line goes through the same validation as the matching downlink message; a bad line is
 reported with its number and skipped, the rest imported. In a members file, `images` may also
-hold photo paths relative to the file.
+hold photo paths relative to the file. With the daemon running, every line goes through it.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from tqdm import tqdm
 
 from footfall.config.schema import Config
 from footfall.dedup.enrol import embeddings_from_photos
+from footfall.edge import admin
 from footfall.edge.pipeline import open_gallery, open_window
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.sync import events
 from footfall.sync.appointments import AppointmentStore
-from footfall.sync.downlink import Downlink
+from footfall.sync.downlink import Downlink, Outcome
 
 
 def inline_photo_paths(line: str, base: Path) -> bytes:
@@ -43,26 +44,44 @@ def import_file(config: Config, path: Path, topic: str, *, progress: bool = True
     """Apply every line of `path` as a `topic` message; returns (imported, rejected)."""
     lines = path.read_text(encoding="utf-8").splitlines()
     analyzer = FaceAnalyzer.from_config(config)
-    gallery, window = open_gallery(config, analyzer), open_window(config, analyzer)
-    appointments = AppointmentStore(Path(config.storage.dir) / "appointments.db", config.timezone)
-    downlink = Downlink(gallery=gallery, appointments=appointments,
-                        embed_photos=lambda photos: embeddings_from_photos(analyzer, photos),
-                        forget_visitor=window.forget, recognizer_sha256=analyzer.pack.recognizer.sha256,
-                        dim=analyzer.embedder.dim)
-    imported = rejected = 0
-    try:
+
+    def apply_each(handle: Callable[[bytes], tuple[bool, str | None]]) -> tuple[int, int]:
+        imported = rejected = 0
         for number, line in enumerate(tqdm(lines, desc=f"importing {path.name}", disable=not progress), start=1):
             if not line.strip():
                 continue
             payload = inline_photo_paths(line, path.parent) if topic == events.MEMBERS_UPSERT else line.encode()
-            outcome = downlink.handle(topic, payload)
-            if outcome.ok:
+            ok, reason = handle(payload)
+            if ok:
                 imported += 1
             else:
                 rejected += 1
-                report(f"{path}:{number}: skipped: {outcome.reason}")
-    finally:
-        gallery.close()
-        window.close()
-        appointments.close()
-    return imported, rejected
+                report(f"{path}:{number}: skipped: {reason}")
+        return imported, rejected
+
+    def local() -> tuple[int, int]:
+        gallery, window = open_gallery(config, analyzer), open_window(config, analyzer)
+        appointments = AppointmentStore(Path(config.storage.dir) / "appointments.db", config.timezone)
+        downlink = Downlink(gallery=gallery, appointments=appointments,
+                            embed_photos=lambda photos: embeddings_from_photos(analyzer, photos),
+                            forget_visitor=window.forget, recognizer_sha256=analyzer.pack.recognizer.sha256,
+                            dim=analyzer.embedder.dim)
+        try:
+            return apply_each(lambda payload: _outcome(downlink.handle(topic, payload)))
+        finally:
+            gallery.close()
+            window.close()
+            appointments.close()
+
+    def through_daemon() -> tuple[int, int]:
+        def send(payload: bytes) -> tuple[bool, str | None]:
+            answer = admin.send(config.storage.dir, topic, payload)
+            return bool(answer.get("ok")), answer.get("reason")
+        return apply_each(send)
+
+    return admin.with_state(config.storage.dir, f"footfall {topic.split('/')[0]} import",
+                            local=local, daemon=through_daemon)
+
+
+def _outcome(outcome: Outcome) -> tuple[bool, str | None]:
+    return outcome.ok, outcome.reason

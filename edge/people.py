@@ -1,7 +1,12 @@
-"""`footfall enroll` and `footfall erase`: members and staff on this box."""
+"""`footfall enroll` and `footfall erase`: members and staff on this box.
+
+With the daemon running, both go through it (the admin channel), so they take effect at once
+in the service that recognises people; with it stopped they hold the storage lock themselves.
+"""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,9 +15,11 @@ from tqdm import tqdm
 from footfall.config.schema import Config
 from footfall.dedup.enrol import embeddings_from_photos
 from footfall.dedup.gallery import EnrolmentError, Person
+from footfall.edge import admin
 from footfall.edge.pipeline import open_gallery, open_window
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.recognition.images import read_image
+from footfall.sync import events
 from footfall.sync.appointments import AppointmentStore
 from footfall.sync.outbox import Outbox
 
@@ -32,38 +39,58 @@ def enroll(config: Config, *, person_id: str, name: str, role: str, tier: str | 
     vectors = embeddings_from_photos(analyzer, images)
     person = Person(person_id, name, role, tier=tier, consent=consent,
                     consent_at=datetime.now(UTC) if consent else None)
-    gallery = open_gallery(config, analyzer)
-    try:
-        gallery.enroll(person, vectors)
-        total = len(gallery)
-    finally:
-        gallery.close()
-    note = f"; {total} people enrolled on this box"
-    if total >= 0.8 * FILING_THRESHOLD:
-        note += f" (a filing with the regulator is due at {FILING_THRESHOLD})"
-    return f"enrolled {person_id} ({role}{', ' + tier if tier else ''}) from {len(photos)} photo(s){note}"
+    what = f"{person_id} ({role}{', ' + tier if tier else ''}) from {len(photos)} photo(s)"
+
+    def local() -> str:
+        gallery = open_gallery(config, analyzer)
+        try:
+            gallery.enroll(person, vectors)
+            total = len(gallery)
+        finally:
+            gallery.close()
+        note = f"; {total} people enrolled on this box"
+        if total >= 0.8 * FILING_THRESHOLD:
+            note += f" (a filing with the regulator is due at {FILING_THRESHOLD})"
+        return f"enrolled {what}{note}"
+
+    def through_daemon() -> str:
+        message = {"member_id": person_id, "name": name, "role": role, "tier": tier, "consent": consent,
+                   "embeddings": vectors.tolist(), "embedding_model": analyzer.pack.recognizer.sha256}
+        admin.apply(config.storage.dir, events.MEMBERS_UPSERT, json.dumps(message))
+        return f"enrolled {what} in the running daemon"
+
+    return admin.with_state(config.storage.dir, "footfall enroll", local=local, daemon=through_daemon)
 
 
 def erase(config: Config, person_id: str) -> str:
-    """Remove a person from the gallery, the visit window and the appointments, on disk too;
-    returns a confirmation."""
-    analyzer = FaceAnalyzer.from_config(config)
-    gallery = open_gallery(config, analyzer)
-    window = open_window(config, analyzer)
-    appointments = AppointmentStore(Path(config.storage.dir) / "appointments.db", config.timezone)
-    outbox = Outbox.from_config(config.storage.dir, config.alerts.ttl, now=lambda: datetime.now(UTC))
-    try:
-        in_gallery = gallery.erase(person_id)
-        in_window = window.forget(person_id)
-        in_appointments = appointments.delete_member(person_id) > 0
-        sent, unsent = outbox.forget_member(person_id)
-    finally:
-        gallery.close()
-        window.close()
-        appointments.close()
-        outbox.close()
-    events = "outbox" + (f" ({unsent} event(s) not yet sent were dropped)" if unsent else "")
-    found = [what for what, hit in (("gallery", in_gallery), ("open visit window", in_window),
-                                    ("appointments", in_appointments), (events, sent or unsent)) if hit]
-    where = ", ".join(found) if found else "nothing was held"
-    return f"erased {person_id}: removed from {where}; no trace of it remains on this box"
+    """Remove a person from the gallery, the visit window, the appointments and the outbox, on disk
+    too, in the running daemon if there is one; returns a confirmation."""
+
+    def local() -> str:
+        analyzer = FaceAnalyzer.from_config(config)
+        gallery = open_gallery(config, analyzer)
+        window = open_window(config, analyzer)
+        appointments = AppointmentStore(Path(config.storage.dir) / "appointments.db", config.timezone)
+        outbox = Outbox.from_config(config.storage.dir, config.alerts.ttl, now=lambda: datetime.now(UTC))
+        try:
+            in_gallery = gallery.erase(person_id)
+            in_window = window.forget(person_id)
+            in_appointments = appointments.delete_member(person_id) > 0
+            sent, unsent = outbox.forget_member(person_id)
+        finally:
+            gallery.close()
+            window.close()
+            appointments.close()
+            outbox.close()
+        in_outbox = "outbox" + (f" ({unsent} event(s) not yet sent were dropped)" if unsent else "")
+        found = [what for what, hit in (("gallery", in_gallery), ("open visit window", in_window),
+                                        ("appointments", in_appointments), (in_outbox, sent or unsent)) if hit]
+        where = ", ".join(found) if found else "nothing was held"
+        return f"erased {person_id}: removed from {where}; no trace of it remains on this box"
+
+    def through_daemon() -> str:
+        admin.apply(config.storage.dir, events.MEMBERS_DELETE, json.dumps({"member_id": person_id}))
+        return (f"erased {person_id} in the running daemon: removed from the gallery, the open visit window, "
+                f"the appointments and the outbox; no trace of it remains on this box")
+
+    return admin.with_state(config.storage.dir, "footfall erase", local=local, daemon=through_daemon)

@@ -195,7 +195,7 @@ class Outbox:
         return row.created_at + self.alert_ttl - self.now()
 
     def mark_sent(self, *seqs: int) -> None:
-        """Record that the broker acknowledged these rows (one commit for all)."""
+        """Record that the broker acknowledged these rows (one commit for all); their payloads go."""
         if not seqs:
             return
         sent_at = _wall(self.now())
@@ -203,7 +203,10 @@ class Outbox:
             conn = self._open()
             try:
                 with transaction(conn):
-                    conn.executemany("UPDATE outbox SET sent_at = ? WHERE seq = ? AND sent_at IS NULL",
+                    # Once the broker has it, the box keeps only the row's place in the sequence:
+                    # names, CRM profiles and erasure confirmations do not linger in sent rows.
+                    conn.executemany("""UPDATE outbox SET sent_at = ?, payload = json_object('event_id', event_id)
+                                        WHERE seq = ? AND sent_at IS NULL""",
                                      [(sent_at, seq) for seq in seqs])
             except (OSError, sqlite3.DatabaseError) as exc:
                 _abandon(conn)
@@ -212,7 +215,7 @@ class Outbox:
                 raise StorageError(self._last_error) from None
 
     def forget_member(self, member_id: str) -> tuple[int, int]:
-        """Erase every row naming the member (visits, alerts), sent or not, and purge the WAL.
+        """Erase every row naming the member (visits, alerts, error reports), sent or not, and purge the WAL.
 
         Returns (sent, unsent) rows removed: an erased person's identity is not kept to be sent
         later; the caller reports the unsent ones, they are never dropped silently.
@@ -221,16 +224,20 @@ class Outbox:
             conn = self._open()
             try:
                 with transaction(conn):
+                    # Error reports quote what they rejected (an upsert's member id) anywhere in
+                    # their text; other events name the member in their `member_id` field only.
+                    quoted = json.dumps(member_id)[1:-1]
                     removed = conn.execute(
                         """DELETE FROM outbox WHERE json_extract(payload, '$.member_id') = ?
-                           RETURNING sent_at IS NULL""", (member_id,)).fetchall()
+                                 OR (topic LIKE '%/errors' AND instr(payload, ?) > 0)
+                           RETURNING sent_at IS NULL""", (member_id, quoted)).fetchall()
             except (OSError, sqlite3.DatabaseError) as exc:
                 _abandon(conn)
                 raise StorageError(f"{self.path}: cannot erase {member_id}'s events: {_cause(exc)}") from None
             unsent = sum(1 for (u,) in removed if u)
             self._rows -= len(removed)
             if unsent:
-                log.warning("outbox: %d unsent event(s) naming the erased member %s dropped", unsent, member_id)
+                log.warning("outbox: %d unsent event(s) naming an erased member dropped", unsent)
             purge(conn)
             return len(removed) - unsent, unsent
 

@@ -44,10 +44,7 @@ def visit(n: int) -> events.VisitEvent:
 
 
 def close(daemon: Daemon) -> None:
-    daemon.pipeline.close()
-    daemon.counts.close()
-    daemon.appointments.close()
-    daemon.outbox.close()
+    daemon.close()
 
 
 def outbox_ids(path: Path) -> list[str]:
