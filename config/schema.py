@@ -8,6 +8,7 @@ pydantic's error locations into key paths such as `cameras[1].fps`.
 from __future__ import annotations
 
 import json
+import os
 import re
 import tomllib
 import zoneinfo
@@ -112,13 +113,27 @@ class TrackingConfig(_Section):
 class MqttConfig(_Section):
     url: str = Field("mqtt://127.0.0.1:1883", description="Broker URL: mqtt://host[:port] or mqtts://host[:port].")
     username: str | None = None
-    password: str | None = None
+    password: str | None = Field(None, repr=False, description="Broker password. Better kept out of this file: see password_file.")
+    password_file: Path | None = Field(None, description="File holding the broker password (first line). Without password or password_file: $FOOTFALL_MQTT_PASSWORD, then the systemd credential `mqtt-password` ($CREDENTIALS_DIRECTORY).")
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
     client_id: str | None = Field(None, description="Stable client id; default: footfall-<store_id>.")
     topic_prefix: str = "footfall"
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version.")
+
+    def secret(self) -> str | None:
+        """The broker password, from wherever it is kept; a ConfigError names an unreadable file."""
+        if self.password is not None:
+            return self.password
+        if self.password_file is not None:
+            return _read_secret(self.password_file, "mqtt.password_file")
+        if "FOOTFALL_MQTT_PASSWORD" in os.environ:
+            return os.environ["FOOTFALL_MQTT_PASSWORD"]
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        if credentials and (Path(credentials) / "mqtt-password").is_file():
+            return _read_secret(Path(credentials) / "mqtt-password", "systemd credential mqtt-password")
+        return None
 
     @field_validator("url")
     @classmethod
@@ -127,6 +142,14 @@ class MqttConfig(_Section):
         if not m or (m.group(1) and not 0 < int(m.group(1)[1:]) < 65536):
             raise ValueError(f"must look like mqtt://host[:port] or mqtts://host[:port], got {v!r}")
         return v
+
+
+def _read_secret(path: Path, key: str) -> str:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    return lines[0] if lines else ""
 
 
 class StorageConfig(_Section):

@@ -264,6 +264,8 @@ class Daemon:
 
     def _no_shows(self) -> None:
         grace = self.config.appointments.no_show_grace
+        # Settled appointments stay on the box until the end of the next store day, no longer.
+        self.appointments.prune(self.appointments.day_of(self.now) - timedelta(days=1))
         for appointment in self.appointments.due_no_shows(self.now, grace):
             self._submit(events.NoShowAlert(
                 store_id=self.store_id, ts=self.now, appointment_id=appointment.appointment_id,

@@ -151,6 +151,20 @@ class AppointmentStore:
                 purge(self._conn)
         return removed
 
+    def prune(self, before_day: date) -> int:
+        """Forget settled appointments (arrived, or their no-show raised) scheduled before `before_day`
+        began in store time, from the WAL too; returns how many. The CRM keeps the history."""
+        start, _ = day_bounds(before_day, self.tz)
+        with self._lock:
+            with transaction(self._conn):
+                removed = self._conn.execute(
+                    """DELETE FROM appointments
+                       WHERE scheduled_us < ? AND (arrived_us IS NOT NULL OR flagged = 1)""",
+                    (to_us(start),)).rowcount
+            if removed and db_file(self._conn):
+                purge(self._conn)
+        return removed
+
     def get(self, appointment_id: str) -> Appointment | None:
         """The appointment with this id, or None."""
         with self._lock:

@@ -86,7 +86,7 @@ def apply_credentials(client: paho.Client, config: MqttConfig, tls: bool) -> Non
     """Username/password and, for mqtts, TLS with the configured CA and client certificate;
     a ConfigError names the key of a missing or unloadable file."""
     if config.username is not None:
-        client.username_pw_set(config.username, config.password)
+        client.username_pw_set(config.username, config.secret())
     if not tls:
         return
     files = {"mqtt.ca_file": config.ca_file, "mqtt.cert_file": config.cert_file, "mqtt.key_file": config.key_file}

@@ -197,6 +197,21 @@ def test_erasing_a_member_removes_all_their_appointments(tmp_path: Path):
         assert [a.appointment_id for a in store.appointments()] == ["A-3"]
 
 
+def test_settled_appointments_of_past_days_are_pruned_and_open_ones_kept(tmp_path: Path):
+    with AppointmentStore(tmp_path / "a.db", "Asia/Shanghai") as store:
+        store.upsert(appointment("arrived", "M-1", at(11, day=21)))
+        store.record_arrival("M-1", at(10, 50, day=21))
+        store.upsert(appointment("no-show", "M-2", at(11, day=21)))
+        raise_no_shows(store, at(12, day=21))
+        store.upsert(appointment("pending", "M-3", at(23, 50, day=21)))  # its no-show not raised yet
+        store.upsert(appointment("yesterday", "M-4", at(9, day=22)))
+        store.record_arrival("M-4", at(9, day=22))
+        assert store.prune(date(2026, 11, 22)) == 2
+        assert [a.appointment_id for a in store.appointments()] == ["pending", "yesterday"]
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("a.db*"))
+    assert b"M-1" not in raw and b"M-2" not in raw
+
+
 def test_an_upsert_replaces_the_fields(store: AppointmentStore):
     store.upsert(appointment(advisor="Zhang Min"))
     store.upsert(appointment(advisor="Wang Fang"))

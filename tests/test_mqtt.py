@@ -434,6 +434,36 @@ def test_a_wrong_password_is_named_and_retried_until_the_broker_accepts_it(tmp_p
     assert pub.last_error is None
 
 
+@pytest.mark.skipif(mosquitto_passwd_path() is None, reason="mosquitto_passwd is not installed")
+@pytest.mark.parametrize("where", ["password_file", "environment", "systemd credential"])
+def test_the_password_can_live_outside_the_config_file(tmp_path, outbox, closing, monkeypatch, where):
+    broker = Broker(tmp_path / "locked", users={"store-sh-001": "kept elsewhere"}).start()
+    closing(broker)
+    secret = tmp_path / "secret"
+    secret.write_text("kept elsewhere\n")
+    fields: dict = {}
+    if where == "password_file":
+        fields["password_file"] = secret
+    elif where == "environment":
+        monkeypatch.setenv("FOOTFALL_MQTT_PASSWORD", "kept elsewhere")
+    else:
+        (tmp_path / "creds").mkdir()
+        (tmp_path / "creds" / "mqtt-password").write_text("kept elsewhere")
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "creds"))
+    config = MqttConfig(url=broker.url, username="store-sh-001", **fields)
+    assert "kept elsewhere" not in repr(config)
+    pub = Publisher(config, STORE, outbox, version=VERSION, cameras=lambda: {}, reconnect_min=0.05, reconnect_max=0.3)
+    closing(pub)
+    pub.start()
+    wait_until(lambda: pub.connected, 5, "a connection with the password kept outside the config")
+
+
+def test_an_unreadable_password_file_is_a_config_error_naming_the_key(tmp_path):
+    config = MqttConfig(username="u", password_file=tmp_path / "missing")
+    with pytest.raises(ConfigError, match=r"^mqtt\.password_file: cannot read"):
+        config.secret()
+
+
 def make_ca_and_server_cert(workdir: Path, name: str) -> tuple[Path, Path, Path]:
     """A throwaway CA and a certificate it signs for 127.0.0.1: (ca.pem, server.pem, server.key)."""
     x509 = pytest.importorskip("cryptography.x509", reason="the cryptography package makes the test certificates")
