@@ -454,8 +454,7 @@ class Daemon:
             request.finish(False, f"{type(exc).__name__}: {exc}")
 
     def _handle(self, message: Inbound) -> None:
-        base = f"{self.prefix}/{self.store_id}/"
-        name = message.topic.removeprefix(base)
+        name = message.topic.removeprefix(events.store_topics(self.prefix, self.store_id))
         now = self.now or datetime.now(UTC)
         if name == events.COUNTS_GET:
             self._answer_counts(message, now)

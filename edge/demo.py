@@ -18,7 +18,9 @@ import secrets
 import sys
 import tempfile
 import threading
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -31,6 +33,7 @@ from footfall.edge.pipeline import Decision, build_pipeline, open_gallery
 from footfall.edge.scenario import STORE_TZ, SpriteBank, build_scenario, enrolment, expected_counts
 from footfall.edge.sources import merge_by_time
 from footfall.recognition.analyzer import FaceAnalyzer
+from footfall.sync import events
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 
@@ -78,9 +81,13 @@ def run_demo() -> int:
 def _demo(config, faces_dir: Path, tmp: Path, broker: LocalBroker | None) -> int:
     analyzer = FaceAnalyzer.from_config(config)
     pack = analyzer.pack
-    print(f"footfall demo: {pack.detector.file} + {pack.recognizer.file}; store day in {STORE_TZ}")
+    print(f"footfall demo: {pack.detector.file} + {pack.recognizer.file}; today's store day in {STORE_TZ}")
     print("rendering entrance clips from the labelled photos ...")
-    scenario = build_scenario(SpriteBank(faces_dir, analyzer), tmp, config.dedup.window, size="small")
+    # Today in the store's time zone, ending before midnight: the console's TODAY panel then shows
+    # the very day the terminal summary counts.
+    today = datetime.now(ZoneInfo(STORE_TZ)).date()
+    scenario = build_scenario(SpriteBank(faces_dir, analyzer), tmp, config.dedup.window, size="small",
+                              day=today, past_midnight=False)
     gallery = open_gallery(config, analyzer)
     for person, vectors in enrolment(scenario, analyzer):
         gallery.enroll(person, vectors)
@@ -105,7 +112,7 @@ def _with_console(config, analyzer, scenario, broker: LocalBroker, console: Cons
     if sys.stdin.isatty():
         input("open the console in a browser, then press Enter to start the store day ... ")
     print()
-    watcher = Watcher(broker.port, config.store_id)
+    watcher = Watcher(broker.port, events.store_topics(config.mqtt.topic_prefix, config.store_id))
     try:
         Daemon(config, once=True, analyzer=analyzer, replay=scenario.sources()).run()
         watcher.wait_stopped(15)
@@ -128,8 +135,9 @@ def _with_console(config, analyzer, scenario, broker: LocalBroker, console: Cons
 class Watcher:
     """A subscriber that prints visits and alerts as they arrive and tallies them."""
 
-    def __init__(self, port: int, store_id: str) -> None:
-        self.prefix = f"footfall/{store_id}/"
+    def __init__(self, port: int, prefix: str) -> None:
+        """`prefix`: the store's topic prefix, e.g. `footfall/demo-store/`."""
+        self.prefix = prefix
         self.tally = {"visits": 0, "reentries": 0, "member_visits": 0}
         self.arrivals = 0
         self._stopped = threading.Event()

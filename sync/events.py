@@ -38,6 +38,11 @@ ALERT_ACK = "alerts/ack"
 DOWNLINK = (COUNTS_GET, MEMBERS_UPSERT, MEMBERS_DELETE, APPOINTMENTS_UPSERT, APPOINTMENTS_DELETE)
 
 
+def store_topics(prefix: str, store_id: str) -> str:
+    """The start every topic of one store shares: store_topics("footfall", "sh-001") -> "footfall/sh-001/"."""
+    return topic(prefix, store_id, "x")[:-1]  # the same checks of prefix and store_id
+
+
 def topic(prefix: str, store_id: str, name: str) -> str:
     """The full topic: topic("footfall", "sh-001", VISITS) -> "footfall/sh-001/visits"."""
     for what, part in (("prefix", prefix), ("store_id", store_id), ("name", name)):

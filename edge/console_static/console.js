@@ -7,7 +7,7 @@ const LABELS = {
     title: "导购台", your_name: "您的姓名", password: "密码或口令", log_in: "登录", log_out: "退出",
     login_failed: "姓名或密码不正确。", arrivals: "到店提醒", no_arrivals: "暂无到店会员。", today: "今日客流",
     visits: "到访", reentries: "再次进店", member_visits: "会员到访", take: "我来接待", taken_by: "接待人：",
-    arrived_now: "刚刚到店", arrived_min: "{n} 分钟前到店", appointment: "预约", last_purchase: "最近购买",
+    arrived_now: "刚刚到店", arrived_min: "{n} 分钟前到店", arrived_at: "{n} 到店", appointment: "预约", last_purchase: "最近购买",
     open_repairs: "维修中", tags: "标签", no_show: "预约未到", call: "请致电会员确认预约。", member: "会员",
     scheduled: "预约时间", early: "提前 {n} 分钟", late: "迟到 {n} 分钟", on_time: "准时",
     broker_lost: "导购台与消息服务器断开，提醒可能延迟。", box_offline: "门店设备离线，暂无到店提醒。",
@@ -19,7 +19,7 @@ const LABELS = {
     log_out: "Log out", login_failed: "Wrong name or password.", arrivals: "Arrivals",
     no_arrivals: "No arrivals yet.", today: "Today", visits: "Visits", reentries: "Re-entries",
     member_visits: "Member visits", take: "Taking care of it", taken_by: "Taken by ",
-    arrived_now: "arrived just now", arrived_min: "arrived {n} min ago", appointment: "Appointment",
+    arrived_now: "arrived just now", arrived_min: "arrived {n} min ago", arrived_at: "arrived at {n}", appointment: "Appointment",
     last_purchase: "Last purchase", open_repairs: "Open repairs", tags: "Tags", no_show: "No-show",
     call: "Please call the member about the appointment.", member: "Member", scheduled: "Scheduled",
     early: "{n} min early", late: "{n} min late", on_time: "on time",
@@ -76,6 +76,11 @@ function banner() {
 
 function agoText(ts) {
   const minutes = Math.floor((Date.now() - Date.parse(ts)) / 60000);
+  if (minutes >= 60 || minutes < -1) {  // an hour old (or a replayed day ahead of the clock): its time
+    const at = new Date(Date.parse(ts));
+    const hhmm = String(at.getHours()).padStart(2, "0") + ":" + String(at.getMinutes()).padStart(2, "0");
+    return t("arrived_at", hhmm);
+  }
   return minutes < 1 ? t("arrived_now") : t("arrived_min", minutes);
 }
 
