@@ -28,7 +28,7 @@ from footfall.config.schema import Config
 from footfall.dedup.enrol import embeddings_from_photos
 from footfall.dedup.gallery import Person
 from footfall.edge.pipeline import Decision, build_pipeline, open_gallery
-from footfall.edge.scenario import (
+from footfall.tooling.scenario import (
     CAMERA,
     CLIP_FPS,
     SAMPLE_FPS,
@@ -183,7 +183,7 @@ def alert_latency(config: Config, bank: SpriteBank, analyzer: FaceAnalyzer, tmp:
     wall time from that frame's processing to the subscriber's receipt. Empty without Mosquitto.
     """
     from footfall.edge.daemon import Daemon
-    from footfall.edge.local_broker import LocalBroker, mosquitto_binary
+    from footfall.tooling.local_broker import LocalBroker, mosquitto_binary
 
     binary = mosquitto_binary()
     if binary is None:

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from footfall.edge.scenario import (
+from footfall.tooling.scenario import (
     APPROACH,
     FACE_AT_DOOR_PX,
     FACE_NEAREST_PX,
