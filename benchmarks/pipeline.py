@@ -28,6 +28,9 @@ from footfall.config.schema import Config
 from footfall.dedup.enrol import embeddings_from_photos
 from footfall.dedup.gallery import Person
 from footfall.edge.pipeline import Decision, build_pipeline, open_gallery
+from footfall.edge.sources import FileSource, Frame, merge_by_time
+from footfall.recognition.analyzer import FaceAnalyzer
+from footfall.recognition.images import read_image
 from footfall.tooling.scenario import (
     CAMERA,
     CLIP_FPS,
@@ -42,9 +45,6 @@ from footfall.tooling.scenario import (
     expected_counts,
     render_clip,
 )
-from footfall.edge.sources import FileSource, Frame, merge_by_time
-from footfall.recognition.analyzer import FaceAnalyzer
-from footfall.recognition.images import read_image
 
 
 class Oracle:
