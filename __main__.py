@@ -1,5 +1,5 @@
 """`python -m footfall` runs the command-line interface."""
 
-from footfall.edge.cli import main
+from footfall.cli.main import main
 
 raise SystemExit(main())

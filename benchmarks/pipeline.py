@@ -28,7 +28,10 @@ from footfall.config.schema import Config
 from footfall.dedup.enrol import embeddings_from_photos
 from footfall.dedup.gallery import Person
 from footfall.edge.pipeline import Decision, build_pipeline, open_gallery
-from footfall.edge.scenario import (
+from footfall.edge.sources import FileSource, Frame, merge_by_time
+from footfall.recognition.analyzer import FaceAnalyzer
+from footfall.recognition.images import read_image
+from footfall.tooling.scenario import (
     CAMERA,
     CLIP_FPS,
     SAMPLE_FPS,
@@ -42,9 +45,6 @@ from footfall.edge.scenario import (
     expected_counts,
     render_clip,
 )
-from footfall.edge.sources import FileSource, Frame, merge_by_time
-from footfall.recognition.analyzer import FaceAnalyzer
-from footfall.recognition.images import read_image
 
 
 class Oracle:
@@ -183,7 +183,7 @@ def alert_latency(config: Config, bank: SpriteBank, analyzer: FaceAnalyzer, tmp:
     wall time from that frame's processing to the subscriber's receipt. Empty without Mosquitto.
     """
     from footfall.edge.daemon import Daemon
-    from footfall.edge.local_broker import LocalBroker, mosquitto_binary
+    from footfall.tooling.local_broker import LocalBroker, mosquitto_binary
 
     binary = mosquitto_binary()
     if binary is None:

@@ -23,10 +23,10 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from footfall.config.schema import Config
-from footfall.edge.local_broker import LocalBroker, mosquitto_binary
-from footfall.edge.scenario import SAMPLE_FPS, STORE_TZ, Scenario, SpriteBank, build_scenario, enrolment
 from footfall.edge.sources import ENDED, STREAMING, FileSource, Frame, merge_by_time
 from footfall.recognition.analyzer import FaceAnalyzer
+from footfall.tooling.local_broker import LocalBroker, mosquitto_binary
+from footfall.tooling.scenario import SAMPLE_FPS, STORE_TZ, Scenario, SpriteBank, build_scenario, enrolment
 
 STORE = "soak-001"
 SAMPLE_EVERY_S = 0.5

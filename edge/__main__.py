@@ -1,5 +1,5 @@
 """`python -m edge` (from a checkout) and `python -m footfall.edge` run the CLI."""
 
-from footfall.edge.cli import main
+from footfall.cli.main import main
 
 raise SystemExit(main())

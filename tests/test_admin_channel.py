@@ -30,9 +30,9 @@ from footfall.dedup.gallery import Person
 from footfall.edge.admin import send
 from footfall.edge.daemon import Daemon
 from footfall.edge.pipeline import open_gallery
-from footfall.edge.scenario import Appearance, Clip, SpriteBank, frames
 from footfall.edge.storage_lock import StorageBusy, StorageLock
 from footfall.recognition.images import read_image
+from footfall.tooling.scenario import Appearance, Clip, SpriteBank, frames
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
 

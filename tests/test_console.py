@@ -19,7 +19,7 @@ from broker import Broker, Subscriber, mosquitto_path, wait_until
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from footfall.config.schema import ConfigError, parse_config
-from footfall.edge import console as con
+from footfall.console import server as con
 from footfall.sync import events
 from footfall.sync.events import ArrivalAlert, Counts, NoShowAlert, Status
 

@@ -25,9 +25,9 @@ from footfall.dedup.enrol import embeddings_from_photos
 from footfall.dedup.gallery import Person
 from footfall.edge.daemon import Daemon
 from footfall.edge.pipeline import open_gallery
-from footfall.edge.scenario import Appearance, Clip, SpriteBank, render_clip
 from footfall.recognition.images import read_image
 from footfall.sync.appointments import Appointment, AppointmentStore
+from footfall.tooling.scenario import Appearance, Clip, SpriteBank, render_clip
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
 

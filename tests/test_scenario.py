@@ -11,7 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from footfall.edge.scenario import (
+from footfall.recognition.analyzer import Face, FaceAnalyzer
+from footfall.recognition.evaluation import labelled_photos
+from footfall.tooling.scenario import (
     APPROACH,
     FACE_AT_DOOR_PX,
     FACE_NEAREST_PX,
@@ -25,8 +27,6 @@ from footfall.edge.scenario import (
     placements,
     render_clip,
 )
-from footfall.recognition.analyzer import Face, FaceAnalyzer
-from footfall.recognition.evaluation import labelled_photos
 
 START = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
 # a colour portrait, and a 150 x 150 grey tight crop whose face runs off the photo's edges

@@ -19,9 +19,9 @@ from footfall.config.schema import parse_config
 from footfall.dedup.enrol import embeddings_from_photos
 from footfall.dedup.gallery import Person
 from footfall.edge.pipeline import build_pipeline, replay
-from footfall.edge.scenario import Appearance, Clip, SpriteBank, render_clip
 from footfall.edge.sources import FileSource
 from footfall.recognition.images import read_image
+from footfall.tooling.scenario import Appearance, Clip, SpriteBank, render_clip
 
 TZ = ZoneInfo("Asia/Shanghai")
 

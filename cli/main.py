@@ -92,7 +92,7 @@ def cmd_bench_recognition(args: argparse.Namespace) -> int:
 
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from footfall.benchmarks.pipeline import bench_pipeline, format_table
-    from footfall.edge.demo import sample_faces_dir
+    from footfall.tooling.demo import sample_faces_dir
 
     faces = Path(args.faces) if args.faces else sample_faces_dir()
     if faces is None:
@@ -104,7 +104,7 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
 
 def cmd_bench_soak(args: argparse.Namespace) -> int:
     from footfall.benchmarks.soak import bench_soak, format_table
-    from footfall.edge.demo import sample_faces_dir
+    from footfall.tooling.demo import sample_faces_dir
 
     faces = Path(args.faces) if args.faces else sample_faces_dir()
     if faces is None:
@@ -127,7 +127,7 @@ def cmd_bench_calibration(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from footfall.edge.doctor import run_checks
+    from footfall.cli.doctor import run_checks
 
     return run_checks(load_config(args.config))
 
@@ -148,7 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from footfall.edge.people import enroll
+    from footfall.cli.people import enroll
 
     print(enroll(load_config(args.config), person_id=args.member_id, name=args.name, role=args.role,
                  tier=args.tier, consent=args.consent, photos=[Path(p) for p in args.images]))
@@ -156,14 +156,14 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
-    from footfall.edge.people import erase
+    from footfall.cli.people import erase
 
     print(erase(load_config(args.config), args.member_id))
     return EXIT_OK
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from footfall.edge.imports import import_file
+    from footfall.cli.imports import import_file
     from footfall.sync import events
 
     topic = events.MEMBERS_UPSERT if args.kind == "members" else events.APPOINTMENTS_UPSERT
@@ -177,14 +177,14 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_counts(args: argparse.Namespace) -> int:
-    from footfall.edge.counts_cli import counts_table
+    from footfall.cli.counts import counts_table
 
     print(counts_table(load_config(args.config), args.from_, args.to, args.by))
     return EXIT_OK
 
 
 def cmd_console(args: argparse.Namespace) -> int:
-    from footfall.edge import console
+    from footfall.console import server as console
 
     if args.hash_password:
         if sys.stdin.isatty():
@@ -208,7 +208,7 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from footfall.edge.demo import run_demo
+    from footfall.tooling.demo import run_demo
 
     return run_demo()
 

@@ -26,14 +26,14 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from footfall.config.schema import parse_config
-from footfall.edge.console import Console, hash_password
+from footfall.console.server import Console, hash_password
 from footfall.edge.daemon import Daemon
-from footfall.edge.local_broker import LocalBroker, mosquitto_binary
 from footfall.edge.pipeline import Decision, build_pipeline, open_gallery
-from footfall.edge.scenario import STORE_TZ, SpriteBank, build_scenario, enrolment, expected_counts
 from footfall.edge.sources import merge_by_time
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.sync import events
+from footfall.tooling.local_broker import LocalBroker, mosquitto_binary
+from footfall.tooling.scenario import STORE_TZ, SpriteBank, build_scenario, enrolment, expected_counts
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 

@@ -411,7 +411,7 @@ _SECURITY_HEADERS = {
 
 
 def static_text(name: str) -> str:
-    return resources.files("footfall.edge").joinpath("console_static", name).read_text(encoding="utf-8")
+    return resources.files("footfall.console").joinpath("static", name).read_text(encoding="utf-8")
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -1,0 +1,1 @@
+"""The operator command line of the store box: `footfall ...`."""
