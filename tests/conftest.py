@@ -90,3 +90,20 @@ def embed_labelled(analyzer: FaceAnalyzer, faces_dir: Path) -> tuple[np.ndarray,
         vectors.append(largest.embedding)
         identities.append(photo.identity)
     return np.stack(vectors), identities
+
+
+# Tests that run whole processes, brokers, browsers, benchmarks or generated store days are
+# `slow`; `pytest -m "not slow"` is the fast core (units and in-process broker checks), the full
+# suite runs everything.
+SLOW_MODULES = {
+    "test_admin_channel", "test_camera_faults", "test_cli_bench_demo", "test_cli_people", "test_cli_store",
+    "test_config_fuzz", "test_daemon", "test_demo_console", "test_privacy", "test_retention_clock",
+    "test_scenarios", "test_soak", "test_storage_faults",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = getattr(item, "module", None)
+        if (module is not None and module.__name__ in SLOW_MODULES) or "fuzz" in item.name:
+            item.add_marker(pytest.mark.slow)

@@ -110,9 +110,14 @@ def _browser() -> tuple[str, str] | None:
     return (chromium, driver) if chromium and driver else None
 
 
-browser = pytest.mark.skipif(_browser() is None or mosquitto_path() is None,
-                             reason="needs chromium and chromedriver (apt-get install chromium chromium-driver) "
-                                    "and mosquitto")
+_needs_browser = pytest.mark.skipif(_browser() is None or mosquitto_path() is None,
+                                    reason="needs chromium and chromedriver (apt-get install chromium "
+                                           "chromium-driver) and mosquitto")
+
+
+def browser(test):
+    """A test in headless Chromium: skipped without chromium, chromedriver and mosquitto; slow."""
+    return pytest.mark.slow(_needs_browser(test))
 
 
 def _config(url: str):

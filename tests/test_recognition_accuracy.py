@@ -29,6 +29,7 @@ def test_default_pack_separates_genuine_from_impostor_pairs_at_its_configured_th
     assert_separates(embeddings, identities, default_analyzer.pack.match_threshold)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("detector,recognizer", [
     ("det_500m.onnx", "mobilefacenet.onnx"),
     ("scrfd_2.5g_bnkps.onnx", "face-reidentification-retail-0095.onnx"),
