@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -52,7 +53,7 @@ class Oracle:
 
     def __init__(self, scenario: Scenario, analyzer: FaceAnalyzer, bank: SpriteBank) -> None:
         self.walks = scenario.walks
-        self.vectors = {}
+        self.vectors: dict[tuple[str, str], np.ndarray] = {}
         for w in self.walks:
             if (w.identity, w.photo) not in self.vectors:
                 image = read_image(bank.faces_dir / w.identity / w.photo)
@@ -64,9 +65,9 @@ class Oracle:
         return max(near, key=lambda w: float(self.vectors[(w.identity, w.photo)] @ embedding)).identity
 
 
-def score(events: list[tuple[str, str, datetime, np.ndarray]], oracle: Oracle) -> dict[str, int]:
+def score(events: Sequence[tuple[str, str | None, datetime, np.ndarray]], oracle: Oracle) -> dict[str, int]:
     """Counts of (kind, visitor key, ts, embedding) events, and merges of different people."""
-    first_identity: dict[str, str] = {}
+    first_identity: dict[str | None, str] = {}
     out = {"visits": 0, "reentries": 0, "merges": 0}
     for kind, key, ts, vec in events:
         who = oracle.identity(ts, vec)
@@ -160,7 +161,7 @@ class NaiveLoop:
 
 
 def member_days(bank: SpriteBank, out_dir: Path, members: int = 5,
-                days: int = 4) -> tuple[list[FileSource], list[tuple[Person, np.ndarray]]]:
+                days: int = 4) -> tuple[list[FileSource], list[tuple[Person, list[str]]]]:
     """Clips of members arriving, one new visit each (a day apart, so one arrival alert per clip),
     and the members to enrol (from other photos than the clips show)."""
     people = [i for i in bank.identities() if i.startswith("deepface") and len(bank.photos(i)) >= 3][:members]
@@ -194,7 +195,7 @@ def alert_latency(config: Config, bank: SpriteBank, analyzer: FaceAnalyzer, tmp:
     broker = LocalBroker(work, binary)
     received: dict[str, float] = {}
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-latency", protocol=MQTTProtocolVersion.MQTTv5)
-    client.on_message = lambda c, u, m: received.setdefault(json.loads(m.payload)["event_id"], time.monotonic())
+    client.on_message = lambda c, u, m: received.update({json.loads(m.payload)["event_id"]: time.monotonic()})
     try:
         client.connect("127.0.0.1", broker.port)
         client.subscribe(f"{config.mqtt.topic_prefix}/{config.store_id}/alerts/arrival", qos=1)
@@ -228,8 +229,8 @@ def bench_pipeline(config: Config, faces_dir: Path, *, size: str = "day", progre
     """Run the scenario through both sides and return speed and counting accuracy."""
     analyzer = FaceAnalyzer.from_config(config)
     bank = SpriteBank(faces_dir, analyzer)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         scenario = build_scenario(bank, tmp, config.dedup.window, size=size)
         truth = expected_counts(scenario.walks, scenario.window, scenario.tz)
         oracle = Oracle(scenario, analyzer, bank)

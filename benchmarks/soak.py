@@ -124,8 +124,8 @@ def bench_soak(config: Config, faces_dir: Path, *, minutes: float, progress: boo
         raise FileNotFoundError("the soak needs mosquitto (apt-get install mosquitto)")
     analyzer = FaceAnalyzer.from_config(config)
     bank = SpriteBank(faces_dir, analyzer)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         (tmp / "clips").mkdir()
         scenario = build_scenario(bank, tmp / "clips", config.dedup.window, size="small")
         broker = LocalBroker(tmp, binary)

@@ -138,7 +138,7 @@ def _broker(config: Config) -> str:
                          protocol=paho.MQTTv5 if config.mqtt.protocol == "5" else paho.MQTTv311)
     apply_credentials(client, config.mqtt, tls)
     answer: dict[str, str] = {}
-    client.on_connect = lambda c, u, f, reason, p: answer.setdefault("reason", str(reason))
+    client.on_connect = lambda c, u, f, reason, p: answer.update(reason=str(reason))
     try:
         client.connect(host, port, keepalive=10)
     except OSError as exc:

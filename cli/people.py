@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from footfall.config.schema import Config
 from footfall.dedup.enrol import embeddings_from_photos
-from footfall.dedup.gallery import EnrolmentError, Person
+from footfall.dedup.gallery import EnrolmentError, Person, Role
 from footfall.edge import admin
 from footfall.edge.pipeline import open_gallery, open_window
 from footfall.recognition.analyzer import FaceAnalyzer
@@ -27,7 +27,7 @@ from footfall.sync.outbox import Outbox
 FILING_THRESHOLD = 100_000
 
 
-def enroll(config: Config, *, person_id: str, name: str, role: str, tier: str | None, consent: bool,
+def enroll(config: Config, *, person_id: str, name: str, role: Role, tier: str | None, consent: bool,
            photos: list[Path], progress: bool = True) -> str:
     """Enrol a person from photos (one clear face each); returns a one-line confirmation."""
     if role == "member" and not consent:

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 NORM_TOLERANCE = 1e-3
 ROLES = ("member", "staff")
+Role = Literal["member", "staff"]
 
 _SCHEMA = [
     """
@@ -62,7 +63,7 @@ class Person:
 
     person_id: str
     name: str
-    role: Literal["member", "staff"]
+    role: Role
     tier: str | None = None
     consent: bool = False
     consent_at: datetime | None = None

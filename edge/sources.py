@@ -140,7 +140,7 @@ class LiveSource:
 
     def __init__(self, camera_id: str, source: str, fps: float, *, now: Callable[[], datetime],
                  backoff: tuple[float, float] = (0.5, 30.0),
-                 opener: Callable[[str], cv2.VideoCapture] | None = None,
+                 opener: Callable[[str | int], cv2.VideoCapture] | None = None,
                  open_timeout: float = OPEN_TIMEOUT_S, read_timeout: float = READ_TIMEOUT_S) -> None:
         self.camera_id = camera_id
         self.source = int(source) if source.isdigit() else source
@@ -237,7 +237,7 @@ class LiveSource:
             if wait > 0:
                 self._stop.wait(wait)
                 with self._cond:
-                    frame = self._latest  # newest wins
+                    frame = self._latest or frame  # newest wins
             next_due = max(next_due + period, time.monotonic())
             last_seen = frame
             yield frame

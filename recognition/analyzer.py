@@ -73,7 +73,7 @@ class FaceAnalyzer:
     """Faces in a BGR image -> quality-checked faces, embedded in batches."""
 
     def __init__(self, detector: Detector, embedder: OnnxEmbedder, limits: QualityConfig,
-                 pack: ModelPack | None = None) -> None:
+                 pack: ModelPack) -> None:
         self.detector = detector
         self.embedder = embedder
         self.limits = limits

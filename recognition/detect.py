@@ -36,7 +36,10 @@ class Detection:
 
 
 class Detector(Protocol):
-    """Finds faces in a BGR uint8 image."""
+    """Finds faces in a BGR uint8 image at an input of `width` x `height` pixels."""
+
+    width: int
+    height: int
 
     def detect(self, image: np.ndarray, *, long_side: int | None = None) -> list[Detection]: ...
 

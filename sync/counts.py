@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from footfall.dedup.db import StorageError, migrate, open_db, transaction
@@ -226,7 +226,7 @@ class CountStore:
         aware(end, "end")
         if by not in BY:
             raise ValueError(f"by must be 'hour' or 'day', got {by!r}")
-        starts = bucket_starts(start, end, by, self.tz)
+        starts = bucket_starts(start, end, cast(By, by), self.tz)  # checked against BY above
         return bucketize(self._between(start, end), starts, self.tz)
 
     def close(self) -> None:

@@ -103,7 +103,7 @@ class Broker:
         for i, (user, password) in enumerate(users.items()):
             args = [tool, "-b"] + (["-c"] if i == 0 else []) + [str(self.password_file), user, password]
             subprocess.run(args, check=True, capture_output=True, timeout=10)
-        if self.running:
+        if self._proc is not None and self.running:
             self._proc.send_signal(signal.SIGHUP)
 
     def start(self, timeout: float = 5.0) -> Broker:

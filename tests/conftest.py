@@ -87,6 +87,7 @@ def embed_labelled(analyzer: FaceAnalyzer, faces_dir: Path) -> tuple[np.ndarray,
         faces = analyzer.analyze(pad_photo(read_image(photo.path)), gated=False)
         assert faces, f"no face found in {photo.path}"
         largest = max(faces, key=lambda f: f.detection.width * f.detection.height)
+        assert largest.embedding is not None
         vectors.append(largest.embedding)
         identities.append(photo.identity)
     return np.stack(vectors), identities

@@ -8,6 +8,7 @@ restart. The store is in Asia/Shanghai; the day is 23 November 2026.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -32,7 +33,7 @@ def appointment(appointment_id: str = "A-1", member_id: str = "M-1", scheduled_a
 
 
 @pytest.fixture
-def store() -> AppointmentStore:
+def store() -> Iterator[AppointmentStore]:
     with AppointmentStore(None, "Asia/Shanghai") as s:
         yield s
 
@@ -215,7 +216,8 @@ def test_settled_appointments_of_past_days_are_pruned_and_open_ones_kept(tmp_pat
 def test_an_upsert_replaces_the_fields(store: AppointmentStore):
     store.upsert(appointment(advisor="Zhang Min"))
     store.upsert(appointment(advisor="Wang Fang"))
-    assert store.get("A-1").advisor == "Wang Fang"
+    updated = store.get("A-1")
+    assert updated is not None and updated.advisor == "Wang Fang"
     assert len(store.appointments()) == 1
 
 

@@ -8,6 +8,7 @@ midnight; `by_hour` holds 24 visit counts indexed by local wall-clock hour.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -37,7 +38,7 @@ def at(hour: int, minute: int = 0, day: int = 23, tz: ZoneInfo = SHANGHAI) -> da
 
 
 @pytest.fixture
-def store() -> CountStore:
+def store() -> Iterator[CountStore]:
     with CountStore(None, "Asia/Shanghai") as s:
         yield s
 

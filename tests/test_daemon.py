@@ -143,7 +143,7 @@ def test_run_once_publishes_the_visits_alerts_and_counts_of_a_replayed_clip(
         sub.close()
 
 
-def request(port: int, topic: str, payload: dict, *, v5: bool = True, response_topic: str | None = None,
+def request(port: int, topic: str, payload: dict | bytes, *, v5: bool = True, response_topic: str | None = None,
             correlation: bytes | None = None) -> None:
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"crm-{time.monotonic_ns()}",
                          protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311)

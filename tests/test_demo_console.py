@@ -33,7 +33,9 @@ class Terminal:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        for chunk in iter(lambda: self.proc.stdout.read1(4096), b""):  # type: ignore[union-attr]
+        stream = self.proc.stdout
+        assert stream is not None
+        for chunk in iter(lambda: stream.read1(4096), b""):  # type: ignore[attr-defined]  # a BufferedReader
             self.output += chunk.decode(errors="replace")
 
     def wait_for(self, text: str, timeout: float) -> None:

@@ -364,7 +364,9 @@ def test_image_sizes_are_read_from_png_and_jpeg_headers(obama_jpeg):
 
 
 def read_image_size(b64_jpeg: str) -> tuple[int, int]:
-    h, w = cv2.imdecode(np.frombuffer(base64.b64decode(b64_jpeg), np.uint8), cv2.IMREAD_COLOR).shape[:2]
+    image = cv2.imdecode(np.frombuffer(base64.b64decode(b64_jpeg), np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    h, w = image.shape[:2]
     return w, h
 
 

@@ -12,6 +12,7 @@ import json
 import re
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -32,13 +33,13 @@ from footfall.sync.events import (
 
 TZ = ZoneInfo("Asia/Shanghai")
 AT = datetime(2026, 11, 23, 10, 0, tzinfo=TZ)
-STORE = {"store_id": "sh-001", "ts": AT}
+STORE: dict[str, Any] = {"store_id": "sh-001", "ts": AT}
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d$")
 
 
 def visit(**overrides) -> VisitEvent:
-    fields = dict(kind="visit", visitor_id="v-7f3a", member_id=None, role="visitor", camera_id="door-1",
-                  first_seen_ts=AT - timedelta(seconds=2)) | overrides
+    fields: dict[str, Any] = dict(kind="visit", visitor_id="v-7f3a", member_id=None, role="visitor",
+                                  camera_id="door-1", first_seen_ts=AT - timedelta(seconds=2)) | overrides
     return VisitEvent(**fields, **STORE)
 
 
@@ -215,4 +216,4 @@ def test_only_guide_alerts_expire_visits_never():
 def test_events_are_immutable_so_a_resend_is_the_same_message():
     v = visit()
     with pytest.raises(AttributeError):
-        v.event_id = "other"  # type: ignore[misc]
+        v.event_id = "other"

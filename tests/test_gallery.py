@@ -12,6 +12,7 @@ import os
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -48,11 +49,12 @@ def between(a: np.ndarray, b: np.ndarray, sim_a: float, sim_b: float, rest: np.n
 
 
 def member(person_id: str = "M-1001", **fields) -> Person:
-    return Person(**({"person_id": person_id, "name": "Li Wei", "role": "member", "consent": True} | fields))
+    values: dict[str, Any] = {"person_id": person_id, "name": "Li Wei", "role": "member", "consent": True}
+    return Person(**(values | fields))
 
 
 def make_gallery(db_path: Path | None = None, **overrides) -> Gallery:
-    options = dict(dim=DIM, threshold=THRESHOLD, margin=MARGIN, model_sha256=MODEL, db_path=db_path)
+    options: dict[str, Any] = dict(dim=DIM, threshold=THRESHOLD, margin=MARGIN, model_sha256=MODEL, db_path=db_path)
     return Gallery(**(options | overrides))
 
 

@@ -36,7 +36,7 @@ WALKERS = [("obama", "1.jpg"), ("bbt_howard", "5.jpg")]
 def read_video(path: Path) -> tuple[list[np.ndarray], cv2.VideoCapture]:
     capture = cv2.VideoCapture(str(path))
     assert capture.isOpened(), f"{path} does not open"
-    decoded = []
+    decoded: list[np.ndarray] = []
     while True:
         ok, frame = capture.read()
         if not ok:

@@ -26,7 +26,7 @@ START = datetime(2026, 11, 23, 10, 0, tzinfo=timezone(timedelta(hours=8)))
 
 
 def write_clip(path, frames: int, fps: float, size=(160, 120)) -> None:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, size)
     for i in range(frames):
         image = np.full((size[1], size[0], 3), (i * 7) % 256, dtype=np.uint8)
         cv2.putText(image, str(i), (10, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (255, 255, 255), 2)

@@ -12,6 +12,7 @@ import os
 import stat
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -48,8 +49,9 @@ def another_look(face: np.ndarray, seed: int) -> np.ndarray:
 
 
 def make_window(db_path: Path | None = None, **overrides) -> VisitWindow:
-    options = dict(dim=DIM, window=timedelta(hours=3), timezone="Asia/Shanghai", threshold=THRESHOLD,
-                   margin=MARGIN, same_entry=timedelta(seconds=10), db_path=db_path)
+    options: dict[str, Any] = dict(dim=DIM, window=timedelta(hours=3), timezone="Asia/Shanghai",
+                                   threshold=THRESHOLD, margin=MARGIN, same_entry=timedelta(seconds=10),
+                                   db_path=db_path)
     return VisitWindow(**(options | overrides))
 
 

@@ -49,11 +49,14 @@ def sample_faces_dir() -> Path | None:
 def describe(d: Decision) -> str:
     """One line for a decision, as a store manager would read it."""
     when = d.passage.first_seen.strftime("%m-%d %H:%M:%S")
+    name = d.person.name if d.person else "?"
     if d.kind == "staff":
-        return f"{when}  {d.passage.camera_id}  staff ({d.person.name}): not counted"
-    who = f"member {d.member_id} ({d.person.tier})" if d.member_id else f"visitor {d.visitor_id[:8]}"
+        return f"{when}  {d.passage.camera_id}  staff ({name}): not counted"
+    tier = d.person.tier if d.person else None
+    who = f"member {d.member_id} ({tier})" if d.member_id else f"visitor {(d.visitor_id or '')[:8]}"
     kind = "new visit" if d.kind == "visit" else "re-entry "
-    since = "" if d.kind == "visit" else f", visit began {d.visit_started.astimezone(d.passage.first_seen.tzinfo):%H:%M}"
+    began = d.visit_started or d.passage.first_seen
+    since = "" if d.kind == "visit" else f", visit began {began.astimezone(d.passage.first_seen.tzinfo):%H:%M}"
     return f"{when}  {d.passage.camera_id}  {kind}  {who}{since}"
 
 
