@@ -57,10 +57,10 @@ class ReconcileConfig(_Section):
 
 
 class HqConfig(_Section):
-    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    database: DatabaseConfig = Field(default_factory=lambda: DatabaseConfig.model_validate({}))
     mqtt: MqttConfig = Field(default_factory=lambda: MqttConfig.model_validate({"username": "hq"}))
-    collector: CollectorConfig = Field(default_factory=CollectorConfig)
-    reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
+    collector: CollectorConfig = Field(default_factory=lambda: CollectorConfig.model_validate({}))
+    reconcile: ReconcileConfig = Field(default_factory=lambda: ReconcileConfig.model_validate({}))
     silent_after: Duration = Field(timedelta(minutes=10), description="A box with no message for this long is flagged silent.")
     timezones: dict[str, str] = Field(default_factory=dict, description="store_id -> IANA zone; a store not listed takes the UTC offset of its events.")
 
