@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 
+from footfall.config.hq_dashboard import DashboardConfig
 from footfall.config.schema import ConfigError, Duration, MqttConfig, _Section, describe
 
 PASSWORD_ENV = "FOOTFALL_HQ_DB_PASSWORD"
@@ -61,6 +62,7 @@ class HqConfig(_Section):
     mqtt: MqttConfig = Field(default_factory=lambda: MqttConfig.model_validate({"username": "hq"}))
     collector: CollectorConfig = Field(default_factory=lambda: CollectorConfig.model_validate({}))
     reconcile: ReconcileConfig = Field(default_factory=lambda: ReconcileConfig.model_validate({}))
+    dashboard: DashboardConfig = Field(default_factory=lambda: DashboardConfig.model_validate({}))
     silent_after: Duration = Field(timedelta(minutes=10), description="A box with no message for this long is flagged silent.")
     timezones: dict[str, str] = Field(default_factory=dict, description="store_id -> IANA zone; a store not listed takes the UTC offset of its events.")
 

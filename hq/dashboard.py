@@ -39,6 +39,7 @@ from footfall import __version__
 from footfall.config.hq_dashboard import DashboardConfig
 from footfall.config.schema import ConfigError
 from footfall.edge.console import parse_listen, verify_password
+from footfall.hq import read
 
 log = logging.getLogger(__name__)
 
@@ -72,32 +73,33 @@ class PostgresReadSide:
     def __init__(self, pool: Any) -> None:
         self.pool = pool
 
-    def _call(self, name: str, *args: Any) -> Any:
-        from footfall.hq import read
-
-        with self.pool.connection() as conn:
-            return getattr(read, name)(conn, *args)
-
     def chain_by_day(self, day_from: date, day_to: date) -> list[dict[str, Any]]:
-        return self._call("chain_by_day", day_from, day_to)  # type: ignore[no-any-return]
+        with self.pool.connection() as conn:
+            return read.chain_by_day(conn, day_from, day_to)
 
     def store_table(self, day: date, silent_after: timedelta, now: datetime) -> list[dict[str, Any]]:
-        return self._call("store_table", day, silent_after, now)  # type: ignore[no-any-return]
+        with self.pool.connection() as conn:
+            return read.store_table(conn, day, silent_after, now)
 
     def store_hourly(self, store_id: str, day: date) -> list[int]:
-        return self._call("store_hourly", store_id, day)  # type: ignore[no-any-return]
+        with self.pool.connection() as conn:
+            return read.store_hourly(conn, store_id, day)
 
     def conversion_by_channel(self, day_from: date, day_to: date) -> list[dict[str, Any]]:
-        return self._call("conversion_by_channel", day_from, day_to)  # type: ignore[no-any-return]
+        with self.pool.connection() as conn:
+            return read.conversion_by_channel(conn, day_from, day_to)
 
     def no_show_list(self, day_from: date, day_to: date, limit: int = MAX_NO_SHOWS) -> list[dict[str, Any]]:
-        return self._call("no_show_list", day_from, day_to, limit)  # type: ignore[no-any-return]
+        with self.pool.connection() as conn:
+            return read.no_show_list(conn, day_from, day_to, limit)
 
     def response_times(self, day_from: date, day_to: date) -> list[dict[str, Any]]:
-        return self._call("response_times", day_from, day_to)  # type: ignore[no-any-return]
+        with self.pool.connection() as conn:
+            return read.response_times(conn, day_from, day_to)
 
     def disagreements(self, day_from: date, day_to: date) -> list[dict[str, Any]]:
-        return self._call("disagreements", day_from, day_to)  # type: ignore[no-any-return]
+        with self.pool.connection() as conn:
+            return read.disagreements(conn, day_from, day_to)
 
 
 def open_pool(url: str, password: str | None, config: DashboardConfig) -> Any:
@@ -357,16 +359,6 @@ class Dashboard:
             self._httpd.server_close()
             self._httpd = None
 
-    def serve_forever(self) -> int:
-        self.start()
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            return 0
-        finally:
-            self.stop()
-
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -593,3 +585,58 @@ class _Handler(BaseHTTPRequestHandler):
             super().handle_one_request()
         except (ConnectionResetError, BrokenPipeError):
             self.close_connection = True
+
+
+# -- command line -------------------------------------------------------------------------------
+
+def cmd_serve(args: Any) -> int:
+    """`footfall hq serve`: the dashboard until Ctrl-C (or `--hash-password`: print a hash and exit)."""
+    import sys
+
+    from footfall.config.hq import database_password, load_hq_config
+    from footfall.edge.console import hash_password
+
+    if args.hash_password:
+        if sys.stdin.isatty():
+            import getpass
+
+            password = getpass.getpass("password: ")
+            if getpass.getpass("again: ") != password:
+                print("error: the passwords differ", file=sys.stderr)
+                return 1
+        else:
+            password = sys.stdin.readline().rstrip("\r\n")
+        print(hash_password(password))
+        return 0
+    if not args.config:
+        print("error: --config is required (or --hash-password)", file=sys.stderr)
+        return 2
+    config = load_hq_config(args.config)
+    require_login(config.dashboard)
+    if args.listen:
+        parse_listen(args.listen)
+    pool = open_pool(config.database.url, database_password(config.database), config.dashboard)
+    try:
+        dashboard = Dashboard(config.dashboard, PostgresReadSide(pool), listen=args.listen,
+                              silent_after=config.silent_after)
+        dashboard.start()
+        print(f"HQ dashboard: {dashboard.url}", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            dashboard.stop()
+    finally:
+        pool.close()
+
+
+def add_serve_parser(group: Any) -> None:
+    """Register `footfall hq serve` on the `footfall hq` subcommands."""
+    p = group.add_parser("serve", help="the HQ dashboard in a browser (login required)")
+    p.add_argument("--config", help="hq.toml")
+    p.add_argument("--listen", metavar="HOST:PORT", help="overrides dashboard.listen")
+    p.add_argument("--hash-password", action="store_true",
+                   help="read a password (or a user's token) from stdin, print its hash for the config, exit")
+    p.set_defaults(func=cmd_serve)
