@@ -103,10 +103,11 @@ class PostgresReadSide:
 
 
 def open_pool(url: str, password: str | None, config: DashboardConfig) -> Any:
-    """A psycopg pool of read-only sessions whose statements are cancelled after query_timeout."""
+    """A psycopg pool of read-only sessions in the dashboard's time zone, statements cancelled after query_timeout."""
     from psycopg_pool import ConnectionPool
 
-    options = (f"-c default_transaction_read_only=on "
+    # Instants come back in the dashboard's zone, so the page shows every time as HQ reads its clock.
+    options = (f"-c default_transaction_read_only=on -c TimeZone={config.timezone} "
                f"-c statement_timeout={int(config.query_timeout.total_seconds() * 1000)}")
     kwargs: dict[str, Any] = {"options": options, "application_name": "footfall-hq-dashboard"}
     if password is not None:
@@ -422,7 +423,7 @@ _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
                                "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",    # "no-referrer" would make the browser send `Origin: null` on our own forms
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
 }

@@ -114,12 +114,14 @@ function channelName(ch) {
 // A bar chart of `items` ([{key, label, value, inner}]): one rect.bar per item (data-key, data-visits,
 // data-height), an optional inner bar (member visits), value labels when there is room.
 function barChart(items, opts) {
-  const W = 720, H = 240, top = 16, bottom = 28, left = 8, right = 8;
+  // Drawn at the width of its box (text stays at its CSS size); scaled if the box changes later.
+  const W = Math.max(280, Math.round(opts.width || 720)), H = W < 500 ? 180 : 240;
+  const top = 16, bottom = 28, left = 8, right = 8;
   const plotH = H - top - bottom;
   const max = Math.max(1, ...items.map((i) => i.value));
   const step = (W - left - right) / Math.max(1, items.length);
   const barW = Math.max(1, step * 0.72);
-  const every = Math.max(1, Math.ceil(items.length / (opts.maxLabels || 14)));
+  const every = Math.max(1, Math.ceil(items.length / Math.max(2, Math.floor(opts.maxLabels || 14))));
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": opts.title || "" });
   root.append(svg("line", { class: "axis", x1: left, x2: W - right, y1: top + plotH, y2: top + plotH }));
   items.forEach((item, i) => {
@@ -133,7 +135,7 @@ function barChart(items, opts) {
       root.append(svg("rect", { class: "bar inner", x: (x + barW * 0.2).toFixed(2), y: (top + plotH - ih).toFixed(2),
         width: (barW * 0.6).toFixed(2), height: ih.toFixed(2), "data-key": item.key, "data-members": item.inner }));
     }
-    if (item.value > 0 && items.length <= 31) {
+    if (item.value > 0 && step >= 14) {
       root.append(svg("text", { class: "count", x: (x + barW / 2).toFixed(2), y: (top + plotH - h - 3).toFixed(2),
         "data-key": item.key }, String(item.value)));
     }
@@ -188,7 +190,9 @@ const VIEWS = {
       el("div", { class: "total", "data-total": k }, el("dt", {}, t(k)), el("dd", {}, num(sum(k))))));
     const items = data.rows.map((r) => ({ key: r.day, label: r.day.slice(5), value: r.visits || 0,
       inner: r.member_visits || 0 }));
-    document.getElementById("chain-chart").replaceChildren(barChart(items, { title: t("chain_title"), maxLabels: 10 }));
+    const box = document.getElementById("chain-chart");
+    box.replaceChildren(barChart(items, { title: t("chain_title"), maxLabels: Math.min(10, box.clientWidth / 60),
+      width: box.clientWidth }));
     fillTable("chain-table", [...data.rows].reverse(), (r) => el("tr", { "data-day": r.day },
       td(r.day), tdNum(r.visits, "visits"), tdNum(r.reentries, "reentries"),
       tdNum(r.member_visits, "member-visits"), tdNum(r.unidentified, "unidentified")));
@@ -271,15 +275,16 @@ async function showHourly(store) {
   for (const row of document.querySelectorAll("#stores-table tbody tr")) {
     row.classList.toggle("selected", row.dataset.store === store);
   }
-  const box = document.getElementById("hourly");
+  document.getElementById("hourly").hidden = false;
   document.getElementById("hourly-store").textContent = data.store_id;
   document.getElementById("hourly-day").textContent = data.day;
+  const box = document.getElementById("hourly-chart");
   const items = data.hours.map((v, h) => ({ key: String(h), label: String(h), value: v || 0 }));
-  const chart = barChart(items, { title: `${t("hourly_title")} ${data.store_id}`, maxLabels: 12 });
+  const chart = barChart(items, { title: `${t("hourly_title")} ${data.store_id}`,
+    maxLabels: Math.min(12, box.clientWidth / 40), width: box.clientWidth });
   chart.setAttribute("id", "hourly-svg");
   chart.dataset.store = data.store_id;
-  document.getElementById("hourly-chart").replaceChildren(chart);
-  box.hidden = false;
+  box.replaceChildren(chart);
 }
 
 function showError(message) {
@@ -297,6 +302,7 @@ async function load(view) {
   }
   const section = document.getElementById(`view-${state.view}`);
   section.classList.add("loading");
+  delete section.dataset.loaded;
   try {
     await VIEWS[state.view]();
     showError("");
