@@ -116,7 +116,7 @@ def log_in(d: dash.Dashboard, name: str = "Wang Fang", secret: str = PASSWORD) -
     body = f"name={name}&password={secret}".encode()
     status, response, _ = call(d, "POST", "/login", body, FORM)
     assert status == 303, status
-    return response.getheader("Set-Cookie").split(";")[0]
+    return str(response.getheader("Set-Cookie")).split(";")[0]
 
 
 def get_json(d: dash.Dashboard, path: str, cookie: str) -> tuple[int, Any]:

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -128,7 +129,7 @@ def chain_db(postgres: LocalPostgres) -> Iterator[str]:
         admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
-def _dashboard(url: str, language: str) -> tuple[dash.Dashboard, object]:
+def _dashboard(url: str, language: str) -> tuple[dash.Dashboard, Any]:
     config = DashboardConfig.model_validate({"language": language, "password_hash": hash_password(PASSWORD),
                                              "listen": "127.0.0.1:0"})
     pool = dash.open_pool(url, None, config)
@@ -140,7 +141,7 @@ def english(chain_db):
     d, pool = _dashboard(chain_db, "en")
     yield d
     d.stop()
-    pool.close()  # type: ignore[attr-defined]
+    pool.close()
 
 
 @pytest.fixture(scope="module")
@@ -242,6 +243,7 @@ def test_each_view_shows_the_figures_in_postgresql(driver, english, tmp_path):
     open_view(driver, english.url, "conversion")
     assert cells(driver, "#conversion-table tbody tr") == [
         ["WeChat", "3", "2", "1", "66.7%"], ["Mini-program", "1", "0", "0", "0.0%"], ["Phone", "1", "0", "1", "0.0%"]]
+    assert cells(driver, "#conversion-table tfoot tr") == [["Total", "5", "2", "2", "40.0%"]]
     shots.append(screenshot(driver, tmp_path, "hq-conversion"))
 
     open_view(driver, english.url, "no-shows")

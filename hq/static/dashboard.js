@@ -135,7 +135,7 @@ function barChart(items, opts) {
       root.append(svg("rect", { class: "bar inner", x: (x + barW * 0.2).toFixed(2), y: (top + plotH - ih).toFixed(2),
         width: (barW * 0.6).toFixed(2), height: ih.toFixed(2), "data-key": item.key, "data-members": item.inner }));
     }
-    if (item.value > 0 && step >= 14) {
+    if (item.value > 0 && step >= 11) {
       root.append(svg("text", { class: "count", x: (x + barW / 2).toFixed(2), y: (top + plotH - h - 3).toFixed(2),
         "data-key": item.key }, String(item.value)));
     }
@@ -227,8 +227,15 @@ const VIEWS = {
         svg("rect", { class: "meter-fill", x: 0, y: 0, width: (share * 100).toFixed(1), height: 8 }));
       return el("tr", { "data-channel": r.channel === null ? "" : String(r.channel) },
         td(channelName(r.channel), "channel"), tdNum(r.booked, "booked"), tdNum(r.arrived, "arrived"),
-        tdNum(r.no_show, "no-show"), el("td", { class: "num conversion" }, el("span", { class: "pct" }, pct(r.conversion)), meter));
+        tdNum(r.no_show, "no-show"),
+        el("td", { class: "num conversion" }, el("span", { class: "cell-meter" }, el("span", { class: "pct" }, pct(r.conversion)), meter)));
     });
+    const sum = (k) => data.rows.reduce((a, r) => a + (r[k] || 0), 0);
+    const booked = sum("booked"), arrived = sum("arrived");
+    const foot = document.querySelector("#conversion-table tfoot");
+    foot.replaceChildren(...(data.rows.length > 1 ? [el("tr", { class: "total" }, td(t("total"), "channel"),
+      tdNum(booked, "booked"), tdNum(arrived, "arrived"), tdNum(sum("no_show"), "no-show"),
+      el("td", { class: "num conversion" }, pct(booked ? arrived / booked : null)))] : []));
   },
 
   async "no-shows"() {
