@@ -261,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", choices=["hour", "day"], default="hour")
     p.set_defaults(func=cmd_counts)
 
+    from footfall.hq.cli import add_hq_parser
+
+    add_hq_parser(sub)
+
     p = sub.add_parser("doctor", help="check config, models, cameras, broker and disk")
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_doctor)
