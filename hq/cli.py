@@ -121,7 +121,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def add_hq_parser(sub: Any) -> None:
-    """Register `footfall hq collect|counts|reconcile` on the main parser's subcommands."""
+    """Register `footfall hq collect|counts|reconcile|serve` on the main parser's subcommands."""
     hq = sub.add_parser("hq", help="head office: collect every store's events into PostgreSQL, counts, reconcile")
     group = hq.add_subparsers(dest="action", required=True)
     p = group.add_parser("collect", help="the collector: MQTT 5 shared subscriptions into PostgreSQL")
@@ -141,3 +141,6 @@ def add_hq_parser(sub: Any) -> None:
     p.add_argument("--day", help="store day YYYY-MM-DD (default: today and yesterday)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_reconcile)
+    from footfall.hq.dashboard import add_serve_parser
+
+    add_serve_parser(group)

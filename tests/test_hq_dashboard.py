@@ -11,6 +11,7 @@ import json
 import socket
 import time
 from datetime import UTC, date, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -97,7 +98,7 @@ def served():
         d.stop()
 
 
-def call(d: dash.Dashboard, method: str, path: str, body: bytes | None = None,
+def call(d: Any, method: str, path: str, body: bytes | None = None,
          headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPResponse, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
     try:
@@ -111,7 +112,7 @@ def call(d: dash.Dashboard, method: str, path: str, body: bytes | None = None,
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
-def log_in(d: dash.Dashboard, name: str = "Wang Fang", secret: str = PASSWORD) -> str:
+def log_in(d: Any, name: str = "Wang Fang", secret: str = PASSWORD) -> str:
     """The Cookie header of a new session."""
     body = f"name={name}&password={secret}".encode()
     status, response, _ = call(d, "POST", "/login", body, FORM)
@@ -119,7 +120,7 @@ def log_in(d: dash.Dashboard, name: str = "Wang Fang", secret: str = PASSWORD) -
     return str(response.getheader("Set-Cookie")).split(";")[0]
 
 
-def get_json(d: dash.Dashboard, path: str, cookie: str) -> tuple[int, Any]:
+def get_json(d: Any, path: str, cookie: str) -> tuple[int, Any]:
     status, _, body = call(d, "GET", path, headers={"Cookie": cookie})
     return status, json.loads(body)
 
@@ -319,3 +320,33 @@ def test_connections_past_the_cap_are_refused_and_idle_ones_time_out(served):
     finally:
         for s in idle:
             s.close()
+
+
+# -- the command, on a real PostgreSQL ----------------------------------------------------------
+
+def test_the_serve_command_answers_from_the_database_in_the_config(hq_db, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    run = [sys.executable, "-m", "footfall", "hq", "serve"]
+    hashed = subprocess.run(run + ["--hash-password"], input=PASSWORD + "\n", capture_output=True, text=True,
+                            timeout=60)
+    assert hashed.returncode == 0 and hashed.stdout.startswith("scrypt$")
+    config = tmp_path / "hq.toml"
+    config.write_text(f'[database]\nurl = "{hq_db}"\n\n[dashboard]\nlanguage = "en"\n'
+                      f'password_hash = "{hashed.stdout.strip()}"\nlisten = "127.0.0.1:0"\n')
+    server = subprocess.Popen(run + ["--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert line.startswith("HQ dashboard: http://127.0.0.1:"), line
+        d = SimpleNamespace(port=int(line.rsplit(":", 1)[1]))
+        cookie = log_in(d)
+        status, chain = get_json(d, "/api/chain?from=2026-11-22&to=2026-11-23", cookie)
+        assert status == 200 and [r["visits"] for r in chain["rows"]] == [0, 0]
+        status, stores = get_json(d, "/api/stores", cookie)
+        assert status == 200 and stores["rows"] == []
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(20) == 0
