@@ -11,6 +11,7 @@ import re
 import zoneinfo
 from datetime import timedelta
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
@@ -35,6 +36,7 @@ class DashboardConfig(_Section):
     request_timeout: Duration = Field(timedelta(seconds=10), description="A connection idle (or trickling) this long is closed.")
     login_failures: int = Field(5, ge=1, le=1000, description="Failed logins per client address and minute before the login answers 429.")
     max_days: int = Field(366, ge=1, le=3660, description="Longest date range a view may ask for.")
+    database_url: str | None = Field(None, description="libpq URL (no password) of the database the dashboard reads, e.g. a read replica; default database.url.")
     pool_size: int = Field(4, ge=1, le=64, description="Database connections kept by the dashboard.")
     query_timeout: Duration = Field(timedelta(seconds=15), description="A dashboard query running longer is cancelled by the database.")
 
@@ -44,6 +46,18 @@ class DashboardConfig(_Section):
         m = _LISTEN.match(v.strip())
         if not m or not 0 <= int(m.group(2)) < 65536:
             raise ValueError(f"must look like HOST:PORT, e.g. 127.0.0.1:8090, got {v!r}")
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError(f"must be a libpq URL postgresql://user@host:port/dbname, got scheme {parts.scheme!r}")
+        if parts.password is not None:
+            raise ValueError("must not carry a password: the dashboard uses database.password_file or the environment")
         return v
 
     @field_validator("timezone")

@@ -616,7 +616,8 @@ def cmd_serve(args: Any) -> int:
     require_login(config.dashboard)
     if args.listen:
         parse_listen(args.listen)
-    pool = open_pool(config.database.url, database_password(config.database), config.dashboard)
+    pool = open_pool(config.dashboard.database_url or config.database.url, database_password(config.database),
+                     config.dashboard)
     try:
         dashboard = Dashboard(config.dashboard, PostgresReadSide(pool), listen=args.listen,
                               silent_after=config.silent_after)

@@ -136,7 +136,9 @@ def test_the_dashboard_section_is_part_of_hq_toml_and_checks_its_keys():
                      ({"listen": "9000"}, "dashboard.listen"),
                      ({"timezone": "Mars/Olympus"}, "dashboard.timezone"),
                      ({"language": "fr"}, "dashboard.language"),
-                     ({"colour": "red"}, "dashboard.colour")):
+                     ({"colour": "red"}, "dashboard.colour"),
+                     ({"database_url": "postgresql://hq:secret@replica/footfall"}, "dashboard.database_url"),
+                     ({"database_url": "mysql://replica/footfall"}, "dashboard.database_url")):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             parse_hq_config({"dashboard": bad})
 
@@ -324,7 +326,7 @@ def test_connections_past_the_cap_are_refused_and_idle_ones_time_out(served):
 
 # -- the command, on a real PostgreSQL ----------------------------------------------------------
 
-def test_the_serve_command_answers_from_the_database_in_the_config(hq_db, tmp_path):
+def test_the_serve_command_reads_the_dashboards_database(hq_db, tmp_path):
     import signal
     import subprocess
     import sys
@@ -334,7 +336,8 @@ def test_the_serve_command_answers_from_the_database_in_the_config(hq_db, tmp_pa
                             timeout=60)
     assert hashed.returncode == 0 and hashed.stdout.startswith("scrypt$")
     config = tmp_path / "hq.toml"
-    config.write_text(f'[database]\nurl = "{hq_db}"\n\n[dashboard]\nlanguage = "en"\n'
+    config.write_text(f'[database]\nurl = "postgresql://nobody@127.0.0.1:1/none"\n\n'
+                      f'[dashboard]\ndatabase_url = "{hq_db}"\nlanguage = "en"\n'
                       f'password_hash = "{hashed.stdout.strip()}"\nlisten = "127.0.0.1:0"\n')
     server = subprocess.Popen(run + ["--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
