@@ -353,3 +353,49 @@ def test_the_serve_command_reads_the_dashboards_database(hq_db, tmp_path):
     finally:
         server.send_signal(signal.SIGINT)
         assert server.wait(20) == 0
+
+
+def test_visits_a_store_publishes_reach_the_local_hq_dashboard(tmp_path):
+    """The demo's HQ: MQTT -> collector -> PostgreSQL -> dashboard, all real, on loopback."""
+    import uuid
+    from zoneinfo import ZoneInfo
+
+    import paho.mqtt.client as paho
+    from broker import Broker, mosquitto_path, wait_until
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    from footfall.hq.local_hq import LocalHq, hq_unavailable
+
+    if mosquitto_path() is None or hq_unavailable():
+        pytest.skip(f"needs mosquitto and PostgreSQL: {hq_unavailable() or 'mosquitto is not installed'}")
+    broker = Broker(tmp_path / "broker").start()
+    hq = None
+    publisher = paho.Client(CallbackAPIVersion.VERSION2, client_id="test-store", protocol=MQTTProtocolVersion.MQTTv5)
+    try:
+        hq = LocalHq(broker.url, timezones={"demo-store": "Asia/Shanghai"}).start()
+        publisher.connect("127.0.0.1", broker.port)
+        publisher.loop_start()
+        now = datetime.now(ZoneInfo("Asia/Shanghai")).isoformat(timespec="milliseconds")
+        messages = [("status", {"state": "online", "version": "0.1.0", "cameras": {"door-1": "streaming"},
+                                "storage": "ok", "outbox_backlog": 2})]
+        messages += [("visits", {"kind": "visit", "visitor_id": f"v-{i}", "member_id": "m-1" if i == 0 else None,
+                                 "role": "member" if i == 0 else "visitor", "camera_id": "door-1",
+                                 "first_seen_ts": now, "identified": True}) for i in range(3)]
+        for name, body in messages:
+            payload = {"event_id": str(uuid.uuid4()), "store_id": "demo-store", "ts": now, **body}
+            publisher.publish(f"footfall/demo-store/{name}", json.dumps(payload), qos=1).wait_for_publish(5)
+        d = SimpleNamespace(port=hq.dashboard.port if hq.dashboard else 0)
+        cookie = log_in(d, "Demo", hq.password)
+
+        def store_row():
+            rows = get_json(d, "/api/stores", cookie)[1]["rows"]
+            return rows[0] if rows and rows[0]["visits"] == 3 and rows[0]["state"] == "online" else None
+
+        row = wait_until(store_row, 15, "the published visits on the dashboard")
+        assert (row["store_id"], row["member_visits"], row["outbox_backlog"], row["silent"]) == ("demo-store", 1, 2, False)
+    finally:
+        publisher.loop_stop()
+        publisher.disconnect()
+        if hq is not None:
+            hq.stop()
+        broker.stop()
