@@ -551,11 +551,10 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/login":
             self._login()
             return
-        form = self._form()
+        self._form()  # read (and ignore) the body, so the connection stays in step
         if self._session() is None:
             self._json(HTTPStatus.UNAUTHORIZED, {"error": "login required"})
             return
-        del form
         token = cookie_token(self.headers.get("Cookie"))
         if token:
             self.dashboard.sessions.drop(token)
