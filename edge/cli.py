@@ -114,6 +114,14 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
     return EXIT_OK if result["lost"] == 0 and result["exit_code"] == 0 else EXIT_FAIL
 
 
+def cmd_bench_hq(args: argparse.Namespace) -> int:
+    from footfall.benchmarks.hq import bench_hq, format_table
+
+    result = bench_hq(stores=args.stores, visits=args.visits, progress=not args.json)
+    print(json.dumps(result) if args.json else format_table(result))
+    return EXIT_OK if result["lost"] == 0 and result["duplicated"] == 0 else EXIT_FAIL
+
+
 def cmd_bench_calibration(args: argparse.Namespace) -> int:
     from footfall.benchmarks.calibration import calibrate, format_report
 
@@ -300,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--renditions", type=int, default=4, help="degraded renditions per photo")
     p.add_argument("--trials", type=int, default=4000, help="stranger passages per point of the curve")
     p.set_defaults(func=cmd_bench_calibration)
+    p = bench.add_parser("hq", help="a chain's day through Mosquitto into one, then two HQ collectors (one "
+                                    "killed mid-run): events/s, publish->commit latency, lost, duplicated")
+    p.add_argument("--stores", type=int, default=500, help="simulated stores")
+    p.add_argument("--visits", type=int, default=60, help="visits per store and day (plus arrivals and acks)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_bench_hq)
     return parser
 
 

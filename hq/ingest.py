@@ -144,8 +144,8 @@ def _number(m: dict, key: str) -> float | None:
     return float(value)
 
 
-def _bool(m: dict, key: str) -> bool:
-    value = m.get(key)
+def _bool(m: dict, key: str, default: bool) -> bool:
+    value = m.get(key, default)
     if not isinstance(value, bool):
         raise Reject(f"{key} must be true or false")
     return value
@@ -216,7 +216,7 @@ def _row(table: str, name: str, store: str, m: dict, now: datetime, tz_for: TzLo
             raise Reject(f"first_seen_ts {first_seen.isoformat()} is more than {max_future} ahead of the HQ clock")
         day, hour = local(first_seen, tz)
         values = {"kind": kind, "visitor_id": _text(m, "visitor_id"), "member_id": _text(m, "member_id", required=False),
-                  "role": role, "camera_id": _text(m, "camera_id", required=False), "identified": _bool(m, "identified"),
+                  "role": role, "camera_id": _text(m, "camera_id", required=False), "identified": _bool(m, "identified", True),
                   "first_seen_ts": first_seen, "store_day": day, "store_hour": hour}
     elif table == "alerts":
         kind = name.split("/")[1]

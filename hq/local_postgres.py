@@ -70,7 +70,7 @@ class LocalPostgres:
     the production setting so that commit latency is real.
     """
 
-    def __init__(self, *, durable: bool = True, log_statements: bool = False) -> None:
+    def __init__(self, *, durable: bool = True, settings: dict[str, str] | None = None) -> None:
         reason = unavailable_reason()
         if reason:
             raise FileNotFoundError(reason)
@@ -78,6 +78,7 @@ class LocalPostgres:
         assert bindir is not None
         self.bindir = bindir
         self.durable = durable
+        self.settings = dict(settings or {})
         self.dir = Path(tempfile.mkdtemp(prefix="footfall-pg-"))
         self.data = self.dir / "data"
         self.log_file = self.dir / "postgres.log"
@@ -106,6 +107,7 @@ class LocalPostgres:
                    f"-c max_connections=50 -c shared_buffers=64MB")
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        options += "".join(f" -c {key}={value}" for key, value in self.settings.items())
         done = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_file),
                          "-o", options, "-w", "-t", str(int(timeout)), "start", timeout=timeout + 10)
         if done.returncode != 0:
@@ -120,6 +122,13 @@ class LocalPostgres:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"createdb failed: {created.stderr.strip()}")
             time.sleep(0.1)
+
+    def postmaster_pid(self) -> int | None:
+        """The server's main process id (None when not running)."""
+        try:
+            return int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
 
     def log(self) -> str:
         """The server log (empty when there is none yet)."""

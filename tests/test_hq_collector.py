@@ -82,7 +82,8 @@ class Store:
 
 def scalar(url: str, sql: str):
     with psycopg.connect(url) as conn:
-        return conn.execute(sql).fetchone()[0]
+        row = conn.execute(sql).fetchone()
+        return row[0] if row else None
 
 
 def test_the_collector_subscribes_to_every_uplink_topic_through_its_group():
