@@ -67,7 +67,7 @@ def chain_messages() -> list[tuple[str, bytes]]:
     m += [_message("sh-001", "status", ts=_at("09:00:00"), state="online", version="0.1.0",
                    cameras={"door-1": "streaming"}, storage="ok", outbox_backlog=0),
           _message("sh-002", "status", ts=_at("09:00:00"), state="online", version="0.1.0",
-                   cameras={"door-1": "streaming"}, storage="ok", outbox_backlog=12),
+                   cameras={"door-1": "streaming", "door-2": "reconnecting"}, storage="ok", outbox_backlog=12),
           _message("bj-003", "status", ts=_at("09:40:00"), state="offline", version="0.1.0",
                    cameras={}, storage="ok")]
     for store, appointment, channel, hhmm in (("sh-001", "a1", "wechat", "11:00"), ("sh-001", "a2", "wechat", "14:00"),
@@ -228,9 +228,9 @@ def test_each_view_shows_the_figures_in_postgresql(driver, english, tmp_path):
 
     open_view(driver, english.url, "stores")
     rows = {r[0]: r for r in cells(driver, "#stores-table tbody tr")}
-    assert rows["sh-001"][1:6] == ["10", "1", "2", "1", "online"] and rows["sh-001"][7] == "0"
-    assert rows["sh-002"][1:6] == ["4", "0", "1", "0", "online"] and rows["sh-002"][7] == "12"
-    assert rows["bj-003"][1] == "1" and rows["bj-003"][5] == "offline silent"
+    assert rows["sh-001"][1:6] == ["10", "1", "2", "1", "online"] and rows["sh-001"][7:] == ["0", "1/1", "ok"]
+    assert rows["sh-002"][1:6] == ["4", "0", "1", "0", "online"] and rows["sh-002"][7:] == ["12", "1/2", "ok"]
+    assert rows["bj-003"][1] == "1" and rows["bj-003"][5] == "offline silent" and rows["bj-003"][7:] == ["—", "—", "ok"]
     assert driver.find_elements(By.CSS_SELECTOR, 'tr.is-silent[data-store="bj-003"]')
     driver.find_element(By.CSS_SELECTOR, 'tr[data-store="sh-001"] .store-link').click()
     wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '#hourly-svg[data-store="sh-001"]'), 5, "sh-001's hours")

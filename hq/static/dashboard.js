@@ -10,7 +10,7 @@ const LABELS = {
     apply: "查询", view_chain: "全连锁", view_stores: "门店", view_conversion: "预约转化", view_no_shows: "未到店",
     view_response: "响应时间", view_checks: "数据核对", chain_title: "全连锁每日客流", day: "日期", visits: "到访",
     reentries: "再次进店", member_visits: "会员到访", unidentified: "未识别", stores_title: "门店一览",
-    stores_hint: "点击门店查看分时客流。", store: "门店", state: "状态", last_seen: "最后消息", outbox: "待发送",
+    stores_hint: "点击门店查看分时客流。", store: "门店", state: "状态", last_seen: "最后消息", outbox: "待发送", cameras: "摄像头在线", storage: "存储",
     hourly_title: "分时客流", conversion_title: "按预约渠道的到店转化", channel: "渠道", booked: "预约",
     arrived: "到店", no_show: "未到店", conversion: "转化率", no_shows_title: "待跟进的未到店预约",
     scheduled: "预约时间", member: "会员", appointment: "预约编号", grace: "宽限", response_title: "导购响应时间",
@@ -30,7 +30,7 @@ const LABELS = {
     chain_title: "Chain totals by day", day: "Day", visits: "Visits", reentries: "Re-entries",
     member_visits: "Member visits", unidentified: "Unidentified", stores_title: "Stores",
     stores_hint: "Click a store for its hours.", store: "Store", state: "State", last_seen: "Last seen",
-    outbox: "Outbox backlog", hourly_title: "Visits by hour", conversion_title: "Appointment conversion by booking channel",
+    outbox: "Outbox backlog", cameras: "Cameras streaming", storage: "Storage", hourly_title: "Visits by hour", conversion_title: "Appointment conversion by booking channel",
     channel: "Channel", booked: "Booked", arrived: "Arrived", no_show: "No-show", conversion: "Conversion",
     no_shows_title: "No-shows to follow up", scheduled: "Scheduled", member: "Member", appointment: "Appointment",
     grace: "Grace", response_title: "Guide response time",
@@ -210,7 +210,7 @@ const VIEWS = {
         el("td", { class: "store" }, el("button", { type: "button", class: "store-link" }, String(r.store_id))),
         tdNum(r.visits, "visits"), tdNum(r.reentries, "reentries"), tdNum(r.member_visits, "member-visits"),
         tdNum(r.unidentified, "unidentified"), stateCell, td(stamp(r.last_seen), "last-seen"),
-        tdNum(r.outbox_backlog, "outbox"));
+        tdNum(r.outbox_backlog, "outbox"), camerasCell(r.cameras), storageCell(r.storage));
       row.addEventListener("click", () => showHourly(r.store_id));
       return row;
     });
@@ -275,6 +275,20 @@ const VIEWS = {
     }, "all_agree");
   },
 };
+
+// "2/3" cameras streaming (each camera's state in the tooltip); red when one is not streaming.
+function camerasCell(cameras) {
+  const entries = Object.entries(cameras || {});
+  if (!entries.length) return td(null, "cameras");
+  const streaming = entries.filter(([, state]) => state === "streaming").length;
+  return el("td", { class: `num cameras${streaming < entries.length ? " warn" : ""}`,
+    title: entries.map(([id, state]) => `${id}: ${state}`).join("\n") }, `${streaming}/${entries.length}`);
+}
+
+function storageCell(storage) {
+  if (storage === null || storage === undefined) return td(null, "storage");
+  return el("td", { class: `storage${storage === "ok" ? "" : " warn"}` }, String(storage));
+}
 
 async function showHourly(store) {
   state.store = store;
