@@ -27,6 +27,7 @@ from footfall.hq.writer import write_batch
 PASSWORD = "chain figures"
 DAY, PREV = "2026-11-23", "2026-11-22"
 RANGE = f"/?from=2026-11-17&to={DAY}"
+MARKUP = '<img src="x" onerror="window.pwned = 1">'
 
 pytestmark = pytest.mark.skipif(_browser() is None, reason="needs chromium and chromedriver "
                                 "(apt-get install chromium chromium-driver)")
@@ -83,7 +84,10 @@ def chain_messages() -> list[tuple[str, bytes]]:
     m += [_message("sh-001", "alerts/no_show", ts=_at("14:30:00"), appointment_id="a2", member_id="m-a2",
                    scheduled_at=_at("14:00:00"), grace_minutes=30),
           _message("sh-002", "alerts/no_show", ts=_at("10:30:00"), appointment_id="a3", member_id="m-a3",
-                   scheduled_at=_at("10:00:00"), grace_minutes=30)]
+                   scheduled_at=_at("10:00:00"), grace_minutes=30),
+          # no booking channel known, and an id that is markup: it must show as text
+          _message("bj-003", "alerts/no_show", ts=_at("09:20:00"), appointment_id="a7", member_id=MARKUP,
+                   scheduled_at=_at("09:00:00"), grace_minutes=15)]
     for store, visit, hhmm, answered in (("sh-001", "v1", "11:00:00", "11:00:10"), ("sh-001", "v2", "12:00:00", "12:00:30"),
                                          ("sh-001", "v3", "13:00:00", None), ("sh-002", "v4", "15:00:00", "15:02:05")):
         m.append(_message(store, "alerts/arrival", ts=_at(hhmm), member_id="m-1", name="x", tier="gold",
@@ -242,14 +246,18 @@ def test_each_view_shows_the_figures_in_postgresql(driver, english, tmp_path):
 
     open_view(driver, english.url, "conversion")
     assert cells(driver, "#conversion-table tbody tr") == [
-        ["WeChat", "3", "2", "1", "66.7%"], ["Mini-program", "1", "0", "0", "0.0%"], ["Phone", "1", "0", "1", "0.0%"]]
-    assert cells(driver, "#conversion-table tfoot tr") == [["Total", "5", "2", "2", "40.0%"]]
+        ["WeChat", "3", "2", "1", "66.7%"], ["Mini-program", "1", "0", "0", "0.0%"], ["Phone", "1", "0", "1", "0.0%"],
+        ["(not given)", "1", "0", "1", "0.0%"]]
+    assert cells(driver, "#conversion-table tfoot tr") == [["Total", "6", "2", "3", "33.3%"]]
     shots.append(screenshot(driver, tmp_path, "hq-conversion"))
 
     open_view(driver, english.url, "no-shows")
     assert cells(driver, "#no-shows-table tbody tr") == [
         [f"{DAY} 14:00", "sh-001", "m-a2", "a2", "WeChat", "30 min"],
-        [f"{DAY} 10:00", "sh-002", "m-a3", "a3", "Phone", "30 min"]]
+        [f"{DAY} 10:00", "sh-002", "m-a3", "a3", "Phone", "30 min"],
+        [f"{DAY} 09:00", "bj-003", MARKUP, "a7", "(not given)", "15 min"]]
+    assert not driver.find_elements(By.CSS_SELECTOR, "main img")
+    assert driver.execute_script("return window.pwned") is None
     shots.append(screenshot(driver, tmp_path, "hq-no-shows"))
 
     open_view(driver, english.url, "response")

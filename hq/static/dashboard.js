@@ -18,7 +18,7 @@ const LABELS = {
     hour: "时段", hq_visits: "总部", store_visits: "门店", difference: "差异", checked_at: "核对时间",
     online: "在线", offline: "离线", stopped: "已停止", unknown: "未知", silent: "失联", no_answer: "门店未应答",
     all_agree: "所有门店的计数与总部一致。", no_rows: "此期间没有数据。", total: "合计", days: "天",
-    loading: "加载中…", db_error: "无法读取数据：", minutes: "分钟", none_channel: "（无渠道）",
+    loading: "加载中…", db_error: "无法读取数据：", minutes: "分钟", none_channel: "（未注明）", ch_unknown: "（未注明）",
     ch_wechat: "微信", ch_phone: "电话", ch_mini_program: "小程序", ch_miniprogram: "小程序", ch_web: "网站",
     ch_walk_in: "到店预约", ch_app: "App", switch_lang: "English", conversion_total: "合计",
   },
@@ -39,7 +39,7 @@ const LABELS = {
     store_visits: "Store", difference: "Difference", checked_at: "Checked", online: "online", offline: "offline",
     stopped: "stopped", unknown: "unknown", silent: "silent", no_answer: "did not answer", all_agree:
     "Every store agrees with HQ.", no_rows: "Nothing in this period.", total: "Total", days: "days",
-    loading: "Loading…", db_error: "Cannot read the data: ", minutes: "min", none_channel: "(no channel)",
+    loading: "Loading…", db_error: "Cannot read the data: ", minutes: "min", none_channel: "(not given)", ch_unknown: "(not given)",
     ch_wechat: "WeChat", ch_phone: "Phone", ch_mini_program: "Mini-program", ch_miniprogram: "Mini-program",
     ch_web: "Web", ch_walk_in: "Walk-in", ch_app: "App", switch_lang: "中文", conversion_total: "Total",
   },
