@@ -236,6 +236,15 @@ def test_each_view_shows_the_figures_in_postgresql(driver, english, tmp_path):
     assert rows["sh-002"][1:6] == ["4", "0", "1", "0", "online"] and rows["sh-002"][7:] == ["12", "1/2", "ok"]
     assert rows["bj-003"][1] == "1" and rows["bj-003"][5] == "offline silent" and rows["bj-003"][7:] == ["—", "—", "ok"]
     assert driver.find_elements(By.CSS_SELECTOR, 'tr.is-silent[data-store="bj-003"]')
+    shown = lambda: [r[0] for r in cells(driver, "#stores-table tbody tr")]  # noqa: E731
+    driver.find_element(By.ID, "problems-only").click()           # silent and offline; a camera reconnecting
+    assert shown() == ["bj-003", "sh-002"] and driver.find_element(By.ID, "stores-count").text == "2 / 3"
+    driver.find_element(By.ID, "problems-only").click()
+    driver.find_element(By.ID, "store-filter").send_keys("SH-")
+    assert shown() == ["sh-001", "sh-002"]
+    driver.find_element(By.ID, "store-filter").clear()
+    driver.find_element(By.ID, "store-filter").send_keys(" ")     # clear() fires no input event; a blank does
+    assert shown() == ["bj-003", "sh-001", "sh-002"]
     driver.find_element(By.CSS_SELECTOR, 'tr[data-store="sh-001"] .store-link').click()
     wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '#hourly-svg[data-store="sh-001"]'), 5, "sh-001's hours")
     hours = [int(b.get_attribute("data-visits")) for b in driver.find_elements(By.CSS_SELECTOR, "#hourly-chart rect.bar")]

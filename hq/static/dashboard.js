@@ -10,7 +10,7 @@ const LABELS = {
     apply: "查询", view_chain: "全连锁", view_stores: "门店", view_conversion: "预约转化", view_no_shows: "未到店",
     view_response: "响应时间", view_checks: "数据核对", chain_title: "全连锁每日客流", day: "日期", visits: "到访",
     reentries: "再次进店", member_visits: "会员到访", unidentified: "未识别", stores_title: "门店一览",
-    stores_hint: "点击门店查看分时客流。", store: "门店", state: "状态", last_seen: "最后消息", outbox: "待发送", cameras: "摄像头在线", storage: "存储",
+    stores_hint: "点击门店查看分时客流。", filter_stores: "按门店编号筛选", problems_only: "只看有问题的设备", store: "门店", state: "状态", last_seen: "最后消息", outbox: "待发送", cameras: "摄像头在线", storage: "存储",
     hourly_title: "分时客流", conversion_title: "按预约渠道的到店转化", channel: "渠道", booked: "预约",
     arrived: "到店", no_show: "未到店", conversion: "转化率", no_shows_title: "待跟进的未到店预约",
     scheduled: "预约时间", member: "会员", appointment: "预约编号", grace: "宽限", response_title: "导购响应时间",
@@ -29,7 +29,8 @@ const LABELS = {
     view_no_shows: "No-shows", view_response: "Response time", view_checks: "Count checks",
     chain_title: "Chain totals by day", day: "Day", visits: "Visits", reentries: "Re-entries",
     member_visits: "Member visits", unidentified: "Unidentified", stores_title: "Stores",
-    stores_hint: "Click a store for its hours.", store: "Store", state: "State", last_seen: "Last seen",
+    stores_hint: "Click a store for its hours.", filter_stores: "Filter by store id",
+    problems_only: "Only boxes with a problem", store: "Store", state: "State", last_seen: "Last seen",
     outbox: "Outbox backlog", cameras: "Cameras streaming", storage: "Storage", hourly_title: "Visits by hour", conversion_title: "Appointment conversion by booking channel",
     channel: "Channel", booked: "Booked", arrived: "Arrived", no_show: "No-show", conversion: "Conversion",
     no_shows_title: "No-shows to follow up", scheduled: "Scheduled", member: "Member", appointment: "Appointment",
@@ -72,6 +73,9 @@ function svg(tag, attrs, ...children) {
 function translate() {
   for (const node of document.querySelectorAll("[data-i18n]")) {
     if (node.dataset.i18n) node.textContent = t(node.dataset.i18n);
+  }
+  for (const node of document.querySelectorAll("[data-i18n-placeholder]")) {
+    node.setAttribute("placeholder", t(node.dataset.i18nPlaceholder));
   }
   const toggle = document.getElementById("lang-toggle");
   if (toggle) {
@@ -201,19 +205,8 @@ const VIEWS = {
   async stores() {
     const data = await api("stores", { day: state.to });
     document.getElementById("stores-day").textContent = data.day;
-    fillTable("stores-table", data.rows, (r) => {
-      const stateCell = el("td", { class: "state" },
-        el("span", { class: `badge state-${["online", "offline", "stopped"].includes(r.state) ? r.state : "unknown"}` },
-          t(["online", "offline", "stopped"].includes(r.state) ? r.state : "unknown")));
-      if (r.silent) stateCell.append(" ", el("span", { class: "badge silent" }, t("silent")));
-      const row = el("tr", { "data-store": r.store_id, class: r.silent ? "is-silent" : null },
-        el("td", { class: "store" }, el("button", { type: "button", class: "store-link" }, String(r.store_id))),
-        tdNum(r.visits, "visits"), tdNum(r.reentries, "reentries"), tdNum(r.member_visits, "member-visits"),
-        tdNum(r.unidentified, "unidentified"), stateCell, td(stamp(r.last_seen), "last-seen"),
-        tdNum(r.outbox_backlog, "outbox"), camerasCell(r.cameras), storageCell(r.storage));
-      row.addEventListener("click", () => showHourly(r.store_id));
-      return row;
-    });
+    state.storeRows = data.rows;
+    renderStores();
     if (state.store) await showHourly(state.store);
   },
 
@@ -275,6 +268,37 @@ const VIEWS = {
     }, "all_agree");
   },
 };
+
+const KNOWN_STATES = ["online", "offline", "stopped"];
+
+// A box that needs someone: silent, not online, a camera not streaming, or storage in error.
+function hasProblem(r) {
+  const cameras = Object.values(r.cameras || {});
+  return Boolean(r.silent) || r.state !== "online" || cameras.some((c) => c !== "streaming") ||
+    (r.storage !== null && r.storage !== undefined && r.storage !== "ok");
+}
+
+// The store table from the last answer, through the id filter and the "problems only" box.
+function renderStores() {
+  const needle = document.getElementById("store-filter").value.trim().toLowerCase();
+  const problemsOnly = document.getElementById("problems-only").checked;
+  const rows = (state.storeRows || []).filter((r) =>
+    String(r.store_id).toLowerCase().includes(needle) && (!problemsOnly || hasProblem(r)));
+  document.getElementById("stores-count").textContent = `${rows.length} / ${(state.storeRows || []).length}`;
+  fillTable("stores-table", rows, (r) => {
+    const known = KNOWN_STATES.includes(r.state) ? r.state : "unknown";
+    const stateCell = el("td", { class: "state" }, el("span", { class: `badge state-${known}` }, t(known)));
+    if (r.silent) stateCell.append(" ", el("span", { class: "badge silent" }, t("silent")));
+    const row = el("tr", { "data-store": r.store_id, class: r.silent ? "is-silent" : null },
+      el("td", { class: "store" }, el("button", { type: "button", class: "store-link" }, String(r.store_id))),
+      tdNum(r.visits, "visits"), tdNum(r.reentries, "reentries"), tdNum(r.member_visits, "member-visits"),
+      tdNum(r.unidentified, "unidentified"), stateCell, td(stamp(r.last_seen), "last-seen"),
+      tdNum(r.outbox_backlog, "outbox"), camerasCell(r.cameras), storageCell(r.storage));
+    row.classList.toggle("selected", r.store_id === state.store);
+    row.addEventListener("click", () => showHourly(r.store_id));
+    return row;
+  });
+}
 
 // "2/3" cameras streaming (each camera's state in the tooltip); red when one is not streaming.
 function camerasCell(cameras) {
@@ -359,6 +383,8 @@ async function startDashboard() {
     load(state.view);
   });
   window.addEventListener("hashchange", () => load(location.hash.slice(1)));
+  document.getElementById("store-filter").addEventListener("input", renderStores);
+  document.getElementById("problems-only").addEventListener("change", renderStores);
   await load(location.hash.slice(1) || "chain");
   // Today's figures move: reload the open view every minute while the range ends today.
   setInterval(() => { if (state.to === meta.today && !document.hidden) load(state.view); }, 60000);
