@@ -116,6 +116,14 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
     return EXIT_OK if result["lost"] == 0 and result["exit_code"] == 0 else EXIT_FAIL
 
 
+def cmd_bench_hq(args: argparse.Namespace) -> int:
+    from footfall.benchmarks.hq import bench_hq, format_table
+
+    result = bench_hq(stores=args.stores, visits=args.visits, progress=not args.json)
+    print(json.dumps(result) if args.json else format_table(result))
+    return EXIT_OK if result["lost"] == 0 and result["duplicated"] == 0 else EXIT_FAIL
+
+
 def cmd_bench_calibration(args: argparse.Namespace) -> int:
     from footfall.benchmarks.calibration import calibrate, format_report
 
@@ -263,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", choices=["hour", "day"], default="hour")
     p.set_defaults(func=cmd_counts)
 
+    from footfall.hq.cli import add_hq_parser
+
+    add_hq_parser(sub)
+
     p = sub.add_parser("doctor", help="check config, models, cameras, broker and disk")
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_doctor)
@@ -298,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--renditions", type=int, default=4, help="degraded renditions per photo")
     p.add_argument("--trials", type=int, default=4000, help="stranger passages per point of the curve")
     p.set_defaults(func=cmd_bench_calibration)
+    p = bench.add_parser("hq", help="a chain's day through Mosquitto into one, then two HQ collectors (one "
+                                    "killed mid-run): events/s, publish->commit latency, lost, duplicated")
+    p.add_argument("--stores", type=int, default=500, help="simulated stores")
+    p.add_argument("--visits", type=int, default=60, help="visits per store and day (plus arrivals and acks)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_bench_hq)
     return parser
 
 

@@ -32,7 +32,7 @@ APPOINTMENTS_DELETE = "appointments/delete"
 ERRORS = "errors"
 
 UPLINK = (STATUS, VISITS, ALERT_ARRIVAL, ALERT_APPOINTMENT, ALERT_NO_SHOW, COUNTS, MEMBERS_DELETED, ERRORS)
-# Published by the guide console (edge/console.py), not the daemon: a guide took care of an arrival.
+# Published by the guide console (console/server.py), not the daemon: a guide took care of an arrival.
 ALERT_ACK = "alerts/ack"
 
 DOWNLINK = (COUNTS_GET, MEMBERS_UPSERT, MEMBERS_DELETE, APPOINTMENTS_UPSERT, APPOINTMENTS_DELETE)

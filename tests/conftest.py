@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import settings
+from pg import hq_db, postgres  # noqa: F401  (PostgreSQL fixtures for the HQ tests)
 
 from footfall.config.schema import parse_config
 from footfall.recognition.analyzer import FaceAnalyzer

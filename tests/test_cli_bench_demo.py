@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+from footfall.hq.local_hq import hq_unavailable
+
 REQUIRED_KEYS = {"tar_at_far_1e-3", "threshold", "det_ms_p50", "embed_ms_p50", "faces_per_s", "naive_faces_per_s"}
 
 
@@ -54,6 +56,12 @@ def test_demo_runs_with_zero_configuration_and_ends_with_a_summary(faces_dir, tm
     for line in summary[2:6]:  # visits, re-entries, member visits, arrival alerts
         counted, expected = line.split()[-2:]
         assert counted == expected, line
+    if hq_unavailable() is None:
+        assert "HQ dashboard:  http://127.0.0.1:" in out, "with PostgreSQL, the HQ dashboard's address too"
+        hq_line = next(line for line in summary if line.strip().startswith("HQ (PostgreSQL):"))
+        visits_counted = summary[2].split()[-2]
+        assert hq_line.split(":")[1].split()[0] == visits_counted, "HQ ingested every visit the store published"
+        assert "refused" not in hq_line, hq_line
     assert not any(tmp_path.iterdir()), "the demo leaves nothing on disk"
 
 

@@ -18,6 +18,7 @@ import secrets
 import sys
 import tempfile
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -30,6 +31,7 @@ from footfall.console.server import Console, hash_password
 from footfall.edge.daemon import Daemon
 from footfall.edge.pipeline import Decision, build_pipeline, open_gallery
 from footfall.edge.sources import merge_by_time
+from footfall.hq.local_hq import LocalHq, hq_unavailable
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.sync import events
 from footfall.tooling.local_broker import LocalBroker, mosquitto_binary
@@ -104,14 +106,33 @@ def _demo(config, faces_dir: Path, tmp: Path, broker: LocalBroker | None) -> int
     console_config = config.model_copy(update={"console": config.console.model_copy(
         update={"password_hash": hash_password(password), "language": "en"})})
     console = Console(console_config, listen="127.0.0.1:0").start()
+    hq = _start_hq(broker, config)
     try:
-        return _with_console(config, analyzer, scenario, broker, console, password)
+        return _with_console(config, analyzer, scenario, broker, console, password, hq)
     finally:
         console.stop()
+        if hq is not None:
+            hq.stop()
 
 
-def _with_console(config, analyzer, scenario, broker: LocalBroker, console: Console, password: str) -> int:
+def _start_hq(broker: LocalBroker, config) -> LocalHq | None:
+    """Head office on this machine (PostgreSQL, a collector, the dashboard) when PostgreSQL is installed."""
+    reason = hq_unavailable()
+    if reason:
+        print(f"HQ dashboard: not started ({reason})")
+        return None
+    try:
+        return LocalHq(broker.url, timezones={config.store_id: STORE_TZ}).start()
+    except (OSError, RuntimeError) as exc:
+        print(f"HQ dashboard: not started ({exc})")
+        return None
+
+
+def _with_console(config, analyzer, scenario, broker: LocalBroker, console: Console, password: str,
+                  hq: LocalHq | None = None) -> int:
     print(f"guide console: {console.url}  (password {password}; any guide name)")
+    if hq is not None:
+        print(f"HQ dashboard:  {hq.url}  (password {hq.password}; any name)")
     if sys.stdin.isatty():
         input("open the console in a browser, then press Enter to start the store day ... ")
     print()
@@ -130,8 +151,19 @@ def _with_console(config, analyzer, scenario, broker: LocalBroker, console: Cons
     for label, key in (("visits", "visits"), ("re-entries", "reentries"), ("member visits", "member_visits")):
         print(f"  {label:<14}{counts.get(key, 0):>8}{truth.get(key, 0):>10}")
     print(f"  {'arrival alerts':<14}{watcher.arrivals:>8}{truth.get('member_visits', 0):>10}")
+    if hq is not None:
+        received = {k: counts.get(k, 0) for k in ("visits", "reentries", "member_visits")}
+        deadline = time.monotonic() + 10
+        ingested = hq.totals()
+        while any(ingested[k] != v for k, v in received.items()) and time.monotonic() < deadline:
+            time.sleep(0.2)  # the collector commits in batches
+            ingested = hq.totals()
+        refused = f", {ingested['refused']} message(s) refused (see ingest_errors)" if ingested["refused"] else ""
+        print(f"  HQ (PostgreSQL): {ingested['visits']} visits, {ingested['reentries']} re-entries, "
+              f"{ingested['member_visits']} member visits{refused}")
     if sys.stdin.isatty():
-        input(f"\nthe guide console stays at {console.url}; press Enter to end the demo ... ")
+        where = console.url + (f" and the HQ dashboard at {hq.url}" if hq is not None else "")
+        input(f"\nthe guide console stays at {where}; press Enter to end the demo ... ")
     return 0
 
 

@@ -28,13 +28,13 @@ def free_port() -> int:
 class LocalBroker:
     """Mosquitto listening on 127.0.0.1 only, its config and log in `workdir`; stop() ends it."""
 
-    def __init__(self, workdir: Path, binary: str) -> None:
+    def __init__(self, workdir: Path, binary: str, extra_conf: str = "") -> None:
         self.port = free_port()
         conf = Path(workdir) / "mosquitto.conf"
         lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false"]
         if os.geteuid() == 0:
             lines.append(f"user {getpass.getuser()}")  # as root it would switch to a "mosquitto" user
-        conf.write_text("\n".join(lines) + "\n")
+        conf.write_text("\n".join(lines) + "\n" + extra_conf)
         self._log = open(Path(workdir) / "mosquitto.log", "wb")
         self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 5
@@ -47,6 +47,10 @@ class LocalBroker:
                     self.stop()
                     raise RuntimeError(f"mosquitto did not start on port {self.port}") from None
                 time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
 
     @property
     def url(self) -> str:

@@ -1,0 +1,115 @@
+"""The HQ collector's configuration (`hq.toml`), modelled like the store's (config/schema.py).
+
+The database password is never in the file: it comes from `$FOOTFALL_HQ_DB_PASSWORD` or
+from `database.password_file`; a URL carrying a password is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import zoneinfo
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+
+from footfall.config.hq_dashboard import DashboardConfig
+from footfall.config.schema import ConfigError, Duration, MqttConfig, _Section, describe
+
+PASSWORD_ENV = "FOOTFALL_HQ_DB_PASSWORD"
+_GROUP = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class DatabaseConfig(_Section):
+    url: str = Field("postgresql://footfall@127.0.0.1:5432/footfall",
+                     description="libpq URL of the HQ database, without a password.")
+    password_file: Path | None = Field(None, description=f"File holding the password (else ${PASSWORD_ENV}).")
+    pool_size: int = Field(4, ge=1, le=64, description="Connections kept open by the collector.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError(f"must be a libpq URL postgresql://user@host:port/dbname, got scheme {parts.scheme!r}")
+        if parts.password is not None:
+            raise ValueError(f"must not carry a password: set ${PASSWORD_ENV} or database.password_file")
+        return v
+
+
+class CollectorConfig(_Section):
+    group: str = Field("hq", description="Shared-subscription group: collectors with the same group share the load.")
+    client_id: str | None = Field(None, description="Stable MQTT client id (persistent session); default hq-<group>-<host>-<n>.")
+    session_expiry: Duration = Field(timedelta(days=1), description="How long the broker keeps the session (and queues messages) while the collector is away.")
+    batch_size: int = Field(500, ge=1, le=10_000, description="Messages written in one transaction at most.")
+    batch_interval: Duration = Field(timedelta(milliseconds=200), description="Longest wait before a partial batch is written.")
+    max_message_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024, description="Larger messages go to ingest_errors.")
+    max_future: Duration = Field(timedelta(hours=2), description="An event stamped further ahead of the HQ clock goes to ingest_errors.")
+    reconcile_every: Duration = Field(timedelta(hours=1), description="How often the collector reconciles today and yesterday with every store.")
+    reconcile: bool = Field(True, description="Reconcile from the collector (one collector of the group at a time does it).")
+
+
+class ReconcileConfig(_Section):
+    timeout: Duration = Field(timedelta(seconds=10), description="How long to wait for the stores' counts/get answers.")
+
+
+class HqConfig(_Section):
+    database: DatabaseConfig = Field(default_factory=lambda: DatabaseConfig.model_validate({}))
+    mqtt: MqttConfig = Field(default_factory=lambda: MqttConfig.model_validate({"username": "hq"}))
+    collector: CollectorConfig = Field(default_factory=lambda: CollectorConfig.model_validate({}))
+    reconcile: ReconcileConfig = Field(default_factory=lambda: ReconcileConfig.model_validate({}))
+    dashboard: DashboardConfig = Field(default_factory=lambda: DashboardConfig.model_validate({}))
+    silent_after: Duration = Field(timedelta(minutes=10), description="A box with no message for this long is flagged silent.")
+    timezones: dict[str, str] = Field(default_factory=dict, description="store_id -> IANA zone; a store not listed takes the UTC offset of its events.")
+
+    @field_validator("timezones")
+    @classmethod
+    def _zones(cls, v: dict[str, str]) -> dict[str, str]:
+        for store, name in v.items():
+            try:
+                zoneinfo.ZoneInfo(name)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"{store}: unknown IANA time zone {name!r}") from None
+        return v
+
+
+def parse_hq_config(data: dict[str, Any]) -> HqConfig:
+    """Validate an already-parsed TOML document."""
+    try:
+        config = HqConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc)) from None
+    if not _GROUP.match(config.collector.group):
+        raise ConfigError(f"collector.group: letters, digits, '_', '.', '-' only, got {config.collector.group!r}")
+    return config
+
+
+def load_hq_config(path: str | Path) -> HqConfig:
+    """Read and validate hq.toml; ConfigError names the file and the key."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: config is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return parse_hq_config(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: " + str(exc).replace("\n", f"\n{path}: ")) from None
+
+
+def database_password(config: DatabaseConfig, env: dict[str, str] | None = None) -> str | None:
+    """The password: database.password_file (first line) if set, else the environment, else None."""
+    if config.password_file is not None:
+        try:
+            return config.password_file.read_text(encoding="utf-8").splitlines()[0] if config.password_file.stat().st_size else ""
+        except OSError as exc:
+            raise ConfigError(f"database.password_file: cannot read {config.password_file}: {exc.strerror or exc}") from None
+    return (os.environ if env is None else env).get(PASSWORD_ENV)

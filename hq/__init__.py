@@ -1,0 +1,1 @@
+"""Head office: the chain's visits, alerts and box status from every store, in PostgreSQL."""

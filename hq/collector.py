@@ -1,0 +1,244 @@
+"""`footfall hq collect`: MQTT 5 shared subscriptions -> batched, idempotent PostgreSQL writes.
+
+The paho network thread only queues what arrives; the main thread takes up to
+`collector.batch_size` messages (or what came within `collector.batch_interval`), checks
+them, writes them in one transaction, and only after the commit sends their PUBACKs
+(`manual_ack`). A collector killed at any point therefore loses nothing: what it had not
+acknowledged is redelivered by the broker (persistent session, clean start off), and the
+database ignores what it already holds. A bad message becomes an `ingest_errors` row and is
+acknowledged like any other. While the database is unreachable nothing is acknowledged and
+the batch is retried; the broker stops sending once `Receive Maximum` messages are
+unacknowledged, which bounds the memory held here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+import paho.mqtt.client as paho
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from psycopg_pool import ConnectionPool
+
+from footfall.config.hq import HqConfig, database_password
+from footfall.hq.ingest import Rejection, Row, offset_name, parse, zone_of
+from footfall.hq.migrate import migrate
+from footfall.hq.writer import Written, write_batch
+from footfall.sync.mqtt import apply_credentials, parse_broker_url
+
+log = logging.getLogger(__name__)
+
+UPLINK = ("visits", "alerts/arrival", "alerts/appointment", "alerts/no_show", "alerts/ack", "status", "counts",
+          "appointments/upsert")
+_RETRY_MAX_S = 10.0
+
+
+def shared_filters(group: str, prefix: str) -> list[str]:
+    """The shared-subscription filters of a collector group: `$share/<group>/<prefix>/+/<topic>`."""
+    return [f"$share/{group}/{prefix}/+/{name}" for name in UPLINK]
+
+
+def connect_pool(config: HqConfig, *, min_size: int = 1) -> ConnectionPool:
+    """A psycopg pool on `database.url` with the password from the environment or the password file."""
+    kwargs: dict[str, Any] = {"autocommit": True}
+    password = database_password(config.database)
+    if password is not None:
+        kwargs["password"] = password
+    pool = ConnectionPool(config.database.url, min_size=min_size, max_size=max(min_size, config.database.pool_size),
+                          kwargs=kwargs, open=False, name="hq")
+    pool.open(wait=True, timeout=30)
+    return pool
+
+
+@dataclass
+class _Message:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+
+
+@dataclass
+class Stats:
+    """Running totals of a collector."""
+
+    batches: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    db_failures: int = 0
+    last_commit: float = field(default=0.0)
+
+
+class Zones:
+    """Store id -> the zone its days and hours are computed in: configured, known, or from the event offset."""
+
+    def __init__(self, configured: dict[str, str], known: dict[str, str]) -> None:
+        self.configured = dict(configured)
+        self.names: dict[str, tuple[str, str]] = {s: (tz, "offset") for s, tz in known.items()}
+        self.names.update({s: (tz, "config") for s, tz in configured.items()})
+        self._zones: dict[str, tzinfo] = {}
+
+    def __call__(self, store_id: str, ts: datetime) -> tzinfo:
+        if store_id not in self.names:
+            self.names[store_id] = (offset_name(ts), "offset")
+        if store_id not in self._zones:
+            self._zones[store_id] = zone_of(self.names[store_id][0])
+        return self._zones[store_id]
+
+
+def load_zones(conn: psycopg.Connection, configured: dict[str, str]) -> Zones:
+    """The zones already recorded in `stores`, with the configured ones on top."""
+    known = {s: tz for s, tz in conn.execute("SELECT store_id, timezone FROM stores")}
+    return Zones(configured, known)
+
+
+class Collector:
+    """One collector process of a shared-subscription group; `run()` until `stop()`."""
+
+    def __init__(self, config: HqConfig, pool: ConnectionPool, *, client_id: str | None = None,
+                 on_batch: Callable[[Written], None] | None = None) -> None:
+        self.config = config
+        self.pool = pool
+        self.prefix = config.mqtt.topic_prefix
+        c = config.collector
+        self.client_id = client_id or c.client_id or f"hq-{c.group}-{socket.gethostname()}-{os.getpid()}"
+        self.on_batch = on_batch
+        self.stats = Stats()
+        self._inbox: queue.Queue[_Message] = queue.Queue()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        with pool.connection() as conn:
+            applied = migrate(conn)
+            if applied:
+                log.info("database schema: applied %s", ", ".join(applied))
+            conn.autocommit = True
+            self.zones = load_zones(conn, config.timezones)
+        host, port, tls = parse_broker_url(config.mqtt.url)
+        self._host, self._port = host, port
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
+        apply_credentials(client, config.mqtt, tls)
+        client.reconnect_delay_set(1, 30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self.client = client
+
+    # -- network thread -------------------------------------------------------------
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            log.warning("broker refused the collector: %s", reason)
+            return
+        log.info("connected to %s:%s as %s (session present: %s)", self._host, self._port, self.client_id,
+                 flags.session_present)
+        # Subscribing again on a present session is harmless and covers a session the broker lost.
+        client.subscribe([(f, SubscribeOptions(qos=1)) for f in shared_filters(self.config.collector.group, self.prefix)])
+        self._connected.set()
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        self._connected.clear()
+        if not self._stop.is_set():
+            log.warning("broker connection lost (%s); reconnecting", reason)
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._inbox.put(_Message(message.topic, bytes(message.payload), message.mid, message.qos))
+
+    # -- main thread ----------------------------------------------------------------
+    def start(self) -> None:
+        """Connect (persistent session, clean start off) and start the network thread."""
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = int(self.config.collector.session_expiry.total_seconds())
+        props.ReceiveMaximum = min(65535, 2 * self.config.collector.batch_size)
+        self.client.connect_async(self._host, self._port, 30, clean_start=False, properties=props)
+        self.client.loop_start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """True once subscribed on a live connection."""
+        return self._connected.wait(timeout)
+
+    def stop(self) -> None:
+        """Ask `run()` to finish the batch at hand and return."""
+        self._stop.set()
+
+    def run(self) -> Stats:
+        """Collect until stop(): batches in, PUBACKs out after each commit."""
+        self.start()
+        try:
+            while not self._stop.is_set():
+                batch = self._next_batch()
+                if batch:
+                    self._write_until_done(batch)
+        finally:
+            self.client.disconnect()
+            self.client.loop_stop()
+        return self.stats
+
+    def _next_batch(self) -> list[_Message]:
+        c = self.config.collector
+        try:
+            first = self._inbox.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + c.batch_interval.total_seconds()
+        while len(batch) < c.batch_size:
+            left = deadline - time.monotonic()
+            try:
+                batch.append(self._inbox.get(timeout=left) if left > 0 else self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _write_until_done(self, batch: list[_Message]) -> None:
+        rows: list[Row] = []
+        rejections: list[Rejection] = []
+        now = datetime.now(UTC)
+        c = self.config.collector
+        for m in batch:
+            parsed = parse(m.topic, m.payload, prefix=self.prefix, now=now, tz_for=self.zones,
+                           max_bytes=c.max_message_bytes, max_future=c.max_future)
+            if isinstance(parsed, Row):
+                rows.append(parsed)
+            else:
+                log.warning("rejected %s: %s", parsed.topic, parsed.reason)
+                rejections.append(parsed)
+        zones = {r.store_id: self.zones.names[r.store_id] for r in rows}
+        failures = 0
+        while True:
+            try:
+                with self.pool.connection() as conn:
+                    written = write_batch(conn, rows, rejections, zones)
+                break
+            except psycopg.Error as exc:
+                failures += 1
+                self.stats.db_failures += 1
+                delay = min(_RETRY_MAX_S, 0.2 * 2 ** min(failures, 6))
+                log.warning("database write of %d message(s) failed (%s); retry in %.1f s, nothing acknowledged",
+                            len(batch), str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                            delay)
+                if self._stop.wait(delay):
+                    return  # unacknowledged: the broker redelivers them to the next collector session
+        for m in batch:
+            if m.qos > 0:
+                self.client.ack(m.mid, m.qos)
+        s = self.stats
+        s.batches += 1
+        s.inserted += written.inserted
+        s.duplicates += written.duplicates
+        s.rejected += written.rejected
+        s.last_commit = time.monotonic()
+        if self.on_batch is not None:
+            self.on_batch(written)

@@ -1,0 +1,643 @@
+"""The HQ dashboard (`footfall hq serve`): the chain's figures from PostgreSQL in a browser.
+
+A small web server from the standard library (as the guide console). The page
+(`hq/static/`) fetches JSON from `/api/...`; every endpoint is one function of the read
+side (`hq/read.py`, see docs/hq.md), called with the date range of the page.
+
+Access: a login page (the shared password with a name, or a user's own token) gives an
+HttpOnly, SameSite=Strict session cookie holding a random token kept in memory only; every
+other route needs it. Without a configured login the dashboard does not start.
+
+Hardening, because it faces a head-office network: at most `max_connections` connections are
+served at once (the next is answered 503 and closed), every socket has a timeout, failed
+logins are limited per client address, POSTs must be same-origin form posts with a small body,
+date ranges are bounded, and the database sessions are read-only with a statement timeout.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
+
+from footfall import __version__
+from footfall.config.hq_dashboard import DashboardConfig
+from footfall.config.schema import ConfigError
+from footfall.console.server import parse_listen, verify_password
+from footfall.hq import read
+
+log = logging.getLogger(__name__)
+
+COOKIE = "footfall_hq"             # not the console's name: cookies are shared across ports of one host
+SESSION_TTL_S = 12 * 3600
+MAX_BODY = 4096
+LOGIN_FAILURE_DELAY_S = 0.5
+LOGIN_WINDOW_S = 60.0
+MAX_TRACKED_CLIENTS = 10_000       # login-failure records kept at most (oldest dropped)
+MAX_NO_SHOWS = 500
+_STORE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+# -- the read side ------------------------------------------------------------------------
+
+class ReadSide(Protocol):
+    """The queries behind the views: hq/read.py's functions, with the connection taken care of."""
+
+    def chain_by_day(self, day_from: date, day_to: date) -> list[dict[str, Any]]: ...
+    def store_table(self, day: date, silent_after: timedelta, now: datetime) -> list[dict[str, Any]]: ...
+    def store_hourly(self, store_id: str, day: date) -> list[int]: ...
+    def conversion_by_channel(self, day_from: date, day_to: date) -> list[dict[str, Any]]: ...
+    def no_show_list(self, day_from: date, day_to: date, limit: int = MAX_NO_SHOWS) -> list[dict[str, Any]]: ...
+    def response_times(self, day_from: date, day_to: date) -> list[dict[str, Any]]: ...
+    def disagreements(self, day_from: date, day_to: date) -> list[dict[str, Any]]: ...
+
+
+class PostgresReadSide:
+    """ReadSide over a psycopg connection pool: each call borrows one connection for hq/read.py."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    def chain_by_day(self, day_from: date, day_to: date) -> list[dict[str, Any]]:
+        with self.pool.connection() as conn:
+            return read.chain_by_day(conn, day_from, day_to)
+
+    def store_table(self, day: date, silent_after: timedelta, now: datetime) -> list[dict[str, Any]]:
+        with self.pool.connection() as conn:
+            return read.store_table(conn, day, silent_after, now)
+
+    def store_hourly(self, store_id: str, day: date) -> list[int]:
+        with self.pool.connection() as conn:
+            return read.store_hourly(conn, store_id, day)
+
+    def conversion_by_channel(self, day_from: date, day_to: date) -> list[dict[str, Any]]:
+        with self.pool.connection() as conn:
+            return read.conversion_by_channel(conn, day_from, day_to)
+
+    def no_show_list(self, day_from: date, day_to: date, limit: int = MAX_NO_SHOWS) -> list[dict[str, Any]]:
+        with self.pool.connection() as conn:
+            return read.no_show_list(conn, day_from, day_to, limit)
+
+    def response_times(self, day_from: date, day_to: date) -> list[dict[str, Any]]:
+        with self.pool.connection() as conn:
+            return read.response_times(conn, day_from, day_to)
+
+    def disagreements(self, day_from: date, day_to: date) -> list[dict[str, Any]]:
+        with self.pool.connection() as conn:
+            return read.disagreements(conn, day_from, day_to)
+
+
+def open_pool(url: str, password: str | None, config: DashboardConfig) -> Any:
+    """A psycopg pool of read-only sessions in the dashboard's time zone, statements cancelled after query_timeout."""
+    from psycopg_pool import ConnectionPool
+
+    # Instants come back in the dashboard's zone, so the page shows every time as HQ reads its clock.
+    options = (f"-c default_transaction_read_only=on -c TimeZone={config.timezone} "
+               f"-c statement_timeout={int(config.query_timeout.total_seconds() * 1000)}")
+    kwargs: dict[str, Any] = {"options": options, "application_name": "footfall-hq-dashboard"}
+    if password is not None:
+        kwargs["password"] = password
+    return ConnectionPool(url, min_size=1, max_size=config.pool_size, kwargs=kwargs, open=True,
+                          name="hq-dashboard", timeout=10)
+
+
+# -- sessions and logins -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Session:
+    user: str
+    expires: float
+
+
+class Sessions:
+    """Random session tokens kept in memory: a restart logs everybody out."""
+
+    def __init__(self, ttl: float = SESSION_TTL_S) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._by_token: dict[str, Session] = {}
+
+    def create(self, user: str) -> str:
+        token = secrets.token_urlsafe(32)
+        with self._lock:
+            now = time.monotonic()
+            self._by_token = {t: s for t, s in self._by_token.items() if s.expires > now}
+            self._by_token[token] = Session(user, now + self.ttl)
+        return token
+
+    def drop(self, token: str) -> None:
+        with self._lock:
+            self._by_token.pop(token, None)
+
+    def check(self, cookie_header: str | None) -> Session | None:
+        """The session named by the request's Cookie header, or None (absent, unknown, expired, malformed)."""
+        token = cookie_token(cookie_header)
+        if token is None:
+            return None
+        with self._lock:
+            for known, session in self._by_token.items():
+                if hmac.compare_digest(known, token):
+                    return session if session.expires > time.monotonic() else None
+        return None
+
+
+def cookie_token(cookie_header: str | None) -> str | None:
+    """The dashboard's session token from a Cookie header, if any."""
+    if not cookie_header:
+        return None
+    try:
+        jar = SimpleCookie(cookie_header)
+    except CookieError:
+        return None
+    morsel = jar.get(COOKIE)
+    return morsel.value if morsel is not None and morsel.value else None
+
+
+def set_cookie_header(token: str, max_age: int = SESSION_TTL_S) -> str:
+    return f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"
+
+
+class LoginLimiter:
+    """At most `failures` failed logins per client address in a sliding window of `window` seconds."""
+
+    def __init__(self, failures: int, window: float = LOGIN_WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.failures, self.window, self.clock = failures, window, clock
+        self._lock = threading.Lock()
+        self._by_client: dict[str, list[float]] = {}
+
+    def retry_after(self, client: str) -> float:
+        """0 if `client` may try to log in now, else the seconds until it may."""
+        now = self.clock()
+        with self._lock:
+            recent = [t for t in self._by_client.get(client, []) if now - t < self.window]
+            if recent:
+                self._by_client[client] = recent
+            else:
+                self._by_client.pop(client, None)
+            if len(recent) < self.failures:
+                return 0.0
+            return max(0.1, self.window - (now - recent[0]))
+
+    def failed(self, client: str) -> None:
+        with self._lock:
+            if client not in self._by_client and len(self._by_client) >= MAX_TRACKED_CLIENTS:
+                self._by_client.pop(next(iter(self._by_client)))
+            self._by_client.setdefault(client, []).append(self.clock())
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._by_client.pop(client, None)
+
+
+def require_login(config: DashboardConfig) -> None:
+    """A dashboard without a login must not exist."""
+    if not config.password_hash and not config.users:
+        raise ConfigError("dashboard.password_hash: no login configured; set dashboard.password_hash "
+                          "(from `footfall hq serve --hash-password`) or dashboard.users")
+
+
+# -- request parameters ----------------------------------------------------------------------
+
+class BadRequest(ValueError):
+    """A request parameter that is missing or wrong; the message names it."""
+
+
+def _one(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise BadRequest(f"{name}: given {len(values)} times")
+    return values[0]
+
+
+def parse_day(query: dict[str, list[str]], name: str, default: date) -> date:
+    """An ISO date parameter (YYYY-MM-DD), or `default` when absent."""
+    value = _one(query, name)
+    if value is None or value == "":
+        return default
+    try:
+        if len(value) != 10:
+            raise ValueError
+        return date.fromisoformat(value)
+    except ValueError:
+        raise BadRequest(f"{name}: expected a date YYYY-MM-DD, got {value[:40]!r}") from None
+
+
+def parse_range(query: dict[str, list[str]], today: date, max_days: int) -> tuple[date, date]:
+    """`from` and `to` (inclusive); default the last 14 days to today; at most max_days days."""
+    day_to = parse_day(query, "to", today)
+    day_from = parse_day(query, "from", day_to - timedelta(days=13))
+    if day_from > day_to:
+        raise BadRequest(f"from: {day_from} is after to: {day_to}")
+    if (day_to - day_from).days + 1 > max_days:
+        raise BadRequest(f"from..to: {(day_to - day_from).days + 1} days asked, at most {max_days}")
+    return day_from, day_to
+
+
+def parse_store(query: dict[str, list[str]]) -> str:
+    value = _one(query, "store")
+    if not value:
+        raise BadRequest("store: required")
+    if not _STORE_ID.match(value):
+        raise BadRequest(f"store: not a store id: {value[:70]!r}")
+    return value
+
+
+def parse_limit(query: dict[str, list[str]]) -> int:
+    value = _one(query, "limit")
+    if value is None:
+        return MAX_NO_SHOWS
+    try:
+        n = int(value)
+    except ValueError:
+        raise BadRequest(f"limit: expected a whole number, got {value[:20]!r}") from None
+    if not 1 <= n <= MAX_NO_SHOWS:
+        raise BadRequest(f"limit: must be 1..{MAX_NO_SHOWS}, got {n}")
+    return n
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def to_json(payload: Any) -> bytes:
+    """Compact UTF-8 JSON; dates, timestamps and decimals as the read side's plain forms."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=_jsonable).encode("utf-8")
+
+
+# -- the server -------------------------------------------------------------------------------
+
+class _Server(ThreadingHTTPServer):
+    """A threading server that serves at most `max_connections` connections at once."""
+
+    daemon_threads = True
+    request_queue_size = 64
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_connections: int) -> None:
+        super().__init__(address, handler)
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.refused = 0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            try:
+                request.settimeout(1.0)
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                                b"Content-Length: 5\r\nRetry-After: 1\r\nConnection: close\r\n\r\nbusy\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class Dashboard:
+    """The dashboard's web server over a ReadSide."""
+
+    def __init__(self, config: DashboardConfig, read: ReadSide, *, listen: str | None = None,
+                 silent_after: timedelta = timedelta(minutes=10),
+                 clock: Callable[[], datetime] | None = None) -> None:
+        require_login(config)
+        self.config = config
+        self.read = read
+        self.silent_after = silent_after
+        self.zone = ZoneInfo(config.timezone)
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.host, self.port = parse_listen(listen or config.listen)
+        self.sessions = Sessions()
+        self.limiter = LoginLimiter(config.login_failures)
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Dashboard:
+        handler = type("Handler", (_Handler,), {"dashboard": self,
+                                                "timeout": self.config.request_timeout.total_seconds()})
+        self._httpd = _Server((self.host, self.port), handler, self.config.max_connections)
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="hq-dashboard", daemon=True)
+        self._thread.start()
+        log.info("hq dashboard: listening on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def refused(self) -> int:
+        """Connections answered 503 because max_connections were busy."""
+        return self._httpd.refused if self._httpd is not None else 0
+
+    def today(self) -> date:
+        return self.clock().astimezone(self.zone).date()
+
+    def login(self, name: str, secret: str) -> str | None:
+        """The user's name if `secret` is that user's token or the shared password, else None."""
+        name = " ".join(name.split())[:40]
+        users = self.config.users
+        if name in users and verify_password(secret, users[name]):
+            return name
+        if name and self.config.password_hash and verify_password(secret, self.config.password_hash):
+            return name
+        return None
+
+    # -- the JSON endpoints ----------------------------------------------------------------
+
+    def api(self, path: str, query: dict[str, list[str]], session: Session) -> Any:
+        """The answer of GET /api/<path>; BadRequest for a wrong parameter, KeyError for an unknown path."""
+        today = self.today()
+        if path == "meta":
+            return {"user": session.user, "language": self.config.language, "today": today,
+                    "timezone": self.config.timezone, "silent_after_s": self.silent_after.total_seconds(),
+                    "max_days": self.config.max_days, "version": __version__}
+        if path == "stores":
+            day = parse_day(query, "day", today)
+            return {"day": day, "silent_after_s": self.silent_after.total_seconds(),
+                    "rows": self.read.store_table(day, self.silent_after, self.clock())}
+        if path == "hourly":
+            store, day = parse_store(query), parse_day(query, "day", today)
+            return {"store_id": store, "day": day, "hours": self.read.store_hourly(store, day)}
+        day_from, day_to = parse_range(query, today, self.config.max_days)
+        span = {"from": day_from, "to": day_to}
+        if path == "chain":
+            return {**span, "rows": self.read.chain_by_day(day_from, day_to)}
+        if path == "conversion":
+            return {**span, "rows": self.read.conversion_by_channel(day_from, day_to)}
+        if path == "no-shows":
+            limit = parse_limit(query)
+            return {**span, "limit": limit, "rows": self.read.no_show_list(day_from, day_to, limit)}
+        if path == "response-times":
+            return {**span, "rows": self.read.response_times(day_from, day_to)}
+        if path == "disagreements":
+            return {**span, "rows": self.read.disagreements(day_from, day_to)}
+        raise KeyError(path)
+
+
+# -- HTTP ---------------------------------------------------------------------------------------
+
+_STATIC = {"/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
+           "/dashboard.css": ("dashboard.css", "text/css; charset=utf-8")}
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                               "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",    # "no-referrer" would make the browser send `Origin: null` on our own forms
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+_FORM = "application/x-www-form-urlencoded"
+
+
+def static_text(name: str) -> str:
+    """A file of hq/static, as shipped in the package."""
+    return resources.files("footfall.hq").joinpath("static", name).read_text(encoding="utf-8")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    dashboard: Dashboard
+    server_version = f"footfall-hq/{__version__}"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("hq dashboard http: %s " + format, self.address_string(), *args)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for key, value in {**_SECURITY_HEADERS, **(headers or {})}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, to_json(payload), "application/json; charset=utf-8", headers)
+
+    def _redirect(self, where: str, headers: dict[str, str] | None = None) -> None:
+        self._send(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": where, **(headers or {})})
+
+    def _page(self, name: str, status: int = HTTPStatus.OK, error: str = "",
+              headers: dict[str, str] | None = None) -> None:
+        html = (static_text(name).replace("{{lang}}", self.dashboard.config.language)
+                .replace("{{error}}", error).replace("{{error_hidden}}", "" if error else "hidden"))
+        self._send(status, html.encode("utf-8"), "text/html; charset=utf-8", headers)
+
+    def _session(self) -> Session | None:
+        return self.dashboard.sessions.check(self.headers.get("Cookie"))
+
+    def _client(self) -> str:
+        return str(self.client_address[0])
+
+    def _post_refusal(self) -> tuple[int, str] | None:
+        """Why a POST is refused before reading it (another site, not a form, too big), or None."""
+        origin = self.headers.get("Origin")
+        host = self.headers.get("Host", "")
+        if origin is not None and origin not in (f"http://{host}", f"https://{host}"):
+            return HTTPStatus.FORBIDDEN, "cross-origin request refused"
+        if self.headers.get("Sec-Fetch-Site") not in (None, "same-origin", "none"):
+            return HTTPStatus.FORBIDDEN, "cross-site request refused"
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type != _FORM:
+            return HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"Content-Type must be {_FORM}"
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            return HTTPStatus.LENGTH_REQUIRED, "Content-Length required"
+        if not 0 <= length <= MAX_BODY:
+            return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body larger than {MAX_BODY} bytes"
+        return None
+
+    def _form(self) -> dict[str, list[str]]:
+        length = int(self.headers.get("Content-Length", "0"))
+        return parse_qs(self.rfile.read(length).decode("utf-8", "replace"), max_num_fields=8)
+
+    # -- routes ----------------------------------------------------------------------------
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        path = parts.path
+        if path in _STATIC:
+            name, content_type = _STATIC[path]
+            self._send(HTTPStatus.OK, static_text(name).encode("utf-8"), content_type,
+                       {"Cache-Control": "no-cache"})
+            return
+        if path == "/login":
+            self._page("login.html")
+            return
+        session = self._session()
+        if session is None:
+            if path in ("/", "/index.html"):
+                self._redirect("/login")
+            else:
+                self._json(HTTPStatus.UNAUTHORIZED, {"error": "login required"})
+        elif path in ("/", "/index.html"):
+            self._page("index.html")
+        elif path.startswith("/api/"):
+            self._api(path.removeprefix("/api/"), parts.query, session)
+        else:
+            self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+
+    def _api(self, name: str, query_string: str, session: Session) -> None:
+        try:
+            query = parse_qs(query_string, keep_blank_values=True, max_num_fields=16)
+            answer = self.dashboard.api(name, query, session)
+        except KeyError:
+            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such view: {name[:40]}"})
+        except (BadRequest, ValueError) as exc:
+            self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+        except Exception as exc:  # the database is down, a query timed out: the page shows it, the server lives
+            log.warning("hq dashboard: /api/%s failed: %s: %s", name, type(exc).__name__, exc)
+            self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "the database did not answer"})
+        else:
+            self._json(HTTPStatus.OK, answer)
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        if path not in ("/login", "/logout"):
+            self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+            return
+        refusal = self._post_refusal()
+        if refusal is not None:
+            self._json(refusal[0], {"error": refusal[1]}, {"Connection": "close"})
+            return
+        if path == "/login":
+            self._login()
+            return
+        self._form()  # read (and ignore) the body, so the connection stays in step
+        if self._session() is None:
+            self._json(HTTPStatus.UNAUTHORIZED, {"error": "login required"})
+            return
+        token = cookie_token(self.headers.get("Cookie"))
+        if token:
+            self.dashboard.sessions.drop(token)
+        self._redirect("/login", {"Set-Cookie": set_cookie_header("", 0)})
+
+    def _login(self) -> None:
+        client = self._client()
+        wait = self.dashboard.limiter.retry_after(client)
+        if wait > 0:
+            self._page("login.html", HTTPStatus.TOO_MANY_REQUESTS, error="too_many",
+                       headers={"Retry-After": str(int(wait) + 1)})
+            return
+        form = self._form()
+        name = (form.get("name") or [""])[0]
+        secret = (form.get("password") or [""])[0]
+        user = self.dashboard.login(name, secret) if secret else None
+        if user is None:
+            self.dashboard.limiter.failed(client)
+            time.sleep(LOGIN_FAILURE_DELAY_S)
+            self._page("login.html", HTTPStatus.UNAUTHORIZED, error="login_failed")
+            return
+        self.dashboard.limiter.succeeded(client)
+        token = self.dashboard.sessions.create(user)
+        self._redirect("/", {"Set-Cookie": set_cookie_header(token)})
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        except (ConnectionResetError, BrokenPipeError):
+            self.close_connection = True
+
+
+# -- command line -------------------------------------------------------------------------------
+
+def cmd_serve(args: Any) -> int:
+    """`footfall hq serve`: the dashboard until Ctrl-C (or `--hash-password`: print a hash and exit)."""
+    import sys
+
+    from footfall.config.hq import database_password, load_hq_config
+    from footfall.console.server import hash_password
+
+    if args.hash_password:
+        if sys.stdin.isatty():
+            import getpass
+
+            password = getpass.getpass("password: ")
+            if getpass.getpass("again: ") != password:
+                print("error: the passwords differ", file=sys.stderr)
+                return 1
+        else:
+            password = sys.stdin.readline().rstrip("\r\n")
+        print(hash_password(password))
+        return 0
+    if not args.config:
+        print("error: --config is required (or --hash-password)", file=sys.stderr)
+        return 2
+    config = load_hq_config(args.config)
+    require_login(config.dashboard)
+    if args.listen:
+        parse_listen(args.listen)
+    pool = open_pool(config.dashboard.database_url or config.database.url, database_password(config.database),
+                     config.dashboard)
+    try:
+        dashboard = Dashboard(config.dashboard, PostgresReadSide(pool), listen=args.listen,
+                              silent_after=config.silent_after)
+        dashboard.start()
+        print(f"HQ dashboard: {dashboard.url}", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            dashboard.stop()
+    finally:
+        pool.close()
+
+
+def add_serve_parser(group: Any) -> None:
+    """Register `footfall hq serve` on the `footfall hq` subcommands."""
+    p = group.add_parser("serve", help="the HQ dashboard in a browser (login required)")
+    p.add_argument("--config", help="hq.toml")
+    p.add_argument("--listen", metavar="HOST:PORT", help="overrides dashboard.listen")
+    p.add_argument("--hash-password", action="store_true",
+                   help="read a password (or a user's token) from stdin, print its hash for the config, exit")
+    p.set_defaults(func=cmd_serve)

@@ -1,0 +1,204 @@
+"""The read side of HQ: plain query functions over a psycopg 3 connection.
+
+Every function returns JSON-serialisable values: days as "YYYY-MM-DD", instants as ISO 8601
+with offset. Days are store days (each store's own time zone); ranges are inclusive.
+Used by `footfall hq counts` and by the dashboard.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+BY = ("store", "day", "hour")
+_TOTALS = ("visits", "reentries", "member_visits", "unidentified")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _rows(conn: psycopg.Connection, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql, params)
+        return list(cur.fetchall())
+
+
+def chain_by_day(conn: psycopg.Connection, day_from: date, day_to: date) -> list[dict]:
+    """`[{day, visits, reentries, member_visits, unidentified}]`, one row per day of the range, zeros filled."""
+    rows = _rows(conn, """
+        SELECT d::date AS day, coalesce(sum(h.visits), 0)::int AS visits,
+               coalesce(sum(h.reentries), 0)::int AS reentries,
+               coalesce(sum(h.member_visits), 0)::int AS member_visits,
+               coalesce(sum(h.unidentified), 0)::int AS unidentified
+        FROM generate_series(%s::date, %s::date, interval '1 day') AS d
+        LEFT JOIN hourly h ON h.store_day = d::date
+        GROUP BY d ORDER BY d""", (day_from, day_to))
+    return [{**r, "day": r["day"].isoformat()} for r in rows]
+
+
+def store_table(conn: psycopg.Connection, day: date, silent_after: timedelta, now: datetime) -> list[dict]:
+    """One row per known store: the day's totals and the box's health.
+
+    `state` is the last status ("online"/"offline"/"stopped", "unknown" before any);
+    `silent` is true when nothing at all came from the box for longer than `silent_after`.
+    """
+    rows = _rows(conn, """
+        SELECT s.store_id, coalesce(t.visits, 0)::int AS visits, coalesce(t.reentries, 0)::int AS reentries,
+               coalesce(t.member_visits, 0)::int AS member_visits, coalesce(t.unidentified, 0)::int AS unidentified,
+               coalesce(st.state, 'unknown') AS state, s.last_seen, st.outbox_backlog, st.cameras, st.storage
+        FROM stores s
+        LEFT JOIN (SELECT store_id, sum(visits) AS visits, sum(reentries) AS reentries,
+                          sum(member_visits) AS member_visits, sum(unidentified) AS unidentified
+                   FROM hourly WHERE store_day = %s GROUP BY store_id) t ON t.store_id = s.store_id
+        LEFT JOIN store_status st ON st.store_id = s.store_id
+        ORDER BY s.store_id""", (day,))
+    for r in rows:
+        r["silent"] = (now - r["last_seen"]) > silent_after
+        r["last_seen"] = _iso(r["last_seen"])
+        r["cameras"] = r["cameras"] or {}
+    return rows
+
+
+def store_hourly(conn: psycopg.Connection, store_id: str, day: date) -> list[int]:
+    """24 visit counts, by store-local hour (a repeated DST hour adds up in one slot)."""
+    hours = [0] * 24
+    for hour, visits in conn.execute("SELECT store_hour, visits FROM hourly WHERE store_id = %s AND store_day = %s",
+                                     (store_id, day)):
+        hours[hour] = visits
+    return hours
+
+
+_BOOKED = """
+    WITH keys AS (
+        SELECT store_id, appointment_id, channel, store_day FROM appointments
+        UNION ALL SELECT store_id, appointment_id, channel, store_day FROM alerts
+                  WHERE kind = 'appointment' AND appointment_id IS NOT NULL
+        UNION ALL SELECT store_id, appointment_id, channel, store_day FROM no_shows
+    ), booked AS (
+        SELECT store_id, appointment_id, max(channel) AS channel, min(store_day) AS store_day
+        FROM keys GROUP BY store_id, appointment_id
+    ), marked AS (
+        SELECT b.*, EXISTS (SELECT 1 FROM alerts a WHERE a.kind = 'appointment' AND a.store_id = b.store_id
+                                                    AND a.appointment_id = b.appointment_id) AS arrived,
+                    EXISTS (SELECT 1 FROM no_shows n WHERE n.store_id = b.store_id
+                                                      AND n.appointment_id = b.appointment_id) AS flagged
+        FROM booked b WHERE b.store_day BETWEEN %s AND %s
+    )"""
+
+
+def conversion_by_channel(conn: psycopg.Connection, day_from: date, day_to: date) -> list[dict]:
+    """`[{channel, booked, arrived, no_show, conversion}]`: appointments of the range by booking channel.
+
+    Booked is every appointment HQ heard of (the CRM's appointments/upsert, an arrival, a
+    no-show); a member who came after being flagged counts as arrived, not as a no-show.
+    `conversion` = arrived / booked (None when nothing was booked). Channel "unknown" when
+    no message named one.
+    """
+    rows = _rows(conn, _BOOKED + """
+        SELECT coalesce(channel, 'unknown') AS channel, count(*)::int AS booked,
+               count(*) FILTER (WHERE arrived)::int AS arrived,
+               count(*) FILTER (WHERE flagged AND NOT arrived)::int AS no_show
+        FROM marked GROUP BY 1 ORDER BY booked DESC, channel""", (day_from, day_to))
+    for r in rows:
+        r["conversion"] = r["arrived"] / r["booked"] if r["booked"] else None
+    return rows
+
+
+def no_show_list(conn: psycopg.Connection, day_from: date, day_to: date, limit: int = 500) -> list[dict]:
+    """`[{store_id, appointment_id, member_id, scheduled_at, channel, grace_minutes}]` newest first,
+    without members who came after all."""
+    rows = _rows(conn, """
+        SELECT DISTINCT ON (n.scheduled_at, n.store_id, n.appointment_id)
+               n.store_id, n.appointment_id, n.member_id, n.scheduled_at,
+               coalesce(n.channel, ap.channel) AS channel, n.grace_minutes
+        FROM no_shows n
+        LEFT JOIN appointments ap ON ap.store_id = n.store_id AND ap.appointment_id = n.appointment_id
+        WHERE n.store_day BETWEEN %s AND %s
+          AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.kind = 'appointment' AND a.store_id = n.store_id
+                                                   AND a.appointment_id = n.appointment_id)
+        ORDER BY n.scheduled_at DESC, n.store_id, n.appointment_id
+        LIMIT %s""", (day_from, day_to, max(0, int(limit))))
+    for r in rows:
+        r["scheduled_at"] = _iso(r["scheduled_at"])
+    return rows
+
+
+def response_times(conn: psycopg.Connection, day_from: date, day_to: date) -> list[dict]:
+    """`[{store_id, alerts, acked, p50_s, p95_s}]`: seconds from an arrival alert to its first ack."""
+    rows = _rows(conn, """
+        WITH answered AS (
+            SELECT a.store_id, a.event_id,
+                   extract(epoch FROM (SELECT min(k.ts) FROM acks k WHERE k.store_id = a.store_id
+                                       AND k.visit_event_id = a.visit_event_id) - a.ts) AS seconds
+            FROM alerts a WHERE a.kind = 'arrival' AND a.store_day BETWEEN %s AND %s
+        )
+        SELECT store_id, count(*)::int AS alerts, count(seconds)::int AS acked,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS p50_s,
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY seconds) AS p95_s
+        FROM answered GROUP BY store_id ORDER BY store_id""", (day_from, day_to))
+    for r in rows:
+        for key in ("p50_s", "p95_s"):
+            r[key] = float(r[key]) if r[key] is not None else None
+    return rows
+
+
+def disagreements(conn: psycopg.Connection, day_from: date, day_to: date) -> list[dict]:
+    """The latest reconciliation of each store day in the range, where it found a problem.
+
+    `[{store_id, day, hour, hq_visits, store_visits, checked_at, reason}]`: one row per hour
+    whose visits (or re-entries) differ (`reason` "differs"), and one row per store day whose
+    box did not answer (`reason` "no answer", hour and counts None).
+    """
+    rows = _rows(conn, """
+        WITH latest AS (
+            SELECT DISTINCT ON (store_id, store_day) id, store_id, store_day, checked_at, answered, reason
+            FROM reconcile_checks WHERE store_day BETWEEN %s AND %s
+            ORDER BY store_id, store_day, checked_at DESC, id DESC
+        )
+        SELECT l.store_id, l.store_day AS day, d.store_hour AS hour, d.hq_visits, d.store_visits,
+               d.hq_reentries, d.store_reentries, l.checked_at,
+               CASE WHEN l.answered THEN 'differs' ELSE coalesce(l.reason, 'no answer') END AS reason
+        FROM latest l LEFT JOIN reconcile_differences d ON d.check_id = l.id
+        WHERE NOT l.answered OR d.check_id IS NOT NULL
+        ORDER BY l.store_id, l.store_day, d.store_hour""", (day_from, day_to))
+    for r in rows:
+        r["day"] = r["day"].isoformat()
+        r["checked_at"] = _iso(r["checked_at"])
+    return rows
+
+
+def counts(conn: psycopg.Connection, day_from: date, day_to: date, by: str, store_id: str | None = None) -> list[dict]:
+    """Totals of the range grouped by store, by store day or by (store day, hour); optionally one store."""
+    if by not in BY:
+        raise ValueError(f"by must be one of {', '.join(BY)}, got {by!r}")
+    keys = {"store": ["store_id"], "day": ["store_day"], "hour": ["store_day", "store_hour"]}[by]
+    group = ", ".join(keys)
+    sums = ", ".join(f"sum({t})::int AS {t}" for t in _TOTALS)
+    where = "store_day BETWEEN %s AND %s" + (" AND store_id = %s" if store_id else "")
+    params: tuple[Any, ...] = (day_from, day_to, store_id) if store_id else (day_from, day_to)
+    rows = _rows(conn, f"SELECT {group}, {sums} FROM hourly WHERE {where} GROUP BY {group} ORDER BY {group}", params)
+    for r in rows:
+        if "store_day" in r:
+            r["day"] = r.pop("store_day").isoformat()
+        if "store_hour" in r:
+            r["hour"] = r.pop("store_hour")
+    return rows
+
+
+def fleet(conn: psycopg.Connection, silent_after: timedelta, now: datetime) -> list[dict]:
+    """Every box's last status and whether it is silent: `[{store_id, state, last_seen, silent, version,
+    cameras, storage, outbox_backlog, status_ts}]`."""
+    rows = _rows(conn, """
+        SELECT s.store_id, coalesce(st.state, 'unknown') AS state, s.last_seen, st.version, st.cameras,
+               st.storage, st.outbox_backlog, st.ts AS status_ts
+        FROM stores s LEFT JOIN store_status st ON st.store_id = s.store_id ORDER BY s.store_id""")
+    for r in rows:
+        r["silent"] = (now - r["last_seen"]) > silent_after
+        r["last_seen"] = _iso(r["last_seen"])
+        r["status_ts"] = _iso(r["status_ts"])
+        r["cameras"] = r["cameras"] or {}
+    return rows

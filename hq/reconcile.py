@@ -1,0 +1,218 @@
+"""Reconciliation: each store's own hourly counts (counts/get) against what HQ ingested.
+
+HQ publishes one `counts/get` per store day (`from` = the day's local midnight, `to` = the
+next, `by` = "hour") with an MQTT 5 Response Topic under the store's `replies/` branch (the
+one branch the broker ACL lets a box publish answers on) and Correlation Data. Each answer's
+hourly buckets are summed per store-local hour and compared with HQ's `hourly` roll-up;
+every check is recorded in `reconcile_checks`, every differing hour in
+`reconcile_differences`, and a store that does not answer within `reconcile.timeout` is
+recorded as such. `compare` is the pure rule.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import time as dtime
+from typing import Any
+
+import paho.mqtt.client as paho
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from psycopg_pool import ConnectionPool
+
+from footfall.config.hq import HqConfig
+from footfall.hq.ingest import zone_of
+from footfall.sync.mqtt import apply_credentials, parse_broker_url
+
+log = logging.getLogger(__name__)
+
+_LOCK_KEY = 0x72656363  # one reconciler of a collector group at a time
+MAX_REPLY_BYTES = 1024 * 1024
+
+
+@dataclass
+class Result:
+    """One store day checked: whether the box answered, and the hours that differ."""
+
+    store_id: str
+    day: date
+    answered: bool
+    reason: str | None = None
+    differences: list[dict[str, int]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"store_id": self.store_id, "day": self.day.isoformat(), "answered": self.answered,
+                "reason": self.reason, "differences": self.differences}
+
+
+def day_range(day: date, tz: tzinfo) -> tuple[datetime, datetime]:
+    """The store day as [local midnight, next local midnight)."""
+    return (datetime.combine(day, dtime(0), tz),
+            datetime.combine(day + timedelta(days=1), dtime(0), tz))
+
+
+def store_hours(buckets: list[dict[str, Any]], day: date, tz: tzinfo) -> dict[int, tuple[int, int]]:
+    """A counts/get answer's hourly buckets as {local hour: (visits, reentries)} of `day`."""
+    hours: dict[int, tuple[int, int]] = {}
+    for b in buckets:
+        start = datetime.fromisoformat(b["start"]).astimezone(tz)
+        if start.date() != day:
+            continue
+        visits, reentries = hours.get(start.hour, (0, 0))
+        hours[start.hour] = (visits + int(b["visits"]), reentries + int(b["reentries"]))
+    return hours
+
+
+def compare(hq: dict[int, tuple[int, int]], store: dict[int, tuple[int, int]]) -> list[dict[str, int]]:
+    """The hours whose visits or re-entries differ, in hour order."""
+    out = []
+    for hour in sorted(set(hq) | set(store)):
+        h, s = hq.get(hour, (0, 0)), store.get(hour, (0, 0))
+        if h != s:
+            out.append({"hour": hour, "hq_visits": h[0], "store_visits": s[0], "hq_reentries": h[1],
+                        "store_reentries": s[1]})
+    return out
+
+
+class Reconciler:
+    """Asks stores for their counts over MQTT and records the comparison in PostgreSQL."""
+
+    def __init__(self, config: HqConfig, pool: ConnectionPool) -> None:
+        self.config = config
+        self.pool = pool
+        self.prefix = config.mqtt.topic_prefix
+
+    def run(self, stores: list[str] | None = None, days: list[date] | None = None,
+            now: datetime | None = None) -> list[Result]:
+        """Check `stores` (default: every store HQ knows) for `days` (default: today and yesterday, store time)."""
+        now = now or datetime.now(UTC)
+        with self.pool.connection() as conn:
+            known: dict[str, str] = dict(conn.execute("SELECT store_id, timezone FROM stores").fetchall())
+        zones = dict(known)
+        zones.update(self.config.timezones)
+        wanted = stores if stores is not None else sorted(known)
+        asks: list[tuple[str, date, tzinfo]] = []
+        for store in wanted:
+            tz = zone_of(zones.get(store, "+00:00"))
+            today = now.astimezone(tz).date()
+            for day in days or [today - timedelta(days=1), today]:
+                asks.append((store, day, tz))
+        answers = self._ask(asks)
+        results = []
+        with self.pool.connection() as conn:
+            for i, (store, day, tz) in enumerate(asks):
+                answer = answers.get(i)
+                if answer is None:
+                    result = Result(store, day, False,
+                                    f"no answer within {self.config.reconcile.timeout.total_seconds():g} s")
+                elif "error" in answer:
+                    result = Result(store, day, False, str(answer["error"])[:300])
+                else:
+                    hq = {h: (v, r) for h, v, r in conn.execute(
+                        "SELECT store_hour, visits, reentries FROM hourly WHERE store_id = %s AND store_day = %s",
+                        (store, day))}
+                    result = Result(store, day, True, None, compare(hq, store_hours(answer["buckets"], day, tz)))
+                results.append(result)
+            record(conn, results)
+        return results
+
+    def _ask(self, asks: list[tuple[str, date, tzinfo]]) -> dict[int, dict[str, Any]]:
+        run_id = uuid.uuid4().hex[:12]
+        answers: dict[int, dict[str, Any]] = {}
+        done = threading.Condition()
+        subscribed = threading.Event()
+        host, port, tls = parse_broker_url(self.config.mqtt.url)
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"hq-reconcile-{run_id}",
+                             protocol=MQTTProtocolVersion.MQTTv5)
+        apply_credentials(client, self.config.mqtt, tls)
+
+        def on_connect(c: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+            if not reason.is_failure:
+                c.subscribe(f"{self.prefix}/+/replies/hq-{run_id}/#", qos=1)
+
+        def on_message(c: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+            try:
+                index = int(bytes(getattr(message.properties, "CorrelationData", b"") or b"-1"))
+                if not 0 <= index < len(asks) or len(message.payload) > MAX_REPLY_BYTES:
+                    return
+                body = json.loads(message.payload)
+                store = asks[index][0]
+                if not message.topic.startswith(f"{self.prefix}/{store}/replies/"):
+                    return  # an answer must come from the store's own branch (the ACL's guarantee)
+                if not isinstance(body, dict) or not isinstance(body.get("buckets"), list):
+                    body = {"error": "answer without buckets"}
+                elif body.get("store_id") != store:
+                    body = {"error": f"answer names store {str(body.get('store_id'))[:80]!r}"}
+            except (ValueError, TypeError):
+                return
+            with done:
+                answers.setdefault(index, body)
+                done.notify_all()
+
+        client.on_connect = on_connect
+        client.on_subscribe = lambda *a: subscribed.set()
+        client.on_message = on_message
+        client.connect_async(host, port, 30, clean_start=True)
+        client.loop_start()
+        try:
+            timeout = self.config.reconcile.timeout.total_seconds()
+            if not subscribed.wait(timeout):
+                log.warning("reconcile: could not subscribe at %s within %g s", self.config.mqtt.url, timeout)
+                return {}
+            for i, (store, day, tz) in enumerate(asks):
+                start, end = day_range(day, tz)
+                props = Properties(PacketTypes.PUBLISH)
+                props.ResponseTopic = f"{self.prefix}/{store}/replies/hq-{run_id}/{i}"
+                props.CorrelationData = str(i).encode()
+                props.MessageExpiryInterval = max(1, int(timeout))
+                client.publish(f"{self.prefix}/{store}/counts/get",
+                               json.dumps({"from": start.isoformat(), "to": end.isoformat(), "by": "hour"}),
+                               qos=1, properties=props)
+            deadline = time.monotonic() + timeout
+            with done:
+                while len(answers) < len(asks) and time.monotonic() < deadline:
+                    done.wait(deadline - time.monotonic())
+                return dict(answers)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+    def every(self, interval: timedelta, stop: threading.Event) -> None:
+        """Reconcile every `interval` until `stop`; one reconciler of the database at a time (advisory lock)."""
+        while not stop.wait(interval.total_seconds()):
+            try:
+                with self.pool.connection() as conn:
+                    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,)).fetchone()
+                    if not row or not row[0]:
+                        continue
+                    try:
+                        results = self.run()
+                    finally:
+                        conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+                bad = [r for r in results if not r.answered or r.differences]
+                log.info("reconciled %d store day(s); %d with a problem", len(results), len(bad))
+            except Exception as exc:  # the collector goes on; the next round tries again
+                log.warning("reconcile failed: %s", exc)
+
+
+def record(conn: psycopg.Connection, results: list[Result]) -> None:
+    """Store the checks and their differing hours."""
+    with conn.transaction(), conn.cursor() as cur:
+        for r in results:
+            cur.execute("INSERT INTO reconcile_checks (store_id, store_day, answered, differences, reason) "
+                        "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                        (r.store_id, r.day, r.answered, len(r.differences), r.reason))
+            row = cur.fetchone()
+            assert row is not None
+            if r.differences:
+                cur.executemany("INSERT INTO reconcile_differences VALUES (%s, %s, %s, %s, %s, %s)",
+                                [(row[0], d["hour"], d["hq_visits"], d["store_visits"], d["hq_reentries"],
+                                  d["store_reentries"]) for d in r.differences])

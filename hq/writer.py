@@ -1,0 +1,150 @@
+"""Writes a batch of checked messages in one transaction; replays change nothing.
+
+Every insert is `ON CONFLICT DO NOTHING` on (store_id, event_id); the hourly roll-up is
+incremented only from the rows an insert actually returned, so a message delivered twice
+(an outbox replay, a redelivery after a collector died before its PUBACK) counts once.
+Rows are written sorted by key, so two collectors writing overlapping batches take their row
+locks in the same order and cannot deadlock each other.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from footfall.hq.ingest import Rejection, Row
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a batch did: rows new to the database, rows already there, rejections kept."""
+
+    inserted: int
+    duplicates: int
+    rejected: int
+
+
+_VISIT = ("INSERT INTO visits (store_id, event_id, kind, visitor_id, member_id, role, camera_id, identified, ts, "
+          "first_seen_ts, store_day, store_hour) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+          "ON CONFLICT DO NOTHING RETURNING store_id, store_day, store_hour, kind, role, identified")
+_ALERT = ("INSERT INTO alerts (store_id, event_id, kind, member_id, visit_event_id, appointment_id, scheduled_at, "
+          "channel, advisor, minutes_early, tier, ts, store_day) "
+          "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1")
+_NO_SHOW = ("INSERT INTO no_shows (store_id, event_id, appointment_id, member_id, scheduled_at, grace_minutes, "
+            "channel, ts, store_day) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1")
+_ACK = ("INSERT INTO acks (store_id, event_id, visit_event_id, guide, ts) VALUES (%s, %s, %s, %s, %s) "
+        "ON CONFLICT DO NOTHING RETURNING 1")
+_STATUS = ("INSERT INTO status_history (store_id, event_id, state, version, cameras, storage, outbox_backlog, ts) "
+           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1")
+_LATEST = ("INSERT INTO store_status (store_id, event_id, state, version, cameras, storage, outbox_backlog, ts, "
+           "received_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now()) ON CONFLICT (store_id) DO UPDATE SET "
+           "event_id = EXCLUDED.event_id, state = EXCLUDED.state, version = EXCLUDED.version, "
+           "cameras = EXCLUDED.cameras, storage = EXCLUDED.storage, outbox_backlog = EXCLUDED.outbox_backlog, "
+           "ts = EXCLUDED.ts, received_at = EXCLUDED.received_at WHERE store_status.ts <= EXCLUDED.ts")
+_COUNTS = ("INSERT INTO store_counts (store_id, store_day, event_id, visits, reentries, member_visits, by_hour, ts) "
+           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (store_id, store_day) DO UPDATE SET "
+           "event_id = EXCLUDED.event_id, visits = EXCLUDED.visits, reentries = EXCLUDED.reentries, "
+           "member_visits = EXCLUDED.member_visits, by_hour = EXCLUDED.by_hour, ts = EXCLUDED.ts, "
+           "received_at = now() WHERE store_counts.ts < EXCLUDED.ts "
+           "OR (store_counts.ts = EXCLUDED.ts AND store_counts.event_id <> EXCLUDED.event_id) RETURNING 1")
+_APPOINTMENT = ("INSERT INTO appointments (store_id, appointment_id, member_id, scheduled_at, channel, advisor, "
+                "store_day) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (store_id, appointment_id) DO UPDATE "
+                "SET member_id = EXCLUDED.member_id, scheduled_at = EXCLUDED.scheduled_at, "
+                "channel = EXCLUDED.channel, advisor = EXCLUDED.advisor, store_day = EXCLUDED.store_day, "
+                "received_at = now() RETURNING 1")
+_HOURLY = ("INSERT INTO hourly (store_id, store_day, store_hour, visits, reentries, member_visits, unidentified) "
+           "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (store_id, store_day, store_hour) DO UPDATE SET "
+           "visits = hourly.visits + EXCLUDED.visits, reentries = hourly.reentries + EXCLUDED.reentries, "
+           "member_visits = hourly.member_visits + EXCLUDED.member_visits, "
+           "unidentified = hourly.unidentified + EXCLUDED.unidentified")
+_STORE = ("INSERT INTO stores (store_id, timezone, tz_source) VALUES (%s, %s, %s) ON CONFLICT (store_id) DO UPDATE "
+          "SET last_seen = now(), "
+          "timezone = CASE WHEN EXCLUDED.tz_source = 'config' THEN EXCLUDED.timezone ELSE stores.timezone END, "
+          "tz_source = CASE WHEN EXCLUDED.tz_source = 'config' THEN 'config' ELSE stores.tz_source END")
+_ERROR = ("INSERT INTO ingest_errors (topic, topic_store_id, reason, payload_bytes, payload_excerpt) "
+          "VALUES (%s, %s, %s, %s, %s)")
+
+
+def _params(row: Row) -> tuple[str, tuple[Any, ...]]:
+    v, s, e, ts = row.values, row.store_id, row.event_id, row.ts
+    if row.table == "visits":
+        return _VISIT, (s, e, v["kind"], v["visitor_id"], v["member_id"], v["role"], v["camera_id"],
+                        v["identified"], ts, v["first_seen_ts"], v["store_day"], v["store_hour"])
+    if row.table == "alerts":
+        return _ALERT, (s, e, v["kind"], v["member_id"], v["visit_event_id"], v["appointment_id"], v["scheduled_at"],
+                        v["channel"], v["advisor"], v["minutes_early"], v["tier"], ts, v["store_day"])
+    if row.table == "no_shows":
+        return _NO_SHOW, (s, e, v["appointment_id"], v["member_id"], v["scheduled_at"], v["grace_minutes"],
+                          v["channel"], ts, v["store_day"])
+    if row.table == "acks":
+        return _ACK, (s, e, v["visit_event_id"], v["guide"], ts)
+    if row.table == "status":
+        return _STATUS, (s, e, v["state"], v["version"], Jsonb(v["cameras"]), v["storage"], v["outbox_backlog"], ts)
+    if row.table == "counts":
+        return _COUNTS, (s, v["store_day"], e, v["visits"], v["reentries"], v["member_visits"], v["by_hour"], ts)
+    if row.table == "appointments":
+        return _APPOINTMENT, (s, v["appointment_id"], v["member_id"], v["scheduled_at"], v["channel"],
+                              v["advisor"], v["store_day"])
+    raise ValueError(f"no table {row.table!r}")
+
+
+def write_batch(conn: psycopg.Connection, rows: list[Row], rejections: list[Rejection],
+                store_zones: dict[str, tuple[str, str]]) -> Written:
+    """Store a batch in one transaction (committed on return).
+
+    `store_zones` maps every store of the batch to (timezone name, "config"|"offset"), as
+    used to compute its rows' store days.
+    """
+    inserted = 0
+    rollup: Counter[tuple[str, Any, int, str]] = Counter()
+    with conn.transaction(), conn.cursor() as cur:
+        stores = sorted({r.store_id for r in rows})
+        if stores:
+            cur.executemany(_STORE, [(s, *store_zones[s]) for s in stores])
+        by_statement: dict[str, list[tuple[Any, ...]]] = {}
+        statuses: list[tuple[Any, ...]] = []
+        for row in sorted(rows, key=lambda r: (r.table, r.store_id, r.event_id, r.ts)):
+            sql, params = _params(row)
+            by_statement.setdefault(sql, []).append(params)
+            if row.table == "status":
+                statuses.append(params)
+        for sql, params_list in by_statement.items():
+            cur.executemany(sql, params_list, returning=True)
+            while True:
+                for result in cur.fetchall():
+                    inserted += 1
+                    if sql is _VISIT:
+                        store, day, hour, kind, role, identified = result
+                        rollup[(store, day, hour, "visits" if kind == "visit" else "reentries")] += 1
+                        if kind == "visit" and role == "member":
+                            rollup[(store, day, hour, "member_visits")] += 1
+                        if kind == "visit" and not identified:
+                            rollup[(store, day, hour, "unidentified")] += 1
+                if not cur.nextset():
+                    break
+        if statuses:
+            latest: dict[str, tuple[Any, ...]] = {}
+            for p in statuses:  # the newest of the batch per store; the SQL keeps the newest overall
+                if p[0] not in latest or p[7] >= latest[p[0]][7]:
+                    latest[p[0]] = p
+            cur.executemany(_LATEST, [latest[s] for s in sorted(latest)])
+        if rollup:
+            keys = sorted({k[:3] for k in rollup})
+            cur.executemany(_HOURLY, [(*k, rollup[(*k, "visits")], rollup[(*k, "reentries")],
+                                       rollup[(*k, "member_visits")], rollup[(*k, "unidentified")]) for k in keys])
+        if rejections:
+            cur.executemany(_ERROR, [(r.topic, r.topic_store_id, r.reason, r.payload_bytes,
+                                      r.payload_excerpt.replace("\x00", "\ufffd")) for r in rejections])
+    return Written(inserted, len(rows) - inserted, len(rejections))
+
+
+def now_utc(conn: psycopg.Connection) -> datetime:
+    """The database clock."""
+    row = conn.execute("SELECT now()").fetchone()
+    assert row is not None
+    return row[0]

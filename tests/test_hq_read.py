@@ -1,0 +1,149 @@
+"""The HQ read API (hq/read.py) on a real PostgreSQL, fed through the same checks and writer as the collector."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+import pytest
+from test_hq_storage import ingest, visit
+
+from footfall.hq import read
+from footfall.hq.collector import Zones
+
+DAY = date(2026, 11, 23)
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def event(store: str, topic_name: str, ts: str, /, **fields) -> tuple[str, bytes]:
+    body = {"event_id": str(uuid.uuid4()), "store_id": store, "ts": ts, **fields}
+    return f"footfall/{store}/{topic_name}", json.dumps(body).encode()
+
+
+def arrival(store: str, ts: str, visit_event_id: str, member: str = "m-1") -> tuple[str, bytes]:
+    return event(store, "alerts/arrival", ts, member_id=member, name="x", tier="gold",
+                 visit_event_id=visit_event_id, appointment=None)
+
+
+def appointment(store: str, appointment_id: str, channel: str, scheduled: str) -> tuple[str, bytes]:
+    return f"footfall/{store}/appointments/upsert", json.dumps(
+        {"appointment_id": appointment_id, "member_id": "m-" + appointment_id, "scheduled_at": scheduled,
+         "channel": channel, "advisor": "Li"}).encode()
+
+
+@pytest.fixture
+def chain(hq_db):
+    zones = Zones({"sh-001": "Asia/Shanghai", "sh-002": "Asia/Shanghai"}, {})
+    messages = [
+        visit("sh-001", "2026-11-23T10:05:00.000+08:00"),
+        visit("sh-001", "2026-11-23T10:20:00.000+08:00", kind="reentry"),
+        visit("sh-001", "2026-11-23T11:00:00.000+08:00", member="m-1"),
+        visit("sh-001", "2026-11-22T18:00:00.000+08:00"),
+        visit("sh-002", "2026-11-23T15:30:00.000+08:00", identified=False),
+        event("sh-001", "status", "2026-11-23T09:00:00.000+08:00", state="online", version="0.1.0",
+              cameras={"door-1": "streaming"}, storage="ok"),
+        event("sh-002", "status", "2026-11-23T09:00:00.000+08:00", state="stopped", version="0.1.0",
+              cameras={}, storage="ok"),
+        # conversion: wechat 2 booked (1 came, 1 no-show), phone 1 booked (flagged, then came late)
+        appointment("sh-001", "a1", "wechat", "2026-11-23T11:00:00.000+08:00"),
+        appointment("sh-001", "a2", "wechat", "2026-11-23T14:00:00.000+08:00"),
+        appointment("sh-002", "a3", "phone", "2026-11-23T10:00:00.000+08:00"),
+        event("sh-001", "alerts/appointment", "2026-11-23T10:58:00.000+08:00", appointment_id="a1",
+              member_id="m-a1", scheduled_at="2026-11-23T11:00:00.000+08:00", channel="wechat", advisor="Li",
+              minutes_early=2),
+        event("sh-001", "alerts/no_show", "2026-11-23T14:30:00.000+08:00", appointment_id="a2",
+              member_id="m-a2", scheduled_at="2026-11-23T14:00:00.000+08:00", grace_minutes=30),
+        event("sh-002", "alerts/no_show", "2026-11-23T10:30:00.000+08:00", appointment_id="a3",
+              member_id="m-a3", scheduled_at="2026-11-23T10:00:00.000+08:00", grace_minutes=30),
+        event("sh-002", "alerts/appointment", "2026-11-23T10:40:00.000+08:00", appointment_id="a3",
+              member_id="m-a3", scheduled_at="2026-11-23T10:00:00.000+08:00", channel="phone", advisor="Li",
+              minutes_early=-40),
+        # response times: three arrivals in sh-001 acked after 10 s, 30 s and never
+        arrival("sh-001", "2026-11-23T11:00:00.000+08:00", "v1"),
+        arrival("sh-001", "2026-11-23T12:00:00.000+08:00", "v2"),
+        arrival("sh-001", "2026-11-23T13:00:00.000+08:00", "v3"),
+        event("sh-001", "alerts/ack", "2026-11-23T11:00:10.000+08:00", visit_event_id="v1", guide="g1"),
+        event("sh-001", "alerts/ack", "2026-11-23T11:00:50.000+08:00", visit_event_id="v1", guide="g2"),
+        event("sh-001", "alerts/ack", "2026-11-23T12:00:30.000+08:00", visit_event_id="v2", guide="g1"),
+    ]
+    written = ingest(hq_db, messages, zones=zones, now=NOW)
+    assert written.rejected == 0
+    with psycopg.connect(hq_db) as conn:
+        yield conn
+
+
+def test_chain_by_day_fills_every_day_of_the_range(chain):
+    assert read.chain_by_day(chain, date(2026, 11, 21), DAY) == [
+        {"day": "2026-11-21", "visits": 0, "reentries": 0, "member_visits": 0, "unidentified": 0},
+        {"day": "2026-11-22", "visits": 1, "reentries": 0, "member_visits": 0, "unidentified": 0},
+        {"day": "2026-11-23", "visits": 3, "reentries": 1, "member_visits": 1, "unidentified": 1},
+    ]
+
+
+def test_store_table_has_the_days_totals_state_and_silence(chain):
+    with chain.cursor() as cur:
+        cur.execute("UPDATE stores SET last_seen = %s WHERE store_id = 'sh-002'", (NOW - timedelta(hours=1),))
+        cur.execute("UPDATE stores SET last_seen = %s WHERE store_id = 'sh-001'", (NOW - timedelta(minutes=1),))
+    rows = {r["store_id"]: r for r in read.store_table(chain, DAY, timedelta(minutes=10), NOW)}
+    assert rows["sh-001"]["visits"] == 2 and rows["sh-001"]["reentries"] == 1
+    assert rows["sh-001"]["member_visits"] == 1
+    assert (rows["sh-001"]["state"], rows["sh-001"]["silent"]) == ("online", False)
+    assert rows["sh-001"]["cameras"] == {"door-1": "streaming"} and rows["sh-001"]["storage"] == "ok"
+    assert (rows["sh-002"]["state"], rows["sh-002"]["silent"]) == ("stopped", True)
+    assert rows["sh-002"]["unidentified"] == 1
+    assert datetime.fromisoformat(rows["sh-002"]["last_seen"]) == NOW - timedelta(hours=1)
+    json.dumps(list(rows.values()))
+
+
+def test_store_hourly_is_24_local_hours(chain):
+    hours = read.store_hourly(chain, "sh-001", DAY)
+    assert len(hours) == 24 and hours[10] == 1 and hours[11] == 1 and sum(hours) == 2
+
+
+def test_conversion_by_channel_counts_a_late_arrival_as_arrived(chain):
+    assert read.conversion_by_channel(chain, DAY, DAY) == [
+        {"channel": "wechat", "booked": 2, "arrived": 1, "no_show": 1, "conversion": 0.5},
+        {"channel": "phone", "booked": 1, "arrived": 1, "no_show": 0, "conversion": 1.0},
+    ]
+
+
+def test_no_show_list_names_whom_to_follow_up_with_the_booking_channel(chain):
+    rows = read.no_show_list(chain, DAY, DAY)
+    assert [(r["store_id"], r["appointment_id"], r["member_id"], r["channel"], r["grace_minutes"]) for r in rows] == [
+        ("sh-001", "a2", "m-a2", "wechat", 30.0)]
+    assert datetime.fromisoformat(rows[0]["scheduled_at"]) == datetime.fromisoformat("2026-11-23T14:00:00+08:00")
+
+
+def test_response_times_measure_alert_to_first_ack(chain):
+    (row,) = read.response_times(chain, DAY, DAY)
+    assert (row["store_id"], row["alerts"], row["acked"]) == ("sh-001", 3, 2)
+    assert row["p50_s"] == pytest.approx(20.0) and row["p95_s"] == pytest.approx(29.0)
+
+
+def test_disagreements_show_the_latest_check_only(chain):
+    with chain.cursor() as cur:
+        cur.execute("INSERT INTO reconcile_checks (store_id, store_day, checked_at, answered, differences) "
+                    "VALUES ('sh-001', %s, %s, true, 1) RETURNING id", (DAY, NOW - timedelta(hours=2)))
+        old = cur.fetchone()[0]
+        cur.execute("INSERT INTO reconcile_differences VALUES (%s, 10, 1, 2, 0, 0)", (old,))
+        cur.execute("INSERT INTO reconcile_checks (store_id, store_day, checked_at, answered, differences) "
+                    "VALUES ('sh-001', %s, %s, true, 1) RETURNING id", (DAY, NOW))
+        new = cur.fetchone()[0]
+        cur.execute("INSERT INTO reconcile_differences VALUES (%s, 11, 1, 3, 0, 0)", (new,))
+        cur.execute("INSERT INTO reconcile_checks (store_id, store_day, checked_at, answered, reason) "
+                    "VALUES ('sh-002', %s, %s, false, 'no answer')", (DAY, NOW))
+    rows = read.disagreements(chain, DAY, DAY)
+    assert [(r["store_id"], r["day"], r["hour"], r["hq_visits"], r["store_visits"], r["reason"]) for r in rows] == [
+        ("sh-001", "2026-11-23", 11, 1, 3, "differs"), ("sh-002", "2026-11-23", None, None, None, "no answer")]
+
+
+def test_counts_group_by_store_day_and_hour(chain):
+    assert [(r["store_id"], r["visits"]) for r in read.counts(chain, DAY, DAY, "store")] == [("sh-001", 2), ("sh-002", 1)]
+    assert [(r["day"], r["visits"]) for r in read.counts(chain, date(2026, 11, 22), DAY, "day")] == [
+        ("2026-11-22", 1), ("2026-11-23", 3)]
+    assert [(r["hour"], r["visits"], r["reentries"]) for r in read.counts(chain, DAY, DAY, "hour", "sh-001")] == [
+        (10, 1, 1), (11, 1, 0)]
+    with pytest.raises(ValueError, match="by must be"):
+        read.counts(chain, DAY, DAY, "week")
