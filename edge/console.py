@@ -529,6 +529,7 @@ class _Server(ThreadingHTTPServer):
     a logged-in page, the new connection is closed at once."""
 
     daemon_threads = True
+    request_queue_size = 128   # a burst of connections waits in the backlog, not in SYN retries
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], *,
                  max_connections: int, request_timeout: float) -> None:
@@ -721,6 +722,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
 
     def do_POST(self) -> None:
+        body = self._body()   # read first: closing on an unread body would reset the answer
         if not self._host_ok():
             return
         if not self._same_origin():
@@ -728,13 +730,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         path = urlsplit(self.path).path
         if path == "/login":
-            self._login()
+            self._login(body)
             return
         session = self._session()
         if session is None:
             self._json(HTTPStatus.UNAUTHORIZED, {"error": "login required"})
         elif path == "/ack":
-            self._ack(session)
+            self._ack(session, body)
         elif path == "/logout":
             token = cookie_token(self.headers.get("Cookie"))
             if token:
@@ -743,14 +745,13 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
 
-    def _login(self) -> None:
+    def _login(self, body: bytes | None) -> None:
         address = self.client_address[0]
         wait = self.console.limiter.admit(address)
         if wait > 0:
             retry = str(max(1, math.ceil(wait)))
             self._page("login.html", HTTPStatus.TOO_MANY_REQUESTS, error=True, headers={"Retry-After": retry})
             return
-        body = self._body()
         form = parse_qs(body.decode("utf-8", "replace")) if body is not None else {}
         name = (form.get("name") or [""])[0]
         secret = (form.get("password") or [""])[0]
@@ -771,12 +772,11 @@ class _Handler(BaseHTTPRequestHandler):
         token = self.console.sessions.create(guide)
         self._redirect("/", {"Set-Cookie": set_cookie_header(token)})
 
-    def _ack(self, session: Session) -> None:
+    def _ack(self, session: Session, body: bytes | None) -> None:
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if content_type != "application/json":
             self._json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "Content-Type must be application/json"})
             return
-        body = self._body()
         try:
             request = json.loads(body or b"")
             visit_event_id = request["visit_event_id"]

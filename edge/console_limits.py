@@ -22,7 +22,7 @@ class _Client:
 
 
 class LoginLimiter:
-    """Per client address: `failures_free` failed logins, then a wait of `backoff` doubling with
+    """Per client address: after `failures_free` failed logins, a wait of `backoff`, doubling with
     every further failure up to `backoff_max`; for all clients together: `per_minute` attempts.
 
     `admit()` is asked before a password is hashed; `failed()`/`succeeded()` report the outcome.
@@ -63,8 +63,8 @@ class LoginLimiter:
                 self._clients.popitem(last=False)
             client.failures += 1
             over = client.failures - self.failures_free
-            if over > 0:
-                wait = min(self.backoff_max, self.backoff * 2 ** min(over - 1, 32))
+            if over >= 0:
+                wait = min(self.backoff_max, self.backoff * 2 ** min(over, 32))
                 client.blocked_until = self.clock() + wait
 
     def succeeded(self, address: str) -> None:
