@@ -435,7 +435,8 @@ class Console:
         finally:
             with self._lock:
                 self._acks.release(visit_event_id)
-        return kept is ack, kept
+        # Our own ack may come back from the broker before this thread records it: same event_id.
+        return kept.get("event_id") == ack["event_id"], kept
 
     @property
     def acks_kept(self) -> int:

@@ -367,14 +367,17 @@ def test_parallel_logins_compute_at_most_login_concurrency_hashes_at_once(make_c
     def attempt(i: int) -> int:
         if i < 50:
             barrier.wait()
-        return post_login(console.port, f"guest {i}", "guess")[0]
+        try:
+            return post_login(console.port, f"guest {i}", "guess")[0]
+        except OSError:
+            return 0   # reset: the answer did not arrive
 
     with ThreadPoolExecutor(50) as pool:
         statuses = list(pool.map(attempt, range(200)))
     print(f"\n200 parallel logins: at most {peak[0]} hashes at once; "
           f"{statuses.count(503)} answered 503, {statuses.count(401)} answered 401")
     assert peak[0] <= console.config.console.login_concurrency
-    assert set(statuses) <= {401, 503} and statuses.count(503) > 0
+    assert set(statuses) <= {401, 503} and statuses.count(503) > 0, "every attempt is answered"
 
 
 # -- item 5: login guessing -------------------------------------------------------------------------
@@ -567,24 +570,27 @@ def test_a_page_on_another_port_of_the_same_host_cannot_post_an_ack_in_a_guides_
 @needs_broker
 def test_acks_are_bounded_and_a_page_gets_only_those_of_the_alerts_it_is_shown(make_console, broker, publisher):
     console = make_console(broker.url, max_acks=10)
+    cookie = session_cookie(console.port)
+    live = Stream(console.port, cookie)
+    live.read_until(lambda d: b"event: hello" in d)
     shown = publisher.alert("visit-shown")
     for i in range(60):
         ack = {"visit_event_id": f"visit-{i}", "guide": "Other Console", "ts": datetime.now(SH).isoformat(),
                "event_id": f"ack-{i}", "store_id": STORE}
         publisher.raw(events.ALERT_ACK, json.dumps(ack).encode())
     publisher.raw(events.ALERT_ACK, json.dumps({"visit_event_id": "visit-shown", "guide": "Li Na"}).encode())
-    wait_until(lambda: console.acks_kept and console.replay(con.Session("x", 0))[-1].count(b"visit-shown"),
-               5, "the acks to reach the console")
-    assert console.acks_kept <= 10
-    stream = Stream(console.port, session_cookie(console.port))
+    live.read_until(lambda d: b'"guide":"Li Na"' in d)   # the last ack has reached the console
+    stream = Stream(console.port, cookie)
     try:
         stream.read_until(lambda d: b"event: ack" in d and shown.event_id.encode() in d)
         time.sleep(0.2)
         stream.read_until(lambda d: True)
         acks = [json.loads(f["data"]) for f in stream.frames() if f.get("event") == "ack"]
         assert [a["visit_event_id"] for a in acks] == ["visit-shown"]
+        assert console.acks_kept <= 10
     finally:
         stream.close()
+        live.close()
 
 
 @needs_broker
@@ -602,11 +608,10 @@ def test_a_page_that_stops_reading_is_disconnected_while_the_others_keep_up(make
             healthy.read_until(lambda d: sent in d, 10)  # noqa: B023  (used before the next round)
             healthy.data = healthy.data[-200_000:]
         assert last is not None
-        wait_until(lambda: console.streams_dropped >= 1, 10, "the stalled page to be dropped")
-        got = stalled.read_until(lambda d: False if not stalled.closed else True, 15)
-        assert stalled.closed, "the stalled page's connection is closed"
+        got = stalled.read_until(lambda d: stalled.closed, 15)   # fails unless the console closes it
         print(f"\nthe stalled page read {len(got)} bytes before its stream was closed")
         assert last.event_id.encode() not in got
+        assert console.streams_dropped == 1
         assert not healthy.closed
     finally:
         stalled.close()
@@ -620,22 +625,28 @@ def test_many_clicks_at_once_publish_one_ack_for_the_visit(make_console, broker)
     console = make_console(broker.url)
     cookies = [session_cookie(console.port, name, PASSWORD) for name in ("Wang Fang", "Zhao Lei")]
     acks = Subscriber(broker.port, events.topic("footfall", STORE, events.ALERT_ACK))
+    answers: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     try:
         for visit in ("visit-a", "visit-b", "visit-c"):
             barrier = threading.Barrier(16)
 
             def click(i: int, visit: str = visit, barrier: threading.Barrier = barrier) -> tuple[int, dict[str, Any]]:
                 barrier.wait()
-                return post_ack(console.port, cookies[i % 2], visit)
+                for _ in range(3):
+                    try:
+                        return post_ack(console.port, cookies[i % 2], visit)
+                    except ConnectionResetError:
+                        time.sleep(0.1)   # refused before the request was read: click again
+                return 0, {}
 
             with ThreadPoolExecutor(16) as pool:
-                answers = list(pool.map(click, range(16)))
-            assert sorted(s for s, _ in answers) == [200] + [409] * 15
-            guides = {a["guide"] for _, a in answers}
-            assert len(guides) == 1, "every click is told who took it"
+                answers[visit] = list(pool.map(click, range(16)))
         acks.wait_for(lambda ms: len(ms) >= 3, 5, "the acks")
         time.sleep(0.5)
         assert sorted(m.payload["visit_event_id"] for m in acks.messages) == ["visit-a", "visit-b", "visit-c"]
+        for visit, got in answers.items():
+            assert sorted(s for s, _ in got) == [200] + [409] * 15, (visit, got)
+            assert len({a["guide"] for _, a in got}) == 1, "every click is told who took it"
     finally:
         acks.close()
 
