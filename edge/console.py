@@ -32,6 +32,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
@@ -257,6 +258,9 @@ class Console:
                                     backoff_max=cc.login_backoff_max.total_seconds(),
                                     per_minute=cc.login_per_minute, max_clients=cc.login_clients_tracked)
         self.hashing = threading.BoundedSemaphore(cc.login_concurrency)
+        # Hashes run on these few threads only: each scrypt takes 16 MiB, and the C allocator keeps
+        # that memory per thread, so hashing on every request thread would keep it many times over.
+        self._hasher = ThreadPoolExecutor(cc.login_concurrency, thread_name_prefix="console-login")
         self._guides = {guide_key(name): (" ".join(name.split()), h) for name, h in cc.guides.items()}
 
         self._lock = threading.Lock()
@@ -298,6 +302,7 @@ class Console:
             self._httpd.server_close()
         self._client.disconnect()
         self._client.loop_stop()
+        self._hasher.shutdown(wait=False, cancel_futures=True)
 
     def serve_forever(self) -> int:
         self.start()
@@ -485,6 +490,10 @@ class Console:
                     self.streams_dropped += 1
                 log.info("console: a page fell %d messages behind; its stream is closed",
                          self.config.console.stream_queue)
+
+    def check_login(self, name: str, secret: str) -> str | None:
+        """login() on one of the console's few hashing threads."""
+        return self._hasher.submit(self.login, name, secret).result()
 
     def login(self, name: str, secret: str) -> str | None:
         """The guide's name if `secret` is that guide's own token, or the shared password for a name
@@ -761,7 +770,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._page("login.html", HTTPStatus.SERVICE_UNAVAILABLE, error=True, headers={"Retry-After": "1"})
             return
         try:
-            guide = self.console.login(name, secret) if secret else None
+            guide = self.console.check_login(name, secret) if secret else None
         finally:
             self.console.hashing.release()
         if guide is None:

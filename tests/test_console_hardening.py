@@ -380,6 +380,50 @@ def test_parallel_logins_compute_at_most_login_concurrency_hashes_at_once(make_c
     assert set(statuses) <= {401, 503} and statuses.count(503) > 0, "every attempt is answered"
 
 
+@needs_broker
+def test_two_hundred_parallel_logins_hold_the_memory_of_login_concurrency_hashes_only(tmp_path):
+    """`footfall console` as its own process (rate limits out of the way): 200 logins at once raise
+    its peak memory by about login_concurrency x 16 MiB, not by a hash per connection."""
+    port = free_port()
+    config = tmp_path / "footfall.toml"
+    config.write_text(f'store_id = "{STORE}"\n[mqtt]\nurl = "mqtt://127.0.0.1:1"\n[console]\n'
+                      f'listen = "127.0.0.1:{port}"\npassword_hash = "{PASSWORD_HASH}"\n'
+                      'login_per_minute = 100000\nlogin_failures_free = 1000\n')
+    proc = subprocess.Popen([sys.executable, "-m", "footfall", "console", "--config", str(config)],
+                            cwd=REPO.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def peak_mib() -> int:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) // 1024
+
+    try:
+        def up() -> bool:
+            try:
+                return call(port, "GET", "/login")[0] == 200
+            except OSError:
+                return False
+        wait_until(up, 20, "the console process to answer")
+        before = peak_mib()
+        barrier = threading.Barrier(200)
+
+        def attempt(i: int) -> int:
+            barrier.wait()
+            try:
+                return post_login(port, f"guest {i}", "guess")[0]
+            except OSError:
+                return 0
+        with ThreadPoolExecutor(200) as pool:
+            statuses = list(pool.map(attempt, range(200)))
+        after = peak_mib()
+        print(f"\n200 parallel logins: peak memory {before} -> {after} MiB; "
+              f"{statuses.count(401)} answered 401, {statuses.count(503)} answered 503")
+        assert after - before <= 2 * 16 + 48
+        assert set(statuses) <= {401, 503}, "every attempt is answered"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 # -- item 5: login guessing -------------------------------------------------------------------------
 
 def test_a_client_guessing_passwords_must_wait_and_its_waits_do_not_hash(make_console, monkeypatch):
