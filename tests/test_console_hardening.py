@@ -190,7 +190,7 @@ def post_login(port: int, name: str, secret: str, source: str | None = None) -> 
 def session_cookie(port: int, name: str = "Wang Fang", secret: str = PASSWORD) -> str:
     status, response = post_login(port, name, secret)
     assert status == 303, f"login answered {status}"
-    return response.getheader("Set-Cookie").split(";")[0]
+    return (response.getheader("Set-Cookie") or "").split(";")[0]
 
 
 def post_ack(port: int, cookie: str, visit: str, **headers: str) -> tuple[int, dict[str, Any]]:
