@@ -661,10 +661,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _redirect(self, where: str, headers: dict[str, str] | None = None) -> None:
         self._send(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": where, **(headers or {})})
 
-    def _page(self, name: str, status: int = HTTPStatus.OK, error: bool = False,
+    def _page(self, name: str, status: int = HTTPStatus.OK, error: bool = False, wait: bool = False,
               headers: dict[str, str] | None = None) -> None:
         html = (static_text(name).replace("{{lang}}", self.console.language)
-                .replace("{{error_hidden}}", "" if error else "hidden"))
+                .replace("{{error_hidden}}", "" if error else "hidden")
+                .replace("{{wait_hidden}}", "" if wait else "hidden"))
         self._send(status, html.encode("utf-8"), "text/html; charset=utf-8", headers)
 
     def _body(self) -> bytes | None:
@@ -760,14 +761,14 @@ class _Handler(BaseHTTPRequestHandler):
         wait = self.console.limiter.admit(address)
         if wait > 0:
             retry = str(max(1, math.ceil(wait)))
-            self._page("login.html", HTTPStatus.TOO_MANY_REQUESTS, error=True, headers={"Retry-After": retry})
+            self._page("login.html", HTTPStatus.TOO_MANY_REQUESTS, wait=True, headers={"Retry-After": retry})
             return
         form = parse_qs(body.decode("utf-8", "replace")) if body is not None else {}
         name = (form.get("name") or [""])[0]
         secret = (form.get("password") or [""])[0]
         if not self.console.hashing.acquire(blocking=False):
             # Each hash takes 16 MiB: a crowd of logins waits outside rather than in memory.
-            self._page("login.html", HTTPStatus.SERVICE_UNAVAILABLE, error=True, headers={"Retry-After": "1"})
+            self._page("login.html", HTTPStatus.SERVICE_UNAVAILABLE, wait=True, headers={"Retry-After": "1"})
             return
         try:
             guide = self.console.check_login(name, secret) if secret else None

@@ -431,8 +431,11 @@ def test_a_client_guessing_passwords_must_wait_and_its_waits_do_not_hash(make_co
     assert [post_login(console.port, "Wang Fang", f"guess {i}")[0] for i in range(3)] == [401] * 3
     hashed = []
     monkeypatch.setattr(con, "verify_password", lambda p, s: hashed.append(p) or False)
+    status, _, page = call(console.port, "POST", "/login", f"name=Wang+Fang&password={PASSWORD.replace(' ', '+')}",
+                           {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 429 and b'id="login-wait" ' in page and b'id="login-error" hidden' in page
     status, response = post_login(console.port, "Wang Fang", PASSWORD)
-    assert status == 429 and 1 <= int(response.getheader("Retry-After")) <= 30
+    assert status == 429 and 1 <= int(response.getheader("Retry-After") or 0) <= 30
     assert hashed == [], "a client that must wait gets no hash computed"
     other_status, _ = post_login(console.port, "Wang Fang", "guess", source="127.0.0.2")
     assert other_status == 401, "another address is not held back by this one's failures"
