@@ -167,7 +167,7 @@ class ConsoleConfig(_Section):
     login_clients_tracked: int = Field(4096, ge=16, le=1_000_000, description="Client addresses whose failed logins are remembered (the least recently seen is forgotten first).")
     max_message_bytes: int = Field(65536, ge=1024, le=4 * 1024 * 1024, description="Largest broker message the console accepts; larger ones are dropped.")
     max_acks: int = Field(1000, ge=10, le=1_000_000, description="Acknowledgements kept in memory (only today's, store time); the oldest go first.")
-    stream_queue: int = Field(256, ge=8, le=100_000, description="Messages queued for one page's stream; a page that falls this far behind is disconnected (the browser reconnects and gets the replay).")
+    stream_queue_bytes: int = Field(1024 * 1024, ge=4096, le=256 * 1024 * 1024, description="Bytes queued for one page's stream; a page that falls this far behind is disconnected (the browser reconnects and gets the replay).")
 
     @field_validator("listen")
     @classmethod

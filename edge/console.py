@@ -23,7 +23,6 @@ import ipaddress
 import json
 import logging
 import math
-import queue
 import re
 import resource
 import secrets
@@ -232,11 +231,46 @@ _KIND = {**{name: "alert" for name in ALERT_KINDS}, events.COUNTS: "counts", eve
 
 
 class _Listener:
-    """One page's stream: a bounded queue; a page that falls behind is dropped, not buffered."""
+    """One page's stream: a queue of at most `limit` bytes (one frame always fits); a page that
+    falls further behind is dropped, not buffered."""
 
-    def __init__(self, size: int) -> None:
-        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=size)
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
         self.dropped = False
+        self._frames: deque[bytes] = deque()
+        self._bytes = 0
+        self._cond = threading.Condition()
+
+    def offer(self, frame: bytes) -> bool:
+        """Queue `frame`; False (and the listener dropped) if the queue would grow past the limit."""
+        with self._cond:
+            if self.dropped:
+                return False
+            if self._frames and self._bytes + len(frame) > self.limit:
+                self.dropped = True
+                self._frames.clear()
+                self._bytes = 0
+                self._cond.notify_all()
+                return False
+            self._frames.append(frame)
+            self._bytes += len(frame)
+            self._cond.notify_all()
+            return True
+
+    def take(self, timeout: float) -> bytes | None:
+        """The next frame; None after `timeout` with nothing queued, or once dropped."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._frames or self.dropped, timeout)
+            if self.dropped or not self._frames:
+                return None
+            frame = self._frames.popleft()
+            self._bytes -= len(frame)
+            return frame
+
+    def close(self) -> None:
+        with self._cond:
+            self.dropped = True
+            self._cond.notify_all()
 
 
 class Console:
@@ -296,7 +330,7 @@ class Console:
         with self._lock:
             listeners, self._listeners = self._listeners, []
         for listener in listeners:
-            listener.dropped = True
+            listener.close()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -467,7 +501,7 @@ class Console:
         return frames
 
     def listen(self) -> _Listener:
-        listener = _Listener(self.config.console.stream_queue)
+        listener = _Listener(self.config.console.stream_queue_bytes)
         with self._lock:
             self._listeners.append(listener)
         return listener
@@ -481,15 +515,11 @@ class Console:
         with self._lock:
             listeners = list(self._listeners)
         for listener in listeners:
-            try:
-                listener.queue.put_nowait(frame)
-            except queue.Full:
-                listener.dropped = True
+            if not listener.offer(frame):
                 self.unlisten(listener)
                 with self._lock:
                     self.streams_dropped += 1
-                log.info("console: a page fell %d messages behind; its stream is closed",
-                         self.config.console.stream_queue)
+                log.info("console: a page fell %d bytes behind; its stream is closed", listener.limit)
 
     def check_login(self, name: str, secret: str) -> str | None:
         """login() on one of the console's few hashing threads."""
@@ -825,13 +855,12 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self.wfile.write(b"retry: 2000\n\n" + b"".join(self.console.replay(session)))
             self.wfile.flush()
-            while not listener.dropped:
-                try:
-                    frame = listener.queue.get(timeout=HEARTBEAT_S)
-                except queue.Empty:
-                    frame = b": ping\n\n"
-                if frame is None or listener.dropped:
+            while True:
+                frame = listener.take(HEARTBEAT_S)
+                if listener.dropped:
                     return
+                if frame is None:
+                    frame = b": ping\n\n"
                 if self.console.sessions.check(self.headers.get("Cookie")) is None:
                     return  # logged out or expired: the page goes back to the login
                 self.wfile.write(frame)

@@ -15,6 +15,7 @@ from typing import Any
 
 MAX_ID = 128
 MAX_GUIDE = 80
+ACK_FIELDS = ("visit_event_id", "guide", "ts", "event_id", "store_id")
 
 # Fields the page reads, by topic name, and their types.
 _ALERT_TEXT = ("member_id", "name", "tier", "ts", "scheduled_at", "channel", "advisor", "appointment_id", "store_id")
@@ -87,6 +88,8 @@ def parse_message(kind: str, body: bytes, max_bytes: int) -> dict[str, Any]:
         if not isinstance(guide, str) or not 0 < len(guide) <= MAX_GUIDE:
             raise Dropped(f"guide: not a string of 1 to {MAX_GUIDE} characters")
         _text(payload, "ts", "store_id")
+        # Only what the page shows is kept: acks are held by the hundred.
+        return {k: payload[k] for k in ACK_FIELDS if k in payload}
     elif kind == "counts":
         by_hour = payload.get("by_hour")
         if not isinstance(by_hour, list) or len(by_hour) != 24 or not all(_count(v) for v in by_hour):
