@@ -596,24 +596,25 @@ class _Server(ThreadingHTTPServer):
             raise
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        now = time.monotonic()
+        evicted: _Connection | None = None
         with self._conns_lock:
             if len(self._conns) >= self.max_connections:
                 waiting = [c for c in self._conns.values() if c.reading and c.deadline is not None]
                 if not waiting:
-                    victim = None
+                    refuse = True
                 else:
-                    victim = min(waiting, key=lambda c: c.deadline or 0.0)
-                    del self._conns[victim.sock]
+                    refuse = False
+                    evicted = min(waiting, key=lambda c: c.deadline or 0.0)   # the oldest
+                    del self._conns[evicted.sock]
             else:
-                victim = request
-            if victim is not None:
-                self._conns[request] = _Connection(request, now + self.request_timeout)
-        if victim is None:
+                refuse = False
+            if not refuse:
+                self._conns[request] = _Connection(request, time.monotonic() + self.request_timeout)
+        if refuse:
             self.shutdown_request(request)
             return
-        if victim is not request:
-            _hang_up(victim.sock)
+        if evicted is not None:
+            _hang_up(evicted.sock)
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
