@@ -175,7 +175,22 @@ class ConsoleConfig(_Section):
     language: Literal["zh", "en"] = Field("zh", description="Language of the guide console's labels.")
     listen: str = Field("127.0.0.1:8080", description="HOST:PORT the guide console listens on.")
     password_hash: str | None = Field(None, description="Salted hash of the shared console password (footfall console --hash-password).")
-    guides: dict[str, str] = Field(default_factory=dict, description="Per-guide login: guide name -> hash of that guide's token (footfall console --hash-password).")
+    guides: dict[str, str] = Field(default_factory=dict, description="Per-guide login: guide name -> hash of that guide's token (footfall console --hash-password). A guide listed here logs in only with that token, never with the shared password.")
+    mqtt_username: str | None = Field(None, description="The console's own broker user; default: mqtt.username.")
+    mqtt_password: str | None = Field(None, description="Password of console.mqtt_username; default: mqtt.password.")
+    mqtt_client_id: str | None = Field(None, description="The console's client id; default: footfall-console-<store_id>.")
+    allowed_hosts: list[str] = Field(default_factory=list, description="Host names (besides IP addresses and localhost) the console answers to, e.g. the name a TLS proxy serves it under; any other Host header is refused (DNS rebinding).")
+    max_connections: int = Field(64, ge=2, le=4096, description="Open HTTP connections at most; when full, the oldest connection still sending its request is closed for a new one.")
+    request_timeout: Duration = Field(timedelta(seconds=10), description="A request must arrive whole within this time; also the longest a page's stream may block on a write.")
+    login_concurrency: int = Field(2, ge=1, le=64, description="Password hashes computed at once (16 MiB each); a login beyond it is answered 503.")
+    login_failures_free: int = Field(5, ge=1, le=1000, description="Failed logins from one client address before it must wait.")
+    login_backoff: Duration = Field(timedelta(seconds=2), description="The first wait after login_failures_free failures; it doubles with every further failure.")
+    login_backoff_max: Duration = Field(timedelta(minutes=15), description="The longest wait imposed on one client address.")
+    login_per_minute: int = Field(60, ge=1, le=100_000, description="Login attempts per minute from all clients together; beyond it a login is answered 429.")
+    login_clients_tracked: int = Field(4096, ge=16, le=1_000_000, description="Client addresses whose failed logins are remembered (the least recently seen is forgotten first).")
+    max_message_bytes: int = Field(65536, ge=1024, le=4 * 1024 * 1024, description="Largest broker message the console accepts; larger ones are dropped.")
+    max_acks: int = Field(1000, ge=10, le=1_000_000, description="Acknowledgements kept in memory (only today's, store time); the oldest go first.")
+    stream_queue_bytes: int = Field(1024 * 1024, ge=4096, le=256 * 1024 * 1024, description="Bytes queued for one page's stream; a page that falls this far behind is disconnected (the browser reconnects and gets the replay).")
 
     @field_validator("listen")
     @classmethod
@@ -184,6 +199,14 @@ class ConsoleConfig(_Section):
         if not m or not 0 < int(m.group(1)) < 65536:
             raise ValueError(f"must look like HOST:PORT, e.g. 127.0.0.1:8080, got {v!r}")
         return v
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _allowed_hosts(cls, v: list[str]) -> list[str]:
+        for host in v:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", host):
+                raise ValueError(f"a host name without port or scheme, e.g. console.example.com, got {host!r}")
+        return [host.lower() for host in v]
 
     @field_validator("password_hash")
     @classmethod
@@ -230,7 +253,7 @@ class Config(_Section):
     alerts: AlertsConfig = AlertsConfig()
     appointments: AppointmentsConfig = AppointmentsConfig()
     privacy: PrivacyConfig = PrivacyConfig()
-    console: ConsoleConfig = ConsoleConfig()
+    console: ConsoleConfig = ConsoleConfig.model_validate({})
     cameras: list[CameraConfig] = Field(default_factory=list)
 
     @field_validator("timezone")

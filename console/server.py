@@ -16,17 +16,22 @@ not start. No face image is ever received, shown or stored.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
-import queue
+import math
 import re
+import resource
 import secrets
+import socket
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
@@ -44,6 +49,8 @@ from paho.mqtt.properties import Properties
 
 from footfall import __version__
 from footfall.config.schema import Config, ConfigError
+from footfall.console.limits import AckBook, LoginLimiter
+from footfall.console.messages import MAX_ID, Dropped, parse_message
 from footfall.sync import events
 from footfall.sync.mqtt import apply_credentials, parse_broker_url
 
@@ -55,6 +62,7 @@ HEARTBEAT_S = 15.0                 # an SSE comment this often keeps proxies and
 REPLAY_ALERTS = 30                 # recent alerts sent to a page when it (re)connects
 MAX_BODY = 4096
 LOGIN_FAILURE_DELAY_S = 0.5        # slows down password guessing (per request thread)
+MAX_SESSIONS = 1000                # logged-in sessions kept; logins are rate-limited anyway
 SESSION_EXPIRY_S = 600             # the broker keeps our subscriptions (and queued alerts) through a short outage
 
 # Topics streamed to the page, and the SSE event each becomes.
@@ -133,6 +141,8 @@ class Sessions:
         with self._lock:
             now = time.monotonic()
             self._by_token = {t: s for t, s in self._by_token.items() if s.expires > now}
+            while len(self._by_token) >= MAX_SESSIONS:
+                del self._by_token[next(iter(self._by_token))]   # the oldest login goes first
             self._by_token[token] = Session(guide, now + self.ttl)
         return token
 
@@ -171,6 +181,10 @@ def set_cookie_header(token: str, max_age: int = SESSION_TTL_S) -> str:
 
 _LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 
+# Verified when the name given at login has no hash of its own and there is no shared
+# password, so that every login attempt costs the same one scrypt (no timing tells names apart).
+_NO_MATCH_HASH = "scrypt$16384$8$1$" + base64.b64encode(bytes(16)).decode() + "$" + base64.b64encode(bytes(32)).decode()
+
 
 def parse_listen(value: str) -> tuple[str, int]:
     """"HOST:PORT" -> (host, port); "[::1]:8080" for IPv6."""
@@ -187,38 +201,124 @@ def require_login(config: Config) -> None:
                           "(from `footfall console --hash-password`) or console.guides")
 
 
+def guide_key(name: str) -> str:
+    """How a name typed at login is compared with the configured guides: spaces collapsed, case folded."""
+    return " ".join(name.split()).casefold()
+
+
+def host_allowed(host_header: str | None, allowed: list[str]) -> bool:
+    """A Host header naming an IP address, localhost or one of `allowed` (any port); anything else
+    could be a DNS name rebound to this box by another site."""
+    if not host_header:
+        return False
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        name = host[1:host.find("]")] if "]" in host else ""
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if not name:
+        return False
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return name == "localhost" or name in allowed
+
+
+# SSE event of each subscribed topic name, and how its payload is checked.
+_KIND = {**{name: "alert" for name in ALERT_KINDS}, events.COUNTS: "counts", events.STATUS: "status",
+         events.ALERT_ACK: "ack"}
+
+
+class _Listener:
+    """One page's stream: a queue of at most `limit` bytes (one frame always fits); a page that
+    falls further behind is dropped, not buffered."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.dropped = False
+        self._frames: deque[bytes] = deque()
+        self._bytes = 0
+        self._cond = threading.Condition()
+
+    def offer(self, frame: bytes) -> bool:
+        """Queue `frame`; False (and the listener dropped) if the queue would grow past the limit."""
+        with self._cond:
+            if self.dropped:
+                return False
+            if self._frames and self._bytes + len(frame) > self.limit:
+                self.dropped = True
+                self._frames.clear()
+                self._bytes = 0
+                self._cond.notify_all()
+                return False
+            self._frames.append(frame)
+            self._bytes += len(frame)
+            self._cond.notify_all()
+            return True
+
+    def take(self, timeout: float) -> bytes | None:
+        """The next frame; None after `timeout` with nothing queued, or once dropped."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._frames or self.dropped, timeout)
+            if self.dropped or not self._frames:
+                return None
+            frame = self._frames.popleft()
+            self._bytes -= len(frame)
+            return frame
+
+    def close(self) -> None:
+        with self._cond:
+            self.dropped = True
+            self._cond.notify_all()
+
+
 class Console:
     """The broker side (subscriptions, acks) and the page side (sessions, SSE listeners) of the console."""
 
     def __init__(self, config: Config, listen: str | None = None) -> None:
         require_login(config)
         self.config = config
+        cc = config.console
         self.store_id = config.store_id
         self.prefix = config.mqtt.topic_prefix
         self.zone = ZoneInfo(config.timezone)
-        self.language = config.console.language
-        self.host, self.port = parse_listen(listen or config.console.listen)
+        self.language = cc.language
+        self.host, self.port = parse_listen(listen or cc.listen)
         self.sessions = Sessions()
+        self.failure_delay = LOGIN_FAILURE_DELAY_S
+        self.limiter = LoginLimiter(failures_free=cc.login_failures_free,
+                                    backoff=cc.login_backoff.total_seconds(),
+                                    backoff_max=cc.login_backoff_max.total_seconds(),
+                                    per_minute=cc.login_per_minute, max_clients=cc.login_clients_tracked)
+        self.hashing = threading.BoundedSemaphore(cc.login_concurrency)
+        # Hashes run on these few threads only: each scrypt takes 16 MiB, and the C allocator keeps
+        # that memory per thread, so hashing on every request thread would keep it many times over.
+        self._hasher = ThreadPoolExecutor(cc.login_concurrency, thread_name_prefix="console-login")
+        self._guides = {guide_key(name): (" ".join(name.split()), h) for name, h in cc.guides.items()}
 
         self._lock = threading.Lock()
-        self._listeners: list[queue.SimpleQueue[bytes | None]] = []
+        self._listeners: list[_Listener] = []
         self._alerts: deque[dict[str, Any]] = deque(maxlen=REPLAY_ALERTS)
-        self._acks: dict[str, dict[str, Any]] = {}
+        self._acks = AckBook(cc.max_acks, lambda: datetime.now(self.zone).date())
         self._counts: dict[str, Any] | None = None
         self._status: dict[str, Any] | None = None
         self._broker_connected = False
         self._broker_error: str | None = None
+        self.dropped: Counter[str] = Counter()   # broker messages dropped, by reason
+        self.streams_dropped = 0                 # pages disconnected for falling behind
 
         self._client = self._make_client()
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: _Server | None = None
         self._http_thread: threading.Thread | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> Console:
-        handler = type("Handler", (_Handler,), {"console": self})
-        self._httpd = ThreadingHTTPServer((self.host, self.port), handler)
-        self._httpd.daemon_threads = True
+        cc = self.config.console
+        handler = type("Handler", (_Handler,), {"console": self, "timeout": cc.request_timeout.total_seconds()})
+        self._httpd = _Server((self.host, self.port), handler, max_connections=cc.max_connections,
+                              request_timeout=cc.request_timeout.total_seconds())
         self.port = self._httpd.server_address[1]
         self._http_thread = threading.Thread(target=self._httpd.serve_forever, name="console-http", daemon=True)
         self._http_thread.start()
@@ -229,13 +329,14 @@ class Console:
     def stop(self) -> None:
         with self._lock:
             listeners, self._listeners = self._listeners, []
-        for q in listeners:
-            q.put(None)
+        for listener in listeners:
+            listener.close()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
         self._client.disconnect()
         self._client.loop_stop()
+        self._hasher.shutdown(wait=False, cancel_futures=True)
 
     def serve_forever(self) -> int:
         self.start()
@@ -255,15 +356,24 @@ class Console:
     def broker_connected(self) -> bool:
         return self._broker_connected
 
+    @property
+    def open_connections(self) -> int:
+        return self._httpd.open_connections() if self._httpd is not None else 0
+
     # -- MQTT -------------------------------------------------------------------------
 
     def topic(self, name: str) -> str:
         return events.topic(self.prefix, self.store_id, name)
 
     def _make_client(self) -> paho.Client:
-        mq = self.config.mqtt
+        mq, cc = self.config.mqtt, self.config.console
+        if cc.mqtt_username is not None:
+            # The console's own broker user (its ACL allows only what the console needs).
+            mq = mq.model_copy(update={"username": cc.mqtt_username, "password": cc.mqtt_password})
+        elif cc.mqtt_password is not None:
+            mq = mq.model_copy(update={"password": cc.mqtt_password})
         host, port, tls = parse_broker_url(mq.url)
-        client_id = f"footfall-console-{self.store_id}"
+        client_id = cc.mqtt_client_id or f"footfall-console-{self.store_id}"
         v5 = mq.protocol == "5"
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                              protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
@@ -301,61 +411,82 @@ class Console:
         self._broadcast(sse_frame("broker", {"connected": connected}))
 
     def _on_message(self, client, userdata, message: paho.MQTTMessage) -> None:
-        try:
-            payload = json.loads(message.payload)
-        except ValueError:
-            log.warning("console: %s: not JSON, ignored", message.topic)
-            return
-        if not isinstance(payload, dict):
-            return
         name = message.topic.removeprefix(f"{self.prefix}/{self.store_id}/")
-        if name in ALERT_KINDS:
+        kind = _KIND.get(name)
+        if kind is None:
+            return
+        try:
+            payload = parse_message(kind, bytes(message.payload), self.config.console.max_message_bytes)
+        except Dropped as exc:
+            self._drop(name, exc.reason)
+            return
+        if kind == "alert":
             alert = {**payload, "kind": ALERT_KINDS[name]}
+            event_id = alert["event_id"]
             with self._lock:
-                event_id = str(alert.get("event_id", ""))
-                if any(a.get("event_id") == event_id for a in self._alerts):
+                if any(a["event_id"] == event_id for a in self._alerts):
                     return  # a re-sent alert: consumers de-duplicate on event_id
                 self._alerts.append(alert)
-            self._broadcast(sse_frame("alert", alert, event_id or None))
-        elif name == events.COUNTS:
+            self._broadcast(sse_frame("alert", alert, event_id))
+        elif kind == "counts":
             with self._lock:
                 self._counts = payload
             self._broadcast(sse_frame("counts", payload))
-        elif name == events.STATUS:
+        elif kind == "status":
             with self._lock:
                 self._status = payload
             self._broadcast(sse_frame("status", payload))
-        elif name == events.ALERT_ACK:
+        else:
             self._record_ack(payload)
+
+    def _drop(self, name: str, reason: str) -> None:
+        """Count a dropped message; log the first of each topic and reason only (the set is fixed, so bounded)."""
+        key = f"{name}: {reason}"
+        with self._lock:
+            self.dropped[key] += 1
+            first = self.dropped[key] == 1
+        if first:
+            log.warning("console: dropped a message on %s (%s); further ones like it are only counted", name, reason)
 
     def _record_ack(self, ack: dict[str, Any]) -> dict[str, Any]:
         """The first ack of a visit wins; returns the one kept."""
-        visit = str(ack.get("visit_event_id", ""))
         with self._lock:
-            kept = self._acks.setdefault(visit, ack)
+            kept = self._acks.record(ack)
         if kept is ack:
             self._broadcast(sse_frame("ack", ack))
         return kept
 
     def acknowledge(self, visit_event_id: str, guide: str) -> tuple[bool, dict[str, Any]]:
-        """Publish `alerts/ack` for an arrival; (False, existing ack) if someone took it already."""
-        with self._lock:
-            existing = self._acks.get(visit_event_id)
-        if existing is not None:
-            return False, existing
+        """Publish `alerts/ack` for an arrival, once per visit: (False, existing ack) if someone took
+        it already or is taking it right now."""
         ack = {"visit_event_id": visit_event_id, "guide": guide,
                "ts": events.iso(datetime.now(self.zone)), "event_id": str(uuid.uuid4()), "store_id": self.store_id}
-        body = json.dumps(ack, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        info = self._client.publish(self.topic(events.ALERT_ACK), body, qos=1)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            raise ConnectionError(f"cannot publish the ack: {paho.error_string(info.rc)}")
-        kept = self._record_ack(ack)
-        return kept is ack, kept
+        with self._lock:
+            existing = self._acks.reserve(visit_event_id, ack)
+        if existing is not None:
+            return False, existing
+        try:
+            body = json.dumps(ack, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            info = self._client.publish(self.topic(events.ALERT_ACK), body, qos=1)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                raise ConnectionError(f"cannot publish the ack: {paho.error_string(info.rc)}")
+            kept = self._record_ack(ack)
+        finally:
+            with self._lock:
+                self._acks.release(visit_event_id)
+        # Our own ack may come back from the broker before this thread records it: same event_id.
+        return kept.get("event_id") == ack["event_id"], kept
+
+    @property
+    def acks_kept(self) -> int:
+        with self._lock:
+            return len(self._acks)
 
     # -- page side --------------------------------------------------------------------------
 
     def replay(self, session: Session) -> list[bytes]:
-        """What a page gets on (re)connecting: who it is, the broker state, status, counts, recent alerts, acks."""
+        """What a page gets on (re)connecting: who it is, the broker state, status, counts, recent
+        alerts and today's acks of those alerts."""
         with self._lock:
             frames = [sse_frame("hello", {"guide": session.guide, "store_id": self.store_id,
                                           "language": self.language}),
@@ -364,37 +495,47 @@ class Console:
                 frames.append(sse_frame("status", self._status))
             if self._counts is not None:
                 frames.append(sse_frame("counts", self._counts))
-            frames += [sse_frame("alert", a, str(a.get("event_id") or "") or None) for a in self._alerts]
-            frames += [sse_frame("ack", a) for a in self._acks.values()]
+            frames += [sse_frame("alert", a, a["event_id"]) for a in self._alerts]
+            visits = {a["visit_event_id"] for a in self._alerts if a.get("visit_event_id")}
+            frames += [sse_frame("ack", a) for a in self._acks.for_visits(visits)]
         return frames
 
-    def listen(self) -> queue.SimpleQueue[bytes | None]:
-        q: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    def listen(self) -> _Listener:
+        listener = _Listener(self.config.console.stream_queue_bytes)
         with self._lock:
-            self._listeners.append(q)
-        return q
+            self._listeners.append(listener)
+        return listener
 
-    def unlisten(self, q: queue.SimpleQueue[bytes | None]) -> None:
+    def unlisten(self, listener: _Listener) -> None:
         with self._lock:
-            if q in self._listeners:
-                self._listeners.remove(q)
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
     def _broadcast(self, frame: bytes) -> None:
         with self._lock:
             listeners = list(self._listeners)
-        for q in listeners:
-            q.put(frame)
+        for listener in listeners:
+            if not listener.offer(frame):
+                self.unlisten(listener)
+                with self._lock:
+                    self.streams_dropped += 1
+                log.info("console: a page fell %d bytes behind; its stream is closed", listener.limit)
+
+    def check_login(self, name: str, secret: str) -> str | None:
+        """login() on one of the console's few hashing threads."""
+        return self._hasher.submit(self.login, name, secret).result()
 
     def login(self, name: str, secret: str) -> str | None:
-        """The guide's name if `secret` is that guide's token or the shared password, else None."""
-        name = " ".join(name.split())[:40]
-        guides = self.config.console.guides
-        if name in guides and verify_password(secret, guides[name]):
-            return name
-        password_hash = self.config.console.password_hash
-        if name and password_hash and verify_password(secret, password_hash):
-            return name
-        return None
+        """The guide's name if `secret` is that guide's own token, or the shared password for a name
+        that is not a configured guide; else None. Every call verifies exactly one hash."""
+        shown = " ".join(name.split())[:40]
+        guide = self._guides.get(guide_key(shown)) if shown else None
+        if guide is not None:
+            shown, stored = guide   # a guide with a token of their own: only that token
+        else:
+            stored = self.config.console.password_hash or _NO_MATCH_HASH
+        ok = verify_password(secret, stored)
+        return shown if ok and shown and stored is not _NO_MATCH_HASH else None
 
 
 # -- HTTP ----------------------------------------------------------------------------------
@@ -414,8 +555,118 @@ def static_text(name: str) -> str:
     return resources.files("footfall.console").joinpath("static", name).read_text(encoding="utf-8")
 
 
+@dataclass
+class _Connection:
+    sock: socket.socket
+    deadline: float | None      # None: a logged-in page's stream, exempt from the request deadline
+    reading: bool = True        # still receiving its request
+
+
+class _Server(ThreadingHTTPServer):
+    """A thread per connection, at most `max_connections` of them; every request must arrive whole
+    within `request_timeout`. When full, the oldest connection still sending its request is closed
+    to make room (a slow or idle client cannot lock guides out); if every slot serves a request or
+    a logged-in page, the new connection is closed at once."""
+
+    daemon_threads = True
+    request_queue_size = 128   # a burst of connections waits in the backlog, not in SYN retries
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], *,
+                 max_connections: int, request_timeout: float) -> None:
+        self.max_connections = max_connections
+        self.request_timeout = request_timeout
+        self._conns: dict[socket.socket, _Connection] = {}
+        self._conns_lock = threading.Lock()
+        self._stopping = threading.Event()
+        super().__init__(address, handler)
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if limit != resource.RLIM_INFINITY and max_connections + 32 > limit:
+            log.warning("console: console.max_connections (%d) is close to the open-file limit (%d)",
+                        max_connections, limit)
+        self._reaper = threading.Thread(target=self._reap, name="console-reaper", daemon=True)
+        self._reaper.start()
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        try:
+            return super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                log.warning("console: cannot accept a connection: %s", exc.strerror)
+                time.sleep(0.1)   # the listening socket stays readable: do not spin
+            raise
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        evicted: _Connection | None = None
+        with self._conns_lock:
+            if len(self._conns) >= self.max_connections:
+                waiting = [c for c in self._conns.values() if c.reading and c.deadline is not None]
+                if not waiting:
+                    refuse = True
+                else:
+                    refuse = False
+                    evicted = min(waiting, key=lambda c: c.deadline or 0.0)   # the oldest
+                    del self._conns[evicted.sock]
+            else:
+                refuse = False
+            if not refuse:
+                self._conns[request] = _Connection(request, time.monotonic() + self.request_timeout)
+        if refuse:
+            self.shutdown_request(request)
+            return
+        if evicted is not None:
+            _hang_up(evicted.sock)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._conns_lock:
+            self._conns.pop(request, None)
+        super().shutdown_request(request)
+
+    def request_read(self, sock: socket.socket) -> None:
+        """The request has arrived whole: the connection can no longer be taken for a newcomer."""
+        with self._conns_lock:
+            conn = self._conns.get(sock)
+            if conn is not None:
+                conn.reading = False
+
+    def streaming(self, sock: socket.socket) -> None:
+        """A logged-in page's stream: no request deadline (writes still time out)."""
+        with self._conns_lock:
+            conn = self._conns.get(sock)
+            if conn is not None:
+                conn.deadline = None
+
+    def open_connections(self) -> int:
+        with self._conns_lock:
+            return len(self._conns)
+
+    def _reap(self) -> None:
+        while not self._stopping.wait(min(1.0, self.request_timeout / 4)):
+            now = time.monotonic()
+            with self._conns_lock:
+                late = [c.sock for c in self._conns.values() if c.deadline is not None and c.deadline < now]
+            for sock in late:
+                _hang_up(sock)
+
+    def server_close(self) -> None:
+        self._stopping.set()
+        super().server_close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("console http: error with %s", client_address, exc_info=True)
+
+
+def _hang_up(sock: socket.socket) -> None:
+    """End a connection served by another thread: its reads return EOF, its writes fail."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 class _Handler(BaseHTTPRequestHandler):
     console: Console
+    server: _Server
     server_version = f"footfall-console/{__version__}"
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -434,16 +685,19 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _json(self, status: int, payload: dict[str, Any]) -> None:
-        self._send(status, json.dumps(payload, ensure_ascii=False).encode("utf-8"), "application/json; charset=utf-8")
+    def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(payload, ensure_ascii=False).encode("utf-8"),
+                   "application/json; charset=utf-8", headers)
 
     def _redirect(self, where: str, headers: dict[str, str] | None = None) -> None:
         self._send(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": where, **(headers or {})})
 
-    def _page(self, name: str, status: int = HTTPStatus.OK, error: bool = False) -> None:
+    def _page(self, name: str, status: int = HTTPStatus.OK, error: bool = False, wait: bool = False,
+              headers: dict[str, str] | None = None) -> None:
         html = (static_text(name).replace("{{lang}}", self.console.language)
-                .replace("{{error_hidden}}", "" if error else "hidden"))
-        self._send(status, html.encode("utf-8"), "text/html; charset=utf-8")
+                .replace("{{error_hidden}}", "" if error else "hidden")
+                .replace("{{wait_hidden}}", "" if wait else "hidden"))
+        self._send(status, html.encode("utf-8"), "text/html; charset=utf-8", headers)
 
     def _body(self) -> bytes | None:
         try:
@@ -452,10 +706,35 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if not 0 <= length <= MAX_BODY:
             return None
-        return self.rfile.read(length)
+        body = self.rfile.read(length)
+        self.server.request_read(self.connection)
+        return body
 
     def _session(self) -> Session | None:
         return self.console.sessions.check(self.headers.get("Cookie"))
+
+    def _host_ok(self) -> bool:
+        """Refuse a Host that is not this console's (DNS rebinding); answers 421 itself."""
+        if host_allowed(self.headers.get("Host"), self.console.config.console.allowed_hosts):
+            return True
+        self._json(HTTPStatus.MISDIRECTED_REQUEST, {"error": "unknown Host; add it to console.allowed_hosts"})
+        return False
+
+    def _same_origin(self) -> bool:
+        """A POST must come from the console's own pages: Origin (when sent) names this Host, and
+        Sec-Fetch-Site (when sent) is same-origin. Another port of the same host is another origin."""
+        origin = (self.headers.get("Origin") or "").strip()
+        site = self.headers.get("Sec-Fetch-Site")
+        host = (self.headers.get("Host") or "").strip().lower()
+        if origin == "null":
+            # Browsers send "null" for a form posted under Referrer-Policy: no-referrer (the
+            # console's own login form) and for sandboxed frames: then Sec-Fetch-Site decides.
+            return site == "same-origin"
+        if origin:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or parts.netloc.lower() != host:
+                return False
+        return site is None or site in ("same-origin", "none")
 
     # -- routes ----------------------------------------------------------------------------
 
@@ -463,6 +742,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:
+        self.server.request_read(self.connection)
+        if not self._host_ok():
+            return
         path = urlsplit(self.path).path
         if path in _STATIC:
             name, content_type = _STATIC[path]
@@ -482,15 +764,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
 
     def do_POST(self) -> None:
+        body = self._body()   # read first: closing on an unread body would reset the answer
+        if not self._host_ok():
+            return
+        if not self._same_origin():
+            self._json(HTTPStatus.FORBIDDEN, {"error": "cross-origin request refused"})
+            return
         path = urlsplit(self.path).path
         if path == "/login":
-            self._login()
+            self._login(body)
             return
         session = self._session()
         if session is None:
             self._json(HTTPStatus.UNAUTHORIZED, {"error": "login required"})
         elif path == "/ack":
-            self._ack(session)
+            self._ack(session, body)
         elif path == "/logout":
             token = cookie_token(self.headers.get("Cookie"))
             if token:
@@ -499,25 +787,43 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
 
-    def _login(self) -> None:
-        body = self._body()
+    def _login(self, body: bytes | None) -> None:
+        address = self.client_address[0]
+        wait = self.console.limiter.admit(address)
+        if wait > 0:
+            retry = str(max(1, math.ceil(wait)))
+            self._page("login.html", HTTPStatus.TOO_MANY_REQUESTS, wait=True, headers={"Retry-After": retry})
+            return
         form = parse_qs(body.decode("utf-8", "replace")) if body is not None else {}
         name = (form.get("name") or [""])[0]
         secret = (form.get("password") or [""])[0]
-        guide = self.console.login(name, secret) if secret else None
+        if not self.console.hashing.acquire(blocking=False):
+            # Each hash takes 16 MiB: a crowd of logins waits outside rather than in memory.
+            self._page("login.html", HTTPStatus.SERVICE_UNAVAILABLE, wait=True, headers={"Retry-After": "1"})
+            return
+        try:
+            guide = self.console.check_login(name, secret) if secret else None
+        finally:
+            self.console.hashing.release()
         if guide is None:
-            time.sleep(LOGIN_FAILURE_DELAY_S)
+            self.console.limiter.failed(address)
+            time.sleep(self.console.failure_delay)
             self._page("login.html", HTTPStatus.UNAUTHORIZED, error=True)
             return
+        self.console.limiter.succeeded(address)
         token = self.console.sessions.create(guide)
         self._redirect("/", {"Set-Cookie": set_cookie_header(token)})
 
-    def _ack(self, session: Session) -> None:
-        body = self._body()
+    def _ack(self, session: Session, body: bytes | None) -> None:
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            self._json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "Content-Type must be application/json"})
+            return
         try:
             request = json.loads(body or b"")
             visit_event_id = request["visit_event_id"]
-            if not isinstance(visit_event_id, str) or not 0 < len(visit_event_id) <= 128:
+            if not isinstance(visit_event_id, str) or not 0 < len(visit_event_id) <= MAX_ID \
+                    or not visit_event_id.isprintable():
                 raise ValueError
         except (ValueError, KeyError, TypeError):
             self._json(HTTPStatus.BAD_REQUEST, {"error": "visit_event_id: a non-empty string is required"})
@@ -543,22 +849,24 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in _SECURITY_HEADERS.items():
             self.send_header(key, value)
         self.end_headers()
-        q = self.console.listen()
+        if self.command == "HEAD":
+            return   # the headers only: a HEAD never becomes a stream
+        self.server.streaming(self.connection)
+        listener = self.console.listen()
         try:
             self.wfile.write(b"retry: 2000\n\n" + b"".join(self.console.replay(session)))
             self.wfile.flush()
             while True:
-                try:
-                    frame = q.get(timeout=HEARTBEAT_S)
-                except queue.Empty:
-                    frame = b": ping\n\n"
-                if frame is None:
+                frame = listener.take(HEARTBEAT_S)
+                if listener.dropped:
                     return
+                if frame is None:
+                    frame = b": ping\n\n"
                 if self.console.sessions.check(self.headers.get("Cookie")) is None:
                     return  # logged out or expired: the page goes back to the login
                 self.wfile.write(frame)
                 self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            return
+        except OSError:
+            return   # the page went away, or stalled past console.request_timeout on a write
         finally:
-            self.console.unlisten(q)
+            self.console.unlisten(listener)

@@ -99,6 +99,7 @@ def embed_labelled(analyzer: FaceAnalyzer, faces_dir: Path) -> tuple[np.ndarray,
 # suite runs everything.
 SLOW_MODULES = {
     "test_admin_channel", "test_camera_faults", "test_cli_bench_demo", "test_cli_people", "test_cli_store",
+    "test_console_hardening",
     "test_config_fuzz", "test_daemon", "test_demo_console", "test_privacy", "test_retention_clock",
     "test_scenarios", "test_soak", "test_storage_faults",
 }

@@ -5,7 +5,7 @@
 const LABELS = {
   zh: {
     title: "导购台", your_name: "您的姓名", password: "密码或口令", log_in: "登录", log_out: "退出",
-    login_failed: "姓名或密码不正确。", arrivals: "到店提醒", no_arrivals: "暂无到店会员。", today: "今日客流",
+    login_failed: "姓名或密码不正确。", login_wait: "尝试次数过多，请稍等一分钟再试。", arrivals: "到店提醒", no_arrivals: "暂无到店会员。", today: "今日客流",
     visits: "到访", reentries: "再次进店", member_visits: "会员到访", take: "我来接待", taken_by: "接待人：",
     arrived_now: "刚刚到店", arrived_min: "{n} 分钟前到店", arrived_at: "{n} 到店", appointment: "预约", last_purchase: "最近购买",
     open_repairs: "维修中", tags: "标签", no_show: "预约未到", call: "请致电会员确认预约。", member: "会员",
@@ -16,7 +16,8 @@ const LABELS = {
   },
   en: {
     title: "Guide console", your_name: "Your name", password: "Password or token", log_in: "Log in",
-    log_out: "Log out", login_failed: "Wrong name or password.", arrivals: "Arrivals",
+    log_out: "Log out", login_failed: "Wrong name or password.",
+    login_wait: "Too many attempts: wait a minute, then try again.", arrivals: "Arrivals",
     no_arrivals: "No arrivals yet.", today: "Today", visits: "Visits", reentries: "Re-entries",
     member_visits: "Member visits", take: "Taking care of it", taken_by: "Taken by ",
     arrived_now: "arrived just now", arrived_min: "arrived {n} min ago", arrived_at: "arrived at {n}", appointment: "Appointment",
