@@ -34,7 +34,16 @@ from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.sync import events
 from footfall.sync.appointments import AppointmentStore
 from footfall.sync.counts import CountStore
-from footfall.sync.downlink import Downlink, counts_reply, parse_counts_request
+from footfall.sync.downlink import (
+    Downlink,
+    Limits,
+    Rejected,
+    check_reply_topic,
+    counts_reply,
+    parse_counts_request,
+    replies_prefix,
+)
+from footfall.sync.limits import TokenBucket
 from footfall.sync.mqtt import Publisher
 from footfall.sync.outbox import Outbox
 
@@ -46,6 +55,8 @@ STALL_S = 30.0                      # a stage without progress this long stops t
 READY_WAIT_S = 10.0                 # how long start-up waits for the broker before READY anyway
 RETRY_MAX = 1000                    # events held in memory while the outbox cannot store them
 RETRY_EVERY_S = 1.0                 # how often a refused outbox write is tried again
+INBOX_BUDGET_S = 0.05               # longest the decision loop spends on downlink messages per pass
+PACKET_HEADROOM = 64 * 1024         # topic and properties on top of downlink.max_payload
 
 
 @dataclass
@@ -55,6 +66,7 @@ class Inbound:
     topic: str
     payload: bytes
     properties: Any
+    rejected: str | None = None  # refused on arrival (too large, retained); the payload was not kept
 
 
 class Daemon:
@@ -79,11 +91,13 @@ class Daemon:
         self.counts = CountStore(storage / "counts.db", config.timezone)
         self.appointments = AppointmentStore(storage / "appointments.db", config.timezone)
         self.outbox = Outbox.from_config(storage, config.alerts.ttl, now=lambda: datetime.now(UTC))
+        self.limits = Limits.from_config(config)
         self.downlink = Downlink(gallery=self.pipeline.gallery, appointments=self.appointments,
                                  embed_photos=lambda photos: embeddings_from_photos(self.analyzer, photos),
                                  forget_visitor=self._forget_member,
                                  recognizer_sha256=self.analyzer.pack.recognizer.sha256,
-                                 dim=self.analyzer.embedder.dim, clock=lambda: datetime.now(UTC))
+                                 dim=self.analyzer.embedder.dim, clock=lambda: datetime.now(UTC),
+                                 limits=self.limits)
         self.prefix = config.mqtt.topic_prefix
         self.file_sources: list[FileSource] = list(replay or [])
         self.live_sources: list[LiveSource] = []
@@ -94,12 +108,19 @@ class Daemon:
             else:
                 self.live_sources.append(LiveSource(camera.id, camera.source, camera.fps,
                                                     now=lambda: datetime.now(UTC)))
-        self.inbox: queue.Queue[Inbound] = queue.Queue()
+        # Bounded: a flood is dropped (and counted) at the door instead of growing memory.
+        self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=config.downlink.inbox)
+        self.inbox_dropped = 0      # written by the MQTT thread only
+        self._inbox_reported = 0
+        self._error_reports = TokenBucket(config.downlink.error_reports_per_minute)
+        self._counts_requests = TokenBucket(config.downlink.counts_requests_per_minute)
+        self.rejected = 0           # downlink messages refused (reported or not)
         downlink_topics = [*self.downlink.topics, events.COUNTS_GET]
         self.publisher = Publisher(config.mqtt, self.store_id, self.outbox, version=__version__,
                                    cameras=self.camera_states, storage=lambda: self.storage_state,
                                    on_message=self._receive,
-                                   subscriptions=[self.topic(t) for t in downlink_topics])
+                                   subscriptions=[self.topic(t) for t in downlink_topics],
+                                   max_incoming=config.downlink.max_payload + PACKET_HEADROOM)
         self.now: datetime | None = None
         self._next_tick: datetime | None = None
         self._counts_dirty = True
@@ -245,7 +266,7 @@ class Daemon:
         self._counts_dirty = False
 
     def _refresh_status(self) -> None:
-        states = {**self.camera_states(), "": self.storage_state}
+        states = {**self.camera_states(), "": self.storage_state, " dead": str(self.outbox.dead_letters)}
         if states != self._last_states:
             self._last_states = states
             self.publisher.refresh_status()
@@ -387,11 +408,36 @@ class Daemon:
         return in_window or bool(sent or unsent)
 
     def _receive(self, message: Any) -> None:
-        """Called on the MQTT thread: hand over, decide on the main thread."""
-        self.inbox.put(Inbound(message.topic, bytes(message.payload), getattr(message, "properties", None)))
+        """Called on the MQTT thread: hand over, decide on the main thread.
+
+        A payload over `downlink.max_payload` and a retained message (a stale command the broker
+        keeps) are refused here, without keeping their payload; when the inbox is full the message
+        is dropped and counted.
+        """
+        size = len(message.payload)
+        if message.retain:
+            inbound = Inbound(message.topic, b"", None, "a retained message on a command topic is never "
+                                                       "applied (publish downlink messages without retain)")
+        elif size > self.limits.max_payload:
+            inbound = Inbound(message.topic, b"", None, f"payload is {size} bytes, over the limit of "
+                                                       f"{self.limits.max_payload} bytes (downlink.max_payload)")
+        else:
+            inbound = Inbound(message.topic, bytes(message.payload), getattr(message, "properties", None))
+        try:
+            self.inbox.put_nowait(inbound)
+        except queue.Full:
+            self.inbox_dropped += 1
 
     def _drain_inbox(self) -> None:
-        while True:
+        """Handle waiting downlink messages for at most INBOX_BUDGET_S (plus the one in hand):
+        frames, alerts and the watchdog are never starved by a flood."""
+        dropped = self.inbox_dropped - self._inbox_reported
+        if dropped:
+            self._inbox_reported += dropped
+            self._reject(self.topic("#"), f"{dropped} downlink message(s) dropped: the inbox was full "
+                                          f"(downlink.inbox = {self.inbox.maxsize})", count=dropped)
+        deadline = time.monotonic() + INBOX_BUDGET_S
+        while time.monotonic() < deadline:
             try:
                 message = self.inbox.get_nowait()
             except queue.Empty:
@@ -401,7 +447,23 @@ class Daemon:
             except Exception:  # one bad message never stops the daemon
                 log.exception("downlink %s: not handled", message.topic)
 
+    def _reject(self, topic: str, reason: str, *, count: int = 1) -> None:
+        """Report a refused downlink message on `errors`, at most `downlink.error_reports_per_minute`;
+        the ones over the rate are counted into the next report's `suppressed`."""
+        self.rejected += count
+        if not self._error_reports.take():
+            self._error_reports.refused += count - 1
+            return
+        suppressed = self._error_reports.pop_refused()
+        log.warning("downlink %s rejected: %s%s", topic, reason,
+                    f" ({suppressed} more not reported)" if suppressed else "")
+        self._submit(events.ErrorEvent(store_id=self.store_id, ts=self.now or datetime.now(UTC), topic=topic,
+                                       reason=reason, suppressed=suppressed))
+
     def _handle(self, message: Inbound) -> None:
+        if message.rejected is not None:
+            self._reject(message.topic, message.rejected)
+            return
         base = f"{self.prefix}/{self.store_id}/"
         name = message.topic.removeprefix(base)
         now = self.now or datetime.now(UTC)
@@ -410,9 +472,7 @@ class Daemon:
             return
         outcome = self.downlink.handle(name, message.payload)
         if not outcome.ok:
-            log.warning("downlink %s rejected: %s", message.topic, outcome.reason)
-            self._submit(events.ErrorEvent(store_id=self.store_id, ts=now, topic=message.topic,
-                                                    reason=outcome.reason or "rejected"))
+            self._reject(message.topic, outcome.reason or "rejected")
         elif outcome.reply is not None and name == events.MEMBERS_DELETE:
             self._submit(events.MemberDeleted(store_id=self.store_id, ts=now,
                                                        member_id=outcome.reply["member_id"]))
@@ -421,14 +481,18 @@ class Daemon:
         props = message.properties
         response_topic = getattr(props, "ResponseTopic", None) if props is not None else None
         try:
-            request = parse_counts_request(message.payload, now, self.config.timezone)
+            if not self._counts_requests.take():
+                raise Rejected(f"more than {self.config.downlink.counts_requests_per_minute} counts/get requests "
+                               f"a minute (downlink.counts_requests_per_minute); this one is not answered")
+            request = parse_counts_request(message.payload, now, self.config.timezone,
+                                           max_payload=self.limits.max_payload, max_buckets=self.limits.max_buckets)
             target = response_topic or request.reply_to
             if not target:
                 raise ValueError("no MQTT 5 response topic and no reply_to: nowhere to answer")
+            check_reply_topic(target, replies_prefix(self.prefix, self.store_id))
             reply = counts_reply(self.store_id, request, self.counts.buckets(request.from_, request.to, request.by))
         except Exception as exc:  # a bad request is answered on `errors`, never fatal
-            self._submit(events.ErrorEvent(store_id=self.store_id, ts=now, topic=message.topic,
-                                                    reason=str(exc) or type(exc).__name__))
+            self._reject(message.topic, str(exc) or type(exc).__name__)
             return
         properties = None
         correlation = getattr(props, "CorrelationData", None) if props is not None else None
