@@ -266,7 +266,7 @@ class Daemon:
         self._counts_dirty = False
 
     def _refresh_status(self) -> None:
-        states = {**self.camera_states(), "": self.storage_state, " dead": str(self.outbox.dead_letters)}
+        states = {**self.camera_states(), "": self.storage_state}
         if states != self._last_states:
             self._last_states = states
             self.publisher.refresh_status()

@@ -413,6 +413,8 @@ class Publisher:
         except StorageError as exc:
             self.last_error = str(exc)
             log.error("mqtt: %s", exc)
+            return
+        self.refresh_status()  # status carries the dead_letters count
 
     def _fill_window(self) -> None:
         room = self._window() - len(self._in_flight)
