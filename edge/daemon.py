@@ -112,6 +112,8 @@ class Daemon:
         self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=config.downlink.inbox)
         self.inbox_dropped = 0      # written by the MQTT thread only
         self._inbox_reported = 0
+        self._dropped_topic = ""    # the topic of the last one dropped
+        self._rejected_topic = ""   # the topic of the last one rejected
         self._error_reports = TokenBucket(config.downlink.error_reports_per_minute)
         self._counts_requests = TokenBucket(config.downlink.counts_requests_per_minute)
         self.rejected = 0           # downlink messages refused (reported or not)
@@ -426,6 +428,7 @@ class Daemon:
         try:
             self.inbox.put_nowait(inbound)
         except queue.Full:
+            self._dropped_topic = message.topic
             self.inbox_dropped += 1
 
     def _drain_inbox(self) -> None:
@@ -434,8 +437,12 @@ class Daemon:
         dropped = self.inbox_dropped - self._inbox_reported
         if dropped:
             self._inbox_reported += dropped
-            self._reject(self.topic("#"), f"{dropped} downlink message(s) dropped: the inbox was full "
+            self._reject(self._dropped_topic, f"{dropped} downlink message(s) dropped: the inbox was full "
                                           f"(downlink.inbox = {self.inbox.maxsize})", count=dropped)
+        if self._error_reports.refused and self._error_reports.available():
+            # The rejections not reported during a burst are reported, in one event, once the rate allows.
+            self._reject(self._rejected_topic, "downlink messages rejected and not reported one by one "
+                                               "(downlink.error_reports_per_minute); see suppressed", count=0)
         deadline = time.monotonic() + INBOX_BUDGET_S
         while time.monotonic() < deadline:
             try:
@@ -451,6 +458,7 @@ class Daemon:
         """Report a refused downlink message on `errors`, at most `downlink.error_reports_per_minute`;
         the ones over the rate are counted into the next report's `suppressed`."""
         self.rejected += count
+        self._rejected_topic = topic
         if not self._error_reports.take():
             self._error_reports.refused += count - 1
             return
@@ -481,15 +489,15 @@ class Daemon:
         props = message.properties
         response_topic = getattr(props, "ResponseTopic", None) if props is not None else None
         try:
-            if not self._counts_requests.take():
-                raise Rejected(f"more than {self.config.downlink.counts_requests_per_minute} counts/get requests "
-                               f"a minute (downlink.counts_requests_per_minute); this one is not answered")
             request = parse_counts_request(message.payload, now, self.config.timezone,
                                            max_payload=self.limits.max_payload, max_buckets=self.limits.max_buckets)
             target = response_topic or request.reply_to
             if not target:
                 raise ValueError("no MQTT 5 response topic and no reply_to: nowhere to answer")
             check_reply_topic(target, replies_prefix(self.prefix, self.store_id))
+            if not self._counts_requests.take():
+                raise Rejected(f"more than {self.config.downlink.counts_requests_per_minute} counts/get requests "
+                               f"a minute (downlink.counts_requests_per_minute); this one is not answered")
             reply = counts_reply(self.store_id, request, self.counts.buckets(request.from_, request.to, request.by))
         except Exception as exc:  # a bad request is answered on `errors`, never fatal
             self._reject(message.topic, str(exc) or type(exc).__name__)

@@ -26,12 +26,16 @@ class TokenBucket:
         self._at = clock()
         self.refused = 0
 
-    def take(self) -> bool:
-        """True (and one token used) if allowed now; False (and counted) otherwise."""
+    def available(self) -> bool:
+        """Whether `take()` would succeed now (nothing is used or counted)."""
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
         self._at = now
-        if self._tokens >= 1.0:
+        return self._tokens >= 1.0
+
+    def take(self) -> bool:
+        """True (and one token used) if allowed now; False (and counted) otherwise."""
+        if self.available():
             self._tokens -= 1.0
             return True
         self.refused += 1
