@@ -47,9 +47,7 @@ url = "{broker.url}"
 {mqtt}
 [storage]
 dir = "{tmp_path / 'state'}"
-[downlink]
-{downlink}
-""")
+""" + (f"[downlink]\n{downlink}\n" if downlink else ""))
     return path
 
 
