@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -55,6 +56,7 @@ STALL_S = 30.0                      # a stage without progress this long stops t
 READY_WAIT_S = 10.0                 # how long start-up waits for the broker before READY anyway
 RETRY_MAX = 1000                    # events held in memory while the outbox cannot store them
 RETRY_EVERY_S = 1.0                 # how often a refused outbox write is tried again
+STORAGE_ERRORS = (StorageError, sqlite3.Error, OSError)  # what a full or failing disk raises
 INBOX_BUDGET_S = 0.05               # longest the decision loop spends on downlink messages per pass
 PACKET_HEADROOM = 64 * 1024         # topic and properties on top of downlink.max_payload
 
@@ -119,7 +121,7 @@ class Daemon:
         self.rejected = 0           # downlink messages refused (reported or not)
         downlink_topics = [*self.downlink.topics, events.COUNTS_GET]
         self.publisher = Publisher(config.mqtt, self.store_id, self.outbox, version=__version__,
-                                   cameras=self.camera_states, storage=lambda: self.storage_state,
+                                   cameras=self.camera_states, storage=self.storage_summary,
                                    on_message=self._receive,
                                    subscriptions=[self.topic(t) for t in downlink_topics],
                                    max_incoming=config.downlink.max_payload + PACKET_HEADROOM)
@@ -134,9 +136,14 @@ class Daemon:
         self.frame_errors = 0
         # Events the outbox refused (disk full, I/O error), oldest first, stored on a later try.
         self.storage_state = "ok"
+        # The other state files (counts.db, appointments.db, windows.db): file -> why it refused writes.
+        self.state_errors: dict[str, str] = {}
+        self.uncounted: deque[tuple[datetime, str, bool]] = deque()  # entries counts.db refused, retried
+        self._flag_unsaved: set[str] = set()  # no-shows raised whose flag appointments.db refused
         self.unstored: deque[events.Event] = deque()
         self.unstored_dropped = 0
         self._next_storage_retry = 0.0
+        self._next_state_retry = 0.0
         self._frame_started = time.monotonic()
         # Set to a dict by the alert-latency benchmark: arrival alert event_id -> (store-clock seconds
         # from the best shot to the deciding frame, monotonic time that frame's processing began).
@@ -236,6 +243,7 @@ class Daemon:
 
     def _housekeeping(self) -> None:
         self._retry_unstored()
+        self._retry_state_files()
         self._drain_inbox()
         self._refresh_status()
         self._watchdog()
@@ -245,18 +253,31 @@ class Daemon:
             self._next_tick = self.now + TICK
             try:
                 self._no_shows()
-            except StorageError as exc:  # tried again at the next tick
+            except STORAGE_ERRORS as exc:  # tried again at the next tick
                 log.error("no-shows: not checked: %s", exc)
             self._publish_counts()
 
     def _no_shows(self) -> None:
         grace = self.config.appointments.no_show_grace
         for appointment in self.appointments.due_no_shows(self.now, grace):
+            if appointment.appointment_id in self._flag_unsaved:
+                self._flag(appointment.appointment_id)  # raised already; only its flag is owed
+                continue
             self._submit(events.NoShowAlert(
                 store_id=self.store_id, ts=self.now, appointment_id=appointment.appointment_id,
                 member_id=appointment.member_id, scheduled_at=appointment.scheduled_at,
                 grace_minutes=round(grace.total_seconds() / 60)))
-            self.appointments.mark_flagged(appointment.appointment_id)
+            self._flag(appointment.appointment_id)
+
+    def _flag(self, appointment_id: str) -> None:
+        try:
+            self.appointments.mark_flagged(appointment_id)
+        except STORAGE_ERRORS as exc:
+            self._flag_unsaved.add(appointment_id)  # never raised twice, even while the file refuses it
+            self._state_failed("appointments.db", exc)
+            return
+        self._flag_unsaved.discard(appointment_id)
+        self._state_ok("appointments.db")
 
     def _publish_counts(self, force: bool = False) -> None:
         if self.now is None or not (self._counts_dirty or force):
@@ -268,7 +289,7 @@ class Daemon:
         self._counts_dirty = False
 
     def _refresh_status(self) -> None:
-        states = {**self.camera_states(), "": self.storage_state}
+        states = {**self.camera_states(), "": self.storage_summary()}
         if states != self._last_states:
             self._last_states = states
             self.publisher.refresh_status()
@@ -318,6 +339,61 @@ class Daemon:
                       lost.event_id)
         self.unstored.append(event)
 
+    def storage_summary(self) -> str:
+        """The `storage` field of status: "ok", or the first refusal of the outbox or another state file."""
+        if self.storage_state != "ok":
+            return self.storage_state
+        for reason in self.state_errors.values():
+            return f"error: {reason}"
+        return "ok"
+
+    def _state_failed(self, name: str, exc: BaseException) -> None:
+        reason = str(exc) if name in str(exc) else f"{name}: {exc}"
+        if self.state_errors.get(name) != reason:
+            log.error("storage: %s; the daemon goes on and writes it again later", reason)
+        self.state_errors[name] = reason
+
+    def _state_ok(self, name: str) -> None:
+        if self.state_errors.pop(name, None) is not None:
+            log.info("storage: %s takes writes again", name)
+
+    def _retry_state_files(self) -> None:
+        """Once a second: the counts and open windows the disk refused, written again."""
+        window = self.pipeline.window
+        if window.storage_error is not None or self.uncounted:
+            if time.monotonic() < self._next_state_retry:
+                return
+            self._next_state_retry = time.monotonic() + RETRY_EVERY_S
+        if window.retry_storage():
+            self._state_ok("windows.db")
+        elif window.storage_error:
+            self._state_failed("windows.db", RuntimeError(window.storage_error))
+        while self.uncounted:
+            first_seen, kind, member = self.uncounted[0]
+            try:
+                self.counts.record(first_seen, kind, member)
+            except STORAGE_ERRORS as exc:
+                self._state_failed("counts.db", exc)
+                return
+            self.uncounted.popleft()
+            self._counts_dirty = True
+        self._state_ok("counts.db")
+
+    def _count(self, first_seen: datetime, kind: str, member: bool) -> None:
+        """Record an entry in counts.db; while it refuses writes, entries wait in memory, in order."""
+        if not self.uncounted:
+            try:
+                self.counts.record(first_seen, kind, member)
+                self._counts_dirty = True
+                return
+            except STORAGE_ERRORS as exc:
+                self._state_failed("counts.db", exc)
+                self._next_state_retry = time.monotonic() + RETRY_EVERY_S
+        if len(self.uncounted) >= RETRY_MAX:
+            self.uncounted.popleft()
+            log.error("counts: %d entries held in memory already; the oldest is not counted", RETRY_MAX)
+        self.uncounted.append((first_seen, kind, member))
+
     def _retry_unstored(self, force: bool = False) -> None:
         """Store the held-back events, oldest first, at most once a second unless `force`."""
         if not self.unstored or (not force and time.monotonic() < self._next_storage_retry):
@@ -364,16 +440,20 @@ class Daemon:
                 role="member" if d.member_id else "visitor", camera_id=d.passage.camera_id,
                 first_seen_ts=d.passage.first_seen)
             self._submit(visit)
-            try:
-                self.counts.record(d.passage.first_seen, d.kind, d.member_id is not None)
-                self._counts_dirty = True
-                if d.member_id:
+            self._count(d.passage.first_seen, d.kind, d.member_id is not None)
+            if d.member_id:
+                try:
                     self._member_arrived(d, visit, ts)
-            except StorageError as exc:  # the visit itself is kept; a full disk never stops the daemon
-                log.error("%s: not recorded: %s", d.kind, exc)
+                except STORAGE_ERRORS as exc:  # the visit itself is kept; a full disk never stops the daemon
+                    self._state_failed("appointments.db", exc)
+                    log.error("%s of %s: alerts not raised: %s", d.kind, d.member_id, exc)
 
     def _member_arrived(self, d: Decision, visit: events.VisitEvent, ts: datetime) -> None:
-        arrivals = self.appointments.record_arrival(d.member_id, d.passage.first_seen)
+        try:
+            arrivals = self.appointments.record_arrival(d.member_id, d.passage.first_seen)
+        except STORAGE_ERRORS as exc:  # the arrival alert still goes out; only the appointment marks wait
+            self._state_failed("appointments.db", exc)
+            arrivals = []
         for arrival in arrivals:
             a = arrival.appointment
             self._submit(events.AppointmentAlert(
