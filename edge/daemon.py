@@ -360,10 +360,13 @@ class Daemon:
     def _retry_state_files(self) -> None:
         """Once a second: the counts and open windows the disk refused, written again."""
         window = self.pipeline.window
-        if window.storage_error is not None or self.uncounted:
-            if time.monotonic() < self._next_state_retry:
-                return
-            self._next_state_retry = time.monotonic() + RETRY_EVERY_S
+        if window.storage_error is None and not self.uncounted:
+            for name in ("windows.db", "counts.db"):
+                self._state_ok(name)
+            return
+        if time.monotonic() < self._next_state_retry:
+            return
+        self._next_state_retry = time.monotonic() + RETRY_EVERY_S
         if window.retry_storage():
             self._state_ok("windows.db")
         elif window.storage_error:

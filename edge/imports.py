@@ -20,7 +20,7 @@ from footfall.edge.pipeline import open_gallery, open_window
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.sync import events
 from footfall.sync.appointments import AppointmentStore
-from footfall.sync.downlink import Downlink
+from footfall.sync.downlink import Downlink, Limits
 
 
 def inline_photo_paths(line: str, base: Path) -> bytes:
@@ -48,7 +48,7 @@ def import_file(config: Config, path: Path, topic: str, *, progress: bool = True
     downlink = Downlink(gallery=gallery, appointments=appointments,
                         embed_photos=lambda photos: embeddings_from_photos(analyzer, photos),
                         forget_visitor=window.forget, recognizer_sha256=analyzer.pack.recognizer.sha256,
-                        dim=analyzer.embedder.dim)
+                        dim=analyzer.embedder.dim, limits=Limits.from_config(config))
     imported = rejected = 0
     try:
         for number, line in enumerate(tqdm(lines, desc=f"importing {path.name}", disable=not progress), start=1):
