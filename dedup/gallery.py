@@ -333,8 +333,10 @@ class Gallery:
 
     def _save(self, person: Person, ids: list[int], vectors: np.ndarray) -> None:
         consent_at = person.consent_at.isoformat() if person.consent_at else None
-        with transaction(self._conn):
-            self._conn.execute(
+        conn = self._conn
+        assert conn is not None
+        with transaction(conn):
+            conn.execute(
                 """INSERT INTO people (person_id, name, role, tier, consent, consent_at, profile)
                    VALUES (?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (person_id) DO UPDATE SET name = excluded.name, role = excluded.role,
@@ -342,9 +344,9 @@ class Gallery:
                        profile = excluded.profile""",
                 (person.person_id, person.name, person.role, person.tier, int(person.consent), consent_at,
                  json.dumps(person.profile, ensure_ascii=False)))
-            self._conn.execute("DELETE FROM person_vectors WHERE person_id = ?", (person.person_id,))
-            self._conn.execute("DELETE FROM tombstones WHERE key = ?", (self._tombstone_key(person.person_id),))
-            self._conn.executemany("INSERT INTO person_vectors (id, person_id, vector) VALUES (?, ?, ?)",
+            conn.execute("DELETE FROM person_vectors WHERE person_id = ?", (person.person_id,))
+            conn.execute("DELETE FROM tombstones WHERE key = ?", (self._tombstone_key(person.person_id),))
+            conn.executemany("INSERT INTO person_vectors (id, person_id, vector) VALUES (?, ?, ?)",
                                    [(i, person.person_id, v.astype("<f4").tobytes()) for i, v in zip(ids, vectors)])
 
     def _check_model(self, path: Path) -> None:
@@ -356,11 +358,13 @@ class Gallery:
                 f"{path}: the gallery's embeddings were made by recognizer {stored}, the configured recognizer "
                 f"is {self.model_sha256}; embeddings of different models cannot be compared — enrol the "
                 f"people again with the configured recognizer, or go back to the other one")
+        conn = self._conn
+        assert conn is not None
         if "tombstone_salt" in meta:
             self._salt = meta["tombstone_salt"]
         else:
-            with transaction(self._conn):
-                self._conn.execute("INSERT INTO meta (key, value) VALUES ('tombstone_salt', ?)", (self._salt,))
+            with transaction(conn):
+                conn.execute("INSERT INTO meta (key, value) VALUES ('tombstone_salt', ?)", (self._salt,))
         if stored != self.model_sha256 or meta.get("dim") != str(self.dim):
             with transaction(self._conn):
                 self._conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",

@@ -154,6 +154,14 @@ def text_field(message: dict, key: str, *, required: bool = True, non_empty: boo
     return value
 
 
+def required_text(message: dict, key: str, *, max_length: int | None = None) -> str:
+    """A required, non-blank string field of at most `max_length` characters; Rejected naming it."""
+    value = text_field(message, key, max_length=max_length)
+    if value is None:  # text_field raises for a missing required field; kept for the type
+        raise Rejected(f"{key} is required")
+    return value
+
+
 def parse_time(message: dict, key: str, *, required: bool = True) -> datetime | None:
     """An ISO 8601 timestamp with a UTC offset; Rejected naming the field otherwise."""
     raw = text_field(message, key, required=required)
@@ -473,7 +481,7 @@ class Downlink:
         return Outcome(True)
 
     def _member_delete(self, message: dict) -> Outcome:
-        member_id = text_field(message, "member_id", max_length=self.limits.max_id_length)
+        member_id = required_text(message, "member_id", max_length=self.limits.max_id_length)
         at = parse_time(message, "ts", required=False)
         if at is None:
             at = self.clock() if self.clock is not None else datetime.now(UTC)
@@ -488,5 +496,5 @@ class Downlink:
         return Outcome(True)
 
     def _appointment_delete(self, message: dict) -> Outcome:
-        self.appointments.delete(text_field(message, "appointment_id", max_length=self.limits.max_id_length))
+        self.appointments.delete(required_text(message, "appointment_id", max_length=self.limits.max_id_length))
         return Outcome(True)
