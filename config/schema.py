@@ -145,8 +145,8 @@ class MqttConfig(_Section):
 class DownlinkConfig(_Section):
     max_payload: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest downlink message, bytes; the broker is told (MQTT 5 Maximum Packet Size) and larger ones are refused.")
     max_images: int = Field(8, ge=1, le=100, description="Most images in one members/upsert.")
-    max_image_pixels: int = Field(24_000_000, ge=10_000, description="Most pixels of one image (width x height from its header, checked before decoding).")
-    max_total_pixels: int = Field(48_000_000, ge=10_000, description="Most pixels of all the images of one members/upsert together (from their headers, before decoding).")
+    max_image_pixels: int = Field(16_000_000, ge=10_000, description="Most pixels of one image (width x height from its header, checked before decoding).")
+    max_total_pixels: int = Field(32_000_000, ge=10_000, description="Most pixels of all the images of one members/upsert together (from their headers, before decoding).")
     max_id_length: int = Field(128, ge=1, le=4096, description="Longest member_id or appointment_id, characters.")
     max_text_length: int = Field(256, ge=1, le=65536, description="Longest name, tier, channel or advisor, characters.")
     max_profile_bytes: int = Field(16 * 1024, ge=2, le=1024 * 1024, description="Largest CRM profile object (JSON bytes) held per member and sent in arrival alerts.")

@@ -32,7 +32,7 @@ from footfall.sync.events import APPOINTMENTS_DELETE, APPOINTMENTS_UPSERT, MEMBE
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD = 4 * 1024 * 1024
-MAX_IMAGE_PIXELS = 24_000_000  # a 4 MiB PNG of one colour could otherwise decode to gigabytes
+MAX_IMAGE_PIXELS = 16_000_000  # a 4 MiB PNG of one colour could otherwise decode to gigabytes
 MAX_BUCKETS = 400
 ROLES = ("member", "staff")
 _JPEG = b"\xff\xd8\xff"
@@ -48,7 +48,7 @@ class Limits:
     max_payload: int = MAX_PAYLOAD
     max_images: int = 8
     max_image_pixels: int = MAX_IMAGE_PIXELS
-    max_total_pixels: int = 48_000_000
+    max_total_pixels: int = 32_000_000
     max_vectors: int = 20
     max_id_length: int = 128
     max_text_length: int = 256

@@ -157,7 +157,7 @@ def test_an_image_bomb_is_refused_from_the_headers_before_anything_is_decoded(
         bomb = base64.b64encode(one_bit_png(8192, 8192)).decode()
         hq.send("members/upsert", upsert("M-bomb", images=[bomb] * 16))
         # Fewer images, each under the per-image cap, too many pixels together.
-        big = base64.b64encode(one_bit_png(4096, 4096)).decode()
+        big = base64.b64encode(one_bit_png(3800, 3800)).decode()
         hq.send("members/upsert", upsert("M-big", images=[big] * 3))
         # One image over the per-image cap.
         hq.send("members/upsert", upsert("M-huge", images=[bomb]))
@@ -166,8 +166,8 @@ def test_an_image_bomb_is_refused_from_the_headers_before_anything_is_decoded(
         wait_until(lambda: daemon.pipeline.gallery.get("M-ok"), 30, "the real photo's enrolment")
     got = reasons(errors)
     assert "images: 16 images, more than the limit of 8 per message" in got[0]
-    assert "pixels in all, more than the limit of 48000000" in got[1] and "nothing was decoded" in got[1]
-    assert "images[0] is 8192 x 8192 pixels, more than 24000000 pixels" in got[2]
+    assert "pixels in all, more than the limit of 32000000" in got[1] and "nothing was decoded" in got[1]
+    assert "images[0] is 8192 x 8192 pixels, more than 16000000 pixels" in got[2]
     assert decoded == ["images[0]"], "only the accepted photo was ever decoded"
     assert [daemon.pipeline.gallery.get(m) for m in ("M-bomb", "M-big", "M-huge")] == [None, None, None]
 
