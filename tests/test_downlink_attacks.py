@@ -129,8 +129,9 @@ def unit_vectors(n: int, seed: int = 0) -> list[list[float]]:
 
 
 def with_embeddings(daemon: Daemon, member_id: str, n: int = 1, seed: int = 0, **fields) -> dict:
-    return upsert(member_id, embeddings=unit_vectors(n, seed),
-                  embedding_model=daemon.analyzer.pack.recognizer.sha256, **fields)
+    pack = daemon.analyzer.pack
+    assert pack is not None
+    return upsert(member_id, embeddings=unit_vectors(n, seed), embedding_model=pack.recognizer.sha256, **fields)
 
 
 def accounted(reports) -> int:
@@ -230,7 +231,7 @@ def test_an_oversized_payload_never_reaches_the_decision_loop(tmp_path, broker, 
         with running(config, default_analyzer) as daemon:
             seen: list[int] = []
             real = daemon._handle
-            daemon._handle = lambda message: seen.append(len(message.payload)) or real(message)  # type: ignore[method-assign]
+            daemon._handle = lambda message: seen.append(len(message.payload)) or real(message)
             hq.send("members/upsert", upsert("M-1", padding="x" * 200_000))
             hq.send("appointments/upsert", {"appointment_id": "A-1", "member_id": "M-1", "channel": "", "advisor": "",
                                             "scheduled_at": "2026-11-23T11:00:00+08:00"})
@@ -331,7 +332,7 @@ def test_the_search_narrows_again_after_the_widest_person_is_erased():
     gallery = Gallery(dim=256, threshold=0.5, margin=0.05, model_sha256="a" * 64, db_path=None, max_vectors=50)
     widths: list[int] = []
     real_search = gallery._index.search
-    gallery._index.search = lambda v, k: widths.append(k) or real_search(v, k)  # type: ignore[method-assign]
+    gallery._index.search = lambda v, k: widths.append(k) or real_search(v, k)
     vectors = np.asarray(unit_vectors(51), dtype=np.float32)
     gallery.enroll(Person("wide", "W", "member", consent=True), vectors[:50])
     gallery.enroll(Person("narrow", "N", "member", consent=True), vectors[50:])
