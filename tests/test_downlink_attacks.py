@@ -30,7 +30,7 @@ from paho.mqtt.properties import Properties
 
 import footfall.sync.downlink as downlink_module
 from footfall.config.schema import load_config
-from footfall.dedup.gallery import Gallery, Person
+from footfall.dedup.gallery import EnrolmentError, Gallery, Person
 from footfall.edge.daemon import Daemon
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
@@ -334,6 +334,8 @@ def test_the_search_narrows_again_after_the_widest_person_is_erased():
     real_search = gallery._index.search
     gallery._index.search = lambda v, k: widths.append(k) or real_search(v, k)
     vectors = np.asarray(unit_vectors(51), dtype=np.float32)
+    with pytest.raises(EnrolmentError, match="51 embeddings, more than the limit of 50 per person"):
+        gallery.enroll(Person("wide", "W", "member", consent=True), vectors)  # the CLI and imports too
     gallery.enroll(Person("wide", "W", "member", consent=True), vectors[:50])
     gallery.enroll(Person("narrow", "N", "member", consent=True), vectors[50:])
     gallery.match(vectors[50])
