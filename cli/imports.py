@@ -21,7 +21,7 @@ from footfall.edge.pipeline import open_gallery, open_window
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.sync import events
 from footfall.sync.appointments import AppointmentStore
-from footfall.sync.downlink import Downlink, Outcome
+from footfall.sync.downlink import Downlink, Limits, Outcome
 
 
 def inline_photo_paths(line: str, base: Path) -> bytes:
@@ -65,7 +65,7 @@ def import_file(config: Config, path: Path, topic: str, *, progress: bool = True
         downlink = Downlink(gallery=gallery, appointments=appointments,
                             embed_photos=lambda photos: embeddings_from_photos(analyzer, photos),
                             forget_visitor=window.forget, recognizer_sha256=analyzer.pack.recognizer.sha256,
-                            dim=analyzer.embedder.dim)
+                            dim=analyzer.embedder.dim, limits=Limits.from_config(config))
         try:
             return apply_each(lambda payload: _outcome(downlink.handle(topic, payload)))
         finally:

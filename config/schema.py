@@ -33,6 +33,14 @@ class ConfigError(Exception):
     """The configuration is unreadable or invalid; the message names the key."""
 
 
+_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
+
+
+def redact_url(url: str) -> str:
+    """`url` with any user:password@ part replaced by `***@`, for messages and logs."""
+    return _USERINFO.sub("***@", str(url))
+
+
 def parse_duration(value: Any) -> timedelta:
     """Parse "3h", "90m", "45s", "1h30m" or a number of seconds into a timedelta."""
     if isinstance(value, timedelta):
@@ -100,6 +108,7 @@ class DedupConfig(_Section):
 
 
 class MembersConfig(_Section):
+    max_vectors: int = Field(20, ge=1, le=1000, description="Most embeddings (photos or vectors) kept per enrolled person; an upsert with more is rejected.")
     threshold: float | None = Field(None, ge=-1, le=1, description="Cosine at which a passage is an enrolled member or staff; default: the recognizer's calibrated manifest value.")
     margin: float | None = Field(None, ge=0, le=2, description="Required lead of the best person over the second-best; default: the recognizer's manifest value.")
 
@@ -121,6 +130,7 @@ class MqttConfig(_Section):
     client_id: str | None = Field(None, description="Stable client id; default: footfall-<store_id>.")
     topic_prefix: str = "footfall"
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version.")
+    max_attempts: int = Field(5, ge=1, le=1000, description="An outbox row the broker refused, or that was in flight alone when the connection dropped, this many times is dead-lettered (kept, counted in status, never sent again).")
 
     def secret(self) -> str | None:
         """The broker password, from wherever it is kept; a ConfigError names an unreadable file."""
@@ -138,9 +148,12 @@ class MqttConfig(_Section):
     @field_validator("url")
     @classmethod
     def _broker_url(cls, v: str) -> str:
+        if _USERINFO.search(v):
+            raise ValueError(f"must not carry credentials (put them in mqtt.username and mqtt.password), "
+                             f"got {redact_url(v)!r}")
         m = _BROKER_URL.match(v)
         if not m or (m.group(1) and not 0 < int(m.group(1)[1:]) < 65536):
-            raise ValueError(f"must look like mqtt://host[:port] or mqtts://host[:port], got {v!r}")
+            raise ValueError(f"must look like mqtt://host[:port] or mqtts://host[:port], got {redact_url(v)!r}")
         return v
 
 
@@ -150,6 +163,21 @@ def _read_secret(path: Path, key: str) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{key}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
     return lines[0] if lines else ""
+
+
+class DownlinkConfig(_Section):
+    max_payload: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest downlink message, bytes; the broker is told (MQTT 5 Maximum Packet Size) and larger ones are refused.")
+    max_images: int = Field(8, ge=1, le=100, description="Most images in one members/upsert.")
+    max_image_pixels: int = Field(16_000_000, ge=10_000, description="Most pixels of one image (width x height from its header, checked before decoding).")
+    max_total_pixels: int = Field(32_000_000, ge=10_000, description="Most pixels of all the images of one members/upsert together (from their headers, before decoding).")
+    max_id_length: int = Field(128, ge=1, le=4096, description="Longest member_id or appointment_id, characters.")
+    max_text_length: int = Field(256, ge=1, le=65536, description="Longest name, tier, channel or advisor, characters.")
+    max_profile_bytes: int = Field(16 * 1024, ge=2, le=1024 * 1024, description="Largest CRM profile object (JSON bytes) held per member and sent in arrival alerts.")
+    inbox: int = Field(1000, ge=1, le=1_000_000, description="Downlink messages waiting for the decision loop; beyond, new ones are dropped (counted, reported on errors).")
+    error_reports_per_minute: int = Field(60, ge=1, le=60_000, description="Most `errors` events per minute; the rest are counted and the next report carries `suppressed`.")
+    counts_max_buckets: int = Field(400, ge=1, le=100_000, description="Most buckets in one counts/get answer.")
+    counts_requests_per_minute: int = Field(30, ge=1, le=60_000, description="Most counts/get requests answered per minute; the rest are refused on errors.")
+    tombstones: int = Field(100_000, ge=1, le=10_000_000, description="Erase tombstones kept (oldest pruned first): a members/upsert older than a confirmed delete is refused.")
 
 
 class StorageConfig(_Section):
@@ -247,12 +275,13 @@ class Config(_Section):
     recognition: RecognitionConfig = RecognitionConfig()
     tracking: TrackingConfig = TrackingConfig()
     dedup: DedupConfig = DedupConfig()
-    members: MembersConfig = MembersConfig()
-    mqtt: MqttConfig = MqttConfig()
+    members: MembersConfig = Field(default_factory=MembersConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
     storage: StorageConfig = StorageConfig()
     alerts: AlertsConfig = AlertsConfig()
     appointments: AppointmentsConfig = AppointmentsConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    downlink: DownlinkConfig = Field(default_factory=DownlinkConfig)
     console: ConsoleConfig = ConsoleConfig.model_validate({})
     cameras: list[CameraConfig] = Field(default_factory=list)
 

@@ -8,12 +8,14 @@ that made them: the gallery records its model's SHA-256 and refuses others.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import secrets
 import sqlite3
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -50,7 +52,18 @@ _SCHEMA = [
     );
     CREATE INDEX person_vectors_by_person ON person_vectors(person_id);
     """,
+    """
+    -- Erase tombstones: a salted hash of the person id (never the id) and when the erase was
+    -- confirmed; a downlink upsert not newer than it cannot bring the person back.
+    CREATE TABLE tombstones (
+        key        TEXT PRIMARY KEY,
+        deleted_at REAL NOT NULL   -- Unix seconds
+    );
+    CREATE INDEX tombstones_by_age ON tombstones(deleted_at);
+    """,
 ]
+MAX_VECTORS = 20       # per person, by default (members.max_vectors)
+MAX_TOMBSTONES = 100_000
 
 
 class EnrolmentError(ValueError):
@@ -131,9 +144,16 @@ class Gallery:
     """Members and staff with their embeddings, in memory or in a private SQLite file. Thread-safe."""
 
     def __init__(self, *, dim: int, threshold: float, margin: float, model_sha256: str,
-                 db_path: Path | None) -> None:
+                 db_path: Path | None, max_vectors: int = MAX_VECTORS,
+                 max_tombstones: int = MAX_TOMBSTONES) -> None:
         if not model_sha256:
             raise ValueError("model_sha256 must name the recognizer that makes the embeddings")
+        if max_vectors < 1 or max_tombstones < 1:
+            raise ValueError("max_vectors and max_tombstones must be >= 1")
+        self.max_vectors = max_vectors
+        self.max_tombstones = max_tombstones
+        self._tombstones: dict[str, float] = {}  # memory-only galleries
+        self._salt = secrets.token_hex(16)
         self.dim = dim
         self.threshold = threshold
         self.margin = margin
@@ -144,7 +164,7 @@ class Gallery:
         self._vector_ids: dict[str, list[int]] = {}
         self._owner_of: dict[int, str] = {}
         self._next_vector_id = 1
-        self._most_vectors = 0  # most vectors any one person has had; sizes the search
+        self._most_vectors = 0  # most vectors any one enrolled person has; sizes the search
         self._closed = False
         self._conn = None
         if db_path is not None:
@@ -175,6 +195,9 @@ class Gallery:
             raise EnrolmentError(f"{who}: embeddings were made by recognizer {model_sha256}, "
                                  f"this gallery's recognizer is {self.model_sha256}")
         vectors = check_embeddings(embeddings, self.dim, who)
+        if len(vectors) > self.max_vectors:
+            raise EnrolmentError(f"{who}: {len(vectors)} embeddings, more than the limit of {self.max_vectors} "
+                                 f"per person (members.max_vectors)")
         with self._lock:
             self._check_open()
             old = self._vector_ids.get(person.person_id, [])
@@ -187,7 +210,8 @@ class Gallery:
             self._owner_of.update((i, person.person_id) for i in new)
             self._vector_ids[person.person_id] = new
             self._people[person.person_id] = person
-            self._most_vectors = max(self._most_vectors, len(new))
+            self._tombstones.pop(self._tombstone_key(person.person_id), None)
+            self._most_vectors = self._widest()
             if old:
                 self._purge()  # the replaced vectors leave the WAL too
 
@@ -219,8 +243,42 @@ class Gallery:
                     self._conn.execute("DELETE FROM people WHERE person_id = ?", (person_id,))
             self._forget_vectors(self._vector_ids.pop(person_id))
             del self._people[person_id]
+            self._most_vectors = self._widest()  # the search narrows again once the widest person leaves
             self._purge()
             return True
+
+    def record_erasure(self, person_id: str, at: datetime) -> None:
+        """Keep a tombstone: `person_id` was erased at `at` (aware). Only a salted hash of the id is kept.
+
+        The oldest tombstones beyond `max_tombstones` are pruned.
+        """
+        when = at.timestamp()
+        key = self._tombstone_key(person_id)
+        with self._lock:
+            self._check_open()
+            if self._conn is None:
+                self._tombstones[key] = max(when, self._tombstones.get(key, when))
+                while len(self._tombstones) > self.max_tombstones:
+                    del self._tombstones[min(self._tombstones, key=self._tombstones.__getitem__)]
+                return
+            with transaction(self._conn):
+                self._conn.execute("""INSERT INTO tombstones (key, deleted_at) VALUES (?, ?)
+                                      ON CONFLICT (key) DO UPDATE SET deleted_at = max(deleted_at, excluded.deleted_at)""",
+                                   (key, when))
+                self._conn.execute("""DELETE FROM tombstones WHERE key IN (SELECT key FROM tombstones
+                                      ORDER BY deleted_at DESC LIMIT -1 OFFSET ?)""", (self.max_tombstones,))
+
+    def erased_at(self, person_id: str) -> datetime | None:
+        """When `person_id` was last erased (a tombstone not cleared by a later enrolment), or None."""
+        key = self._tombstone_key(person_id)
+        with self._lock:
+            self._check_open()
+            if self._conn is None:
+                when = self._tombstones.get(key)
+            else:
+                row = self._conn.execute("SELECT deleted_at FROM tombstones WHERE key = ?", (key,)).fetchone()
+                when = row[0] if row else None
+        return None if when is None else datetime.fromtimestamp(when, UTC)
 
     def get(self, person_id: str) -> Person | None:
         """The enrolled person with this id, or None."""
@@ -259,6 +317,12 @@ class Gallery:
         if self._closed:
             raise RuntimeError("the gallery is closed")
 
+    def _widest(self) -> int:
+        return max((len(v) for v in self._vector_ids.values()), default=0)
+
+    def _tombstone_key(self, person_id: str) -> str:
+        return hashlib.sha256(f"{self._salt}\x00{person_id}".encode()).hexdigest()
+
     def _forget_vectors(self, ids: list[int]) -> None:
         self._index.remove(ids)
         for vector_id in ids:
@@ -270,8 +334,10 @@ class Gallery:
 
     def _save(self, person: Person, ids: list[int], vectors: np.ndarray) -> None:
         consent_at = person.consent_at.isoformat() if person.consent_at else None
-        with transaction(self._conn):
-            self._conn.execute(
+        conn = self._conn
+        assert conn is not None
+        with transaction(conn):
+            conn.execute(
                 """INSERT INTO people (person_id, name, role, tier, consent, consent_at, profile)
                    VALUES (?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (person_id) DO UPDATE SET name = excluded.name, role = excluded.role,
@@ -279,8 +345,9 @@ class Gallery:
                        profile = excluded.profile""",
                 (person.person_id, person.name, person.role, person.tier, int(person.consent), consent_at,
                  json.dumps(person.profile, ensure_ascii=False)))
-            self._conn.execute("DELETE FROM person_vectors WHERE person_id = ?", (person.person_id,))
-            self._conn.executemany("INSERT INTO person_vectors (id, person_id, vector) VALUES (?, ?, ?)",
+            conn.execute("DELETE FROM person_vectors WHERE person_id = ?", (person.person_id,))
+            conn.execute("DELETE FROM tombstones WHERE key = ?", (self._tombstone_key(person.person_id),))
+            conn.executemany("INSERT INTO person_vectors (id, person_id, vector) VALUES (?, ?, ?)",
                                    [(i, person.person_id, v.astype("<f4").tobytes()) for i, v in zip(ids, vectors)])
 
     def _check_model(self, path: Path) -> None:
@@ -292,6 +359,13 @@ class Gallery:
                 f"{path}: the gallery's embeddings were made by recognizer {stored}, the configured recognizer "
                 f"is {self.model_sha256}; embeddings of different models cannot be compared — enrol the "
                 f"people again with the configured recognizer, or go back to the other one")
+        conn = self._conn
+        assert conn is not None
+        if "tombstone_salt" in meta:
+            self._salt = meta["tombstone_salt"]
+        else:
+            with transaction(conn):
+                conn.execute("INSERT INTO meta (key, value) VALUES ('tombstone_salt', ?)", (self._salt,))
         if stored != self.model_sha256 or meta.get("dim") != str(self.dim):
             with transaction(self._conn):
                 self._conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",

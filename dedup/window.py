@@ -17,7 +17,7 @@ import logging
 import sqlite3
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from footfall.dedup.db import StorageError, migrate, open_db, purge, transaction
+from footfall.dedup.db import StorageError, db_file, migrate, open_db, purge, transaction
 from footfall.dedup.index import VectorIndex, best_by_owner
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,11 @@ class VisitWindow:
         self._now: datetime | None = None
         self._closed = False
         self._conn = None
+        # Windows whose rows on disk lag behind memory because the disk refused a write (full, I/O
+        # error): decisions go on from memory, and these are written again, whole, at the next write
+        # or `retry_storage()`. `storage_error` says why while any lags.
+        self._unsaved: set[str] = set()
+        self.storage_error: str | None = None
         if db_path is not None:
             path = Path(db_path)
             self._conn = open_db(path)
@@ -331,8 +336,10 @@ class VisitWindow:
             del self._open[visitor.visitor_id]
         if self._conn is None:
             return
-        with transaction(self._conn):
-            self._conn.executemany("DELETE FROM windows WHERE visitor_id = ?", [(v.visitor_id,) for v in visitors])
+        if not self._write(lambda conn: conn.executemany("DELETE FROM windows WHERE visitor_id = ?",
+                                                         [(v.visitor_id,) for v in visitors]),
+                           [v.visitor_id for v in visitors]):
+            return
         if not purge(self._conn):
             log.warning("visit window: WAL checkpoint was blocked; closed windows' vectors stay in the WAL until the next one")
 
@@ -341,18 +348,83 @@ class VisitWindow:
     def _save(self, visitor: _Open, added: list[tuple[int, np.ndarray]], dropped: list[int], *, new: bool) -> None:
         if self._conn is None:
             return
-        with transaction(self._conn):
+
+        def write(conn: sqlite3.Connection) -> None:
             if new:
-                self._conn.execute(
+                conn.execute(
                     "INSERT INTO windows (visitor_id, member_id, visit_started, last_entry) VALUES (?, ?, ?, ?)",
                     (visitor.visitor_id, visitor.member_id, visitor.visit_started.isoformat(),
                      visitor.last_entry.isoformat()))
             else:
-                self._conn.execute("UPDATE windows SET last_entry = ? WHERE visitor_id = ?",
-                                   (visitor.last_entry.isoformat(), visitor.visitor_id))
-            self._conn.executemany("INSERT INTO window_vectors (id, visitor_id, vector) VALUES (?, ?, ?)",
-                                   [(i, visitor.visitor_id, v.astype("<f4").tobytes()) for i, v in added])
-            self._conn.executemany("DELETE FROM window_vectors WHERE id = ?", [(i,) for i in dropped])
+                conn.execute("UPDATE windows SET last_entry = ? WHERE visitor_id = ?",
+                             (visitor.last_entry.isoformat(), visitor.visitor_id))
+            conn.executemany("INSERT INTO window_vectors (id, visitor_id, vector) VALUES (?, ?, ?)",
+                             [(i, visitor.visitor_id, v.astype("<f4").tobytes()) for i, v in added])
+            conn.executemany("DELETE FROM window_vectors WHERE id = ?", [(i,) for i in dropped])
+
+        self._write(write, [visitor.visitor_id])
+
+    def _write(self, change: Callable[[sqlite3.Connection], object], visitor_ids: list[str]) -> bool:
+        """Apply `change` in one transaction, after the windows left unsaved by earlier refusals.
+
+        A refused write (disk full, I/O error) never loses a decision: memory stays as decided and
+        `visitor_ids` are written again, whole, later. Returns whether everything is on disk now.
+        """
+        conn = self._conn
+        assert conn is not None
+        if self._unsaved and not self._resync():
+            self._unsaved.update(visitor_ids)
+            return False
+        try:
+            with transaction(conn):
+                change(conn)
+        except (sqlite3.Error, OSError) as exc:
+            self._refused(exc)
+            self._unsaved.update(visitor_ids)
+            return False
+        return True
+
+    def _refused(self, exc: BaseException) -> None:
+        reason = f"{db_file(self._conn) if self._conn is not None else 'windows'}: cannot write the open visit windows: {exc}"
+        if reason != self.storage_error:
+            log.error("visit window: %s; decisions go on from memory, the file is written again later", reason)
+        self.storage_error = reason
+
+    def retry_storage(self) -> bool:
+        """Write the windows a refused write left behind; True when the file is up to date."""
+        with self._lock:
+            if self._conn is None or not self._unsaved:
+                return True
+            return self._resync()
+
+    def _resync(self) -> bool:
+        """Replace the rows of every unsaved window by what memory holds (none for a closed one)."""
+        unsaved = sorted(self._unsaved)
+        conn = self._conn
+        assert conn is not None
+        try:
+            with transaction(conn):
+                for visitor_id in unsaved:
+                    conn.execute("DELETE FROM windows WHERE visitor_id = ?", (visitor_id,))  # and its vectors
+                    visitor = self._open.get(visitor_id)
+                    if visitor is None:
+                        continue
+                    conn.execute(
+                        "INSERT INTO windows (visitor_id, member_id, visit_started, last_entry) VALUES (?, ?, ?, ?)",
+                        (visitor_id, visitor.member_id, visitor.visit_started.isoformat(),
+                         visitor.last_entry.isoformat()))
+                    vectors = self._index.get(visitor.vector_ids)
+                    conn.executemany(
+                        "INSERT INTO window_vectors (id, visitor_id, vector) VALUES (?, ?, ?)",
+                        [(i, visitor_id, v.astype("<f4").tobytes()) for i, v in zip(visitor.vector_ids, vectors)])
+        except (sqlite3.Error, OSError) as exc:
+            self._refused(exc)
+            return False
+        self._unsaved.clear()
+        log.info("visit window: the file takes writes again; every open window is on disk")
+        self.storage_error = None
+        purge(conn)
+        return True
 
     def _load(self, path: Path) -> None:
         for visitor_id, member_id, started, last in self._conn.execute(

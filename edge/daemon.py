@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -36,7 +37,16 @@ from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.sync import events
 from footfall.sync.appointments import AppointmentStore
 from footfall.sync.counts import CountStore
-from footfall.sync.downlink import Downlink, counts_reply, parse_counts_request
+from footfall.sync.downlink import (
+    Downlink,
+    Limits,
+    Rejected,
+    check_reply_topic,
+    counts_reply,
+    parse_counts_request,
+    replies_prefix,
+)
+from footfall.sync.limits import TokenBucket
 from footfall.sync.mqtt import Publisher
 from footfall.sync.outbox import Outbox
 
@@ -49,6 +59,9 @@ STALL_S = 30.0                      # a stage without progress this long stops t
 READY_WAIT_S = 10.0                 # how long start-up waits for the broker before READY anyway
 RETRY_MAX = 1000                    # events held in memory while the outbox cannot store them
 RETRY_EVERY_S = 1.0                 # how often a refused outbox write is tried again
+STORAGE_ERRORS = (StorageError, sqlite3.Error, OSError)  # what a full or failing disk raises
+INBOX_BUDGET_S = 0.05               # longest the decision loop spends on downlink messages per pass
+PACKET_HEADROOM = 64 * 1024         # topic and properties on top of downlink.max_payload
 
 
 @dataclass
@@ -58,6 +71,7 @@ class Inbound:
     topic: str
     payload: bytes
     properties: Any
+    rejected: str | None = None  # refused on arrival (too large, retained); the payload was not kept
     admin: AdminRequest | None = None
 
 
@@ -96,11 +110,13 @@ class Daemon:
         self.counts = CountStore(storage / "counts.db", config.timezone)
         self.appointments = AppointmentStore(storage / "appointments.db", config.timezone)
         self.outbox = Outbox.from_config(storage, config.alerts.ttl, now=lambda: datetime.now(UTC))
+        self.limits = Limits.from_config(config)
         self.downlink = Downlink(gallery=self.pipeline.gallery, appointments=self.appointments,
                                  embed_photos=lambda photos: embeddings_from_photos(self.analyzer, photos),
                                  forget_visitor=self._forget_member,
                                  recognizer_sha256=self.analyzer.pack.recognizer.sha256,
-                                 dim=self.analyzer.embedder.dim, clock=lambda: datetime.now(UTC))
+                                 dim=self.analyzer.embedder.dim, clock=lambda: datetime.now(UTC),
+                                 limits=self.limits)
         self.prefix = config.mqtt.topic_prefix
         self.file_sources: list[FileSource] = list(replay or [])
         self.live_sources: list[LiveSource] = []
@@ -111,14 +127,23 @@ class Daemon:
             else:
                 self.live_sources.append(LiveSource(camera.id, camera.source, camera.fps,
                                                     now=lambda: datetime.now(UTC)))
-        self.inbox: queue.Queue[Inbound] = queue.Queue()
-        self.admin = AdminServer(storage, lambda request: self.inbox.put(
+        # Bounded: a flood is dropped (and counted) at the door instead of growing memory.
+        self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=config.downlink.inbox)
+        self.inbox_dropped = 0      # written by the MQTT thread only
+        self._inbox_reported = 0
+        self._dropped_topic = ""    # the topic of the last one dropped
+        self._rejected_topic = ""   # the topic of the last one rejected
+        self._error_reports = TokenBucket(config.downlink.error_reports_per_minute)
+        self._counts_requests = TokenBucket(config.downlink.counts_requests_per_minute)
+        self.rejected = 0           # downlink messages refused (reported or not)
+        self.admin = AdminServer(storage, lambda request: self.inbox.put(  # waits while the inbox is full
             Inbound(request.topic, request.payload, None, admin=request)))
         downlink_topics = [*self.downlink.topics, events.COUNTS_GET]
         self.publisher = Publisher(config.mqtt, self.store_id, self.outbox, version=__version__,
-                                   cameras=self.camera_states, storage=lambda: self.storage_state,
+                                   cameras=self.camera_states, storage=self.storage_summary,
                                    on_message=self._receive,
-                                   subscriptions=[self.topic(t) for t in downlink_topics])
+                                   subscriptions=[self.topic(t) for t in downlink_topics],
+                                   max_incoming=config.downlink.max_payload + PACKET_HEADROOM)
         self.now: datetime | None = None
         self._next_tick: datetime | None = None
         self._next_expiry: datetime | None = None
@@ -131,9 +156,14 @@ class Daemon:
         self.frame_errors = 0
         # Events the outbox refused (disk full, I/O error), oldest first, stored on a later try.
         self.storage_state = "ok"
+        # The other state files (counts.db, appointments.db, windows.db): file -> why it refused writes.
+        self.state_errors: dict[str, str] = {}
+        self.uncounted: deque[tuple[datetime, str, bool]] = deque()  # entries counts.db refused, retried
+        self._flag_unsaved: set[str] = set()  # no-shows raised whose flag appointments.db refused
         self.unstored: deque[events.Event] = deque()
         self.unstored_dropped = 0
         self._next_storage_retry = 0.0
+        self._next_state_retry = 0.0
         self._frame_started = time.monotonic()
         # Set to a dict by the alert-latency benchmark: arrival alert event_id -> (store-clock seconds
         # from the best shot to the deciding frame, monotonic time that frame's processing began).
@@ -241,6 +271,7 @@ class Daemon:
 
     def _housekeeping(self) -> None:
         self._retry_unstored()
+        self._retry_state_files()
         self._drain_inbox()
         self._refresh_status()
         self._watchdog()
@@ -258,7 +289,7 @@ class Daemon:
             self._next_tick = self.now + TICK
             try:
                 self._no_shows()
-            except StorageError as exc:  # tried again at the next tick
+            except STORAGE_ERRORS as exc:  # tried again at the next tick
                 log.error("no-shows: not checked: %s", exc)
             self._publish_counts()
 
@@ -267,11 +298,24 @@ class Daemon:
         # Settled appointments stay on the box until the end of the next store day, no longer.
         self.appointments.prune(self.appointments.day_of(self.now) - timedelta(days=1))
         for appointment in self.appointments.due_no_shows(self.now, grace):
+            if appointment.appointment_id in self._flag_unsaved:
+                self._flag(appointment.appointment_id)  # raised already; only its flag is owed
+                continue
             self._submit(events.NoShowAlert(
                 store_id=self.store_id, ts=self.now, appointment_id=appointment.appointment_id,
                 member_id=appointment.member_id, scheduled_at=appointment.scheduled_at,
                 grace_minutes=round(grace.total_seconds() / 60)))
-            self.appointments.mark_flagged(appointment.appointment_id)
+            self._flag(appointment.appointment_id)
+
+    def _flag(self, appointment_id: str) -> None:
+        try:
+            self.appointments.mark_flagged(appointment_id)
+        except STORAGE_ERRORS as exc:
+            self._flag_unsaved.add(appointment_id)  # never raised twice, even while the file refuses it
+            self._state_failed("appointments.db", exc)
+            return
+        self._flag_unsaved.discard(appointment_id)
+        self._state_ok("appointments.db")
 
     def _publish_counts(self, force: bool = False) -> None:
         if self.now is None or not (self._counts_dirty or force):
@@ -283,7 +327,7 @@ class Daemon:
         self._counts_dirty = False
 
     def _refresh_status(self) -> None:
-        states = {**self.camera_states(), "": self.storage_state}
+        states = {**self.camera_states(), "": self.storage_summary()}
         if states != self._last_states:
             self._last_states = states
             self.publisher.refresh_status()
@@ -333,6 +377,64 @@ class Daemon:
                       lost.event_id)
         self.unstored.append(event)
 
+    def storage_summary(self) -> str:
+        """The `storage` field of status: "ok", or the first refusal of the outbox or another state file."""
+        if self.storage_state != "ok":
+            return self.storage_state
+        for reason in self.state_errors.values():
+            return f"error: {reason}"
+        return "ok"
+
+    def _state_failed(self, name: str, exc: BaseException) -> None:
+        reason = str(exc) if name in str(exc) else f"{name}: {exc}"
+        if self.state_errors.get(name) != reason:
+            log.error("storage: %s; the daemon goes on and writes it again later", reason)
+        self.state_errors[name] = reason
+
+    def _state_ok(self, name: str) -> None:
+        if self.state_errors.pop(name, None) is not None:
+            log.info("storage: %s takes writes again", name)
+
+    def _retry_state_files(self) -> None:
+        """Once a second: the counts and open windows the disk refused, written again."""
+        window = self.pipeline.window
+        if window.storage_error is None and not self.uncounted:
+            for name in ("windows.db", "counts.db"):
+                self._state_ok(name)
+            return
+        if time.monotonic() < self._next_state_retry:
+            return
+        self._next_state_retry = time.monotonic() + RETRY_EVERY_S
+        if window.retry_storage():
+            self._state_ok("windows.db")
+        elif window.storage_error:
+            self._state_failed("windows.db", RuntimeError(window.storage_error))
+        while self.uncounted:
+            first_seen, kind, member = self.uncounted[0]
+            try:
+                self.counts.record(first_seen, kind, member)
+            except STORAGE_ERRORS as exc:
+                self._state_failed("counts.db", exc)
+                return
+            self.uncounted.popleft()
+            self._counts_dirty = True
+        self._state_ok("counts.db")
+
+    def _count(self, first_seen: datetime, kind: str, member: bool) -> None:
+        """Record an entry in counts.db; while it refuses writes, entries wait in memory, in order."""
+        if not self.uncounted:
+            try:
+                self.counts.record(first_seen, kind, member)
+                self._counts_dirty = True
+                return
+            except STORAGE_ERRORS as exc:
+                self._state_failed("counts.db", exc)
+                self._next_state_retry = time.monotonic() + RETRY_EVERY_S
+        if len(self.uncounted) >= RETRY_MAX:
+            self.uncounted.popleft()
+            log.error("counts: %d entries held in memory already; the oldest is not counted", RETRY_MAX)
+        self.uncounted.append((first_seen, kind, member))
+
     def _retry_unstored(self, force: bool = False) -> None:
         """Store the held-back events, oldest first, at most once a second unless `force`."""
         if not self.unstored or (not force and time.monotonic() < self._next_storage_retry):
@@ -379,16 +481,20 @@ class Daemon:
                 role="member" if d.member_id else "visitor", camera_id=d.passage.camera_id,
                 first_seen_ts=d.passage.first_seen)
             self._submit(visit)
-            try:
-                self.counts.record(d.passage.first_seen, d.kind, d.member_id is not None)
-                self._counts_dirty = True
-                if d.member_id:
+            self._count(d.passage.first_seen, d.kind, d.member_id is not None)
+            if d.member_id:
+                try:
                     self._member_arrived(d, visit, ts)
-            except StorageError as exc:  # the visit itself is kept; a full disk never stops the daemon
-                log.error("%s: not recorded: %s", d.kind, exc)
+                except STORAGE_ERRORS as exc:  # the visit itself is kept; a full disk never stops the daemon
+                    self._state_failed("appointments.db", exc)
+                    log.error("%s of %s: alerts not raised: %s", d.kind, d.member_id, exc)
 
     def _member_arrived(self, d: Decision, visit: events.VisitEvent, ts: datetime) -> None:
-        arrivals = self.appointments.record_arrival(d.member_id, d.passage.first_seen)
+        try:
+            arrivals = self.appointments.record_arrival(d.member_id, d.passage.first_seen)
+        except STORAGE_ERRORS as exc:  # the arrival alert still goes out; only the appointment marks wait
+            self._state_failed("appointments.db", exc)
+            arrivals = []
         for arrival in arrivals:
             a = arrival.appointment
             self._submit(events.AppointmentAlert(
@@ -424,11 +530,41 @@ class Daemon:
         return in_window or bool(sent or unsent)
 
     def _receive(self, message: Any) -> None:
-        """Called on the MQTT thread: hand over, decide on the main thread."""
-        self.inbox.put(Inbound(message.topic, bytes(message.payload), getattr(message, "properties", None)))
+        """Called on the MQTT thread: hand over, decide on the main thread.
+
+        A payload over `downlink.max_payload` and a retained message (a stale command the broker
+        keeps) are refused here, without keeping their payload; when the inbox is full the message
+        is dropped and counted.
+        """
+        size = len(message.payload)
+        if message.retain:
+            inbound = Inbound(message.topic, b"", None, "a retained message on a command topic is never "
+                                                       "applied (publish downlink messages without retain)")
+        elif size > self.limits.max_payload:
+            inbound = Inbound(message.topic, b"", None, f"payload is {size} bytes, over the limit of "
+                                                       f"{self.limits.max_payload} bytes (downlink.max_payload)")
+        else:
+            inbound = Inbound(message.topic, bytes(message.payload), getattr(message, "properties", None))
+        try:
+            self.inbox.put_nowait(inbound)
+        except queue.Full:
+            self._dropped_topic = message.topic
+            self.inbox_dropped += 1
 
     def _drain_inbox(self) -> None:
-        while True:
+        """Handle waiting downlink messages for at most INBOX_BUDGET_S (plus the one in hand):
+        frames, alerts and the watchdog are never starved by a flood."""
+        dropped = self.inbox_dropped - self._inbox_reported
+        if dropped:
+            self._inbox_reported += dropped
+            self._reject(self._dropped_topic, f"{dropped} downlink message(s) dropped: the inbox was full "
+                                          f"(downlink.inbox = {self.inbox.maxsize})", count=dropped)
+        if self._error_reports.refused and self._error_reports.available():
+            # The rejections not reported during a burst are reported, in one event, once the rate allows.
+            self._reject(self._rejected_topic, "downlink messages rejected and not reported one by one "
+                                               "(downlink.error_reports_per_minute); see suppressed", count=0)
+        deadline = time.monotonic() + INBOX_BUDGET_S
+        while time.monotonic() < deadline:
             try:
                 message = self.inbox.get_nowait()
             except queue.Empty:
@@ -453,7 +589,26 @@ class Daemon:
             log.exception("admin %s: not handled", request.topic)
             request.finish(False, f"{type(exc).__name__}: {exc}")
 
+    def _reject(self, topic: str, reason: str, *, count: int = 1) -> None:
+        """Report a refused downlink message on `errors`, at most `downlink.error_reports_per_minute`;
+        the ones over the rate are counted into the next report's `suppressed`."""
+        self.rejected += count
+        self._rejected_topic = topic
+        if not self._error_reports.take():
+            self._error_reports.refused += count - 1
+            return
+        suppressed = self._error_reports.pop_refused()
+        # The reason may quote a member id: it goes to the `errors` topic (erased with the member),
+        # not to the journal, which erasure cannot reach.
+        log.warning("downlink %s rejected; the reason is published on the errors topic%s", topic,
+                    f" ({suppressed} more not reported)" if suppressed else "")
+        self._submit(events.ErrorEvent(store_id=self.store_id, ts=self.now or datetime.now(UTC), topic=topic,
+                                       reason=reason, suppressed=suppressed))
+
     def _handle(self, message: Inbound) -> None:
+        if message.rejected is not None:
+            self._reject(message.topic, message.rejected)
+            return
         name = message.topic.removeprefix(events.store_topics(self.prefix, self.store_id))
         now = self.now or datetime.now(UTC)
         if name == events.COUNTS_GET:
@@ -461,11 +616,7 @@ class Daemon:
             return
         outcome = self.downlink.handle(name, message.payload)
         if not outcome.ok:
-            # The reason may quote a member id: it goes to the `errors` topic (erased with the
-            # member), not to the journal, which erasure cannot reach.
-            log.warning("downlink %s rejected; the reason is published on the errors topic", message.topic)
-            self._submit(events.ErrorEvent(store_id=self.store_id, ts=now, topic=message.topic,
-                                                    reason=outcome.reason or "rejected"))
+            self._reject(message.topic, outcome.reason or "rejected")
         elif outcome.reply is not None and name == events.MEMBERS_DELETE:
             self._submit(events.MemberDeleted(store_id=self.store_id, ts=now,
                                                        member_id=outcome.reply["member_id"]))
@@ -474,14 +625,18 @@ class Daemon:
         props = message.properties
         response_topic = getattr(props, "ResponseTopic", None) if props is not None else None
         try:
-            request = parse_counts_request(message.payload, now, self.config.timezone)
+            request = parse_counts_request(message.payload, now, self.config.timezone,
+                                           max_payload=self.limits.max_payload, max_buckets=self.limits.max_buckets)
             target = response_topic or request.reply_to
             if not target:
                 raise ValueError("no MQTT 5 response topic and no reply_to: nowhere to answer")
+            check_reply_topic(target, replies_prefix(self.prefix, self.store_id))
+            if not self._counts_requests.take():
+                raise Rejected(f"more than {self.config.downlink.counts_requests_per_minute} counts/get requests "
+                               f"a minute (downlink.counts_requests_per_minute); this one is not answered")
             reply = counts_reply(self.store_id, request, self.counts.buckets(request.from_, request.to, request.by))
         except Exception as exc:  # a bad request is answered on `errors`, never fatal
-            self._submit(events.ErrorEvent(store_id=self.store_id, ts=now, topic=message.topic,
-                                                    reason=str(exc) or type(exc).__name__))
+            self._reject(message.topic, str(exc) or type(exc).__name__)
             return
         properties = None
         correlation = getattr(props, "CorrelationData", None) if props is not None else None

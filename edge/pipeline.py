@@ -204,7 +204,8 @@ def open_gallery(config: Config, analyzer: FaceAnalyzer) -> Gallery:
     pack = analyzer.pack
     return Gallery(dim=analyzer.embedder.dim, threshold=pack.threshold("members.threshold"),
                    margin=pack.threshold("members.margin"), model_sha256=pack.recognizer.sha256,
-                   db_path=Path(config.storage.dir) / "gallery.db")
+                   db_path=Path(config.storage.dir) / "gallery.db", max_vectors=config.members.max_vectors,
+                   max_tombstones=config.downlink.tombstones)
 
 
 def open_window(config: Config, analyzer: FaceAnalyzer, now: datetime | None = None) -> VisitWindow:

@@ -18,7 +18,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import numpy as np
@@ -32,13 +32,37 @@ from footfall.sync.events import APPOINTMENTS_DELETE, APPOINTMENTS_UPSERT, MEMBE
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD = 4 * 1024 * 1024
-MAX_IMAGE_PIXELS = 8192 * 8192  # a 4 MiB PNG of one colour could otherwise decode to gigabytes
-MAX_BUCKETS = 10_000
+MAX_IMAGE_PIXELS = 16_000_000  # a 4 MiB PNG of one colour could otherwise decode to gigabytes
+MAX_BUCKETS = 400
 ROLES = ("member", "staff")
 _JPEG = b"\xff\xd8\xff"
 _PNG = b"\x89PNG\r\n\x1a\n"
 
 EmbedPhotos = Callable[[list[tuple[str, np.ndarray]]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one downlink message may hold (config `[downlink]` and `members.max_vectors`)."""
+
+    max_payload: int = MAX_PAYLOAD
+    max_images: int = 8
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+    max_total_pixels: int = 32_000_000
+    max_vectors: int = 20
+    max_id_length: int = 128
+    max_text_length: int = 256
+    max_profile_bytes: int = 16 * 1024
+    max_buckets: int = MAX_BUCKETS
+
+    @classmethod
+    def from_config(cls, config: Any) -> Limits:
+        """The limits of a `Config`."""
+        d = config.downlink
+        return cls(max_payload=d.max_payload, max_images=d.max_images, max_image_pixels=d.max_image_pixels,
+                   max_total_pixels=d.max_total_pixels, max_vectors=config.members.max_vectors,
+                   max_id_length=d.max_id_length, max_text_length=d.max_text_length,
+                   max_profile_bytes=d.max_profile_bytes, max_buckets=d.counts_max_buckets)
 
 
 class Rejected(ValueError):
@@ -64,6 +88,7 @@ class MemberUpsert:
     person: Person
     photos: list[tuple[str, np.ndarray]] | None
     embeddings: np.ndarray | None
+    ts: datetime | None = None  # when the CRM sent it (optional `ts`): checked against erase tombstones
 
 
 @dataclass(frozen=True)
@@ -111,8 +136,10 @@ def _json_type(value: Any) -> str:
             int: "a number", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def text_field(message: dict, key: str, *, required: bool = True, non_empty: bool = True) -> str | None:
-    """A string field; Rejected naming it when missing (if required), not a string, or blank (if non_empty)."""
+def text_field(message: dict, key: str, *, required: bool = True, non_empty: bool = True,
+               max_length: int | None = None) -> str | None:
+    """A string field; Rejected naming it when missing (if required), not a string, blank (if non_empty),
+    or longer than `max_length` characters."""
     if key not in message or message[key] is None:
         if required:
             raise Rejected(f"{key} is required")
@@ -122,6 +149,16 @@ def text_field(message: dict, key: str, *, required: bool = True, non_empty: boo
         raise Rejected(f"{key} must be a string, got {_json_type(value)}")
     if non_empty and not value.strip():
         raise Rejected(f"{key} must be a non-empty string")
+    if max_length is not None and len(value) > max_length:
+        raise Rejected(f"{key} is {len(value)} characters long, over the limit of {max_length}")
+    return value
+
+
+def required_text(message: dict, key: str, *, max_length: int | None = None) -> str:
+    """A required, non-blank string field of at most `max_length` characters; Rejected naming it."""
+    value = text_field(message, key, max_length=max_length)
+    if value is None:  # text_field raises for a missing required field; kept for the type
+        raise Rejected(f"{key} is required")
     return value
 
 
@@ -171,8 +208,9 @@ def image_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def decode_photo(raw: Any, where: str) -> np.ndarray:
-    """A base64 JPEG/PNG string -> BGR image; Rejected naming `where` (e.g. "images[1]")."""
+def photo_bytes(raw: Any, where: str, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[bytes, int]:
+    """A base64 JPEG/PNG string -> (its bytes, its pixel count from the header), nothing decoded;
+    Rejected naming `where` (e.g. "images[1]") when it is not one or has more than `max_pixels`."""
     if not isinstance(raw, str):
         raise Rejected(f"{where} must be a base64 string, got {_json_type(raw)}")
     try:
@@ -184,21 +222,57 @@ def decode_photo(raw: Any, where: str) -> np.ndarray:
     size = image_size(data)
     if size is None or 0 in size:
         raise Rejected(f"{where}: not a decodable image (corrupt or truncated header)")
-    if size[0] * size[1] > MAX_IMAGE_PIXELS:
-        raise Rejected(f"{where} is {size[0]} x {size[1]} pixels, more than {MAX_IMAGE_PIXELS} pixels")
+    if size[0] * size[1] > max_pixels:
+        raise Rejected(f"{where} is {size[0]} x {size[1]} pixels, more than {max_pixels} pixels")
+    return data, size[0] * size[1]
+
+
+def decode_photo(raw: Any, where: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """A base64 JPEG/PNG string -> BGR image; Rejected naming `where` (e.g. "images[1]")."""
+    data, _ = photo_bytes(raw, where, max_pixels)
     try:
         return decode_image(data, where)
     except ValueError as exc:
         raise Rejected(str(exc)) from None
 
 
-def unit_embeddings(rows: Any, dim: int) -> np.ndarray:
+def decode_photos(images: Any, limits: Limits) -> list[tuple[str, np.ndarray]]:
+    """The images of a members/upsert, decoded only once every header has been checked.
+
+    The number of images and their pixels, one by one and all together, are read from the
+    PNG/JPEG headers first: a message of many huge (but small-to-send) images is refused before
+    a single one is decoded, so the work and memory one message can cost are bounded.
+    """
+    if not isinstance(images, list) or not images:
+        raise Rejected("images must be a non-empty list of base64 JPEG/PNG strings")
+    most = min(limits.max_images, limits.max_vectors)
+    if len(images) > most:
+        raise Rejected(f"images: {len(images)} images, more than the limit of {most} per message")
+    checked = [photo_bytes(raw, f"images[{i}]", limits.max_image_pixels) for i, raw in enumerate(images)]
+    total = sum(pixels for _, pixels in checked)
+    if total > limits.max_total_pixels:
+        raise Rejected(f"images: {total} pixels in all, more than the limit of {limits.max_total_pixels} "
+                       f"per message (read from the image headers; nothing was decoded)")
+    photos = []
+    for i, (data, _) in enumerate(checked):
+        try:
+            photos.append((f"images[{i}]", decode_image(data, f"images[{i}]")))
+        except ValueError as exc:
+            raise Rejected(str(exc)) from None
+    return photos
+
+
+def unit_embeddings(rows: Any, dim: int, max_vectors: int | None = None) -> np.ndarray:
     """A JSON list of vectors -> (n, dim) float32 unit rows; Rejected naming the first bad row (or value).
 
-    Raw vectors are L2-normalised; zero vectors and non-finite values are refused.
+    Raw vectors are L2-normalised; zero vectors and non-finite values are refused, and so is a
+    list of more than `max_vectors` (before any is read).
     """
     if not isinstance(rows, list) or not rows:
         raise Rejected("embeddings must be a non-empty list of vectors")
+    if max_vectors is not None and len(rows) > max_vectors:
+        raise Rejected(f"embeddings: {len(rows)} vectors, more than the limit of {max_vectors} per person "
+                       f"(members.max_vectors)")
     out = np.empty((len(rows), dim), dtype=np.float32)
     for i, row in enumerate(rows):
         where = f"embeddings[{i}]"
@@ -225,14 +299,15 @@ def unit_embeddings(rows: Any, dim: int) -> np.ndarray:
 
 
 def parse_member_upsert(message: dict, *, recognizer_sha256: str, dim: int,
-                        consent_at: datetime | None = None) -> MemberUpsert:
+                        consent_at: datetime | None = None, limits: Limits = Limits()) -> MemberUpsert:
     """Check a members/upsert and decode its photos (or normalise its embeddings); Rejected with the reason."""
-    member_id = text_field(message, "member_id")
-    name = text_field(message, "name")
+    member_id = text_field(message, "member_id", max_length=limits.max_id_length)
+    name = text_field(message, "name", max_length=limits.max_text_length)
     role = text_field(message, "role")
     if role not in ROLES:
         raise Rejected(f"role must be 'member' or 'staff', got {role[:32]!r}")
-    tier = text_field(message, "tier", required=False, non_empty=False)
+    tier = text_field(message, "tier", required=False, non_empty=False, max_length=limits.max_text_length)
+    ts = parse_time(message, "ts", required=False)
     consent = message.get("consent")
     if consent is not None and not isinstance(consent, bool):
         raise Rejected(f"consent must be true or false, got {_json_type(consent)}")
@@ -243,6 +318,9 @@ def parse_member_upsert(message: dict, *, recognizer_sha256: str, dim: int,
         profile = {}
     if not isinstance(profile, dict):
         raise Rejected(f"profile must be an object, got {_json_type(profile)}")
+    profile_bytes = len(json.dumps(profile, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    if profile_bytes > limits.max_profile_bytes:
+        raise Rejected(f"profile is {profile_bytes} bytes of JSON, over the limit of {limits.max_profile_bytes}")
     person = Person(member_id, name, role, tier=tier, consent=bool(consent),
                     consent_at=consent_at if consent else None, profile=profile)
     has_images = message.get("images") is not None
@@ -250,11 +328,7 @@ def parse_member_upsert(message: dict, *, recognizer_sha256: str, dim: int,
     if has_images and has_embeddings:
         raise Rejected("give either images or embeddings, not both")
     if has_images:
-        images = message["images"]
-        if not isinstance(images, list) or not images:
-            raise Rejected("images must be a non-empty list of base64 JPEG/PNG strings")
-        photos = [(f"images[{i}]", decode_photo(raw, f"images[{i}]")) for i, raw in enumerate(images)]
-        return MemberUpsert(person, photos, None)
+        return MemberUpsert(person, decode_photos(message["images"], limits), None, ts)
     if has_embeddings:
         model = message.get("embedding_model")
         if model is None:
@@ -264,23 +338,23 @@ def parse_member_upsert(message: dict, *, recognizer_sha256: str, dim: int,
         if model.strip().lower() != recognizer_sha256.lower():
             raise Rejected(f"embeddings from another model (sha {model[:64]}) are rejected; "
                            f"this box's recognizer is {recognizer_sha256}")
-        return MemberUpsert(person, None, unit_embeddings(message["embeddings"], dim))
+        return MemberUpsert(person, None, unit_embeddings(message["embeddings"], dim, limits.max_vectors), ts)
     raise Rejected("images or embeddings is required")
 
 
-def parse_appointment(message: dict) -> Appointment:
+def parse_appointment(message: dict, limits: Limits = Limits()) -> Appointment:
     """Check an appointments/upsert into an Appointment; Rejected naming the field."""
     return Appointment(
-        appointment_id=text_field(message, "appointment_id"),
-        member_id=text_field(message, "member_id"),
+        appointment_id=text_field(message, "appointment_id", max_length=limits.max_id_length),
+        member_id=text_field(message, "member_id", max_length=limits.max_id_length),
         scheduled_at=parse_time(message, "scheduled_at"),
-        channel=text_field(message, "channel", non_empty=False),
-        advisor=text_field(message, "advisor", non_empty=False),
+        channel=text_field(message, "channel", non_empty=False, max_length=limits.max_text_length),
+        advisor=text_field(message, "advisor", non_empty=False, max_length=limits.max_text_length),
     )
 
 
 def parse_counts_request(payload: bytes, now: datetime, tz: str | tzinfo, *,
-                         max_payload: int = MAX_PAYLOAD) -> CountsRequest:
+                         max_payload: int = MAX_PAYLOAD, max_buckets: int = MAX_BUCKETS) -> CountsRequest:
     """Check a counts/get request; ValueError with the reason.
 
     `from`/`to` are ISO 8601 with offset (default: the store day's local
@@ -305,13 +379,31 @@ def parse_counts_request(payload: bytes, now: datetime, tz: str | tzinfo, *,
     if start > end:
         raise Rejected(f"from ({start.isoformat()}) must not be after to ({end.isoformat()})")
     per_bucket = timedelta(hours=1) if by == "hour" else timedelta(hours=23)  # the shortest local day
-    if (end - start) / per_bucket > MAX_BUCKETS:
-        raise Rejected(f"the range holds more than {MAX_BUCKETS} {by} buckets; ask for a shorter range"
+    if (end - start) / per_bucket > max_buckets:
+        raise Rejected(f"the range holds more than {max_buckets} {by} buckets; ask for a shorter range"
                        + (" or by day" if by == "hour" else ""))
     reply_to = text_field(message, "reply_to", required=False)
     if reply_to is not None and (any(c in reply_to for c in "+#\x00") or len(reply_to.encode()) > 65535):
         raise Rejected("reply_to must be a topic name without wildcards (+, #) or NUL")
     return CountsRequest(start, end, by, reply_to)
+
+
+def replies_prefix(prefix: str, store_id: str) -> str:
+    """The only branch counts/get answers may go to: `{prefix}/{store}/replies/`."""
+    return f"{prefix}/{store_id}/replies/"
+
+
+def check_reply_topic(topic: str, allowed: str) -> str:
+    """`topic` if it is a topic name under `allowed` (a "…/replies/" prefix); Rejected otherwise.
+
+    Answers never go onto the box's own uplink topics, another store's, or anywhere a requester
+    chooses: the broker's ACL lets a store publish `{prefix}/{store}/replies/#` and nothing similar.
+    """
+    if not topic.startswith(allowed) or len(topic) == len(allowed):
+        raise Rejected(f"the response topic must be under {allowed} (e.g. {allowed}hq-1), got {topic[:80]!r}")
+    if any(c in topic for c in "+#\x00") or len(topic.encode("utf-8")) > 1024:
+        raise Rejected("the response topic must be a topic name of at most 1024 bytes, without wildcards or NUL")
+    return topic
 
 
 def counts_reply(store_id: str, request: CountsRequest, buckets: list[dict]) -> dict:
@@ -332,15 +424,18 @@ class Downlink:
 
     def __init__(self, *, gallery: Gallery, appointments: AppointmentStore, embed_photos: EmbedPhotos,
                  forget_visitor: Callable[[str], bool], recognizer_sha256: str, dim: int,
-                 max_payload: int = MAX_PAYLOAD, clock: Callable[[], datetime] | None = None) -> None:
-        """`clock`, if given, stamps members' consent (`consent_at`) when they are enrolled."""
+                 max_payload: int | None = None, clock: Callable[[], datetime] | None = None,
+                 limits: Limits = Limits()) -> None:
+        """`clock`, if given, stamps members' consent (`consent_at`) when they are enrolled, and the
+        erase tombstone of a members/delete without `ts` (else the wall clock does)."""
         self.gallery = gallery
         self.appointments = appointments
         self.embed_photos = embed_photos
         self.forget_visitor = forget_visitor
         self.recognizer_sha256 = recognizer_sha256
         self.dim = dim
-        self.max_payload = max_payload
+        self.limits = limits
+        self.max_payload = limits.max_payload if max_payload is None else max_payload
         self.clock = clock
         self._handlers: dict[str, Callable[[dict], Outcome]] = {
             MEMBERS_UPSERT: self._member_upsert,
@@ -371,7 +466,13 @@ class Downlink:
     def _member_upsert(self, message: dict) -> Outcome:
         consent_at = self.clock() if self.clock is not None else None
         upsert = parse_member_upsert(message, recognizer_sha256=self.recognizer_sha256, dim=self.dim,
-                                     consent_at=consent_at)
+                                     consent_at=consent_at, limits=self.limits)
+        member_id = upsert.person.person_id
+        erased = self.gallery.erased_at(member_id)
+        if erased is not None and (upsert.ts is None or upsert.ts <= erased):
+            sent = "carries no ts" if upsert.ts is None else f"was sent at {iso(upsert.ts)}"
+            raise Rejected(f"{member_id} was erased at {iso(erased)} and this upsert {sent}: only an upsert "
+                           f"with a later ts (a new consent) enrols them again")
         if upsert.photos is not None:
             vectors = self.embed_photos(upsert.photos)
             self.gallery.enroll(upsert.person, vectors)
@@ -380,16 +481,20 @@ class Downlink:
         return Outcome(True)
 
     def _member_delete(self, message: dict) -> Outcome:
-        member_id = text_field(message, "member_id")
+        member_id = required_text(message, "member_id", max_length=self.limits.max_id_length)
+        at = parse_time(message, "ts", required=False)
+        if at is None:
+            at = self.clock() if self.clock is not None else datetime.now(UTC)
         self.gallery.erase(member_id)
+        self.gallery.record_erasure(member_id, at)
         self.forget_visitor(member_id)
         self.appointments.delete_member(member_id)
         return Outcome(True, reply={"member_id": member_id, "removed": True})
 
     def _appointment_upsert(self, message: dict) -> Outcome:
-        self.appointments.upsert(parse_appointment(message))
+        self.appointments.upsert(parse_appointment(message, self.limits))
         return Outcome(True)
 
     def _appointment_delete(self, message: dict) -> Outcome:
-        self.appointments.delete(text_field(message, "appointment_id"))
+        self.appointments.delete(required_text(message, "appointment_id", max_length=self.limits.max_id_length))
         return Outcome(True)

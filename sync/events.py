@@ -209,9 +209,13 @@ class ErrorEvent(Event):
 
     topic: str
     reason: str
+    suppressed: int = 0  # rejections not reported since the previous errors event (rate limit)
 
     def fields(self) -> dict[str, Any]:
-        return {"topic": self.topic, "reason": self.reason}
+        out: dict[str, Any] = {"topic": self.topic, "reason": self.reason}
+        if self.suppressed:
+            out["suppressed"] = self.suppressed
+        return out
 
 
 CameraState = Literal["streaming", "reconnecting", "ended"]
@@ -228,6 +232,7 @@ class Status(Event):
     version: str
     cameras: dict[str, CameraState] = field(default_factory=dict)
     storage: str | None = None  # "ok" or "error: <reason>"; left out when not known (the last will)
+    dead_letters: int | None = None  # outbox rows the broker could never take (kept, not sent)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -241,6 +246,8 @@ class Status(Event):
         out: dict[str, Any] = {"state": self.state, "version": self.version, "cameras": dict(self.cameras)}
         if self.storage is not None:
             out["storage"] = self.storage
+        if self.dead_letters is not None:
+            out["dead_letters"] = self.dead_letters
         return out
 
 

@@ -35,6 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from footfall.config.schema import ConfigError, MqttConfig
 from footfall.dedup.db import StorageError
@@ -108,6 +109,18 @@ def backoff_delay(failures: int, minimum: float, maximum: float) -> float:
     return random.uniform(cap / 2, cap)
 
 
+def _varint_len(n: int) -> int:
+    return 1 if n < 128 else 2 if n < 16_384 else 3 if n < 2_097_152 else 4
+
+
+def publish_packet_size(topic: str, payload: bytes, qos: int, properties: Properties | None, v5: bool) -> int:
+    """Bytes of the PUBLISH packet for these (what a broker's Maximum Packet Size is compared with)."""
+    remaining = 2 + len(topic.encode("utf-8")) + (2 if qos else 0) + len(payload)
+    if v5:
+        remaining += len(properties.pack()) if properties is not None else 1
+    return 1 + _varint_len(remaining) + remaining
+
+
 def _json_bytes(payload: dict[str, Any] | str | bytes) -> bytes:
     if isinstance(payload, bytes):
         return payload
@@ -137,7 +150,11 @@ class Publisher:
                  subscriptions: Sequence[str] = (),
                  max_in_flight: int = MAX_IN_FLIGHT, keepalive: int = KEEPALIVE_S,
                  reconnect_min: float = 1.0, reconnect_max: float = 60.0,
-                 session_expiry: int = SESSION_EXPIRY_S) -> None:
+                 session_expiry: int = SESSION_EXPIRY_S, max_attempts: int | None = None,
+                 max_incoming: int | None = None) -> None:
+        """`max_attempts` (default `mqtt.max_attempts`): a row the broker refused, or that was alone in
+        flight when the connection dropped, this many times is dead-lettered. `max_incoming`: the
+        largest packet this client takes (sent to an MQTT 5 broker as Maximum Packet Size)."""
         self.host, self.port, tls = parse_broker_url(config.url)
         self.store_id = store_id
         self.prefix = config.topic_prefix
@@ -152,6 +169,8 @@ class Publisher:
         self._on_message = on_message
         self._max_in_flight = max(1, max_in_flight)
         self._reconnect_min, self._reconnect_max = reconnect_min, max(reconnect_min, reconnect_max)
+        self._max_attempts = max(1, max_attempts if max_attempts is not None else config.max_attempts)
+        self._max_incoming = max_incoming
 
         # Observable state, written by the publisher thread only.
         self.last_error: str | None = None
@@ -168,6 +187,11 @@ class Publisher:
         self._more = True                      # the last pending() call may have left rows behind
         self._next_poll = 0.0
         self._receive_max = self._max_in_flight
+        self._broker_max_packet: int | None = None  # the broker's Maximum Packet Size (MQTT 5 CONNACK)
+        # After a connection dropped with rows in flight, rows go one at a time until `_probe` rows
+        # were acknowledged, so a row that makes the broker close the connection is found alone.
+        self._probe = 0
+        self._strikes: dict[int, int] = {}      # outbox seq -> failed attempts
         self._stopped_mid: int | None = None
         self._stopped_acked = False
 
@@ -263,6 +287,8 @@ class Publisher:
         if self._v5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = session_expiry
+            if self._max_incoming is not None:
+                props.MaximumPacketSize = self._max_incoming  # the broker drops larger messages for us
             client.connect_async(self.host, self.port, keepalive, clean_start=False, properties=props)
         else:
             client.connect_async(self.host, self.port, keepalive)
@@ -285,7 +311,9 @@ class Publisher:
                 storage = self._storage()
             except Exception:
                 log.exception("mqtt: cannot read the storage state for the status message")
-        return events.Status(state, self.version, cameras, storage, store_id=self.store_id, ts=self.outbox.now())
+        dead = self.outbox.dead_letters if state != "offline" else None
+        return events.Status(state, self.version, cameras, storage, dead_letters=dead,
+                             store_id=self.store_id, ts=self.outbox.now())
 
     # -- the publisher thread ------------------------------------------------------------
 
@@ -339,6 +367,11 @@ class Publisher:
         self._socket_open = False
         self._connected = False
         self._record_acks()
+        if self._in_flight:
+            if self._probe and len(self._in_flight) == 1:
+                (seq,) = self._in_flight.values()
+                self._strike(seq, "it was the only message in flight when the connection dropped")
+            self._probe = self._max_in_flight
         self._schedule_retry()
         log.debug("mqtt: network loop ended: %s", paho.error_string(rc))
 
@@ -363,7 +396,25 @@ class Publisher:
             log.error("mqtt: %s", exc)
 
     def _window(self) -> int:
+        if self._probe:
+            return 1
         return max(1, min(self._max_in_flight, self._receive_max))
+
+    def _strike(self, seq: int, why: str) -> None:
+        """One more failed attempt for a row; at `max_attempts` it is dead-lettered."""
+        self._strikes[seq] = strikes = self._strikes.get(seq, 0) + 1
+        if strikes >= self._max_attempts:
+            self._dead_letter(seq, f"{strikes} failed attempts; the last: {why}")
+
+    def _dead_letter(self, seq: int, why: str) -> None:
+        self._strikes.pop(seq, None)
+        try:
+            self.outbox.dead_letter(seq, why)
+        except StorageError as exc:
+            self.last_error = str(exc)
+            log.error("mqtt: %s", exc)
+            return
+        self.refresh_status()  # status carries the dead_letters count
 
     def _fill_window(self) -> None:
         room = self._window() - len(self._in_flight)
@@ -390,8 +441,15 @@ class Publisher:
             if left is not None:
                 # Whole seconds left, never 0 (0 is not "expired", it is an invalid value).
                 properties.MessageExpiryInterval = max(1, int(left.total_seconds()))
-        info = self._client.publish(row.topic, row.body.encode("utf-8"), qos=1, retain=row.retain,
-                                    properties=properties)
+        body = row.body.encode("utf-8")
+        size = publish_packet_size(row.topic, body, 1, properties, self._v5)
+        if self._broker_max_packet is not None and size > self._broker_max_packet:
+            # The broker would close the connection on it, again and again: it can never be sent.
+            self._dead_letter(row.seq, f"{size} bytes, over the broker's Maximum Packet Size "
+                                       f"of {self._broker_max_packet} ({row.topic})")
+            self._cursor = row.seq
+            return True
+        info = self._client.publish(row.topic, body, qos=1, retain=row.retain, properties=properties)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             # The connection just went; the row is replayed from the outbox after the reconnect.
             return False
@@ -413,6 +471,11 @@ class Publisher:
                 msg = self._direct.get_nowait()
             except queue.Empty:
                 return
+            size = publish_packet_size(msg.topic, msg.body, msg.qos, msg.properties, self._v5)
+            if self._broker_max_packet is not None and size > self._broker_max_packet:
+                log.error("mqtt: not sending %d bytes to %s: over the broker's Maximum Packet Size of %d",
+                          size, msg.topic[:120], self._broker_max_packet)
+                continue
             self._client.publish(msg.topic, msg.body, qos=msg.qos, retain=msg.retain, properties=msg.properties)
 
     def _finish(self) -> bool:
@@ -459,13 +522,20 @@ class Publisher:
         self._cursor = 0
         self._more = True
         self._receive_max = getattr(properties, "ReceiveMaximum", 65535) if properties is not None else 65535
+        self._broker_max_packet = getattr(properties, "MaximumPacketSize", None) if properties is not None else None
         self._connected = True
         self._failures = 0
         self.last_error = None
         self.last_progress = time.monotonic()
         client.publish(self.status_topic, _json_bytes(self._status("online").to_json()), qos=1, retain=True)
         if self.subscriptions:
-            client.subscribe([(t, 1) for t in self.subscriptions])
+            if self._v5:
+                # Retain handling 2: retained messages are never sent on (re)subscribing, so a stale
+                # command left retained at the broker is not applied again at every reconnect.
+                options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+                client.subscribe([(t, options) for t in self.subscriptions])
+            else:
+                client.subscribe([(t, 1) for t in self.subscriptions])
         log.info("mqtt: connected to %s:%d as %s (session present: %s)", self.host, self.port,
                  self.client_id, flags.session_present)
 
@@ -487,10 +557,15 @@ class Publisher:
         if seq is None:
             return  # a status or a direct message
         if reason.is_failure:
-            # Refused by the broker (an ACL, a quota): kept unsent and tried again after the next reconnect.
+            # Refused by the broker (an ACL, a quota): kept unsent and tried again after the next
+            # reconnect, until it has been refused max_attempts times.
             self.last_error = f"broker refused outbox row {seq}: {reason}"
             log.error("mqtt: %s", self.last_error)
+            self._strike(seq, f"the broker refused it: {reason}")
             return
+        self._strikes.pop(seq, None)
+        if self._probe:
+            self._probe -= 1
         self._acked.append(seq)
         self.last_progress = time.monotonic()
 

@@ -42,6 +42,11 @@ _SCHEMA = [
     );
     CREATE INDEX outbox_unsent ON outbox(seq) WHERE sent_at IS NULL;
     """,
+    """
+    -- A dead-lettered row: the broker could not take it (too large, refused) max_attempts times.
+    -- It leaves the queue (sent_at is set, so later rows flow) and is kept and counted.
+    ALTER TABLE outbox ADD COLUMN dead INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -96,6 +101,7 @@ class OutboxStats:
     oldest_pending_age_s: float | None
     last_error: str | None
     over_limit: bool
+    dead_letters: int = 0
 
 
 class Outbox:
@@ -120,6 +126,7 @@ class Outbox:
         try:
             migrate(self._conn, _SCHEMA)
             self._rows = self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            self.dead_letters = self._conn.execute("SELECT count(*) FROM outbox WHERE dead = 1").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             self._conn.close()
             raise StorageError(f"{self.path}: cannot read the outbox (corrupt?): {exc}") from None
@@ -214,6 +221,25 @@ class Outbox:
                 self._last_error = f"{self.path}: cannot mark rows sent: {_cause(exc)}"
                 raise StorageError(self._last_error) from None
 
+    def dead_letter(self, seq: int, why: str) -> None:
+        """Take an unsent row out of the queue for good (it can never be delivered), keeping it, counted.
+
+        Logged with `why`; later rows are no longer held up behind it.
+        """
+        with self._lock:
+            conn = self._open()
+            try:
+                with transaction(conn):
+                    changed = conn.execute("UPDATE outbox SET dead = 1, sent_at = ? WHERE seq = ? AND sent_at IS NULL",
+                                           (_wall(self.now()), seq)).rowcount
+            except (OSError, sqlite3.DatabaseError) as exc:
+                _abandon(conn)
+                self._last_error = f"{self.path}: cannot dead-letter row {seq}: {_cause(exc)}"
+                raise StorageError(self._last_error) from None
+            if changed:
+                self.dead_letters += 1
+                log.error("outbox: row %d dead-lettered (kept in %s, never sent): %s", seq, self.path, why)
+
     def forget_member(self, member_id: str) -> tuple[int, int]:
         """Erase every row naming the member (visits, alerts, error reports), sent or not, and purge the WAL.
 
@@ -250,7 +276,8 @@ class Outbox:
             age = None if oldest is None else max(0.0, _wall(self.now()) - oldest)
             return OutboxStats(pending=pending, sent=self._rows - pending, expired_alerts=self._expired_alerts,
                                dropped_sent=self._dropped_sent, oldest_pending_age_s=age,
-                               last_error=self._last_error, over_limit=self._over_limit)
+                               last_error=self._last_error, over_limit=self._over_limit,
+                               dead_letters=self.dead_letters)
 
     def close(self) -> None:
         """Checkpoint the WAL (deleted alerts leave it too) and close the file."""
@@ -311,6 +338,7 @@ class Outbox:
             return
         self._rows -= dropped
         self._dropped_sent += dropped
+        self.dead_letters = conn.execute("SELECT count(*) FROM outbox WHERE dead = 1").fetchone()[0]
         over = self._rows > self.max_rows
         if over and not self._over_limit:
             log.warning("outbox %s: %d rows, over the limit of %d, and all unsent; keeping them "

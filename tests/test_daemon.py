@@ -206,18 +206,18 @@ def downlink_round_trip(daemon, broker, errors, answers) -> None:
 
 
 def test_counts_are_answered_over_mqtt5_response_topics_and_311_reply_to(running_daemon, broker):
-    replies = Subscriber(broker.port, "hq/#")
+    replies = Subscriber(broker.port, PREFIX + "replies/#")
     try:
-        request(broker.port, PREFIX + "counts/get", {"by": "hour"}, response_topic="hq/replies/1",
+        request(broker.port, PREFIX + "counts/get", {"by": "hour"}, response_topic=PREFIX + "replies/hq/1",
                 correlation=b"req-17")
-        request(broker.port, PREFIX + "counts/get", {"by": "day", "reply_to": "hq/replies/2"}, v5=False)
+        request(broker.port, PREFIX + "counts/get", {"by": "day", "reply_to": PREFIX + "replies/hq/2"}, v5=False)
         got = replies.wait_for(lambda ms: len(ms) >= 2, 10, "two counts replies")
         by_topic = {m.topic: m for m in got}
-        v5 = by_topic["hq/replies/1"]
+        v5 = by_topic[PREFIX + "replies/hq/1"]
         assert v5.payload["store_id"] == "sh-001" and v5.payload["by"] == "hour"
         assert v5.properties.CorrelationData == b"req-17"
         assert all({"start", "visits", "reentries", "member_visits"} <= b.keys() for b in v5.payload["buckets"])
-        assert by_topic["hq/replies/2"].payload["by"] == "day"
+        assert by_topic[PREFIX + "replies/hq/2"].payload["by"] == "day"
     finally:
         replies.close()
 
