@@ -81,11 +81,10 @@ def _demo(config, faces_dir: Path, tmp: Path, broker: LocalBroker | None) -> int
     print(f"footfall demo: {pack.detector.file} + {pack.recognizer.file}; store day in {STORE_TZ}")
     print("rendering entrance clips from the labelled photos ...")
     scenario = build_scenario(SpriteBank(faces_dir, analyzer), tmp, config.dedup.window, size="small")
-    gallery = open_gallery(config, analyzer)
-    for person, vectors in enrolment(scenario, analyzer):
-        gallery.enroll(person, vectors)
+    people = list(enrolment(scenario, analyzer))
+    _enrol(config, analyzer, people)
+    for person, _ in people:
         print(f"enrolled {person.role} {person.person_id}")
-    gallery.close()
     if broker is None:
         print("mosquitto is not installed: decisions are printed, nothing is published")
         return _offline(config, analyzer, scenario)
@@ -95,13 +94,39 @@ def _demo(config, faces_dir: Path, tmp: Path, broker: LocalBroker | None) -> int
         update={"password_hash": hash_password(password), "language": "en"})})
     console = Console(console_config, listen="127.0.0.1:0").start()
     try:
-        return _with_console(config, analyzer, scenario, broker, console, password)
+        return _with_console(config, analyzer, scenario, broker, console, password, people)
     finally:
         console.stop()
 
 
-def _with_console(config, analyzer, scenario, broker: LocalBroker, console: Console, password: str) -> int:
+def _enrol(config, analyzer, people) -> None:
+    gallery = open_gallery(config, analyzer)
+    try:
+        for person, vectors in people:
+            gallery.enroll(person, vectors)
+    finally:
+        gallery.close()
+
+
+HQ_STORES = ("demo-store-2", "demo-store-3")
+
+
+def _with_console(config, analyzer, scenario, broker: LocalBroker, console: Console, password: str, people) -> int:
+    from footfall.hq.demo import start_hq_demo
+
     print(f"guide console: {console.url}  (password {password}; any guide name)")
+    hq = start_hq_demo(broker.url, {s: config.timezone for s in (config.store_id, *HQ_STORES)})
+    try:
+        if hq is not None:
+            print(f"HQ: PostgreSQL at {hq.url}, a collector on {broker.url}; "
+                  f"{len(HQ_STORES) + 1} stores replay the day into it")
+        return _store_days(config, analyzer, scenario, broker, console, people, hq)
+    finally:
+        if hq is not None:
+            hq.stop()
+
+
+def _store_days(config, analyzer, scenario, broker: LocalBroker, console: Console, people, hq) -> int:
     if sys.stdin.isatty():
         input("open the console in a browser, then press Enter to start the store day ... ")
     print()
@@ -120,6 +145,18 @@ def _with_console(config, analyzer, scenario, broker: LocalBroker, console: Cons
     for label, key in (("visits", "visits"), ("re-entries", "reentries"), ("member visits", "member_visits")):
         print(f"  {label:<14}{counts.get(key, 0):>8}{truth.get(key, 0):>10}")
     print(f"  {'arrival alerts':<14}{watcher.arrivals:>8}{truth.get('member_visits', 0):>10}")
+    if hq is not None:
+        for store_id in HQ_STORES:
+            print(f"store {store_id}: replaying the same day ...", flush=True)
+            other = config.model_copy(update={"store_id": store_id, "storage": config.storage.model_copy(
+                update={"dir": config.storage.dir.parent / f"state-{store_id}"})})
+            _enrol(other, analyzer, people)
+            Daemon(other, once=True, analyzer=analyzer, replay=scenario.sources()).run()
+        hq.wait_idle()
+        print(f"\nHQ (PostgreSQL {hq.url}), by store:")
+        print(f"  {'store':<14}{'visits':>8}{'re-entries':>12}{'members':>9}")
+        for row in hq.by_store():
+            print(f"  {row['store_id']:<14}{row['visits']:>8}{row['reentries']:>12}{row['member_visits']:>9}")
     if sys.stdin.isatty():
         input(f"\nthe guide console stays at {console.url}; press Enter to end the demo ... ")
     return 0

@@ -55,6 +55,14 @@ def test_demo_runs_with_zero_configuration_and_ends_with_a_summary(faces_dir, tm
         counted, expected = line.split()[-2:]
         assert counted == expected, line
     assert not any(tmp_path.iterdir()), "the demo leaves nothing on disk"
+    from footfall.hq.local_postgres import unavailable_reason
+
+    if unavailable_reason() is None:  # the HQ part: three stores' day in PostgreSQL
+        assert "HQ: PostgreSQL at postgresql://" in out
+        table = out[out.index("HQ (PostgreSQL"):].splitlines()[2:5]
+        assert [line.split()[0] for line in table] == ["demo-store", "demo-store-2", "demo-store-3"]
+        visits = summary[2].split()[-2]
+        assert all(line.split()[1] == visits for line in table), table
 
 
 PIPELINE_KEYS = {"fps", "naive_fps", "visits_true", "visits_counted", "reentries_true", "reentries_counted",
