@@ -6,7 +6,9 @@ through a local Mosquitto, into `footfall hq collect` processes writing to a loc
 PostgreSQL (durable: fsync and synchronous commit on, as in production). Phase one runs one
 collector; phase two runs two in the same shared-subscription group and SIGKILLs one of them
 mid-run, then starts it again with the same client id (its persistent session gets back what
-it had not acknowledged).
+it had not acknowledged). Phases three and four (one, then two collectors) measure the
+collectors alone: their sessions wait on the broker while the whole day is published, then
+they drain it (events/s from their first commit to the last; no latency figure).
 
 Figures per phase: events, events/s (first publish to last commit), latency publish -> commit
 (p50, p99; commit time from PostgreSQL's track_commit_timestamp), lost (published, never
@@ -162,14 +164,14 @@ def _scalar(conn: psycopg.Connection, sql: str) -> Any:
 
 
 def run_phase(workdir: Path, pg: LocalPostgres, broker: LocalBroker, *, collectors: int, stores: int,
-              visits: int, kill: bool, progress: bool) -> dict[str, Any]:
+              visits: int, kill: bool, progress: bool, drain: bool = False) -> dict[str, Any]:
     """One phase on a fresh database; returns its figures."""
-    name = f"bench_{collectors}"
+    name = f"bench_{collectors}{'_drain' if drain else ''}"
     with psycopg.connect(pg.url, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {name}")
         admin.execute(f"CREATE DATABASE {name}")
     db_url = pg.url.rsplit("/", 1)[0] + "/" + name
-    group = f"bench{collectors}"
+    group = f"bench{collectors}{'d' if drain else ''}"
     configs = []
     for i in range(collectors):
         path = workdir / f"hq-{group}-{i}.toml"
@@ -207,21 +209,35 @@ def run_phase(workdir: Path, pg: LocalPostgres, broker: LocalBroker, *, collecto
     expected_rough = stores * visits * (1 + 2 * ARRIVAL_SHARE)
     killed_at = None
     restarted = None
+    started = None
+    if drain:  # the collectors' sessions stay on the broker while they are away; the day queues there
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            p.wait(30)
+        for p in pubs:
+            p.wait()
+        started = time.time()
+        procs = [_collector(c, log) for c, log in zip(configs, logs)]
+    def kill_mid_run() -> None:
+        """SIGKILL the last collector once 40 % of the day is stored, and start it again."""
+        nonlocal killed_at, restarted
+        stored = _scalar(conn, "SELECT (SELECT count(*) FROM visits) + (SELECT count(*) FROM alerts) "
+                               "+ (SELECT count(*) FROM acks)")
+        if stored >= 0.4 * expected_rough:
+            procs[-1].send_signal(signal.SIGKILL)
+            procs[-1].wait()
+            killed_at = stored
+            if progress:
+                print(f"  killed collector {group}-{collectors - 1} at {stored} rows", file=sys.stderr)
+            time.sleep(1.0)
+            restarted = _collector(configs[-1], logs[-1])
+            procs.append(restarted)
+
     while any(p.poll() is None for p in pubs):
         cpu.sample(groups())
         if kill and killed_at is None:
-            stored = _scalar(conn, "SELECT (SELECT count(*) FROM visits) + (SELECT count(*) FROM alerts) "
-                                   "+ (SELECT count(*) FROM acks)")
-            if stored >= 0.4 * expected_rough:
-                procs[-1].send_signal(signal.SIGKILL)
-                procs[-1].wait()
-                killed_at = stored
-                if progress:
-                    print(f"  killed collector {group}-{collectors - 1} at {stored} rows", file=sys.stderr)
-                time.sleep(1.0)
-                restarted = _collector(configs[-1], logs[-1])
-                procs.append(restarted)
-        time.sleep(0.2)
+            kill_mid_run()
+        time.sleep(0.05)
     sent: dict[str, float] = {}
     for out in outs:
         sent.update(json.loads(out.read_text()))
@@ -230,11 +246,13 @@ def run_phase(workdir: Path, pg: LocalPostgres, broker: LocalBroker, *, collecto
     stored = 0
     while time.monotonic() < wait_until:
         cpu.sample(groups())
+        if kill and killed_at is None:  # the stores may finish publishing before 40 % is stored
+            kill_mid_run()
         stored = _scalar(conn, "SELECT (SELECT count(*) FROM visits) + (SELECT count(*) FROM alerts) "
                                "+ (SELECT count(*) FROM acks)")
         if stored >= total:
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     time.sleep(1.0)  # anything redelivered late would show as a duplicate now
     cpu.sample(groups())
     commits: dict[str, float] = {}
@@ -265,13 +283,15 @@ def run_phase(workdir: Path, pg: LocalPostgres, broker: LocalBroker, *, collecto
                 redelivered += int(line.split(" rows, ")[1].split()[0])
     lost = sum(1 for e in sent if e not in commits)
     latencies = [(commits[e] - t) * 1000 for e, t in sent.items() if e in commits]
-    first, last = min(sent.values()), max(commits.values()) if commits else time.time()
+    # Draining, the clock starts at the first commit: the collectors' own start-up is not ingest.
+    first = min(commits.values()) if started and commits else min(sent.values())
+    last = max(commits.values()) if commits else time.time()
     used = cpu.totals(base)
     return {
         "collectors": collectors, "events": total, "stored": rows, "seconds": round(last - first, 2),
         "events_per_s": round(total / (last - first), 1) if last > first else 0.0,
-        "latency_ms_p50": round(_percentile(latencies, 0.5), 1),
-        "latency_ms_p99": round(_percentile(latencies, 0.99), 1),
+        "latency_ms_p50": None if drain else round(_percentile(latencies, 0.5), 1),
+        "latency_ms_p99": None if drain else round(_percentile(latencies, 0.99), 1),
         "lost": lost, "duplicated": (rows - distinct) + (rolled - visit_rows) + max(0, rows - total),
         "ingest_errors": errors, "redelivered_and_ignored": redelivered,
         "killed_collector_at_rows": killed_at, "cpu_s": used,
@@ -292,24 +312,28 @@ def bench_hq(stores: int = 500, visits: int = 60, progress: bool = True) -> dict
     broker = LocalBroker(workdir, binary, extra_conf="max_queued_messages 0\nmax_inflight_messages 0\n")
     try:
         phases = []
-        for collectors, kill in ((1, False), (2, True)):
+        for collectors, kill, drain in ((1, False, False), (2, True, False), (1, False, True), (2, False, True)):
             if progress:
-                print(f"phase: {collectors} collector(s){', one killed mid-run' if kill else ''} ...", file=sys.stderr)
+                print(f"phase: {collectors} collector(s){', one killed mid-run' if kill else ''}"
+                      f"{', draining a queued day' if drain else ''} ...", file=sys.stderr)
             phases.append(run_phase(workdir, pg, broker, collectors=collectors, stores=stores, visits=visits,
-                                    kill=kill, progress=progress))
+                                    kill=kill, progress=progress, drain=drain))
     finally:
         broker.stop()
         pg.stop()
         import shutil
         shutil.rmtree(workdir, ignore_errors=True)
-    one, two = phases
+    one, two, drain_one, drain_two = phases
     return {
         "stores": stores, "visits_per_store": visits,
-        "events": one["events"] + two["events"],
+        "events": sum(p["events"] for p in phases),
         "events_per_s": two["events_per_s"],
         "latency_ms_p50": two["latency_ms_p50"], "latency_ms_p99": two["latency_ms_p99"],
-        "lost": one["lost"] + two["lost"], "duplicated": one["duplicated"] + two["duplicated"],
+        "lost": sum(p["lost"] for p in phases), "duplicated": sum(p["duplicated"] for p in phases),
         "one_collector": one, "two_collectors": two,
+        "drain_one_collector": drain_one, "drain_two_collectors": drain_two,
+        "drain_two_vs_one": (round(drain_two["events_per_s"] / drain_one["events_per_s"], 2)
+                             if drain_one["events_per_s"] else None),
         "two_vs_one": round(two["events_per_s"] / one["events_per_s"], 2) if one["events_per_s"] else None,
         "bottleneck": two["bottleneck"],
     }
@@ -318,12 +342,14 @@ def bench_hq(stores: int = 500, visits: int = 60, progress: bool = True) -> dict
 def format_table(result: dict[str, Any]) -> str:
     """A human-readable summary."""
     lines = [f"{result['stores']} stores x {result['visits_per_store']} visits (+ arrivals and acks)"]
-    for key in ("one_collector", "two_collectors"):
+    for key in ("one_collector", "two_collectors", "drain_one_collector", "drain_two_collectors"):
         p = result[key]
-        lines.append(f"{key:<15} {p['events']:>8} events  {p['events_per_s']:>9.1f} events/s  "
-                     f"p50 {p['latency_ms_p50']:.0f} ms  p99 {p['latency_ms_p99']:.0f} ms  lost {p['lost']}  "
-                     f"duplicated {p['duplicated']}  cpu {p['cpu_s']}")
-    lines.append(f"two collectors / one: {result['two_vs_one']}x; bottleneck: {result['bottleneck']}")
+        latency = ("" if p["latency_ms_p50"] is None else
+                   f"p50 {p['latency_ms_p50']:.0f} ms  p99 {p['latency_ms_p99']:.0f} ms  ")
+        lines.append(f"{key:<21} {p['events']:>8} events  {p['events_per_s']:>9.1f} events/s  {latency}"
+                     f"lost {p['lost']}  duplicated {p['duplicated']}  cpu {p['cpu_s']}")
+    lines.append(f"two collectors / one: {result['two_vs_one']}x live, {result['drain_two_vs_one'] or 'n/a'}x draining; "
+                 f"bottleneck: {result['bottleneck']}")
     return "\n".join(lines)
 
 

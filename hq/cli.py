@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import signal
+import sys
 import threading
 from datetime import UTC, date, datetime
 from typing import Any
@@ -120,13 +121,32 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return EXIT_FAIL if any(not r.answered or r.differences for r in results) else EXIT_OK
 
 
+def _database_errors(command: Any) -> Any:
+    """Turn a database that cannot be reached or used into one line on stderr and exit 1."""
+    def run(args: argparse.Namespace) -> int:
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        try:
+            return int(command(args))
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"error: the HQ database is not reachable (database.url): {first}", file=sys.stderr)
+            return EXIT_FAIL
+        except psycopg.errors.UndefinedTable:
+            print("error: the HQ database has no schema yet: start `footfall hq collect` once", file=sys.stderr)
+            return EXIT_FAIL
+    run.__doc__ = command.__doc__
+    return run
+
+
 def add_hq_parser(sub: Any) -> None:
     """Register `footfall hq collect|counts|reconcile|serve` on the main parser's subcommands."""
     hq = sub.add_parser("hq", help="head office: collect every store's events into PostgreSQL, counts, reconcile")
     group = hq.add_subparsers(dest="action", required=True)
     p = group.add_parser("collect", help="the collector: MQTT 5 shared subscriptions into PostgreSQL")
     p.add_argument("--config", required=True, help="hq.toml")
-    p.set_defaults(func=cmd_collect)
+    p.set_defaults(func=_database_errors(cmd_collect))
     p = group.add_parser("counts", help="visits by store, day or hour, and every box's health")
     p.add_argument("--config", help="hq.toml (default: the defaults)")
     p.add_argument("--from", dest="from_", help="first store day YYYY-MM-DD (default: today, UTC)")
@@ -134,13 +154,13 @@ def add_hq_parser(sub: Any) -> None:
     p.add_argument("--by", choices=["store", "day", "hour"], default="store")
     p.add_argument("--store", help="one store only")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_counts)
+    p.set_defaults(func=_database_errors(cmd_counts))
     p = group.add_parser("reconcile", help="compare HQ's hourly counts with each store's own (counts/get)")
     p.add_argument("--config", help="hq.toml (default: the defaults)")
     p.add_argument("--store", help="one store (default: every store HQ knows)")
     p.add_argument("--day", help="store day YYYY-MM-DD (default: today and yesterday)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.set_defaults(func=cmd_reconcile)
+    p.set_defaults(func=_database_errors(cmd_reconcile))
     from footfall.hq.dashboard import add_serve_parser
 
     add_serve_parser(group)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from typing import Any
 
 from footfall.config.hq import parse_hq_config
 from footfall.console.server import hash_password
+from footfall.hq import read
 from footfall.hq.collector import Collector, connect_pool
 from footfall.hq.dashboard import Dashboard, PostgresReadSide, open_pool
 from footfall.hq.local_postgres import LocalPostgres, unavailable_reason
@@ -43,7 +45,9 @@ class LocalHq:
             config = parse_hq_config({
                 "database": {"url": self.postgres.url},
                 "mqtt": {"url": self.broker_url, "username": None, "topic_prefix": self.topic_prefix},
-                "collector": {"group": "demo", "client_id": f"hq-demo-{secrets.token_hex(4)}", "reconcile": False},
+                # The demo replays all of today, hours of which may still be ahead of the clock.
+                "collector": {"group": "demo", "client_id": f"hq-demo-{secrets.token_hex(4)}", "reconcile": False,
+                              "max_future": "24h"},
                 "timezones": self.timezones,
                 "dashboard": {"language": self.language, "password_hash": hash_password(self.password),
                               "listen": "127.0.0.1:0"}})
@@ -75,6 +79,27 @@ class LocalHq:
                                "FROM hourly").fetchone()
         assert row is not None
         return {"visits": int(row[0]), "reentries": int(row[1]), "member_visits": int(row[2]), "refused": int(row[3])}
+
+    def wait_idle(self, quiet: float = 1.0, timeout: float = 30.0) -> None:
+        """Wait until nothing has been committed for `quiet` seconds (what was sent is stored)."""
+        assert self.collector is not None, "not started"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            last = self.collector.stats.last_commit
+            if last and time.monotonic() - last >= quiet:
+                return
+            time.sleep(0.1)
+
+    def by_store(self) -> list[dict[str, Any]]:
+        """Totals per store over every store day HQ holds."""
+        assert self.postgres is not None, "not started"
+        import psycopg
+
+        with psycopg.connect(self.postgres.url) as conn:
+            row = conn.execute("SELECT min(store_day), max(store_day) FROM hourly").fetchone()
+            if row is None or row[0] is None:
+                return []
+            return read.counts(conn, row[0], row[1], "store")
 
     @property
     def url(self) -> str:

@@ -66,8 +66,25 @@ _STORE = ("INSERT INTO stores (store_id, timezone, tz_source) VALUES (%s, %s, %s
           "SET last_seen = now(), "
           "timezone = CASE WHEN EXCLUDED.tz_source = 'config' THEN EXCLUDED.timezone ELSE stores.timezone END, "
           "tz_source = CASE WHEN EXCLUDED.tz_source = 'config' THEN 'config' ELSE stores.tz_source END")
+# The high-volume tables go in one statement per batch: arrays of columns, unnested.
+_BULK = {
+    "visits": ("INSERT INTO visits (store_id, event_id, kind, visitor_id, member_id, role, camera_id, identified, "
+               "ts, first_seen_ts, store_day, store_hour) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], "
+               "%s::text[], %s::text[], %s::text[], %s::text[], %s::bool[], %s::timestamptz[], %s::timestamptz[], "
+               "%s::date[], %s::int2[]) ON CONFLICT DO NOTHING "
+               "RETURNING store_id, store_day, store_hour, kind, role, identified"),
+    "alerts": ("INSERT INTO alerts (store_id, event_id, kind, member_id, visit_event_id, appointment_id, scheduled_at, "
+               "channel, advisor, minutes_early, tier, ts, store_day) SELECT * FROM unnest(%s::text[], %s::text[], "
+               "%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::text[], "
+               "%s::float8[], %s::text[], %s::timestamptz[], %s::date[]) ON CONFLICT DO NOTHING RETURNING 1"),
+    "acks": ("INSERT INTO acks (store_id, event_id, visit_event_id, guide, ts) SELECT * FROM unnest(%s::text[], "
+             "%s::text[], %s::text[], %s::text[], %s::timestamptz[]) ON CONFLICT DO NOTHING RETURNING 1"),
+}
 _ERROR = ("INSERT INTO ingest_errors (topic, topic_store_id, reason, payload_bytes, payload_excerpt) "
           "VALUES (%s, %s, %s, %s, %s)")
+
+
+_SINGLE = {"visits": _VISIT, "alerts": _ALERT, "acks": _ACK}
 
 
 def _params(row: Row) -> tuple[str, tuple[Any, ...]]:
@@ -113,18 +130,24 @@ def write_batch(conn: psycopg.Connection, rows: list[Row], rejections: list[Reje
             by_statement.setdefault(sql, []).append(params)
             if row.table == "status":
                 statuses.append(params)
+        for table, bulk in _BULK.items():
+            params_list = by_statement.pop(_SINGLE[table], [])
+            if not params_list:
+                continue
+            cur.execute(bulk, [list(column) for column in zip(*params_list)])
+            for result in cur.fetchall():
+                inserted += 1
+                if table == "visits":
+                    store, day, hour, kind, role, identified = result
+                    rollup[(store, day, hour, "visits" if kind == "visit" else "reentries")] += 1
+                    if kind == "visit" and role == "member":
+                        rollup[(store, day, hour, "member_visits")] += 1
+                    if kind == "visit" and not identified:
+                        rollup[(store, day, hour, "unidentified")] += 1
         for sql, params_list in by_statement.items():
             cur.executemany(sql, params_list, returning=True)
             while True:
-                for result in cur.fetchall():
-                    inserted += 1
-                    if sql is _VISIT:
-                        store, day, hour, kind, role, identified = result
-                        rollup[(store, day, hour, "visits" if kind == "visit" else "reentries")] += 1
-                        if kind == "visit" and role == "member":
-                            rollup[(store, day, hour, "member_visits")] += 1
-                        if kind == "visit" and not identified:
-                            rollup[(store, day, hour, "unidentified")] += 1
+                inserted += len(cur.fetchall())
                 if not cur.nextset():
                     break
         if statuses:

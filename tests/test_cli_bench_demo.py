@@ -62,6 +62,9 @@ def test_demo_runs_with_zero_configuration_and_ends_with_a_summary(faces_dir, tm
         visits_counted = summary[2].split()[-2]
         assert hq_line.split(":")[1].split()[0] == visits_counted, "HQ ingested every visit the store published"
         assert "refused" not in hq_line, hq_line
+        table = out[out.index("HQ, by store:"):].splitlines()[2:5]
+        assert [line.split()[0] for line in table] == ["demo-store", "demo-store-2", "demo-store-3"]
+        assert all(line.split()[1] == visits_counted for line in table), "three stores, the same day"
     assert not any(tmp_path.iterdir()), "the demo leaves nothing on disk"
 
 

@@ -184,3 +184,17 @@ def test_a_collector_killed_mid_stream_loses_nothing_and_counts_nothing_twice(br
             proc.kill()
         store.close()
     assert proc.returncode == 0, proc.stderr.read().decode() if proc.stderr else ""
+
+
+@pytest.mark.slow
+def test_bench_hq_reports_zero_lost_and_duplicated_with_a_collector_killed(tmp_path):
+    from footfall.benchmarks.hq import bench_hq
+    from footfall.hq.local_postgres import unavailable_reason
+
+    if unavailable_reason():
+        pytest.skip(unavailable_reason())
+    result = bench_hq(stores=40, visits=40, progress=False)
+    assert {"events", "events_per_s", "latency_ms_p50", "latency_ms_p99", "lost", "duplicated",
+            "one_collector", "two_collectors", "bottleneck"} <= result.keys()
+    assert result["events"] > 0 and result["lost"] == 0 and result["duplicated"] == 0
+    assert result["two_collectors"]["killed_collector_at_rows"] is not None

@@ -147,3 +147,29 @@ def test_counts_group_by_store_day_and_hour(chain):
         (10, 1, 1), (11, 1, 0)]
     with pytest.raises(ValueError, match="by must be"):
         read.counts(chain, DAY, DAY, "week")
+
+
+def test_hq_counts_command_prints_counts_and_flags_silent_boxes(chain, hq_db, tmp_path, capsys):
+    from footfall.cli.main import main
+
+    with chain.cursor() as cur:
+        cur.execute("UPDATE stores SET last_seen = now() - interval '1 hour' WHERE store_id = 'sh-002'")
+    chain.commit()
+    config = tmp_path / "hq.toml"
+    config.write_text(f'silent_after = "10m"\n[database]\nurl = "{hq_db}"\n')
+    assert main(["hq", "counts", "--config", str(config), "--from", "2026-11-23", "--by", "store", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(r["store_id"], r["visits"]) for r in out["counts"]] == [("sh-001", 2), ("sh-002", 1)]
+    assert {f["store_id"]: f["silent"] for f in out["fleet"]} == {"sh-001": False, "sh-002": True}
+    assert main(["hq", "counts", "--config", str(config), "--from", "2026-11-23", "--by", "hour"]) == 0
+    text = capsys.readouterr().out
+    assert "SILENT" in text and "1 silent" in text
+
+
+def test_hq_commands_name_an_unreachable_database(tmp_path, capsys):
+    from footfall.cli.main import main
+
+    config = tmp_path / "hq.toml"
+    config.write_text('[database]\nurl = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"\n')
+    assert main(["hq", "counts", "--config", str(config)]) == 1
+    assert "HQ database is not reachable (database.url)" in capsys.readouterr().err

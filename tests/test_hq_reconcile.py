@@ -212,3 +212,28 @@ def rows(url: str, sql: str):
     with psycopg.connect(url) as conn:
         return conn.execute(sql).fetchall()
 
+
+
+def test_the_collectors_hourly_round_records_stores_that_do_not_answer(tmp_path, hq_db):
+    broker = Broker(tmp_path / "mosquitto").start()
+    hq = parse_hq_config({"database": {"url": hq_db}, "mqtt": {"url": broker.url, "username": None},
+                          "reconcile": {"timeout": "0.5s"}})
+    pool = connect_pool(hq)
+    stop = threading.Event()
+    try:
+        with psycopg.connect(hq_db) as conn:
+            conn.execute("INSERT INTO stores (store_id, timezone, tz_source) VALUES ('sh-404', '+08:00', 'offset')")
+        rounds = threading.Thread(target=Reconciler(hq, pool).every, args=(timedelta(seconds=0.2), stop))
+        rounds.start()
+        wait_until(lambda: (scalar(hq_db, "SELECT count(*) FROM reconcile_checks") or 0) >= 4, 20, "two rounds")
+        stop.set()
+        rounds.join(10)
+        checks = rows(hq_db, "SELECT store_id, store_day, answered, reason FROM reconcile_checks ORDER BY id")
+        assert {(s, a) for s, _, a, _ in checks} == {("sh-404", False)}
+        assert all("no answer" in reason for *_, reason in checks)
+        days = [d for _, d, _, _ in checks[:2]]
+        assert days[1] - days[0] == timedelta(days=1), "a round checks yesterday and today"
+    finally:
+        stop.set()
+        pool.close()
+        broker.stop()

@@ -93,11 +93,10 @@ def _demo(config, faces_dir: Path, tmp: Path, broker: LocalBroker | None) -> int
     today = datetime.now(ZoneInfo(STORE_TZ)).date()
     scenario = build_scenario(SpriteBank(faces_dir, analyzer), tmp, config.dedup.window, size="small",
                               day=today, past_midnight=False)
-    gallery = open_gallery(config, analyzer)
-    for person, vectors in enrolment(scenario, analyzer):
-        gallery.enroll(person, vectors)
+    people = list(enrolment(scenario, analyzer))
+    _enrol(config, analyzer, people)
+    for person, _ in people:
         print(f"enrolled {person.role} {person.person_id}")
-    gallery.close()
     if broker is None:
         print("mosquitto is not installed: decisions are printed, nothing is published")
         return _offline(config, analyzer, scenario)
@@ -108,11 +107,23 @@ def _demo(config, faces_dir: Path, tmp: Path, broker: LocalBroker | None) -> int
     console = Console(console_config, listen="127.0.0.1:0").start()
     hq = _start_hq(broker, config)
     try:
-        return _with_console(config, analyzer, scenario, broker, console, password, hq)
+        return _with_console(config, analyzer, scenario, broker, console, password, people, hq)
     finally:
         console.stop()
         if hq is not None:
             hq.stop()
+
+
+def _enrol(config, analyzer, people) -> None:
+    gallery = open_gallery(config, analyzer)
+    try:
+        for person, vectors in people:
+            gallery.enroll(person, vectors)
+    finally:
+        gallery.close()
+
+
+HQ_STORES = ("demo-store-2", "demo-store-3")  # two more stores replay the same day into head office
 
 
 def _start_hq(broker: LocalBroker, config) -> LocalHq | None:
@@ -122,17 +133,18 @@ def _start_hq(broker: LocalBroker, config) -> LocalHq | None:
         print(f"HQ dashboard: not started ({reason})")
         return None
     try:
-        return LocalHq(broker.url, timezones={config.store_id: STORE_TZ}).start()
+        return LocalHq(broker.url, timezones={s: STORE_TZ for s in (config.store_id, *HQ_STORES)}).start()
     except (OSError, RuntimeError) as exc:
         print(f"HQ dashboard: not started ({exc})")
         return None
 
 
 def _with_console(config, analyzer, scenario, broker: LocalBroker, console: Console, password: str,
-                  hq: LocalHq | None = None) -> int:
+                  people, hq: LocalHq | None = None) -> int:
     print(f"guide console: {console.url}  (password {password}; any guide name)")
     if hq is not None:
-        print(f"HQ dashboard:  {hq.url}  (password {hq.password}; any name)")
+        print(f"HQ dashboard:  {hq.url}  (password {hq.password}; any name); "
+              f"{len(HQ_STORES) + 1} stores replay the day into it")
     if sys.stdin.isatty():
         input("open the console in a browser, then press Enter to start the store day ... ")
     print()
@@ -161,6 +173,17 @@ def _with_console(config, analyzer, scenario, broker: LocalBroker, console: Cons
         refused = f", {ingested['refused']} message(s) refused (see ingest_errors)" if ingested["refused"] else ""
         print(f"  HQ (PostgreSQL): {ingested['visits']} visits, {ingested['reentries']} re-entries, "
               f"{ingested['member_visits']} member visits{refused}")
+        for store_id in HQ_STORES:
+            print(f"store {store_id}: replaying the same day ...", flush=True)
+            other = config.model_copy(update={"store_id": store_id, "storage": config.storage.model_copy(
+                update={"dir": config.storage.dir.parent / f"state-{store_id}"})})
+            _enrol(other, analyzer, people)
+            Daemon(other, once=True, analyzer=analyzer, replay=scenario.sources()).run()
+        hq.wait_idle()
+        print("\nHQ, by store:")
+        print(f"  {'store':<14}{'visits':>8}{'re-entries':>12}{'members':>9}")
+        for row in hq.by_store():
+            print(f"  {row['store_id']:<14}{row['visits']:>8}{row['reentries']:>12}{row['member_visits']:>9}")
     if sys.stdin.isatty():
         where = console.url + (f" and the HQ dashboard at {hq.url}" if hq is not None else "")
         input(f"\nthe guide console stays at {where}; press Enter to end the demo ... ")
