@@ -174,7 +174,7 @@ class Daemon:
     def topic(self, name: str) -> str:
         return events.topic(self.prefix, self.store_id, name)
 
-    def camera_states(self) -> dict[str, str]:
+    def camera_states(self) -> dict[str, events.CameraState]:
         return {s.camera_id: s.state for s in [*self.file_sources, *self.live_sources]}
 
     def stop(self, *_: Any) -> None:
@@ -288,21 +288,21 @@ class Daemon:
         if self._next_tick is None or self.now >= self._next_tick:
             self._next_tick = self.now + TICK
             try:
-                self._no_shows()
+                self._no_shows(self.now)
             except STORAGE_ERRORS as exc:  # tried again at the next tick
                 log.error("no-shows: not checked: %s", exc)
             self._publish_counts()
 
-    def _no_shows(self) -> None:
+    def _no_shows(self, now: datetime) -> None:
         grace = self.config.appointments.no_show_grace
         # Settled appointments stay on the box until the end of the next store day, no longer.
-        self.appointments.prune(self.appointments.day_of(self.now) - timedelta(days=1))
-        for appointment in self.appointments.due_no_shows(self.now, grace):
+        self.appointments.prune(self.appointments.day_of(now) - timedelta(days=1))
+        for appointment in self.appointments.due_no_shows(now, grace):
             if appointment.appointment_id in self._flag_unsaved:
                 self._flag(appointment.appointment_id)  # raised already; only its flag is owed
                 continue
             self._submit(events.NoShowAlert(
-                store_id=self.store_id, ts=self.now, appointment_id=appointment.appointment_id,
+                store_id=self.store_id, ts=now, appointment_id=appointment.appointment_id,
                 member_id=appointment.member_id, scheduled_at=appointment.scheduled_at,
                 grace_minutes=round(grace.total_seconds() / 60)))
             self._flag(appointment.appointment_id)

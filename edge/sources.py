@@ -22,9 +22,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from footfall.sync.events import CameraState
+
 log = logging.getLogger(__name__)
 
-STREAMING, RECONNECTING, ENDED = "streaming", "reconnecting", "ended"
+STREAMING: CameraState = "streaming"
+RECONNECTING: CameraState = "reconnecting"
+ENDED: CameraState = "ended"
 
 
 class SourceError(Exception):

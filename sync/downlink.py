@@ -18,12 +18,13 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from footfall.dedup.gallery import EnrolmentError, Gallery, Person
+from footfall.dedup.gallery import EnrolmentError, Gallery, Person, Role
 from footfall.recognition.images import decode_image
 from footfall.sync.appointments import Appointment, AppointmentStore
 from footfall.sync.counts import BY, bucket_floor, zone
@@ -154,10 +155,19 @@ def text_field(message: dict, key: str, *, required: bool = True, non_empty: boo
     return value
 
 
-def required_text(message: dict, key: str, *, max_length: int | None = None) -> str:
-    """A required, non-blank string field of at most `max_length` characters; Rejected naming it."""
-    value = text_field(message, key, max_length=max_length)
+def required_text(message: dict, key: str, *, max_length: int | None = None, non_empty: bool = True) -> str:
+    """A required string field (non-blank unless `non_empty` is False) of at most `max_length`
+    characters; Rejected naming it."""
+    value = text_field(message, key, max_length=max_length, non_empty=non_empty)
     if value is None:  # text_field raises for a missing required field; kept for the type
+        raise Rejected(f"{key} is required")
+    return value
+
+
+def required_time(message: dict, key: str) -> datetime:
+    """A required ISO 8601 timestamp with a UTC offset; Rejected naming the field otherwise."""
+    value = parse_time(message, key)
+    if value is None:  # parse_time raises for a missing required field; kept for the type
         raise Rejected(f"{key} is required")
     return value
 
@@ -301,9 +311,9 @@ def unit_embeddings(rows: Any, dim: int, max_vectors: int | None = None) -> np.n
 def parse_member_upsert(message: dict, *, recognizer_sha256: str, dim: int,
                         consent_at: datetime | None = None, limits: Limits = Limits()) -> MemberUpsert:
     """Check a members/upsert and decode its photos (or normalise its embeddings); Rejected with the reason."""
-    member_id = text_field(message, "member_id", max_length=limits.max_id_length)
-    name = text_field(message, "name", max_length=limits.max_text_length)
-    role = text_field(message, "role")
+    member_id = required_text(message, "member_id", max_length=limits.max_id_length)
+    name = required_text(message, "name", max_length=limits.max_text_length)
+    role = required_text(message, "role")
     if role not in ROLES:
         raise Rejected(f"role must be 'member' or 'staff', got {role[:32]!r}")
     tier = text_field(message, "tier", required=False, non_empty=False, max_length=limits.max_text_length)
@@ -321,7 +331,7 @@ def parse_member_upsert(message: dict, *, recognizer_sha256: str, dim: int,
     profile_bytes = len(json.dumps(profile, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
     if profile_bytes > limits.max_profile_bytes:
         raise Rejected(f"profile is {profile_bytes} bytes of JSON, over the limit of {limits.max_profile_bytes}")
-    person = Person(member_id, name, role, tier=tier, consent=bool(consent),
+    person = Person(member_id, name, cast(Role, role), tier=tier, consent=bool(consent),
                     consent_at=consent_at if consent else None, profile=profile)
     has_images = message.get("images") is not None
     has_embeddings = message.get("embeddings") is not None
@@ -345,15 +355,15 @@ def parse_member_upsert(message: dict, *, recognizer_sha256: str, dim: int,
 def parse_appointment(message: dict, limits: Limits = Limits()) -> Appointment:
     """Check an appointments/upsert into an Appointment; Rejected naming the field."""
     return Appointment(
-        appointment_id=text_field(message, "appointment_id", max_length=limits.max_id_length),
-        member_id=text_field(message, "member_id", max_length=limits.max_id_length),
-        scheduled_at=parse_time(message, "scheduled_at"),
-        channel=text_field(message, "channel", non_empty=False, max_length=limits.max_text_length),
-        advisor=text_field(message, "advisor", non_empty=False, max_length=limits.max_text_length),
+        appointment_id=required_text(message, "appointment_id", max_length=limits.max_id_length),
+        member_id=required_text(message, "member_id", max_length=limits.max_id_length),
+        scheduled_at=required_time(message, "scheduled_at"),
+        channel=required_text(message, "channel", non_empty=False, max_length=limits.max_text_length),
+        advisor=required_text(message, "advisor", non_empty=False, max_length=limits.max_text_length),
     )
 
 
-def parse_counts_request(payload: bytes, now: datetime, tz: str | tzinfo, *,
+def parse_counts_request(payload: bytes, now: datetime, tz: str | ZoneInfo, *,
                          max_payload: int = MAX_PAYLOAD, max_buckets: int = MAX_BUCKETS) -> CountsRequest:
     """Check a counts/get request; ValueError with the reason.
 
@@ -476,7 +486,7 @@ class Downlink:
         if upsert.photos is not None:
             vectors = self.embed_photos(upsert.photos)
             self.gallery.enroll(upsert.person, vectors)
-        else:
+        elif upsert.embeddings is not None:
             self.gallery.enroll(upsert.person, upsert.embeddings, model_sha256=self.recognizer_sha256)
         return Outcome(True)
 

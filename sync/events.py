@@ -219,6 +219,7 @@ class ErrorEvent(Event):
 
 
 CameraState = Literal["streaming", "reconnecting", "ended"]
+BoxState = Literal["online", "stopped", "offline"]
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,7 @@ class Status(Event):
     TOPIC: ClassVar[str] = STATUS
     RETAINED: ClassVar[bool] = True
 
-    state: Literal["online", "stopped", "offline"]
+    state: BoxState
     version: str
     cameras: dict[str, CameraState] = field(default_factory=dict)
     storage: str | None = None  # "ok" or "error: <reason>"; left out when not known (the last will)

@@ -144,7 +144,7 @@ class Publisher:
     """Publishes the outbox and the status; subscribes to downlink topics. Start once, stop once."""
 
     def __init__(self, config: MqttConfig, store_id: str, outbox: Outbox, *, version: str,
-                 cameras: Callable[[], dict[str, str]],
+                 cameras: Callable[[], dict[str, events.CameraState]],
                  storage: Callable[[], str] | None = None,
                  on_message: Callable[[paho.MQTTMessage], None] | None = None,
                  subscriptions: Sequence[str] = (),
@@ -298,7 +298,7 @@ class Publisher:
         client.on_message = self._on_downlink
         return client
 
-    def _status(self, state: str, cameras: dict[str, str] | None = None) -> events.Status:
+    def _status(self, state: events.BoxState, cameras: dict[str, events.CameraState] | None = None) -> events.Status:
         if cameras is None:
             try:
                 cameras = dict(self._cameras())
@@ -510,7 +510,7 @@ class Publisher:
     # -- paho callbacks (run on the publisher thread, inside client.loop) ----------------
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: paho.ConnectFlags,
-                    reason: ReasonCode, properties: Properties) -> None:
+                    reason: ReasonCode, properties: Properties | None) -> None:
         if reason.is_failure:
             hint = "; check mqtt.username and mqtt.password" if str(reason) in _AUTH_REASONS else ""
             self._refused(f"broker {self.host}:{self.port} refused the connection: {reason}{hint}")
