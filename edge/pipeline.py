@@ -176,7 +176,9 @@ class Pipeline:
                 decisions.append(self._known(passage, match))
                 continue
             entry = self.window.enter_anonymous(passage.embedding, passage.first_seen)
-            decisions.append(Decision(entry.kind, passage, entry.visitor_id, None, None,
+            # An unrecognised passage can re-enter a member's open visit (another camera, a turned head).
+            person = self.gallery.get(entry.member_id) if entry.member_id else None
+            decisions.append(Decision(entry.kind, passage, entry.visitor_id, entry.member_id, person,
                                       entry.visit_started, entry.score))
         return decisions
 
@@ -184,7 +186,7 @@ class Pipeline:
         """The decision for a gallery match: staff are not counted, members enter by their id."""
         if match.person.role == "staff":
             return Decision("staff", passage, None, None, match.person, None, match.score)
-        entry = self.window.enter_member(match.person.person_id, passage.first_seen)
+        entry = self.window.enter_member(match.person.person_id, passage.first_seen, passage.embedding)
         return Decision(entry.kind, passage, entry.visitor_id, entry.member_id, match.person,
                         entry.visit_started, match.score)
 
