@@ -241,7 +241,8 @@ class Daemon:
         today = self.counts.today(self.now)
         self._submit(events.Counts(
             store_id=self.store_id, ts=self.now, date=date.fromisoformat(today["date"]), visits=today["visits"],
-            reentries=today["reentries"], member_visits=today["member_visits"], by_hour=today["by_hour"]))
+            reentries=today["reentries"], member_visits=today["member_visits"], by_hour=today["by_hour"],
+            unidentified=today["unidentified"]))
         self._counts_dirty = False
 
     def _refresh_status(self) -> None:
@@ -339,10 +340,10 @@ class Daemon:
             visit = events.VisitEvent(
                 store_id=self.store_id, ts=ts, kind=d.kind, visitor_id=d.visitor_id, member_id=d.member_id,
                 role="member" if d.member_id else "visitor", camera_id=d.passage.camera_id,
-                first_seen_ts=d.passage.first_seen)
+                first_seen_ts=d.passage.first_seen, identified=d.identified)
             self._submit(visit)
             try:
-                self.counts.record(d.passage.first_seen, d.kind, d.member_id is not None)
+                self.counts.record(d.passage.first_seen, d.kind, d.member_id is not None, d.identified)
                 self._counts_dirty = True
                 if d.member_id:
                     self._member_arrived(d, visit, ts)
