@@ -8,7 +8,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from footfall.config.schema import Config
-from footfall.dedup.enrol import embeddings_from_photos
+from footfall.dedup.enrol import enrol_photos
 from footfall.dedup.gallery import EnrolmentError, Person
 from footfall.edge.pipeline import open_gallery, open_window
 from footfall.recognition.analyzer import FaceAnalyzer
@@ -29,7 +29,8 @@ def enroll(config: Config, *, person_id: str, name: str, role: str, tier: str | 
         raise EnrolmentError("no photos given")
     analyzer = FaceAnalyzer.from_config(config)
     images = [(str(p), read_image(p)) for p in tqdm(photos, desc="reading photos", disable=not progress, leave=False)]
-    vectors = embeddings_from_photos(analyzer, images)
+    enrolment = enrol_photos(analyzer, images)
+    vectors = enrolment.template
     person = Person(person_id, name, role, tier=tier, consent=consent,
                     consent_at=datetime.now(UTC) if consent else None)
     gallery = open_gallery(config, analyzer)
@@ -41,7 +42,9 @@ def enroll(config: Config, *, person_id: str, name: str, role: str, tier: str | 
     note = f"; {total} people enrolled on this box"
     if total >= 0.8 * FILING_THRESHOLD:
         note += f" (a filing with the regulator is due at {FILING_THRESHOLD})"
-    return f"enrolled {person_id} ({role}{', ' + tier if tier else ''}) from {len(photos)} photo(s){note}"
+    skipped = f"; not used: {enrolment.report()}" if enrolment.rejected else ""
+    return (f"enrolled {person_id} ({role}{', ' + tier if tier else ''}) from {len(enrolment.used)} of "
+            f"{len(photos)} photo(s){skipped}{note}")
 
 
 def erase(config: Config, person_id: str) -> str:

@@ -31,7 +31,7 @@ def test_a_member_is_enrolled_from_photos_only_with_consent(tmp_path, faces_dir)
     done = footfall("enroll", "--config", config, "--member-id", "m-1", "--name", "Barack", "--tier", "gold",
                     "--consent", *photos)
     assert done.returncode == 0, done.stderr
-    assert "enrolled m-1 (member, gold) from 2 photo(s); 1 people enrolled" in done.stdout
+    assert "enrolled m-1 (member, gold) from 2 of 2 photo(s); 1 people enrolled" in done.stdout
     cfg = load_config(config)
     gallery = open_gallery(cfg, FaceAnalyzer.from_config(cfg))
     try:

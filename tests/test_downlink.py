@@ -339,11 +339,18 @@ def test_one_bad_image_of_three_enrols_nothing_and_is_named_by_index(box, sha, o
     assert box.gallery.get("M-7") is None and len(box.gallery) == 0
 
 
-def test_a_photo_without_a_face_enrols_nothing_and_is_named_by_index(box, sha, obama_jpeg):
+def test_a_photo_without_a_face_does_not_stop_the_member_being_enrolled_from_the_others(box, sha, obama_jpeg):
     blank = b64(encoded(np.full((200, 200, 3), 128, np.uint8), ".jpg"))
     message = without(without(member_upsert(sha, "M-7"), "embeddings"), "embedding_model")
     outcome = box.send("members/upsert", message | {"images": [obama_jpeg, blank, obama_jpeg]})
-    assert not outcome.ok and "images[1]: no face found" in outcome.reason
+    assert outcome.ok and box.gallery.get("M-7") is not None
+
+
+def test_a_member_with_no_usable_photo_enrols_nothing_and_each_photo_is_named_by_index(box, sha):
+    blank = b64(encoded(np.full((200, 200, 3), 128, np.uint8), ".jpg"))
+    message = without(without(member_upsert(sha, "M-7"), "embeddings"), "embedding_model")
+    outcome = box.send("members/upsert", message | {"images": [blank, blank]})
+    assert not outcome.ok and "images[0]: no face found" in outcome.reason and "images[1]: no face found" in outcome.reason
     assert len(box.gallery) == 0
 
 
