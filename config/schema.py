@@ -61,7 +61,7 @@ class _Section(BaseModel):
 class ModelsConfig(_Section):
     dir: Path | None = Field(None, description="Directory of model files; default: the pack shipped in the package. $FOOTFALL_MODELS_DIR overrides it.")
     detector: str = Field("face_detection_yunet_2023mar.onnx", description="Detector file name, as in the model manifest.")
-    recognizer: str = Field("face-reidentification-retail-0095.onnx", description="Recognizer file name, as in the model manifest.")
+    recognizer: str = Field("edgeface_xs.onnx", description="Recognizer file name, as in the model manifest.")
 
 
 class QualityConfig(_Section):

@@ -61,7 +61,7 @@ def test_erase_removes_every_trace_from_the_gallery_file(tmp_path, faces_dir):
     with sqlite3.connect(db) as con:
         (vector,) = con.execute("SELECT vector FROM person_vectors WHERE person_id = 'member-4711'").fetchone()
     con.close()
-    assert len(vector) == 256 * 4
+    assert len(vector) == 512 * 4
     done = footfall("erase", "--config", config, "--member-id", "member-4711")
     assert done.returncode == 0, done.stderr
     assert "erased member-4711: removed from gallery" in done.stdout

@@ -3,8 +3,8 @@
 A message is applied whole or not at all: a rejected one changes neither the
 gallery nor the appointments, and its reason names the field (and the index of
 a bad image or vector) for the `errors` event. Whatever arrives, `handle`
-never raises. Photos go through the real models (the shipped reid-0095 pack,
-256-d); embeddings are synthetic 256-d vectors made "by" that recognizer.
+never raises. Photos go through the real models (the shipped EdgeFace-XS pack,
+512-d); embeddings are synthetic 512-d vectors made "by" that recognizer.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from footfall.sync.downlink import (
     parse_counts_request,
 )
 
-DIM = 256
+DIM = 512
 TZ = ZoneInfo("Asia/Shanghai")
 OTHER_SHA = "b" * 64
 THRESHOLD, MARGIN = 0.55, 0.05
@@ -45,7 +45,7 @@ NOW = datetime(2026, 11, 23, 15, 30, tzinfo=TZ)
 
 
 def faces(n: int, seed: int = 0) -> np.ndarray:
-    """n different people: orthonormal random 256-d vectors."""
+    """n different people: orthonormal random 512-d vectors."""
     q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((DIM, n)))
     return q.T.astype(np.float32)
 
@@ -259,7 +259,7 @@ REJECTIONS = [
     ("members/upsert", lambda m: without(m, "embeddings") | {"images": [7]}, "images[0] must be a base64 string"),
     ("members/upsert", lambda m: m | {"embeddings": []}, "embeddings must be a non-empty list"),
     ("members/upsert", lambda m: m | {"embeddings": [[0.1] * DIM, [0.1] * 128]},
-     "embeddings[1] has 128 values; the recognizer's embeddings are 256-d"),
+     "embeddings[1] has 128 values; the recognizer's embeddings are 512-d"),
     ("members/upsert", lambda m: m | {"embeddings": [[0.1] * 3 + ["x"] + [0.1] * (DIM - 4)]},
      "embeddings[0][3] must be a number"),
     ("members/upsert", lambda m: m | {"embeddings": [[True] * DIM]}, "embeddings[0][0] must be a number"),

@@ -179,7 +179,7 @@ def test_a_closed_windows_embedding_is_gone_from_the_sqlite_files(store, people,
     raw = db.read_bytes() + _wal(db)
     assert blob not in raw
     assert visit.visitor_id.encode() not in raw
-    assert np.frombuffer(blob, dtype=np.float32).size == 256
+    assert np.frombuffer(blob, dtype=np.float32).size == 512
 
 
 def _wal(db: Path) -> bytes:
