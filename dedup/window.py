@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Literal
@@ -72,6 +72,7 @@ class Entry:
     visit_started: datetime  # first entry of this visit
     ts: datetime             # this entry
     score: float | None      # similarity to the matched window (anonymous matches), else None
+    recognised_late: bool = False  # a member's entry that made an anonymous visit theirs
 
 
 # -- pure rules --------------------------------------------------------------------
@@ -217,7 +218,7 @@ class VisitWindow:
                 earlier = self._open[visitor_id]
                 earlier.member_id = member_id
                 self._save_member(earlier)
-                return self._reenter(earlier, now, score, vector)
+                return replace(self._reenter(earlier, now, score, vector), recognised_late=True)
             return self._start(member_id, member_id, now, vector)
 
     def expire(self, now: datetime) -> int:

@@ -358,8 +358,8 @@ class Daemon:
                 store_id=self.store_id, ts=ts, appointment_id=a.appointment_id, member_id=a.member_id,
                 scheduled_at=a.scheduled_at, channel=a.channel, advisor=a.advisor,
                 minutes_early=arrival.minutes_early))
-        if d.kind != "visit":
-            return  # one arrival pop-up per visit
+        if d.kind != "visit" and not d.recognised_late:
+            return  # one arrival pop-up per visit: at its start, or when the member is first recognised in it
         today = self.appointments.for_member_on_day(d.member_id, self.appointments.day_of(d.passage.first_seen))
         appointment = None
         if today:

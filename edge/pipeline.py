@@ -54,6 +54,7 @@ class Decision:
     person: Person | None
     visit_started: datetime | None
     score: float | None
+    recognised_late: bool = False  # the member's first recognition in a visit they began unrecognised
 
     @property
     def identified(self) -> bool:
@@ -205,7 +206,7 @@ class Pipeline:
             return Decision("staff", passage, None, None, match.person, None, match.score)
         entry = self.window.enter_member(match.person.person_id, passage.first_seen, passage.embedding)
         return Decision(entry.kind, passage, entry.visitor_id, entry.member_id, match.person,
-                        entry.visit_started, match.score)
+                        entry.visit_started, match.score, entry.recognised_late)
 
     def close(self) -> None:
         """Close the gallery and the window stores."""

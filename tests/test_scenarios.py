@@ -213,3 +213,4 @@ def test_a_member_recognised_late_is_a_reentry_of_the_visit_they_started_unrecog
     (late,) = store.run(store.clip(at(11, 30), (member, photos[0])), enrol=enrol)
     assert (late.kind, late.member_id, late.visitor_id) == ("reentry", member, first.visitor_id)
     assert late.visit_started == first.visit_started
+    assert late.recognised_late  # the daemon sends the arrival pop-up for it
