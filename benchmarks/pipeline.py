@@ -59,13 +59,15 @@ class Oracle:
                 image = read_image(bank.faces_dir / w.identity / w.photo)
                 self.vectors[(w.identity, w.photo)] = embeddings_from_photos(analyzer, [(w.photo, image)])[0]
 
-    def identity(self, ts: datetime, embedding: np.ndarray) -> str:
+    def identity(self, ts: datetime, embedding: np.ndarray | None) -> str:
         near = [w for w in self.walks if w.at - timedelta(seconds=2) <= ts <= w.leave + timedelta(seconds=2)]
         near = near or self.walks
+        if embedding is None:  # an entrant counted without a usable face: the walker then in view
+            return min(near, key=lambda w: abs((w.at - ts).total_seconds())).identity
         return max(near, key=lambda w: float(self.vectors[(w.identity, w.photo)] @ embedding)).identity
 
 
-def score(events: Sequence[tuple[str, str | None, datetime, np.ndarray]], oracle: Oracle) -> dict[str, int]:
+def score(events: Sequence[tuple[str, str | None, datetime, np.ndarray | None]], oracle: Oracle) -> dict[str, int]:
     """Counts of (kind, visitor key, ts, embedding) events, and merges of different people."""
     first_identity: dict[str | None, str] = {}
     out = {"visits": 0, "reentries": 0, "merges": 0}

@@ -129,7 +129,7 @@ def cmd_bench_calibration(args: argparse.Namespace) -> int:
 
     crowd = Path(args.crowd) if args.crowd else None
     result = calibrate(_bench_config(args), Path(args.faces), crowd, renditions=args.renditions,
-                       trials=args.trials, progress=not args.json)
+                       shots=args.shots, trials=args.trials, progress=not args.json)
     print(json.dumps(result) if args.json else format_report(result))
     return EXIT_OK
 
@@ -306,9 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench_soak)
     p = bench.add_parser("calibration", help="dedup/member thresholds: error rates and the false-merge curve")
     _bench_options(p)
-    p.add_argument("--crowd", help="an image of many strangers' faces, added as extra identities")
-    p.add_argument("--renditions", type=int, default=4, help="degraded renditions per photo")
-    p.add_argument("--trials", type=int, default=4000, help="stranger passages per point of the curve")
+    p.add_argument("--crowd", help="ignored (kept for old scripts): the labelled sets hold enough strangers")
+    p.add_argument("--renditions", type=int, default=4, help="degraded renditions (passages) per photo")
+    p.add_argument("--shots", type=int, default=5, help="shots rendered per passage (the tracker keeps tracking.shots)")
+    p.add_argument("--trials", type=int, default=2000, help="stranger passages per point of the curve")
     p.set_defaults(func=cmd_bench_calibration)
     p = bench.add_parser("hq", help="a chain's day through Mosquitto into one, then two HQ collectors (one "
                                     "killed mid-run): events/s, publish->commit latency, lost, duplicated")

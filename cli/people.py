@@ -13,7 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from footfall.config.schema import Config
-from footfall.dedup.enrol import embeddings_from_photos
+from footfall.dedup.enrol import enrol_photos
 from footfall.dedup.gallery import EnrolmentError, Person, Role
 from footfall.edge import admin
 from footfall.edge.pipeline import open_gallery, open_window
@@ -36,10 +36,12 @@ def enroll(config: Config, *, person_id: str, name: str, role: Role, tier: str |
         raise EnrolmentError("no photos given")
     analyzer = FaceAnalyzer.from_config(config)
     images = [(str(p), read_image(p)) for p in tqdm(photos, desc="reading photos", disable=not progress, leave=False)]
-    vectors = embeddings_from_photos(analyzer, images)
+    enrolment = enrol_photos(analyzer, images)
+    vectors = enrolment.template
     person = Person(person_id, name, role, tier=tier, consent=consent,
                     consent_at=datetime.now(UTC) if consent else None)
-    what = f"{person_id} ({role}{', ' + tier if tier else ''}) from {len(photos)} photo(s)"
+    skipped = f"; not used: {enrolment.report()}" if enrolment.rejected else ""
+    what = f"{person_id} ({role}{', ' + tier if tier else ''}) from {len(enrolment.used)} of {len(photos)} photo(s){skipped}"
 
     def local() -> str:
         gallery = open_gallery(config, analyzer)
@@ -54,8 +56,10 @@ def enroll(config: Config, *, person_id: str, name: str, role: Role, tier: str |
         return f"enrolled {what}{note}"
 
     def through_daemon() -> str:
+        # `ts`: this enrolment is newer than any earlier erasure of the person (a new consent).
         message = {"member_id": person_id, "name": name, "role": role, "tier": tier, "consent": consent,
-                   "embeddings": vectors.tolist(), "embedding_model": analyzer.pack.recognizer.sha256}
+                   "embeddings": vectors.tolist(), "embedding_model": analyzer.pack.recognizer.sha256,
+                   "ts": events.iso(datetime.now(UTC))}
         admin.apply(config.storage.dir, events.MEMBERS_UPSERT, json.dumps(message))
         return f"enrolled {what} in the running daemon"
 

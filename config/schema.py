@@ -70,7 +70,7 @@ class _Section(BaseModel):
 class ModelsConfig(_Section):
     dir: Path | None = Field(None, description="Directory of model files; default: the pack shipped in the package. $FOOTFALL_MODELS_DIR overrides it.")
     detector: str = Field("face_detection_yunet_2023mar.onnx", description="Detector file name, as in the model manifest.")
-    recognizer: str = Field("face-reidentification-retail-0095.onnx", description="Recognizer file name, as in the model manifest.")
+    recognizer: str = Field("edgeface_xs.onnx", description="Recognizer file name, as in the model manifest.")
 
 
 class QualityConfig(_Section):
@@ -117,6 +117,7 @@ class TrackingConfig(_Section):
     max_gap: Duration = Field(timedelta(seconds=1.5), description="A track ends when its face is unseen this long.")
     min_iou: float = Field(0.15, gt=0, lt=1, description="Smallest overlap of a face with a track's predicted box to continue it.")
     shots: int = Field(3, ge=1, le=10, description="Best faces kept per track and embedded when it ends.")
+    min_hits: int = Field(3, ge=1, le=1000, description="Frames a face must be seen in to count as an entrant when no shot passed the quality gate (fewer: a flicker).")
 
 
 class MqttConfig(_Section):

@@ -8,7 +8,11 @@ visitor's vectors are kept only while their window is open.
 
 Anonymous visitors are recognised by their face vectors (FAISS over the open
 windows); members arrive already identified by the gallery and are keyed by
-member id, with no vector kept here.
+member id. A member's passage vector is kept in their window too, so that the
+same person is one visit whichever camera or moment recognised them: a member
+recognised late (their earlier entry went unrecognised) re-enters the anonymous
+visit their face matches, which becomes theirs; an unrecognised passage of a
+member already inside (another camera, a turned head) re-enters the member's.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Literal
@@ -68,6 +72,7 @@ class Entry:
     visit_started: datetime  # first entry of this visit
     ts: datetime             # this entry
     score: float | None      # similarity to the matched window (anonymous matches), else None
+    recognised_late: bool = False  # a member's entry that made an anonymous visit theirs
 
 
 # -- pure rules --------------------------------------------------------------------
@@ -194,18 +199,32 @@ class VisitWindow:
             visitor_id, score = hit
             return self._reenter(self._open[visitor_id], now, score, vector)
 
-    def enter_member(self, member_id: str, ts: datetime) -> Entry:
-        """A recognised member enters; their window is keyed by member id."""
+    def enter_member(self, member_id: str, ts: datetime, embedding: np.ndarray | None = None) -> Entry:
+        """A recognised member enters.
+
+        Their own open window, if any, takes the entry. Otherwise, with the passage's `embedding`,
+        the open anonymous windows are searched first (same rule as anonymous entries): a match
+        means the member entered earlier unrecognised, so this is a re-entry of that visit and the
+        window is the member's from now on. Else a new visit starts, keyed by member id.
+        """
         if not member_id:
             raise ValueError("member_id must not be empty")
+        vector = None if embedding is None else self._unit_vector(embedding)
         with self._lock:
             self._check_open()
             now = self._advance(ts)
             self._expire(now)
-            current = self._open.get(member_id)
-            if current is not None and current.member_id == member_id:
-                return self._reenter(current, now, None, None)
-            return self._start(member_id, member_id, now, None)
+            current = self._member_window(member_id)
+            if current is not None:
+                return self._reenter(current, now, None, vector)
+            hit = None if vector is None else self._match(vector, anonymous_only=True)
+            if hit is not None:
+                visitor_id, score = hit
+                earlier = self._open[visitor_id]
+                earlier.member_id = member_id
+                self._save_member(earlier)
+                return replace(self._reenter(earlier, now, score, vector), recognised_late=True)
+            return self._start(member_id, member_id, now, vector)
 
     def expire(self, now: datetime) -> int:
         """Close every window whose end is at or before `now`; returns how many closed."""
@@ -222,7 +241,7 @@ class VisitWindow:
         """Erase a window (anonymous id or member id) and its vectors everywhere; False if none."""
         with self._lock:
             self._check_open()
-            current = self._open.get(visitor_id)
+            current = self._open.get(visitor_id) or self._member_window(visitor_id)
             if current is None:
                 return False
             self._close([current])
@@ -269,12 +288,23 @@ class VisitWindow:
             raise ValueError(f"embedding must be L2-normalised, its norm is {norm:.4f}")
         return vector
 
-    def _match(self, vector: np.ndarray) -> tuple[str, float] | None:
+    def _member_window(self, member_id: str) -> _Open | None:
+        current = self._open.get(member_id)
+        if current is not None and current.member_id == member_id:
+            return current
+        return next((v for v in self._open.values() if v.member_id == member_id), None)
+
+    def _match(self, vector: np.ndarray, anonymous_only: bool = False) -> tuple[str, float] | None:
         if len(self._index) == 0:
             return None
         # The best visitor holds at most MAX_VECTORS of the hits, so the second visitor is among them too.
-        scores, ids = self._index.search(vector, 2 * MAX_VECTORS + 2)
-        picked = pick_visitor(best_by_owner(scores[0], ids[0], self._owner_of), self.threshold, self.margin)
+        # Searching anonymous windows only, members' vectors may fill the hits: search them all then.
+        k = len(self._index) if anonymous_only else 2 * MAX_VECTORS + 2
+        scores, ids = self._index.search(vector, k)
+        ranked = best_by_owner(scores[0], ids[0], self._owner_of)
+        if anonymous_only:
+            ranked = [(v, score) for v, score in ranked if self._open[v].member_id is None]
+        picked = pick_visitor(ranked, self.threshold, self.margin)
         if picked is None or not self.mutual_nearest:
             return picked
         visitor_id, score = picked
@@ -425,6 +455,12 @@ class VisitWindow:
         self.storage_error = None
         purge(conn)
         return True
+
+    def _save_member(self, visitor: _Open) -> None:
+        if self._conn is None:
+            return
+        self._write(lambda conn: conn.execute("UPDATE windows SET member_id = ? WHERE visitor_id = ?",
+                                              (visitor.member_id, visitor.visitor_id)), [visitor.visitor_id])
 
     def _load(self, path: Path) -> None:
         for visitor_id, member_id, started, last in self._conn.execute(

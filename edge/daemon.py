@@ -158,7 +158,7 @@ class Daemon:
         self.storage_state = "ok"
         # The other state files (counts.db, appointments.db, windows.db): file -> why it refused writes.
         self.state_errors: dict[str, str] = {}
-        self.uncounted: deque[tuple[datetime, str, bool]] = deque()  # entries counts.db refused, retried
+        self.uncounted: deque[tuple[datetime, str, bool, bool]] = deque()  # entries counts.db refused, retried
         self._flag_unsaved: set[str] = set()  # no-shows raised whose flag appointments.db refused
         self.unstored: deque[events.Event] = deque()
         self.unstored_dropped = 0
@@ -323,7 +323,8 @@ class Daemon:
         today = self.counts.today(self.now)
         self._submit(events.Counts(
             store_id=self.store_id, ts=self.now, date=date.fromisoformat(today["date"]), visits=today["visits"],
-            reentries=today["reentries"], member_visits=today["member_visits"], by_hour=today["by_hour"]))
+            reentries=today["reentries"], member_visits=today["member_visits"], by_hour=today["by_hour"],
+            unidentified=today["unidentified"]))
         self._counts_dirty = False
 
     def _refresh_status(self) -> None:
@@ -410,9 +411,9 @@ class Daemon:
         elif window.storage_error:
             self._state_failed("windows.db", RuntimeError(window.storage_error))
         while self.uncounted:
-            first_seen, kind, member = self.uncounted[0]
+            first_seen, kind, member, identified = self.uncounted[0]
             try:
-                self.counts.record(first_seen, kind, member)
+                self.counts.record(first_seen, kind, member, identified)
             except STORAGE_ERRORS as exc:
                 self._state_failed("counts.db", exc)
                 return
@@ -420,11 +421,11 @@ class Daemon:
             self._counts_dirty = True
         self._state_ok("counts.db")
 
-    def _count(self, first_seen: datetime, kind: str, member: bool) -> None:
+    def _count(self, first_seen: datetime, kind: str, member: bool, identified: bool) -> None:
         """Record an entry in counts.db; while it refuses writes, entries wait in memory, in order."""
         if not self.uncounted:
             try:
-                self.counts.record(first_seen, kind, member)
+                self.counts.record(first_seen, kind, member, identified)
                 self._counts_dirty = True
                 return
             except STORAGE_ERRORS as exc:
@@ -433,7 +434,7 @@ class Daemon:
         if len(self.uncounted) >= RETRY_MAX:
             self.uncounted.popleft()
             log.error("counts: %d entries held in memory already; the oldest is not counted", RETRY_MAX)
-        self.uncounted.append((first_seen, kind, member))
+        self.uncounted.append((first_seen, kind, member, identified))
 
     def _retry_unstored(self, force: bool = False) -> None:
         """Store the held-back events, oldest first, at most once a second unless `force`."""
@@ -479,15 +480,15 @@ class Daemon:
             visit = events.VisitEvent(
                 store_id=self.store_id, ts=ts, kind=d.kind, visitor_id=d.visitor_id, member_id=d.member_id,
                 role="member" if d.member_id else "visitor", camera_id=d.passage.camera_id,
-                first_seen_ts=d.passage.first_seen)
+                first_seen_ts=d.passage.first_seen, identified=d.identified)
             self._submit(visit)
-            self._count(d.passage.first_seen, d.kind, d.member_id is not None)
+            self._count(d.passage.first_seen, d.kind, d.member_id is not None, d.identified)
             if d.member_id:
                 try:
                     self._member_arrived(d, visit, ts)
                 except STORAGE_ERRORS as exc:  # the visit itself is kept; a full disk never stops the daemon
                     self._state_failed("appointments.db", exc)
-                    log.error("%s of %s: alerts not raised: %s", d.kind, d.member_id, exc)
+                    log.error("%s of a member: alerts not raised: %s", d.kind, exc)
 
     def _member_arrived(self, d: Decision, visit: events.VisitEvent, ts: datetime) -> None:
         try:
@@ -501,8 +502,8 @@ class Daemon:
                 store_id=self.store_id, ts=ts, appointment_id=a.appointment_id, member_id=a.member_id,
                 scheduled_at=a.scheduled_at, channel=a.channel, advisor=a.advisor,
                 minutes_early=arrival.minutes_early))
-        if d.kind != "visit":
-            return  # one arrival pop-up per visit
+        if d.kind != "visit" and not d.recognised_late:
+            return  # one arrival pop-up per visit: at its start, or when the member is first recognised in it
         today = self.appointments.for_member_on_day(d.member_id, self.appointments.day_of(d.passage.first_seen))
         appointment = None
         if today:

@@ -6,6 +6,7 @@ visit window shared by all cameras.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,7 +39,7 @@ class Passage:
     first_seen: datetime
     last_seen: datetime
     best_shot_ts: datetime
-    embedding: np.ndarray
+    embedding: np.ndarray | None  # None: the track never gave a usable shot (turned away, blurred)
     shots: int
 
 
@@ -53,6 +54,12 @@ class Decision:
     person: Person | None
     visit_started: datetime | None
     score: float | None
+    recognised_late: bool = False  # the member's first recognition in a visit they began unrecognised
+
+    @property
+    def identified(self) -> bool:
+        """False for an entrant counted without a usable face: never matched to anyone."""
+        return self.passage.embedding is not None
 
     @property
     def role(self) -> str:
@@ -81,6 +88,7 @@ class Pipeline:
         t = config.tracking
         self._tracker_args = dict(max_gap=t.max_gap.total_seconds(), min_iou=t.min_iou, shots=t.shots,
                                   embed=analyzer.embedder.embed)
+        self.min_hits = t.min_hits
         self.trackers: dict[str, Tracker] = {}
         self.gates: dict[str, MotionGate] = {}
         self.motion_share = config.recognition.motion_share
@@ -152,14 +160,20 @@ class Pipeline:
         return decisions
 
     def passages(self, ended: list[EndedTrack]) -> list[Passage]:
-        """Embed the kept shots of every ended track in one batch; tracks without one are no passage."""
+        """Embed the kept shots of every ended track in one batch.
+
+        A track without a usable shot is still someone walking in: a passage without an embedding
+        when the face was seen in at least `tracking.min_hits` frames (fewer is a flicker, and a
+        poster's face is gated or matched like anyone's); otherwise nothing.
+        """
+        out = [Passage(t.camera_id, t.first_seen, t.last_seen, t.last_seen, None, 0)
+               for t in ended if not t.shots and not t.decided and t.hits >= self.min_hits]
         kept = [t for t in ended if t.shots and not t.decided]
         fresh = [s for t in kept for s in t.shots if s.embedding is None]
         if fresh:
             for shot, vector in zip(fresh, self.analyzer.embedder.embed([s.crop for s in fresh])):
                 shot.embedding = vector
             self.embedded_faces += len(fresh)
-        out = []
         for track in kept:
             best = max(track.shots, key=lambda s: s.quality)
             vectors = np.stack([s.embedding for s in track.shots])
@@ -171,12 +185,18 @@ class Pipeline:
         """Staff, member, re-entry or new visit, in order of entry time."""
         decisions = []
         for passage in sorted(self.passages(ended), key=lambda p: p.first_seen):
+            if passage.embedding is None:
+                # counted, never matched: nothing to compare with, so a new visit by a new id
+                decisions.append(Decision("visit", passage, uuid.uuid4().hex, None, None, passage.first_seen, None))
+                continue
             match = self.gallery.match(passage.embedding)
             if match:
                 decisions.append(self._known(passage, match))
                 continue
             entry = self.window.enter_anonymous(passage.embedding, passage.first_seen)
-            decisions.append(Decision(entry.kind, passage, entry.visitor_id, None, None,
+            # An unrecognised passage can re-enter a member's open visit (another camera, a turned head).
+            person = self.gallery.get(entry.member_id) if entry.member_id else None
+            decisions.append(Decision(entry.kind, passage, entry.visitor_id, entry.member_id, person,
                                       entry.visit_started, entry.score))
         return decisions
 
@@ -184,9 +204,9 @@ class Pipeline:
         """The decision for a gallery match: staff are not counted, members enter by their id."""
         if match.person.role == "staff":
             return Decision("staff", passage, None, None, match.person, None, match.score)
-        entry = self.window.enter_member(match.person.person_id, passage.first_seen)
+        entry = self.window.enter_member(match.person.person_id, passage.first_seen, passage.embedding)
         return Decision(entry.kind, passage, entry.visitor_id, entry.member_id, match.person,
-                        entry.visit_started, match.score)
+                        entry.visit_started, match.score, entry.recognised_late)
 
     def close(self) -> None:
         """Close the gallery and the window stores."""

@@ -34,6 +34,7 @@ class ModelEntry:
     input_size: tuple[int, int]
     url: str = ""
     archive_member: str = ""
+    provenance: str = ""
     dynamic_input: bool = False
     relax_input: bool = False
     # detectors

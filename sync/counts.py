@@ -39,6 +39,8 @@ _SCHEMA = [
     );
     CREATE INDEX entries_by_ts ON entries(ts_us);
     """,
+    # visits counted without a usable face (identified = 0), reported apart as `unidentified`
+    "ALTER TABLE entries ADD COLUMN identified INTEGER NOT NULL DEFAULT 1 CHECK (identified IN (0, 1));",
 ]
 
 Kind = Literal["visit", "reentry"]
@@ -52,6 +54,7 @@ class Counted:
     ts: datetime
     kind: Kind
     member: bool
+    identified: bool = True
 
 
 # -- pure rules --------------------------------------------------------------------
@@ -143,12 +146,13 @@ def by_local_hour(entries: Iterable[Counted], tz: ZoneInfo) -> list[int]:
 
 
 def tally(entries: Iterable[Counted]) -> dict[str, int]:
-    """`visits`, `reentries` and `member_visits` of some entries."""
-    totals = {"visits": 0, "reentries": 0, "member_visits": 0}
+    """`visits`, `reentries`, `member_visits` and `unidentified` (visits counted without a usable face)."""
+    totals = {"visits": 0, "reentries": 0, "member_visits": 0, "unidentified": 0}
     for entry in entries:
         if entry.kind == "visit":
             totals["visits"] += 1
             totals["member_visits"] += int(entry.member)
+            totals["unidentified"] += int(not entry.identified)
         else:
             totals["reentries"] += 1
     return totals
@@ -199,16 +203,17 @@ class CountStore:
             self._conn.close()
             raise
 
-    def record(self, ts: datetime, kind: str, member: bool) -> None:
-        """Count one entry: `kind` "visit" or "reentry", `member` whether a member made it."""
+    def record(self, ts: datetime, kind: str, member: bool, identified: bool = True) -> None:
+        """Count one entry: `kind` "visit" or "reentry", `member` whether a member made it,
+        `identified` False when no usable face was seen."""
         aware(ts)
         if kind not in KINDS:
             raise ValueError(f"kind must be 'visit' or 'reentry', got {kind!r}")
         if not isinstance(member, bool):
             raise TypeError(f"member must be a bool, got {type(member).__name__}")
         with self._lock, transaction(self._conn):
-            self._conn.execute("INSERT INTO entries (ts_us, kind, member) VALUES (?, ?, ?)",
-                               (to_us(ts), kind, int(member)))
+            self._conn.execute("INSERT INTO entries (ts_us, kind, member, identified) VALUES (?, ?, ?, ?)",
+                               (to_us(ts), kind, int(member), int(bool(identified))))
 
     def today(self, now: datetime) -> dict:
         """The `counts` payload for the store day `now` falls on: date, totals and 24 hourly visit counts."""
@@ -243,6 +248,6 @@ class CountStore:
     def _between(self, start: datetime, end: datetime) -> list[Counted]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT ts_us, kind, member FROM entries WHERE ts_us >= ? AND ts_us < ? ORDER BY ts_us",
+                "SELECT ts_us, kind, member, identified FROM entries WHERE ts_us >= ? AND ts_us < ? ORDER BY ts_us",
                 (to_us(start), to_us(end))).fetchall()
-        return [Counted(from_us(us), kind, bool(member)) for us, kind, member in rows]
+        return [Counted(from_us(us), kind, bool(member), bool(ident)) for us, kind, member, ident in rows]

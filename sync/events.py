@@ -108,6 +108,7 @@ class VisitEvent(Event):
     role: Literal["member", "visitor"]
     camera_id: str
     first_seen_ts: datetime
+    identified: bool = True  # False: counted without a usable face, never matched to anyone
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -119,7 +120,8 @@ class VisitEvent(Event):
 
     def fields(self) -> dict[str, Any]:
         return {"kind": self.kind, "visitor_id": self.visitor_id, "member_id": self.member_id,
-                "role": self.role, "camera_id": self.camera_id, "first_seen_ts": iso(self.first_seen_ts)}
+                "role": self.role, "camera_id": self.camera_id, "first_seen_ts": iso(self.first_seen_ts),
+                "identified": self.identified}
 
 
 @dataclass(frozen=True)
@@ -264,6 +266,7 @@ class Counts(Event):
     reentries: int
     member_visits: int
     by_hour: list[int]
+    unidentified: int = 0  # visits counted without a usable face (a badly placed camera shows here)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -274,4 +277,5 @@ class Counts(Event):
 
     def fields(self) -> dict[str, Any]:
         return {"date": self.date.isoformat(), "visits": self.visits, "reentries": self.reentries,
-                "member_visits": self.member_visits, "by_hour": list(self.by_hour)}
+                "member_visits": self.member_visits, "unidentified": self.unidentified,
+                "by_hour": list(self.by_hour)}

@@ -72,7 +72,7 @@ def make_analyzer(models_dir: Path | None, detector: str | None = None, recogniz
 
 @pytest.fixture(scope="session")
 def default_analyzer() -> FaceAnalyzer:
-    """The default pack shipped in the package: YuNet + reid-0095."""
+    """The default pack shipped in the package: YuNet + EdgeFace-XS."""
     return make_analyzer(None)
 
 

@@ -59,3 +59,14 @@ def test_aligned_crop_has_the_recognizer_input_size_and_landmarks_on_the_templat
     assert crop.shape == (128, 128, 3)
     for x, y in template.astype(int):
         assert crop[y, x].max() > 200, "each landmark should land on its template point"
+
+
+def test_arcface_alignment_is_the_transform_insightface_computes():
+    from insightface.utils import face_align
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        landmarks = (template_points("arcface", (112, 112)) * rng.uniform(1.2, 2.5) + rng.uniform(50, 150, 2)
+                     + rng.normal(0, 2, (5, 2))).astype(np.float32)
+        ours = similarity_transform(landmarks, template_points("arcface", (112, 112)))
+        assert np.abs(ours - face_align.estimate_norm(landmarks, 112)).max() < 1e-3

@@ -31,7 +31,7 @@ def test_a_member_is_enrolled_from_photos_only_with_consent(tmp_path, faces_dir)
     done = footfall("enroll", "--config", config, "--member-id", "m-1", "--name", "Barack", "--tier", "gold",
                     "--consent", *photos)
     assert done.returncode == 0, done.stderr
-    assert "enrolled m-1 (member, gold) from 2 photo(s); 1 people enrolled" in done.stdout
+    assert "enrolled m-1 (member, gold) from 2 of 2 photo(s); 1 people enrolled" in done.stdout
     cfg = load_config(config)
     gallery = open_gallery(cfg, FaceAnalyzer.from_config(cfg))
     try:
@@ -61,7 +61,7 @@ def test_erase_removes_every_trace_from_the_gallery_file(tmp_path, faces_dir):
     with sqlite3.connect(db) as con:
         (vector,) = con.execute("SELECT vector FROM person_vectors WHERE person_id = 'member-4711'").fetchone()
     con.close()
-    assert len(vector) == 256 * 4
+    assert len(vector) == 512 * 4
     done = footfall("erase", "--config", config, "--member-id", "member-4711")
     assert done.returncode == 0, done.stderr
     assert "erased member-4711: removed from gallery" in done.stdout

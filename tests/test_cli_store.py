@@ -59,6 +59,24 @@ def test_members_import_enrols_good_lines_and_names_the_bad_ones(tmp_path, faces
         gallery.close()
 
 
+def test_members_import_enrols_from_the_usable_photos_and_names_each_unusable_one(tmp_path, faces_dir):
+    import cv2
+    import numpy as np
+
+    config = write_config(tmp_path)
+    photos = tmp_path / "crm" / "photos"
+    photos.mkdir(parents=True)
+    (photos / "obama1.jpg").write_bytes((faces_dir / "obama" / "1.jpg").read_bytes())
+    cv2.imwrite(str(photos / "wall.jpg"), np.full((200, 200, 3), 128, np.uint8))
+    export = tmp_path / "crm" / "members.jsonl"
+    export.write_text(json.dumps({"member_id": "m-1", "name": "Barack", "role": "member", "consent": True,
+                                  "images": ["photos/obama1.jpg", "photos/wall.jpg"]}) + "\n")
+    done = footfall("members", "import", "--config", config, str(export))
+    assert done.returncode == 0, done.stderr
+    assert "1 imported, 0 skipped" in done.stdout
+    assert "images[1] not used: no face found" in done.stderr
+
+
 def test_appointments_import_keeps_the_valid_ones(tmp_path):
     config = write_config(tmp_path)
     export = tmp_path / "appointments.jsonl"

@@ -38,7 +38,7 @@ def test_empty_document_gives_the_documented_defaults():
     assert config.store_id == "demo-store"
     assert config.dedup.window == timedelta(hours=3)
     assert config.models.detector == "face_detection_yunet_2023mar.onnx"
-    assert config.models.recognizer == "face-reidentification-retail-0095.onnx"
+    assert config.models.recognizer == "edgeface_xs.onnx"
 
 
 def test_empty_document_has_no_cameras():

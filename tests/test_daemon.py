@@ -189,12 +189,12 @@ def test_bad_downlink_messages_are_answered_on_errors_and_the_daemon_keeps_worki
 def downlink_round_trip(daemon, broker, errors, answers) -> None:
     request(broker.port, PREFIX + "members/upsert", b"{not json")
     request(broker.port, PREFIX + "members/upsert", {"member_id": "m-9", "name": "X", "role": "member",
-                                                     "consent": False, "embeddings": [[0.1] * 256]})
+                                                     "consent": False, "embeddings": [[0.1] * 512]})
     got = errors.wait_for(lambda ms: len(ms) >= 2, 10, "two errors")
     reasons = [m.payload["reason"] for m in got]
     assert any("JSON" in r for r in reasons) and any("consent" in r for r in reasons)
     assert all(m.payload["topic"] == PREFIX + "members/upsert" for m in got)
-    vector = np.zeros(256, np.float32)
+    vector = np.zeros(512, np.float32)
     vector[0] = 1.0
     request(broker.port, PREFIX + "members/upsert", {
         "member_id": "m-1", "name": "Ms One", "role": "member", "consent": True, "tier": "gold",

@@ -3,8 +3,8 @@
 A message is applied whole or not at all: a rejected one changes neither the
 gallery nor the appointments, and its reason names the field (and the index of
 a bad image or vector) for the `errors` event. Whatever arrives, `handle`
-never raises. Photos go through the real models (the shipped reid-0095 pack,
-256-d); embeddings are synthetic 256-d vectors made "by" that recognizer.
+never raises. Photos go through the real models (the shipped EdgeFace-XS pack,
+512-d); embeddings are synthetic 512-d vectors made "by" that recognizer.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from footfall.sync.downlink import (
     parse_counts_request,
 )
 
-DIM = 256
+DIM = 512
 TZ = ZoneInfo("Asia/Shanghai")
 OTHER_SHA = "b" * 64
 THRESHOLD, MARGIN = 0.55, 0.05
@@ -45,7 +45,7 @@ NOW = datetime(2026, 11, 23, 15, 30, tzinfo=TZ)
 
 
 def faces(n: int, seed: int = 0) -> np.ndarray:
-    """n different people: orthonormal random 256-d vectors."""
+    """n different people: orthonormal random 512-d vectors."""
     q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((DIM, n)))
     return q.T.astype(np.float32)
 
@@ -259,7 +259,7 @@ REJECTIONS = [
     ("members/upsert", lambda m: without(m, "embeddings") | {"images": [7]}, "images[0] must be a base64 string"),
     ("members/upsert", lambda m: m | {"embeddings": []}, "embeddings must be a non-empty list"),
     ("members/upsert", lambda m: m | {"embeddings": [[0.1] * DIM, [0.1] * 128]},
-     "embeddings[1] has 128 values; the recognizer's embeddings are 256-d"),
+     "embeddings[1] has 128 values; the recognizer's embeddings are 512-d"),
     ("members/upsert", lambda m: m | {"embeddings": [[0.1] * 3 + ["x"] + [0.1] * (DIM - 4)]},
      "embeddings[0][3] must be a number"),
     ("members/upsert", lambda m: m | {"embeddings": [[True] * DIM]}, "embeddings[0][0] must be a number"),
@@ -339,11 +339,18 @@ def test_one_bad_image_of_three_enrols_nothing_and_is_named_by_index(box, sha, o
     assert box.gallery.get("M-7") is None and len(box.gallery) == 0
 
 
-def test_a_photo_without_a_face_enrols_nothing_and_is_named_by_index(box, sha, obama_jpeg):
+def test_a_photo_without_a_face_does_not_stop_the_member_being_enrolled_from_the_others(box, sha, obama_jpeg):
     blank = b64(encoded(np.full((200, 200, 3), 128, np.uint8), ".jpg"))
     message = without(without(member_upsert(sha, "M-7"), "embeddings"), "embedding_model")
     outcome = box.send("members/upsert", message | {"images": [obama_jpeg, blank, obama_jpeg]})
-    assert not outcome.ok and "images[1]: no face found" in outcome.reason
+    assert outcome.ok and box.gallery.get("M-7") is not None
+
+
+def test_a_member_with_no_usable_photo_enrols_nothing_and_each_photo_is_named_by_index(box, sha):
+    blank = b64(encoded(np.full((200, 200, 3), 128, np.uint8), ".jpg"))
+    message = without(without(member_upsert(sha, "M-7"), "embeddings"), "embedding_model")
+    outcome = box.send("members/upsert", message | {"images": [blank, blank]})
+    assert not outcome.ok and "images[0]: no face found" in outcome.reason and "images[1]: no face found" in outcome.reason
     assert len(box.gallery) == 0
 
 

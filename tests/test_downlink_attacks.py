@@ -123,15 +123,16 @@ def upsert(member_id: str, **fields) -> dict:
     return {"member_id": member_id, "name": "Li Wei", "role": "member", "consent": True} | fields
 
 
-def unit_vectors(n: int, seed: int = 0) -> list[list[float]]:
-    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((256, n)))
+def unit_vectors(n: int, seed: int = 0, dim: int = 256) -> list[list[float]]:
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((dim, n)))
     return q.T.astype(np.float32).tolist()
 
 
 def with_embeddings(daemon: Daemon, member_id: str, n: int = 1, seed: int = 0, **fields) -> dict:
     pack = daemon.analyzer.pack
     assert pack is not None
-    return upsert(member_id, embeddings=unit_vectors(n, seed), embedding_model=pack.recognizer.sha256, **fields)
+    return upsert(member_id, embeddings=unit_vectors(n, seed, daemon.analyzer.embedder.dim),
+                  embedding_model=pack.recognizer.sha256, **fields)
 
 
 def accounted(reports) -> int:

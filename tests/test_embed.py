@@ -15,10 +15,10 @@ def crops(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
 
 def test_batched_and_single_runs_give_the_same_embeddings(default_analyzer):
     embedder = default_analyzer.embedder
-    batch = crops(5, 128)
+    batch = crops(5, 112)
     together = embedder.embed(batch)
     alone = np.vstack([embedder.embed([c]) for c in batch])
-    assert together.shape == (5, 256)
+    assert together.shape == (5, 512)
     assert np.abs(together - alone).max() < 1e-4
 
 
@@ -51,9 +51,36 @@ def test_nchw_normalisation_follows_the_manifest():
 
 
 def test_no_crops_give_an_empty_matrix(default_analyzer):
-    assert default_analyzer.embedder.embed([]).shape == (0, 256)
+    assert default_analyzer.embedder.embed([]).shape == (0, 512)
 
 
 def test_l2_normalise_leaves_zero_vectors_at_zero():
     out = l2_normalise(np.array([[3.0, 4.0], [0.0, 0.0]]))
     assert np.allclose(out, [[0.6, 0.8], [0.0, 0.0]])
+
+
+EDGEFACE = ["edgeface_xs.onnx", "edgeface_xs_int8.onnx", "edgeface_xxs.onnx", "edgeface_xxs_int8.onnx"]
+
+
+def test_edgeface_files_are_described_as_bsd_arcface_aligned_rgb_512_d():
+    for name in EDGEFACE:
+        entry = entry_for(name, "recognizer")
+        assert entry.licence == "BSD-3-Clause" and entry.commercial_use
+        assert (entry.channels, entry.mean, entry.std, entry.template) == ("rgb", 127.5, 127.5, "arcface")
+        assert entry.input_size == (112, 112) and entry.embedding_dim == 512
+        assert entry.provenance
+
+
+def test_edgeface_files_embed_a_face_crop_into_a_512_d_unit_vector(shared_models, faces_dir):
+    from footfall.config.schema import parse_config
+    from footfall.recognition.analyzer import FaceAnalyzer
+    from footfall.recognition.images import pad_photo, read_image
+
+    photo = sorted(faces_dir.glob("*/*.jpg"))[0]
+    for name in EDGEFACE:  # a match threshold given: not every file has a calibrated one
+        analyzer = FaceAnalyzer.from_config(parse_config({"models": {"dir": str(shared_models), "recognizer": name},
+                                                          "recognition": {"match_threshold": 0.4}}))
+        faces = [f for f in analyzer.analyze(pad_photo(read_image(photo))) if f.embedding is not None]
+        assert faces, name
+        assert faces[0].embedding.shape == (512,)
+        assert abs(float(np.linalg.norm(faces[0].embedding)) - 1.0) < 1e-4

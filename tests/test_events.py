@@ -58,14 +58,14 @@ def every_event() -> list[events.Event]:
 
 
 REQUIRED = {
-    VisitEvent: {"kind", "visitor_id", "member_id", "role", "camera_id", "first_seen_ts"},
+    VisitEvent: {"kind", "visitor_id", "member_id", "role", "camera_id", "first_seen_ts", "identified"},
     ArrivalAlert: {"member_id", "name", "tier", "visit_event_id", "appointment"},
     AppointmentAlert: {"appointment_id", "member_id", "scheduled_at", "channel", "advisor", "minutes_early"},
     NoShowAlert: {"appointment_id", "member_id", "scheduled_at", "grace_minutes"},
     MemberDeleted: {"member_id", "removed"},
     ErrorEvent: {"topic", "reason"},
     Status: {"state", "version", "cameras"},
-    Counts: {"date", "visits", "reentries", "member_visits", "by_hour"},
+    Counts: {"date", "visits", "reentries", "member_visits", "unidentified", "by_hour"},
 }
 
 
@@ -141,7 +141,7 @@ def test_naive_datetimes_are_refused_when_the_event_is_made():
 def test_a_visit_payload_is_exactly_the_contract():
     v = visit(kind="reentry", member_id="m-42", role="member")
     assert v.to_json() == {"kind": "reentry", "visitor_id": "v-7f3a", "member_id": "m-42", "role": "member",
-                           "camera_id": "door-1", "first_seen_ts": "2026-11-23T09:59:58.000+08:00",
+                           "camera_id": "door-1", "first_seen_ts": "2026-11-23T09:59:58.000+08:00", "identified": True,
                            "event_id": v.event_id, "store_id": "sh-001", "ts": "2026-11-23T10:00:00.000+08:00"}
 
 

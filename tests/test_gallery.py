@@ -233,7 +233,7 @@ def test_people_enrolled_from_photos_are_recognised_in_new_photos(default_analyz
                  model_sha256=pack.recognizer.sha256, db_path=None) as gallery:
         for identity, names in ENROLLED.items():
             vectors = embeddings_from_photos(default_analyzer, photos(faces_dir, identity, names))
-            assert vectors.shape == (2, pack.recognizer.embedding_dim)
+            assert vectors.shape == (1, pack.recognizer.embedding_dim)  # one template from both photos
             gallery.enroll(member(identity, name=identity), vectors)
 
         for identity in ENROLLED:
@@ -246,13 +246,13 @@ def test_people_enrolled_from_photos_are_recognised_in_new_photos(default_analyz
 
 def test_a_photo_with_several_faces_is_refused_naming_it(default_analyzer, scenes_dir):
     image = read_image(scenes_dir / "two_people.jpg")
-    with pytest.raises(EnrolmentError, match="^two_people.jpg: 2 faces found; enrolment needs a photo of one person$"):
+    with pytest.raises(EnrolmentError, match="^no usable photo: two_people.jpg: 2 faces found; enrolment needs a photo of one person$"):
         embeddings_from_photos(default_analyzer, [("two_people.jpg", image)])
 
 
 def test_a_photo_without_a_face_is_refused_naming_it(default_analyzer):
     grey = np.full((480, 640, 3), 128, dtype=np.uint8)
-    with pytest.raises(EnrolmentError, match="^wall.jpg: no face found$"):
+    with pytest.raises(EnrolmentError, match="^no usable photo: wall.jpg: no face found$"):
         embeddings_from_photos(default_analyzer, [("wall.jpg", grey)])
 
 
@@ -262,4 +262,19 @@ def test_a_photo_with_only_bystanders_behind_the_person_is_enrolled(default_anal
     faces = default_analyzer.analyze(pad_photo(image))
     assert len(faces) >= 2 and sum(f.quality.passed for f in faces) == 1
     vectors = embeddings_from_photos(default_analyzer, [("biden/2.jpg", image)])
-    assert vectors.shape == (1, 256)
+    assert vectors.shape == (1, default_analyzer.embedder.dim)
+
+
+def test_a_member_is_enrolled_from_every_usable_photo_and_each_unusable_one_is_named(default_analyzer, faces_dir,
+                                                                                    scenes_dir):
+    from footfall.dedup.enrol import enrol_photos
+
+    grey = np.full((480, 640, 3), 128, dtype=np.uint8)
+    good = photos(faces_dir, "obama", ["1.jpg", "2.jpg"])
+    enrolment = enrol_photos(default_analyzer, [good[0], ("wall.jpg", grey),
+                                                ("two.jpg", read_image(scenes_dir / "two_people.jpg")), good[1]])
+    assert enrolment.used == [good[0][0], good[1][0]]
+    assert enrolment.rejected == [("wall.jpg", "no face found"),
+                                  ("two.jpg", "2 faces found; enrolment needs a photo of one person")]
+    assert enrolment.template.shape == (1, default_analyzer.embedder.dim)
+    assert abs(float(np.linalg.norm(enrolment.template)) - 1.0) < 1e-4

@@ -27,7 +27,7 @@ from footfall.models.manifest import (
 )
 
 YUNET = "face_detection_yunet_2023mar.onnx"
-REID = "face-reidentification-retail-0095.onnx"
+EDGEFACE = "edgeface_xs.onnx"
 
 
 @pytest.fixture(autouse=True)
@@ -77,23 +77,23 @@ def test_every_recognizer_has_an_embedding_size_and_a_known_alignment_template(e
     assert entry.template in {"arcface", "omz"}
 
 
-def test_exactly_yunet_2023mar_and_reid_0095_are_shipped():
-    assert {e.file for e in ENTRIES if e.shipped} == {YUNET, REID}
+def test_exactly_yunet_2023mar_and_edgeface_xs_are_shipped():
+    assert {e.file for e in ENTRIES if e.shipped} == {YUNET, EDGEFACE}
 
 
-@pytest.mark.parametrize("name", [YUNET, REID])
+@pytest.mark.parametrize("name", [YUNET, EDGEFACE])
 def test_shipped_models_allow_commercial_use(name):
     entry = entry_for(name)
     assert entry.commercial_use is True
     assert "NOT for commercial use" not in entry.licence_note
 
 
-@pytest.mark.parametrize("name", [YUNET, REID])
+@pytest.mark.parametrize("name", [YUNET, EDGEFACE])
 def test_shipped_model_files_are_in_the_package_and_match_the_manifest(name):
     assert verify_file(entry_for(name), PACKAGE_DIR / name).state == "ok"
 
 
-@pytest.mark.parametrize("text", ["MIT-YuNet.txt", "Apache-2.0.txt", "NOTICE-face-reidentification-retail-0095.txt"])
+@pytest.mark.parametrize("text", ["MIT-YuNet.txt", "BSD-3-Clause-EdgeFace.txt"])
 def test_licence_texts_of_the_shipped_models_are_in_the_package(text):
     path = PACKAGE_DIR / "licenses" / text
     assert path.is_file()

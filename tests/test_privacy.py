@@ -105,7 +105,7 @@ def test_erase_leaves_no_trace_of_a_member_who_visited_in_any_file(replayed_day)
     # Members are recognised against the gallery; the window keeps vectors only of anonymous visitors.
     vectors = (vectors_of(state / "gallery.db", "SELECT vector FROM person_vectors WHERE person_id = ?", MEMBER)
                + vectors_of(state / "windows.db", "SELECT vector FROM window_vectors WHERE visitor_id = ?", MEMBER))
-    assert len(vectors) >= 2 and all(len(v) == 256 * 4 for v in vectors)
+    assert len(vectors) >= 2 and all(len(v) == 512 * 4 for v in vectors)
     done = subprocess.run([sys.executable, "-m", "footfall", "erase", "--config", str(config), "--member-id", MEMBER],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

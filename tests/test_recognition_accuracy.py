@@ -25,7 +25,7 @@ def assert_separates(embeddings: np.ndarray, identities: list[str], threshold: f
 def test_default_pack_separates_genuine_from_impostor_pairs_at_its_configured_threshold(
         labelled_embeddings, default_analyzer):
     embeddings, identities = labelled_embeddings
-    assert default_analyzer.pack.recognizer.file == "face-reidentification-retail-0095.onnx"
+    assert default_analyzer.pack.recognizer.file == "edgeface_xs.onnx"
     assert_separates(embeddings, identities, default_analyzer.pack.match_threshold)
 
 
@@ -33,6 +33,7 @@ def test_default_pack_separates_genuine_from_impostor_pairs_at_its_configured_th
 @pytest.mark.parametrize("detector,recognizer", [
     ("det_500m.onnx", "mobilefacenet.onnx"),
     ("scrfd_2.5g_bnkps.onnx", "face-reidentification-retail-0095.onnx"),
+    ("face_detection_yunet_2023mar.onnx", "face-reidentification-retail-0095.onnx"),
 ])
 def test_other_packs_from_the_models_dir_separate_at_their_own_thresholds(detector, recognizer, shared_models, faces_dir):
     analyzer = make_analyzer(shared_models, detector, recognizer)

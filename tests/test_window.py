@@ -371,3 +371,51 @@ def test_a_failed_commit_leaves_no_open_transaction_and_keeps_its_cause(tmp_path
     with transaction(conn):  # the connection is usable again
         conn.execute("DELETE FROM t")
     conn.close()
+
+
+# -- one person, one visit, whoever recognised them when (issue: a member recognised late) ------
+
+def test_a_member_recognised_late_reenters_the_anonymous_visit_they_started(window, people):
+    unrecognised = window.enter_anonymous(people[0], at(10, 0))
+    late = window.enter_member("m-1", at(11, 30), another_look(people[0], 2))
+    assert (unrecognised.kind, late.kind) == ("visit", "reentry")
+    assert late.visitor_id == unrecognised.visitor_id and late.member_id == "m-1"
+    assert late.visit_started == at(10, 0) and late.recognised_late
+    # the visit is the member's from now on, whichever way they are recognised next
+    again = window.enter_member("m-1", at(12, 0))
+    assert (again.kind, again.visitor_id, again.member_id) == ("reentry", unrecognised.visitor_id, "m-1")
+    assert not again.recognised_late
+    assert window.open_windows() == 1
+
+
+def test_a_member_unlike_every_open_anonymous_visit_starts_their_own(window, people):
+    window.enter_anonymous(people[1], at(10, 0))
+    entry = window.enter_member("m-1", at(10, 5), people[0])
+    assert (entry.kind, entry.visitor_id, entry.member_id) == ("visit", "m-1", "m-1")
+    assert window.open_windows() == 2
+
+
+def test_a_member_does_not_take_over_another_members_visit(window, people):
+    window.enter_member("m-2", at(10, 0), people[0])
+    entry = window.enter_member("m-1", at(10, 30), another_look(people[0], 3))
+    assert (entry.kind, entry.visitor_id) == ("visit", "m-1")
+
+
+def test_an_unrecognised_passage_of_a_member_inside_is_that_members_entry(window, people):
+    member = window.enter_member("m-1", at(10, 0), people[0])
+    second_camera = window.enter_anonymous(another_look(people[0], 4), at(10, 0, 5))
+    assert second_camera.kind == "same_entry" and second_camera.member_id == "m-1"
+    later = window.enter_anonymous(another_look(people[0], 5), at(11, 0))
+    assert (later.kind, later.visitor_id, later.member_id) == ("reentry", member.visitor_id, "m-1")
+
+
+def test_the_member_id_of_a_visit_taken_over_survives_a_restart(tmp_path, people):
+    w = make_window(tmp_path / "w.db")
+    first = w.enter_anonymous(people[0], at(10, 0))
+    w.enter_member("m-1", at(10, 30), another_look(people[0], 6))
+    w.close()
+    w = make_window(tmp_path / "w.db")
+    entry = w.enter_member("m-1", at(11, 0))
+    assert (entry.kind, entry.visitor_id) == ("reentry", first.visitor_id)
+    assert w.forget("m-1") and w.open_windows() == 0
+    w.close()
