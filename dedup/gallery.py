@@ -172,8 +172,8 @@ class Gallery:
             self._conn = open_db(path)
             try:
                 migrate(self._conn, _SCHEMA)
-                self._check_model(path)
-                self._load(path)
+                self._check_model(self._conn, path)
+                self._load(self._conn, path)
             except sqlite3.DatabaseError as exc:
                 self._conn.close()
                 raise StorageError(f"{path}: cannot read the gallery (corrupt?): {exc}") from None
@@ -350,36 +350,34 @@ class Gallery:
             conn.executemany("INSERT INTO person_vectors (id, person_id, vector) VALUES (?, ?, ?)",
                                    [(i, person.person_id, v.astype("<f4").tobytes()) for i, v in zip(ids, vectors)])
 
-    def _check_model(self, path: Path) -> None:
-        meta = dict(self._conn.execute("SELECT key, value FROM meta"))
+    def _check_model(self, conn: sqlite3.Connection, path: Path) -> None:
+        meta = dict(conn.execute("SELECT key, value FROM meta"))
         stored = meta.get("model_sha256")
-        has_vectors = self._conn.execute("SELECT EXISTS (SELECT 1 FROM person_vectors)").fetchone()[0]
+        has_vectors = conn.execute("SELECT EXISTS (SELECT 1 FROM person_vectors)").fetchone()[0]
         if stored is not None and stored != self.model_sha256 and has_vectors:
             raise StorageError(
                 f"{path}: the gallery's embeddings were made by recognizer {stored}, the configured recognizer "
                 f"is {self.model_sha256}; embeddings of different models cannot be compared — enrol the "
                 f"people again with the configured recognizer, or go back to the other one")
-        conn = self._conn
-        assert conn is not None
         if "tombstone_salt" in meta:
             self._salt = meta["tombstone_salt"]
         else:
             with transaction(conn):
                 conn.execute("INSERT INTO meta (key, value) VALUES ('tombstone_salt', ?)", (self._salt,))
         if stored != self.model_sha256 or meta.get("dim") != str(self.dim):
-            with transaction(self._conn):
-                self._conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            with transaction(conn):
+                conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                                        [("model_sha256", self.model_sha256), ("dim", str(self.dim))])
 
-    def _load(self, path: Path) -> None:
-        for pid, name, role, tier, consent, consent_at, profile in self._conn.execute(
+    def _load(self, conn: sqlite3.Connection, path: Path) -> None:
+        for pid, name, role, tier, consent, consent_at, profile in conn.execute(
                 "SELECT person_id, name, role, tier, consent, consent_at, profile FROM people"):
             self._people[pid] = Person(pid, name, role, tier, bool(consent),
                                        datetime.fromisoformat(consent_at) if consent_at else None,
                                        json.loads(profile))
             self._vector_ids[pid] = []
         ids, vectors = [], []
-        for vector_id, pid, blob in self._conn.execute(
+        for vector_id, pid, blob in conn.execute(
                 "SELECT id, person_id, vector FROM person_vectors ORDER BY id"):
             if len(blob) != 4 * self.dim:
                 raise StorageError(f"{path}: gallery vectors are {len(blob) // 4}-d, the recognizer makes {self.dim}-d ones")

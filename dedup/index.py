@@ -14,7 +14,7 @@ graph is dropped and rebuilt at the next search.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import faiss
 import numpy as np
@@ -74,11 +74,12 @@ class VectorIndex:
         self._id_of_row = np.zeros(0, dtype=np.int64)
         self._row_of: dict[int, int] = {}
         self._n = 0
-        self._faiss: faiss.Index | None = None
+        # faiss is SWIG-generated and its type hints do not describe the API used here: Any.
+        self._faiss: Any = None
         self._built: Mode | None = None
         # HNSW only: ids removed from the graph but still nodes of it.
         self._tombstones: set[int] = set()
-        self._params: faiss.SearchParametersHNSW | None = None
+        self._params: Any = None
         self._selector: tuple = ()  # keeps the SWIG selector objects alive
 
     def __len__(self) -> int:
@@ -194,7 +195,7 @@ class VectorIndex:
         mode: Mode = "hnsw" if self._n >= self.hnsw_from else "flat"
         ids = self._id_of_row[:self._n]
         if mode == "flat":
-            index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+            index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
         else:
             graph = faiss.IndexHNSWFlat(self.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
             graph.hnsw.efConstruction = EF_CONSTRUCTION
@@ -204,16 +205,16 @@ class VectorIndex:
 
     def _faiss_rows(self) -> np.ndarray:
         """FAISS's own copy of the vectors as a writable view; row i belongs to `id_map[i]`."""
-        flat = faiss.downcast_index(self._faiss.index)
+        flat: Any = faiss.downcast_index(self._faiss.index)
         if self._built == "hnsw":
             flat = faiss.downcast_index(flat.storage)
         if flat.ntotal == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         return faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * self.dim).reshape(-1, self.dim)
 
-    def _search_params(self) -> faiss.SearchParametersHNSW:
+    def _search_params(self) -> Any:
         if self._params is None:
-            params = faiss.SearchParametersHNSW()
+            params = getattr(faiss, "SearchParametersHNSW")()  # noqa: B009 - absent from faiss's type hints
             params.efSearch = self.ef_search
             if self._tombstones:
                 batch = faiss.IDSelectorBatch(np.fromiter(self._tombstones, dtype=np.int64))

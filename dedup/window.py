@@ -174,7 +174,7 @@ class VisitWindow:
             self._conn = open_db(path)
             try:
                 migrate(self._conn, _SCHEMA)
-                self._load(path)
+                self._load(self._conn, path)
             except sqlite3.DatabaseError as exc:
                 self._conn.close()
                 raise StorageError(f"{path}: cannot read the open visit windows (corrupt?): {exc}") from None
@@ -462,8 +462,8 @@ class VisitWindow:
         self._write(lambda conn: conn.execute("UPDATE windows SET member_id = ? WHERE visitor_id = ?",
                                               (visitor.member_id, visitor.visitor_id)), [visitor.visitor_id])
 
-    def _load(self, path: Path) -> None:
-        for visitor_id, member_id, started, last in self._conn.execute(
+    def _load(self, conn: sqlite3.Connection, path: Path) -> None:
+        for visitor_id, member_id, started, last in conn.execute(
                 "SELECT visitor_id, member_id, visit_started, last_entry FROM windows"):
             started, last = _utc(datetime.fromisoformat(started)), _utc(datetime.fromisoformat(last))
             self._open[visitor_id] = _Open(visitor_id, member_id, started, last,
@@ -471,7 +471,7 @@ class VisitWindow:
             if self._now is None or last > self._now:
                 self._now = last
         ids, vectors = [], []
-        for vector_id, visitor_id, blob in self._conn.execute(
+        for vector_id, visitor_id, blob in conn.execute(
                 "SELECT id, visitor_id, vector FROM window_vectors ORDER BY id"):
             if len(blob) != 4 * self.dim:
                 raise StorageError(f"{path}: window vectors are {len(blob) // 4}-d, the recognizer makes "

@@ -175,7 +175,7 @@ class Daemon:
         return events.topic(self.prefix, self.store_id, name)
 
     def camera_states(self) -> dict[str, events.CameraState]:
-        return {s.camera_id: s.state for s in [*self.file_sources, *self.live_sources]}
+        return {**{s.camera_id: s.state for s in self.file_sources}, **{s.camera_id: s.state for s in self.live_sources}}
 
     def stop(self, *_: Any) -> None:
         """Ask the main loop to finish (SIGTERM, SIGINT)."""
@@ -476,6 +476,7 @@ class Daemon:
             if d.kind not in ("visit", "reentry"):
                 continue
             self.decisions += 1
+            assert d.visitor_id is not None, "a visit or a re-entry always has its visitor"
             ts = d.passage.last_seen
             visit = events.VisitEvent(
                 store_id=self.store_id, ts=ts, kind=d.kind, visitor_id=d.visitor_id, member_id=d.member_id,
@@ -485,14 +486,14 @@ class Daemon:
             self._count(d.passage.first_seen, d.kind, d.member_id is not None, d.identified)
             if d.member_id:
                 try:
-                    self._member_arrived(d, visit, ts)
+                    self._member_arrived(d, d.member_id, visit, ts)
                 except STORAGE_ERRORS as exc:  # the visit itself is kept; a full disk never stops the daemon
                     self._state_failed("appointments.db", exc)
                     log.error("%s of a member: alerts not raised: %s", d.kind, exc)
 
-    def _member_arrived(self, d: Decision, visit: events.VisitEvent, ts: datetime) -> None:
+    def _member_arrived(self, d: Decision, member_id: str, visit: events.VisitEvent, ts: datetime) -> None:
         try:
-            arrivals = self.appointments.record_arrival(d.member_id, d.passage.first_seen)
+            arrivals = self.appointments.record_arrival(member_id, d.passage.first_seen)
         except STORAGE_ERRORS as exc:  # the arrival alert still goes out; only the appointment marks wait
             self._state_failed("appointments.db", exc)
             arrivals = []
@@ -504,7 +505,7 @@ class Daemon:
                 minutes_early=arrival.minutes_early))
         if d.kind != "visit" and not d.recognised_late:
             return  # one arrival pop-up per visit: at its start, or when the member is first recognised in it
-        today = self.appointments.for_member_on_day(d.member_id, self.appointments.day_of(d.passage.first_seen))
+        today = self.appointments.for_member_on_day(member_id, self.appointments.day_of(d.passage.first_seen))
         appointment = None
         if today:
             a = min(today, key=lambda x: abs((x.scheduled_at - d.passage.first_seen).total_seconds()))
@@ -512,7 +513,7 @@ class Daemon:
                            "channel": a.channel, "advisor": a.advisor}
         person = d.person
         alert = events.ArrivalAlert(
-            store_id=self.store_id, ts=ts, member_id=d.member_id, name=person.name if person else d.member_id,
+            store_id=self.store_id, ts=ts, member_id=member_id, name=person.name if person else member_id,
             tier=person.tier if person else None, visit_event_id=visit.event_id, appointment=appointment,
             profile=dict(person.profile) if person else {})
         self._submit(alert)

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -86,8 +86,8 @@ class Pipeline:
         self.gallery = gallery
         self.window = window
         t = config.tracking
-        self._tracker_args = dict(max_gap=t.max_gap.total_seconds(), min_iou=t.min_iou, shots=t.shots,
-                                  embed=analyzer.embedder.embed)
+        self._tracker_args: dict[str, Any] = dict(max_gap=t.max_gap.total_seconds(), min_iou=t.min_iou,
+                                                  shots=t.shots, embed=analyzer.embedder.embed)
         self.min_hits = t.min_hits
         self.trackers: dict[str, Tracker] = {}
         self.gates: dict[str, MotionGate] = {}
@@ -118,7 +118,8 @@ class Pipeline:
             return self.analyzer.detector.detect(image)
         h, w = image.shape[:2]
         motion = self.gates[frame.camera_id].motion(image)
-        tracked = [tuple(int(v) for v in t.box) for t in tracker.tracks if t.last_seen == tracker.last_update]
+        tracked = [(int(t.box[0]), int(t.box[1]), int(t.box[2]), int(t.box[3]))
+                   for t in tracker.tracks if t.last_seen == tracker.last_update]
         region = detection_region(motion, tracked, w, h)
         if region is None:
             return []
@@ -153,6 +154,8 @@ class Pipeline:
                  for t in due]
         decisions = []
         for track, passage in zip(due, self.passages(views)):
+            if passage.embedding is None:  # early passages are made of embedded shots only
+                continue
             match = self.gallery.match(passage.embedding)
             if match is not None:
                 track.decided = True
@@ -176,7 +179,7 @@ class Pipeline:
             self.embedded_faces += len(fresh)
         for track in kept:
             best = max(track.shots, key=lambda s: s.quality)
-            vectors = np.stack([s.embedding for s in track.shots])
+            vectors = np.stack([s.embedding for s in track.shots if s.embedding is not None])
             out.append(Passage(track.camera_id, track.first_seen, track.last_seen, best.ts,
                                aggregate(vectors, shot_weights(track)), len(track.shots)))
         return out

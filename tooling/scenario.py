@@ -509,7 +509,7 @@ def _frames(clip: Clip, sprites: list[Sprite], seed: int) -> Iterator[np.ndarray
 
 
 def _open_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
-    fourcc = cv2.VideoWriter_fourcc(*"MJPG")
+    fourcc = cv2.VideoWriter.fourcc(*"MJPG")
     # FFmpeg's MJPEG encoder takes about half the time of OpenCV's own, which is the fallback
     # for builds without FFmpeg (its quality is settable; FFmpeg's is its default)
     for api in (cv2.CAP_FFMPEG, cv2.CAP_OPENCV_MJPEG):
@@ -620,7 +620,7 @@ def build_scenario(bank: SpriteBank, out_dir: Path, window: timedelta, *, size: 
 def expected_counts(walks: list[Walk], window: timedelta, tz: ZoneInfo) -> dict[str, int]:
     """The counting rule applied to the ground truth."""
     last: dict[str, datetime] = {}
-    counts = defaultdict(int)
+    counts: defaultdict[str, int] = defaultdict(int)
     for w in sorted(walks, key=lambda w: w.at):
         if w.role == "staff":
             continue
