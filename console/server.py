@@ -35,7 +35,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
-from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
@@ -51,6 +50,7 @@ from footfall import __version__
 from footfall.config.schema import Config, ConfigError
 from footfall.console.limits import AckBook, LoginLimiter
 from footfall.console.messages import MAX_ID, Dropped, parse_message
+from footfall.console.sessions import Session, SessionBook, token_in
 from footfall.sync import events
 from footfall.sync.mqtt import apply_credentials, parse_broker_url
 
@@ -122,59 +122,12 @@ def sse_frame(event: str, data: Any, event_id: str | None = None) -> bytes:
 
 # -- sessions ------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Session:
-    guide: str
-    expires: float
-
-
-class Sessions:
-    """Random session tokens kept in memory: a restart logs everybody out."""
-
-    def __init__(self, ttl: float = SESSION_TTL_S) -> None:
-        self.ttl = ttl
-        self._lock = threading.Lock()
-        self._by_token: dict[str, Session] = {}
-
-    def create(self, guide: str) -> str:
-        token = secrets.token_urlsafe(32)
-        with self._lock:
-            now = time.monotonic()
-            self._by_token = {t: s for t, s in self._by_token.items() if s.expires > now}
-            while len(self._by_token) >= MAX_SESSIONS:
-                del self._by_token[next(iter(self._by_token))]   # the oldest login goes first
-            self._by_token[token] = Session(guide, now + self.ttl)
-        return token
-
-    def drop(self, token: str) -> None:
-        with self._lock:
-            self._by_token.pop(token, None)
-
-    def check(self, cookie_header: str | None) -> Session | None:
-        """The session named by the request's Cookie header, or None (absent, unknown, expired, malformed)."""
-        token = cookie_token(cookie_header)
-        if token is None:
-            return None
-        with self._lock:
-            for known, session in self._by_token.items():
-                if hmac.compare_digest(known, token):
-                    return session if session.expires > time.monotonic() else None
-        return None
-
-
 def cookie_token(cookie_header: str | None) -> str | None:
-    if not cookie_header:
-        return None
-    try:
-        jar = SimpleCookie(cookie_header)
-    except CookieError:
-        return None
-    morsel = jar.get(COOKIE)
-    return morsel.value if morsel is not None and morsel.value else None
+    return token_in(cookie_header, COOKIE)
 
 
 def set_cookie_header(token: str, max_age: int = SESSION_TTL_S) -> str:
-    return f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"
+    return SessionBook(COOKIE, max_age, MAX_SESSIONS).set_cookie(token)
 
 
 # -- the console ---------------------------------------------------------------------------
@@ -285,7 +238,7 @@ class Console:
         self.zone = ZoneInfo(config.timezone)
         self.language = cc.language
         self.host, self.port = parse_listen(listen or cc.listen)
-        self.sessions = Sessions()
+        self.sessions = SessionBook(COOKIE, SESSION_TTL_S, MAX_SESSIONS)
         self.failure_delay = LOGIN_FAILURE_DELAY_S
         self.limiter = LoginLimiter(failures_free=cc.login_failures_free,
                                     backoff=cc.login_backoff.total_seconds(),
@@ -488,7 +441,7 @@ class Console:
         """What a page gets on (re)connecting: who it is, the broker state, status, counts, recent
         alerts and today's acks of those alerts."""
         with self._lock:
-            frames = [sse_frame("hello", {"guide": session.guide, "store_id": self.store_id,
+            frames = [sse_frame("hello", {"guide": session.user, "store_id": self.store_id,
                                           "language": self.language}),
                       sse_frame("broker", {"connected": self._broker_connected})]
             if self._status is not None:
@@ -832,7 +785,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "broker offline"})
             return
         try:
-            taken, ack = self.console.acknowledge(visit_event_id, session.guide)
+            taken, ack = self.console.acknowledge(visit_event_id, session.user)
         except ConnectionError as exc:
             self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc)})
             return

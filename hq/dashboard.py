@@ -16,19 +16,15 @@ date ranges are bounded, and the database sessions are read-only with a statemen
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from http import HTTPStatus
-from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any, Protocol
@@ -39,12 +35,14 @@ from footfall import __version__
 from footfall.config.hq_dashboard import DashboardConfig
 from footfall.config.schema import ConfigError
 from footfall.console.server import parse_listen, verify_password
+from footfall.console.sessions import Session, SessionBook, token_in
 from footfall.hq import read
 
 log = logging.getLogger(__name__)
 
 COOKIE = "footfall_hq"             # not the console's name: cookies are shared across ports of one host
 SESSION_TTL_S = 12 * 3600
+MAX_SESSIONS = 1000                  # logged-in sessions kept (logins are rate-limited too)
 MAX_BODY = 4096
 LOGIN_FAILURE_DELAY_S = 0.5
 LOGIN_WINDOW_S = 60.0
@@ -118,58 +116,13 @@ def open_pool(url: str, password: str | None, config: DashboardConfig) -> Any:
 
 # -- sessions and logins -------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Session:
-    user: str
-    expires: float
-
-
-class Sessions:
-    """Random session tokens kept in memory: a restart logs everybody out."""
-
-    def __init__(self, ttl: float = SESSION_TTL_S) -> None:
-        self.ttl = ttl
-        self._lock = threading.Lock()
-        self._by_token: dict[str, Session] = {}
-
-    def create(self, user: str) -> str:
-        token = secrets.token_urlsafe(32)
-        with self._lock:
-            now = time.monotonic()
-            self._by_token = {t: s for t, s in self._by_token.items() if s.expires > now}
-            self._by_token[token] = Session(user, now + self.ttl)
-        return token
-
-    def drop(self, token: str) -> None:
-        with self._lock:
-            self._by_token.pop(token, None)
-
-    def check(self, cookie_header: str | None) -> Session | None:
-        """The session named by the request's Cookie header, or None (absent, unknown, expired, malformed)."""
-        token = cookie_token(cookie_header)
-        if token is None:
-            return None
-        with self._lock:
-            for known, session in self._by_token.items():
-                if hmac.compare_digest(known, token):
-                    return session if session.expires > time.monotonic() else None
-        return None
-
-
 def cookie_token(cookie_header: str | None) -> str | None:
     """The dashboard's session token from a Cookie header, if any."""
-    if not cookie_header:
-        return None
-    try:
-        jar = SimpleCookie(cookie_header)
-    except CookieError:
-        return None
-    morsel = jar.get(COOKIE)
-    return morsel.value if morsel is not None and morsel.value else None
+    return token_in(cookie_header, COOKIE)
 
 
 def set_cookie_header(token: str, max_age: int = SESSION_TTL_S) -> str:
-    return f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"
+    return SessionBook(COOKIE, max_age, MAX_SESSIONS).set_cookie(token)
 
 
 class LoginLimiter:
@@ -339,7 +292,7 @@ class Dashboard:
         self.zone = ZoneInfo(config.timezone)
         self.clock = clock or (lambda: datetime.now(UTC))
         self.host, self.port = parse_listen(listen or config.listen)
-        self.sessions = Sessions()
+        self.sessions = SessionBook(COOKIE, SESSION_TTL_S, MAX_SESSIONS)
         self.limiter = LoginLimiter(config.login_failures)
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None

@@ -20,6 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from footfall.config.schema import ConfigError, parse_config
 from footfall.console import server as con
+from footfall.console.sessions import SessionBook
 from footfall.sync import events
 from footfall.sync.events import ArrivalAlert, Counts, NoShowAlert, Status
 
@@ -58,19 +59,26 @@ def test_an_sse_frame_names_the_event_and_carries_json_data():
 
 
 def test_a_session_cookie_is_checked_against_tokens_in_memory():
-    sessions = con.Sessions(ttl=60)
+    sessions = SessionBook(con.COOKIE, 60, 10)
     token = sessions.create("Wang Fang")
     header = con.set_cookie_header(token)
     assert "HttpOnly" in header and "SameSite=Strict" in header and "Path=/" in header
-    assert sessions.check(f"other=1; {con.COOKIE}={token}").guide == "Wang Fang"
+    assert sessions.check(f"other=1; {con.COOKIE}={token}").user == "Wang Fang"
     assert sessions.check(None) is None
     assert sessions.check(f"{con.COOKIE}=forged") is None
     assert sessions.check(f"{con.COOKIE}=") is None
     assert sessions.check('bad"cookie') is None
     sessions.drop(token)
     assert sessions.check(f"{con.COOKIE}={token}") is None
-    expired = con.Sessions(ttl=-1)
+    expired = SessionBook(con.COOKIE, -1, 10)
     assert expired.check(f"{con.COOKIE}={expired.create('x')}") is None
+
+
+def test_the_session_book_keeps_at_most_its_limit_and_drops_the_oldest_login():
+    sessions = SessionBook(con.COOKIE, 60, 3)
+    tokens = [sessions.create(f"guide {n}") for n in range(4)]
+    assert sessions.check(f"{con.COOKIE}={tokens[0]}") is None
+    assert [sessions.check(f"{con.COOKIE}={t}").user for t in tokens[1:]] == ["guide 1", "guide 2", "guide 3"]
 
 
 def test_login_accepts_the_shared_password_with_a_name_or_a_guides_own_token():
