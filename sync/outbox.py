@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -65,6 +66,11 @@ def _abandon(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass
+
+
+def _quotes(member_id: str) -> re.Pattern[str]:
+    """A whole-word match of the id as it appears inside JSON text (`m-1` is not in `m-12`)."""
+    return re.compile(r"(?<![\w-])" + re.escape(json.dumps(member_id)[1:-1]) + r"(?![\w-])")
 
 
 def _wall(ts: datetime) -> float:
@@ -251,12 +257,15 @@ class Outbox:
             try:
                 with transaction(conn):
                     # Error reports quote what they rejected (an upsert's member id) anywhere in
-                    # their text; other events name the member in their `member_id` field only.
-                    quoted = json.dumps(member_id)[1:-1]
+                    # their text, as a whole word; other events name the member in `member_id` only.
+                    quoting = _quotes(member_id)
+                    reports = [seq for seq, payload in conn.execute(
+                        "SELECT seq, payload FROM outbox WHERE topic LIKE '%/errors' AND instr(payload, ?) > 0",
+                        (json.dumps(member_id)[1:-1],)) if quoting.search(payload)]
                     removed = conn.execute(
-                        """DELETE FROM outbox WHERE json_extract(payload, '$.member_id') = ?
-                                 OR (topic LIKE '%/errors' AND instr(payload, ?) > 0)
-                           RETURNING sent_at IS NULL""", (member_id, quoted)).fetchall()
+                        f"""DELETE FROM outbox WHERE json_extract(payload, '$.member_id') = ?
+                                  OR seq IN ({",".join("?" * len(reports))})
+                            RETURNING sent_at IS NULL""", (member_id, *reports)).fetchall()
             except (OSError, sqlite3.DatabaseError) as exc:
                 _abandon(conn)
                 raise StorageError(f"{self.path}: cannot erase {member_id}'s events: {_cause(exc)}") from None

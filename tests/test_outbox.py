@@ -271,3 +271,16 @@ def test_producers_and_the_publisher_may_share_it_across_threads(outbox):
     for t in threads:
         t.join(10)
     assert sent == 200 and outbox.stats().sent == 200
+
+
+def test_erasing_a_member_removes_the_error_reports_that_quote_them_and_keeps_the_others(outbox, path):
+    outbox.add("footfall/sh-001/errors", {"topic": "footfall/sh-001/members/upsert",
+                                           "reason": "member m-1: consent is required"}, event_id="e-1", alert=False)
+    outbox.add("footfall/sh-001/errors", {"topic": "footfall/sh-001/members/upsert",
+                                           "reason": "member m-12: consent is required"}, event_id="e-2", alert=False)
+    outbox.add("footfall/sh-001/visits", {"member_id": "m-1", "visitor_id": "m-1"}, event_id="v-1", alert=False)
+    outbox.add("footfall/sh-001/visits", {"member_id": None, "visitor_id": "v-m-1"}, event_id="v-2", alert=False)
+    assert outbox.forget_member("m-1") == (0, 2)
+    assert [r.event_id for r in outbox.pending(10)] == ["e-2", "v-2"]
+    raw = b"".join(p.read_bytes() for p in path.parent.glob(OUTBOX_FILE + "*"))
+    assert b"member m-1:" not in raw
