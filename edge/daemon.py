@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from footfall import __version__
 from footfall.config.schema import Config, ConfigError
 from footfall.dedup.db import StorageError
 from footfall.dedup.enrol import embeddings_from_photos
+from footfall.edge import rules
 from footfall.edge.admin import AdminRequest, AdminServer
 from footfall.edge.notify import Notifier
 from footfall.edge.pipeline import Decision, Pipeline, build_pipeline
@@ -36,7 +37,7 @@ from footfall.edge.storage_lock import StorageLock
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.sync import events
 from footfall.sync.appointments import AppointmentStore
-from footfall.sync.counts import CountStore
+from footfall.sync.counts import Counted, CountStore
 from footfall.sync.downlink import (
     Downlink,
     Limits,
@@ -158,7 +159,7 @@ class Daemon:
         self.storage_state = "ok"
         # The other state files (counts.db, appointments.db, windows.db): file -> why it refused writes.
         self.state_errors: dict[str, str] = {}
-        self.uncounted: deque[tuple[datetime, str, bool, bool]] = deque()  # entries counts.db refused, retried
+        self.uncounted: deque[Counted] = deque()  # entries counts.db refused, retried in order
         self._flag_unsaved: set[str] = set()  # no-shows raised whose flag appointments.db refused
         self.unstored: deque[events.Event] = deque()
         self.unstored_dropped = 0
@@ -295,17 +296,15 @@ class Daemon:
 
     def _no_shows(self, now: datetime) -> None:
         grace = self.config.appointments.no_show_grace
-        # Settled appointments stay on the box until the end of the next store day, no longer.
-        self.appointments.prune(self.appointments.day_of(now) - timedelta(days=1))
-        for appointment in self.appointments.due_no_shows(now, grace):
-            if appointment.appointment_id in self._flag_unsaved:
-                self._flag(appointment.appointment_id)  # raised already; only its flag is owed
-                continue
-            self._submit(events.NoShowAlert(
-                store_id=self.store_id, ts=now, appointment_id=appointment.appointment_id,
-                member_id=appointment.member_id, scheduled_at=appointment.scheduled_at,
-                grace_minutes=round(grace.total_seconds() / 60)))
-            self._flag(appointment.appointment_id)
+        self.appointments.prune(rules.settled_kept_from(self.appointments.day_of(now)))
+        due = self.appointments.due_no_shows(now, grace)
+        alerts = {a.appointment_id: a for a in rules.no_show_alerts(self.store_id, now, due, grace,
+                                                                    raised=self._flag_unsaved)}
+        for appointment in due:
+            alert = alerts.get(appointment.appointment_id)
+            if alert is not None:
+                self._submit(alert)
+            self._flag(appointment.appointment_id)  # raised now, or raised before and only its flag is owed
 
     def _flag(self, appointment_id: str) -> None:
         try:
@@ -320,11 +319,7 @@ class Daemon:
     def _publish_counts(self, force: bool = False) -> None:
         if self.now is None or not (self._counts_dirty or force):
             return
-        today = self.counts.today(self.now)
-        self._submit(events.Counts(
-            store_id=self.store_id, ts=self.now, date=date.fromisoformat(today["date"]), visits=today["visits"],
-            reentries=today["reentries"], member_visits=today["member_visits"], by_hour=today["by_hour"],
-            unidentified=today["unidentified"]))
+        self._submit(rules.counts_event(self.store_id, self.now, self.counts.today(self.now)))
         self._counts_dirty = False
 
     def _refresh_status(self) -> None:
@@ -411,9 +406,9 @@ class Daemon:
         elif window.storage_error:
             self._state_failed("windows.db", RuntimeError(window.storage_error))
         while self.uncounted:
-            first_seen, kind, member, identified = self.uncounted[0]
+            entry = self.uncounted[0]
             try:
-                self.counts.record(first_seen, kind, member, identified)
+                self.counts.record(entry.ts, entry.kind, entry.member, entry.identified)
             except STORAGE_ERRORS as exc:
                 self._state_failed("counts.db", exc)
                 return
@@ -421,11 +416,11 @@ class Daemon:
             self._counts_dirty = True
         self._state_ok("counts.db")
 
-    def _count(self, first_seen: datetime, kind: str, member: bool, identified: bool) -> None:
+    def _count(self, entry: Counted) -> None:
         """Record an entry in counts.db; while it refuses writes, entries wait in memory, in order."""
         if not self.uncounted:
             try:
-                self.counts.record(first_seen, kind, member, identified)
+                self.counts.record(entry.ts, entry.kind, entry.member, entry.identified)
                 self._counts_dirty = True
                 return
             except STORAGE_ERRORS as exc:
@@ -434,7 +429,7 @@ class Daemon:
         if len(self.uncounted) >= RETRY_MAX:
             self.uncounted.popleft()
             log.error("counts: %d entries held in memory already; the oldest is not counted", RETRY_MAX)
-        self.uncounted.append((first_seen, kind, member, identified))
+        self.uncounted.append(entry)
 
     def _retry_unstored(self, force: bool = False) -> None:
         """Store the held-back events, oldest first, at most once a second unless `force`."""
@@ -472,53 +467,40 @@ class Daemon:
         self._decide(decisions)
 
     def _decide(self, decisions: list[Decision]) -> None:
+        """Apply the rules (`edge/rules.py`) to each decision; the daemon only reads and writes state."""
         for d in decisions:
-            if d.kind not in ("visit", "reentry"):
-                continue
+            visit = rules.visit_event(d, self.store_id)
+            entry = rules.entry_count(d)
+            if visit is None or entry is None:
+                continue  # staff, or another view of an entry already counted
             self.decisions += 1
-            assert d.visitor_id is not None, "a visit or a re-entry always has its visitor"
-            ts = d.passage.last_seen
-            visit = events.VisitEvent(
-                store_id=self.store_id, ts=ts, kind=d.kind, visitor_id=d.visitor_id, member_id=d.member_id,
-                role="member" if d.member_id else "visitor", camera_id=d.passage.camera_id,
-                first_seen_ts=d.passage.first_seen, identified=d.identified)
             self._submit(visit)
-            self._count(d.passage.first_seen, d.kind, d.member_id is not None, d.identified)
-            if d.member_id:
+            self._count(entry)
+            member_id = rules.member_entry(d)
+            if member_id is not None:
                 try:
-                    self._member_arrived(d, d.member_id, visit, ts)
+                    self._member_arrived(d, member_id, visit)
                 except STORAGE_ERRORS as exc:  # the visit itself is kept; a full disk never stops the daemon
                     self._state_failed("appointments.db", exc)
                     log.error("%s of a member: alerts not raised: %s", d.kind, exc)
 
-    def _member_arrived(self, d: Decision, member_id: str, visit: events.VisitEvent, ts: datetime) -> None:
+    def _member_arrived(self, d: Decision, member_id: str, visit: events.VisitEvent) -> None:
         try:
             arrivals = self.appointments.record_arrival(member_id, d.passage.first_seen)
         except STORAGE_ERRORS as exc:  # the arrival alert still goes out; only the appointment marks wait
             self._state_failed("appointments.db", exc)
             arrivals = []
-        for arrival in arrivals:
-            a = arrival.appointment
-            self._submit(events.AppointmentAlert(
-                store_id=self.store_id, ts=ts, appointment_id=a.appointment_id, member_id=a.member_id,
-                scheduled_at=a.scheduled_at, channel=a.channel, advisor=a.advisor,
-                minutes_early=arrival.minutes_early))
-        if d.kind != "visit" and not d.recognised_late:
-            return  # one arrival pop-up per visit: at its start, or when the member is first recognised in it
+        for event in rules.appointment_alerts(self.store_id, visit.ts, arrivals):
+            self._submit(event)
+        if not rules.arrival_alert_due(d):
+            return
         today = self.appointments.for_member_on_day(member_id, self.appointments.day_of(d.passage.first_seen))
-        appointment = None
-        if today:
-            a = min(today, key=lambda x: abs((x.scheduled_at - d.passage.first_seen).total_seconds()))
-            appointment = {"appointment_id": a.appointment_id, "scheduled_at": events.iso(a.scheduled_at),
-                           "channel": a.channel, "advisor": a.advisor}
-        person = d.person
-        alert = events.ArrivalAlert(
-            store_id=self.store_id, ts=ts, member_id=member_id, name=person.name if person else member_id,
-            tier=person.tier if person else None, visit_event_id=visit.event_id, appointment=appointment,
-            profile=dict(person.profile) if person else {})
+        alert = rules.arrival_alert(d, self.store_id, visit, today)
+        if alert is None:
+            return
         self._submit(alert)
         if self.alert_timing is not None:
-            waited = max(0.0, ((self.now or ts) - d.passage.best_shot_ts).total_seconds())
+            waited = max(0.0, ((self.now or visit.ts) - d.passage.best_shot_ts).total_seconds())
             self.alert_timing[alert.event_id] = (waited, self._frame_started)
 
     # -- downlink --------------------------------------------------------------------
