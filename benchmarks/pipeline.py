@@ -28,6 +28,7 @@ from footfall.benchmarks.recognition import _insightface_eligible, _NaiveOnnx
 from footfall.config.schema import Config
 from footfall.dedup.enrol import embeddings_from_photos
 from footfall.dedup.gallery import Person
+from footfall.edge import rules
 from footfall.edge.pipeline import Decision, build_pipeline, open_gallery
 from footfall.edge.sources import FileSource, Frame, merge_by_time
 from footfall.recognition.analyzer import FaceAnalyzer
@@ -239,7 +240,7 @@ def bench_pipeline(config: Config, faces_dir: Path, *, size: str = "day", progre
         run_config = config.model_copy(update={
             "timezone": STORE_TZ, "storage": config.storage.model_copy(update={"dir": tmp / "state"})})
         decisions, frames, seconds, embedded = run_ours(run_config, scenario, analyzer, progress)
-        counted = [d for d in decisions if d.kind in ("visit", "reentry")]
+        counted = [d for d in decisions if rules.counted(d)]
         ours = score([(d.kind, d.visitor_id, d.passage.best_shot_ts, d.passage.embedding) for d in counted], oracle)
 
         naive = NaiveLoop(analyzer, run_config)

@@ -18,6 +18,7 @@ import numpy as np
 from footfall.config.schema import Config
 from footfall.dedup.gallery import Gallery, Match, Person
 from footfall.dedup.window import VisitWindow
+from footfall.edge import rules
 from footfall.edge.motion import MotionGate, detection_region
 from footfall.edge.sources import FileSource, Frame, merge_by_time
 from footfall.edge.tracking import EndedTrack, Tracker
@@ -63,7 +64,8 @@ class Decision:
 
     @property
     def role(self) -> str:
-        return "member" if self.member_id else ("staff" if self.kind == "staff" else "visitor")
+        """"staff", else the role the visit is published with (`rules.role`)."""
+        return "staff" if self.kind == "staff" else rules.role(self.member_id)
 
 
 def aggregate(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:
