@@ -21,8 +21,8 @@ from typing import Literal
 
 import numpy as np
 
-from footfall.dedup.db import StorageError, migrate, open_db, purge, transaction
 from footfall.dedup.index import VectorIndex, best_by_owner
+from footfall.edge.storage import StorageError, StoreFile, open_store, purge, transaction
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def _query(embedding: np.ndarray, dim: int) -> np.ndarray:
 
 # -- the gallery -------------------------------------------------------------------
 
-class Gallery:
+class Gallery(StoreFile):
     """Members and staff with their embeddings, in memory or in a private SQLite file. Thread-safe."""
 
     def __init__(self, *, dim: int, threshold: float, margin: float, model_sha256: str,
@@ -165,21 +165,15 @@ class Gallery:
         self._owner_of: dict[int, str] = {}
         self._next_vector_id = 1
         self._most_vectors = 0  # most vectors any one enrolled person has; sizes the search
-        self._closed = False
-        self._conn = None
+        self._name = "the gallery"
         if db_path is not None:
             path = Path(db_path)
-            self._conn = open_db(path)
-            try:
-                migrate(self._conn, _SCHEMA)
-                self._check_model(self._conn, path)
-                self._load(self._conn, path)
-            except sqlite3.DatabaseError as exc:
-                self._conn.close()
-                raise StorageError(f"{path}: cannot read the gallery (corrupt?): {exc}") from None
-            except StorageError:
-                self._conn.close()
-                raise
+
+            def load(conn: sqlite3.Connection) -> None:
+                self._check_model(conn, path)
+                self._load(conn, path)
+
+            self._conn = open_store(path, _SCHEMA, "the gallery", load)
 
     # -- public API --------------------------------------------------------------
 
@@ -294,28 +288,13 @@ class Gallery:
         with self._lock:
             return len(self._people)
 
-    def close(self) -> None:
-        """Release the database and drop the in-memory vectors."""
-        with self._lock:
-            self._closed = True
-            self._forget_vectors(list(self._owner_of))
-            self._people.clear()
-            self._vector_ids.clear()
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def __enter__(self) -> Gallery:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _release(self) -> None:
+        """At close: drop the in-memory vectors and people."""
+        self._forget_vectors(list(self._owner_of))
+        self._people.clear()
+        self._vector_ids.clear()
 
     # -- internals ---------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("the gallery is closed")
 
     def _widest(self) -> int:
         return max((len(v) for v in self._vector_ids.values()), default=0)

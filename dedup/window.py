@@ -30,8 +30,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from footfall.dedup.db import StorageError, db_file, migrate, open_db, purge, transaction
 from footfall.dedup.index import VectorIndex, best_by_owner
+from footfall.edge.storage import StorageError, StoreFile, db_file, open_store, purge, transaction
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class _Open:
     vector_ids: list[int] = field(default_factory=list)  # oldest first
 
 
-class VisitWindow:
+class VisitWindow(StoreFile):
     """Open visit windows of one store, in memory or in a private SQLite file.
 
     With `db_path` every change is written at once and the windows are reloaded
@@ -162,8 +162,7 @@ class VisitWindow:
         self._owner_of: dict[int, str] = {}  # vector id -> visitor id
         self._next_vector_id = 1
         self._now: datetime | None = None
-        self._closed = False
-        self._conn = None
+        self._name = "the visit window"
         # Windows whose rows on disk lag behind memory because the disk refused a write (full, I/O
         # error): decisions go on from memory, and these are written again, whole, at the next write
         # or `retry_storage()`. `storage_error` says why while any lags.
@@ -171,16 +170,7 @@ class VisitWindow:
         self.storage_error: str | None = None
         if db_path is not None:
             path = Path(db_path)
-            self._conn = open_db(path)
-            try:
-                migrate(self._conn, _SCHEMA)
-                self._load(self._conn, path)
-            except sqlite3.DatabaseError as exc:
-                self._conn.close()
-                raise StorageError(f"{path}: cannot read the open visit windows (corrupt?): {exc}") from None
-            except StorageError:
-                self._conn.close()
-                raise
+            self._conn = open_store(path, _SCHEMA, "the open visit windows", lambda conn: self._load(conn, path))
         if now is not None:
             self.expire(now)
 
@@ -247,28 +237,13 @@ class VisitWindow:
             self._close([current])
             return True
 
-    def close(self) -> None:
-        """Release the database and drop the in-memory vectors (open windows stay on disk)."""
-        with self._lock:
-            self._closed = True
-            self._index.remove(list(self._owner_of))
-            self._open.clear()
-            self._owner_of.clear()
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def __enter__(self) -> VisitWindow:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _release(self) -> None:
+        """At close: drop the in-memory vectors (open windows stay on disk)."""
+        self._index.remove(list(self._owner_of))
+        self._open.clear()
+        self._owner_of.clear()
 
     # -- decisions ---------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("the visit window is closed")
 
     def _advance(self, ts: datetime) -> datetime:
         # Time only moves forward: a late timestamp (another camera's clock) counts as the last seen.
@@ -423,7 +398,7 @@ class VisitWindow:
     def retry_storage(self) -> bool:
         """Write the windows a refused write left behind; True when the file is up to date."""
         with self._lock:
-            if self._conn is None or not self._unsaved:
+            if self._conn is None or self._closed or not self._unsaved:
                 return True
             return self._resync()
 

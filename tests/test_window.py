@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from footfall.dedup.db import StorageError
 from footfall.dedup.window import VisitWindow, pick_visitor, store_day_end, vectors_to_keep
+from footfall.edge.storage import StorageError
 
 DIM = 64
 TZ = ZoneInfo("Asia/Shanghai")
@@ -359,7 +359,7 @@ def test_a_damaged_database_is_refused_by_name(tmp_path):
 def test_a_failed_commit_leaves_no_open_transaction_and_keeps_its_cause(tmp_path):
     import sqlite3
 
-    from footfall.dedup.db import open_db, transaction
+    from footfall.edge.storage import open_db, transaction
 
     conn = open_db(tmp_path / "t.db")
     conn.execute("CREATE TABLE t (x INTEGER)")
