@@ -10,9 +10,9 @@ from pathlib import Path
 
 from footfall import __version__
 from footfall.config.schema import Config, ConfigError, load_config, parse_config
-from footfall.dedup.db import StorageError
 from footfall.dedup.gallery import EnrolmentError
 from footfall.edge.admin import AdminUnavailable
+from footfall.edge.storage import StorageError
 from footfall.edge.storage_lock import StorageBusy
 from footfall.models.manifest import ModelError, load_manifest, search_dirs
 

@@ -21,8 +21,8 @@ from typing import Literal
 
 import numpy as np
 
-from footfall.dedup.db import StorageError, migrate, open_db, purge, transaction
-from footfall.dedup.index import VectorIndex, best_by_owner
+from footfall.dedup.vectors import OwnedVectors
+from footfall.edge.storage import StorageError, StoreFile, open_store, purge, transaction
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def _query(embedding: np.ndarray, dim: int) -> np.ndarray:
 
 # -- the gallery -------------------------------------------------------------------
 
-class Gallery:
+class Gallery(StoreFile):
     """Members and staff with their embeddings, in memory or in a private SQLite file. Thread-safe."""
 
     def __init__(self, *, dim: int, threshold: float, margin: float, model_sha256: str,
@@ -159,27 +159,18 @@ class Gallery:
         self.margin = margin
         self.model_sha256 = model_sha256
         self._lock = threading.RLock()
-        self._index = VectorIndex(dim)
+        self._vectors = OwnedVectors(dim)
         self._people: dict[str, Person] = {}
-        self._vector_ids: dict[str, list[int]] = {}
-        self._owner_of: dict[int, str] = {}
-        self._next_vector_id = 1
         self._most_vectors = 0  # most vectors any one enrolled person has; sizes the search
-        self._closed = False
-        self._conn = None
+        self._name = "the gallery"
         if db_path is not None:
             path = Path(db_path)
-            self._conn = open_db(path)
-            try:
-                migrate(self._conn, _SCHEMA)
-                self._check_model(self._conn, path)
-                self._load(self._conn, path)
-            except sqlite3.DatabaseError as exc:
-                self._conn.close()
-                raise StorageError(f"{path}: cannot read the gallery (corrupt?): {exc}") from None
-            except StorageError:
-                self._conn.close()
-                raise
+
+            def load(conn: sqlite3.Connection) -> None:
+                self._check_model(conn, path)
+                self._load(conn, path)
+
+            self._conn = open_store(path, _SCHEMA, "the gallery", load)
 
     # -- public API --------------------------------------------------------------
 
@@ -200,18 +191,12 @@ class Gallery:
                                  f"per person (members.max_vectors)")
         with self._lock:
             self._check_open()
-            old = self._vector_ids.get(person.person_id, [])
-            new = list(range(self._next_vector_id, self._next_vector_id + len(vectors)))
             if self._conn is not None:
-                self._save(person, new, vectors)
-            self._next_vector_id += len(vectors)
-            self._forget_vectors(old)
-            self._index.add(np.asarray(new, dtype=np.int64), vectors)
-            self._owner_of.update((i, person.person_id) for i in new)
-            self._vector_ids[person.person_id] = new
+                self._save(person, self._vectors.next_ids(len(vectors)), vectors)
+            _, old = self._vectors.replace(person.person_id, vectors)
             self._people[person.person_id] = person
             self._tombstones.pop(self._tombstone_key(person.person_id), None)
-            self._most_vectors = self._widest()
+            self._most_vectors = self._vectors.widest()
             if old:
                 self._purge()  # the replaced vectors leave the WAL too
 
@@ -220,11 +205,8 @@ class Gallery:
         vector = _query(embedding, self.dim)
         with self._lock:
             self._check_open()
-            if len(self._index) == 0:
-                return None
             # One person holds at most _most_vectors hits, so the next person is within k.
-            scores, ids = self._index.search(vector, self._most_vectors + 1)
-            ranked = best_by_owner(scores[0], ids[0], self._owner_of)
+            ranked = self._vectors.nearest_owners(vector, self._most_vectors + 1)
             if not ranked:
                 return None
             (best, score), second = ranked[0], (ranked[1][1] if len(ranked) > 1 else -1.0)
@@ -241,9 +223,9 @@ class Gallery:
             if self._conn is not None:
                 with transaction(self._conn):
                     self._conn.execute("DELETE FROM people WHERE person_id = ?", (person_id,))
-            self._forget_vectors(self._vector_ids.pop(person_id))
+            self._vectors.forget(person_id)
             del self._people[person_id]
-            self._most_vectors = self._widest()  # the search narrows again once the widest person leaves
+            self._most_vectors = self._vectors.widest()  # the search narrows again once the widest person leaves
             self._purge()
             return True
 
@@ -294,39 +276,15 @@ class Gallery:
         with self._lock:
             return len(self._people)
 
-    def close(self) -> None:
-        """Release the database and drop the in-memory vectors."""
-        with self._lock:
-            self._closed = True
-            self._forget_vectors(list(self._owner_of))
-            self._people.clear()
-            self._vector_ids.clear()
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def __enter__(self) -> Gallery:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _release(self) -> None:
+        """At close: drop the in-memory vectors and people."""
+        self._vectors.clear()
+        self._people.clear()
 
     # -- internals ---------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("the gallery is closed")
-
-    def _widest(self) -> int:
-        return max((len(v) for v in self._vector_ids.values()), default=0)
-
     def _tombstone_key(self, person_id: str) -> str:
         return hashlib.sha256(f"{self._salt}\x00{person_id}".encode()).hexdigest()
-
-    def _forget_vectors(self, ids: list[int]) -> None:
-        self._index.remove(ids)
-        for vector_id in ids:
-            self._owner_of.pop(vector_id, None)
 
     def _purge(self) -> None:
         if self._conn is not None and not purge(self._conn):
@@ -375,17 +333,11 @@ class Gallery:
             self._people[pid] = Person(pid, name, role, tier, bool(consent),
                                        datetime.fromisoformat(consent_at) if consent_at else None,
                                        json.loads(profile))
-            self._vector_ids[pid] = []
-        ids, vectors = [], []
+        rows = []
         for vector_id, pid, blob in conn.execute(
                 "SELECT id, person_id, vector FROM person_vectors ORDER BY id"):
             if len(blob) != 4 * self.dim:
                 raise StorageError(f"{path}: gallery vectors are {len(blob) // 4}-d, the recognizer makes {self.dim}-d ones")
-            self._vector_ids[pid].append(vector_id)
-            self._owner_of[vector_id] = pid
-            ids.append(vector_id)
-            vectors.append(np.frombuffer(blob, dtype="<f4"))
-            self._next_vector_id = max(self._next_vector_id, vector_id + 1)
-        if ids:
-            self._index.add(np.asarray(ids, dtype=np.int64), np.stack(vectors))
-        self._most_vectors = max((len(v) for v in self._vector_ids.values()), default=0)
+            rows.append((vector_id, pid, np.frombuffer(blob, dtype="<f4")))
+        self._vectors.restore(rows)
+        self._most_vectors = self._vectors.widest()

@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Literal
@@ -30,8 +30,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from footfall.dedup.db import StorageError, db_file, migrate, open_db, purge, transaction
-from footfall.dedup.index import VectorIndex, best_by_owner
+from footfall.dedup.vectors import OwnedVectors
+from footfall.edge.storage import StorageError, StoreFile, db_file, open_store, purge, transaction
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +103,6 @@ def pick_visitor(ranked: Sequence[tuple[str, float]], threshold: float, margin: 
     return ranked[0]
 
 
-def vectors_to_keep(vector_ids: list[int], limit: int = MAX_VECTORS) -> list[int]:
-    """The first vector and the most recent ones, at most `limit` (ids oldest first)."""
-    if len(vector_ids) <= limit:
-        return list(vector_ids)
-    return [vector_ids[0], *vector_ids[len(vector_ids) - limit + 1:]]
-
-
 def _utc(ts: datetime, what: str = "ts") -> datetime:
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise ValueError(f"{what} must be timezone-aware, got {ts.isoformat()}")
@@ -125,10 +118,9 @@ class _Open:
     visit_started: datetime  # UTC
     last_entry: datetime     # UTC
     closes: datetime         # UTC
-    vector_ids: list[int] = field(default_factory=list)  # oldest first
 
 
-class VisitWindow:
+class VisitWindow(StoreFile):
     """Open visit windows of one store, in memory or in a private SQLite file.
 
     With `db_path` every change is written at once and the windows are reloaded
@@ -157,13 +149,10 @@ class VisitWindow:
         self.same_entry = same_entry
         self.mutual_nearest = mutual_nearest
         self._lock = threading.RLock()
-        self._index = VectorIndex(dim)
+        self._vectors = OwnedVectors(dim)  # owned by visitor id
         self._open: dict[str, _Open] = {}
-        self._owner_of: dict[int, str] = {}  # vector id -> visitor id
-        self._next_vector_id = 1
         self._now: datetime | None = None
-        self._closed = False
-        self._conn = None
+        self._name = "the visit window"
         # Windows whose rows on disk lag behind memory because the disk refused a write (full, I/O
         # error): decisions go on from memory, and these are written again, whole, at the next write
         # or `retry_storage()`. `storage_error` says why while any lags.
@@ -171,16 +160,7 @@ class VisitWindow:
         self.storage_error: str | None = None
         if db_path is not None:
             path = Path(db_path)
-            self._conn = open_db(path)
-            try:
-                migrate(self._conn, _SCHEMA)
-                self._load(self._conn, path)
-            except sqlite3.DatabaseError as exc:
-                self._conn.close()
-                raise StorageError(f"{path}: cannot read the open visit windows (corrupt?): {exc}") from None
-            except StorageError:
-                self._conn.close()
-                raise
+            self._conn = open_store(path, _SCHEMA, "the open visit windows", lambda conn: self._load(conn, path))
         if now is not None:
             self.expire(now)
 
@@ -247,28 +227,12 @@ class VisitWindow:
             self._close([current])
             return True
 
-    def close(self) -> None:
-        """Release the database and drop the in-memory vectors (open windows stay on disk)."""
-        with self._lock:
-            self._closed = True
-            self._index.remove(list(self._owner_of))
-            self._open.clear()
-            self._owner_of.clear()
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def __enter__(self) -> VisitWindow:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _release(self) -> None:
+        """At close: drop the in-memory vectors (open windows stay on disk)."""
+        self._vectors.clear()
+        self._open.clear()
 
     # -- decisions ---------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("the visit window is closed")
 
     def _advance(self, ts: datetime) -> datetime:
         # Time only moves forward: a late timestamp (another camera's clock) counts as the last seen.
@@ -295,13 +259,12 @@ class VisitWindow:
         return next((v for v in self._open.values() if v.member_id == member_id), None)
 
     def _match(self, vector: np.ndarray, anonymous_only: bool = False) -> tuple[str, float] | None:
-        if len(self._index) == 0:
+        if len(self._vectors) == 0:
             return None
         # The best visitor holds at most MAX_VECTORS of the hits, so the second visitor is among them too.
         # Searching anonymous windows only, members' vectors may fill the hits: search them all then.
-        k = len(self._index) if anonymous_only else 2 * MAX_VECTORS + 2
-        scores, ids = self._index.search(vector, k)
-        ranked = best_by_owner(scores[0], ids[0], self._owner_of)
+        k = len(self._vectors) if anonymous_only else 2 * MAX_VECTORS + 2
+        ranked = self._vectors.nearest_owners(vector, k)
         if anonymous_only:
             ranked = [(v, score) for v, score in ranked if self._open[v].member_id is None]
         picked = pick_visitor(ranked, self.threshold, self.margin)
@@ -310,10 +273,8 @@ class VisitWindow:
         visitor_id, score = picked
         # Mutual nearest: the face must be closer to this visitor than any other open window is.
         # Two look-alike strangers inside the window make a match with either a guess.
-        own = self._open[visitor_id].vector_ids
-        n_scores, n_ids = self._index.search(self._index.get(own), len(own) + MAX_VECTORS + 1)
-        rival = max((s for row_s, row_i in zip(n_scores, n_ids) for s, i in zip(row_s.tolist(), row_i.tolist())
-                     if self._owner_of.get(i) not in (None, visitor_id)), default=-1.0)
+        own = len(self._vectors.ids_of(visitor_id))
+        rival = self._vectors.nearest_rival(visitor_id, own + MAX_VECTORS + 1)
         return picked if score > rival else None
 
     def _entry(self, kind: Kind, visitor: _Open, ts: datetime, score: float | None) -> Entry:
@@ -333,23 +294,14 @@ class VisitWindow:
         visitor.last_entry = ts
         visitor.closes = window_closes(visitor.visit_started, ts, self.window, self._tz)
         added = self._new_vector(visitor, vector)
-        kept = vectors_to_keep(visitor.vector_ids)
-        dropped = [i for i in visitor.vector_ids if i not in kept]
-        visitor.vector_ids = kept
-        self._index.remove(dropped)
-        for vector_id in dropped:
-            del self._owner_of[vector_id]
+        dropped = self._vectors.cap(visitor.visitor_id, MAX_VECTORS)
         self._save(visitor, added, dropped, new=False)
         return self._entry("reentry", visitor, ts, score)
 
     def _new_vector(self, visitor: _Open, vector: np.ndarray | None) -> list[tuple[int, np.ndarray]]:
         if vector is None:
             return []
-        vector_id = self._next_vector_id
-        self._next_vector_id += 1
-        self._index.add(np.array([vector_id], dtype=np.int64), vector)
-        self._owner_of[vector_id] = visitor.visitor_id
-        visitor.vector_ids.append(vector_id)
+        (vector_id,) = self._vectors.add(visitor.visitor_id, vector)
         return [(vector_id, vector)]
 
     def _expire(self, now: datetime) -> int:
@@ -360,9 +312,7 @@ class VisitWindow:
 
     def _close(self, visitors: list[_Open]) -> None:
         for visitor in visitors:
-            self._index.remove(visitor.vector_ids)
-            for vector_id in visitor.vector_ids:
-                del self._owner_of[vector_id]
+            self._vectors.forget(visitor.visitor_id)
             del self._open[visitor.visitor_id]
         if self._conn is None:
             return
@@ -423,7 +373,7 @@ class VisitWindow:
     def retry_storage(self) -> bool:
         """Write the windows a refused write left behind; True when the file is up to date."""
         with self._lock:
-            if self._conn is None or not self._unsaved:
+            if self._conn is None or self._closed or not self._unsaved:
                 return True
             return self._resync()
 
@@ -443,10 +393,10 @@ class VisitWindow:
                         "INSERT INTO windows (visitor_id, member_id, visit_started, last_entry) VALUES (?, ?, ?, ?)",
                         (visitor_id, visitor.member_id, visitor.visit_started.isoformat(),
                          visitor.last_entry.isoformat()))
-                    vectors = self._index.get(visitor.vector_ids)
+                    ids, vectors = self._vectors.ids_of(visitor_id), self._vectors.vectors_of(visitor_id)
                     conn.executemany(
                         "INSERT INTO window_vectors (id, visitor_id, vector) VALUES (?, ?, ?)",
-                        [(i, visitor_id, v.astype("<f4").tobytes()) for i, v in zip(visitor.vector_ids, vectors)])
+                        [(i, visitor_id, v.astype("<f4").tobytes()) for i, v in zip(ids, vectors)])
         except (sqlite3.Error, OSError) as exc:
             self._refused(exc)
             return False
@@ -470,16 +420,11 @@ class VisitWindow:
                                            window_closes(started, last, self.window, self._tz))
             if self._now is None or last > self._now:
                 self._now = last
-        ids, vectors = [], []
+        rows = []
         for vector_id, visitor_id, blob in conn.execute(
                 "SELECT id, visitor_id, vector FROM window_vectors ORDER BY id"):
             if len(blob) != 4 * self.dim:
                 raise StorageError(f"{path}: window vectors are {len(blob) // 4}-d, the recognizer makes "
                                    f"{self.dim}-d ones (the model changed?); delete the file to start afresh")
-            self._open[visitor_id].vector_ids.append(vector_id)
-            self._owner_of[vector_id] = visitor_id
-            ids.append(vector_id)
-            vectors.append(np.frombuffer(blob, dtype="<f4"))
-            self._next_vector_id = max(self._next_vector_id, vector_id + 1)
-        if ids:
-            self._index.add(np.asarray(ids, dtype=np.int64), np.stack(vectors))
+            rows.append((vector_id, visitor_id, np.frombuffer(blob, dtype="<f4")))
+        self._vectors.restore(rows)

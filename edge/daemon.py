@@ -26,13 +26,13 @@ from paho.mqtt.properties import Properties
 
 from footfall import __version__
 from footfall.config.schema import Config, ConfigError
-from footfall.dedup.db import StorageError
 from footfall.dedup.enrol import embeddings_from_photos
 from footfall.edge import rules
 from footfall.edge.admin import AdminRequest, AdminServer
 from footfall.edge.notify import Notifier
 from footfall.edge.pipeline import Decision, Pipeline, build_pipeline
 from footfall.edge.sources import ENDED, FileSource, Frame, LiveSource, merge_by_time, source_kind
+from footfall.edge.storage import StorageError
 from footfall.edge.storage_lock import StorageLock
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.sync import events

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from footfall.dedup.db import StorageError, db_file, migrate, open_db, purge, transaction
+from footfall.edge.storage import StoreFile, db_file, open_store, purge, transaction
 from footfall.sync.counts import aware, day_bounds, from_us, store_day, to_us, zone
 
 _SCHEMA = [
@@ -86,22 +86,15 @@ def keeps_arrival(old_member: str, old_day: date, new: Appointment, new_day: dat
 
 # -- the store ---------------------------------------------------------------------
 
-class AppointmentStore:
+class AppointmentStore(StoreFile):
     """Appointments with their arrival and no-show state, in a private SQLite file (or in memory). Thread-safe."""
+
+    _conn: sqlite3.Connection
 
     def __init__(self, db_path: Path | None, timezone: str) -> None:
         self.tz = zone(timezone)
         self._lock = threading.RLock()
-        if db_path is None:
-            self._conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-            migrate(self._conn, _SCHEMA)
-            return
-        self._conn = open_db(Path(db_path))
-        try:
-            migrate(self._conn, _SCHEMA)
-        except StorageError:
-            self._conn.close()
-            raise
+        self._conn = open_store(None if db_path is None else Path(db_path), _SCHEMA, "the appointments")
 
     def day_of(self, ts: datetime) -> date:
         """The store day (local date) `ts` falls on."""
@@ -229,17 +222,6 @@ class AppointmentStore:
             changed = self._conn.execute("UPDATE appointments SET flagged = 1 WHERE appointment_id = ?",
                                          (appointment_id,)).rowcount
         return changed > 0
-
-    def close(self) -> None:
-        """Release the database."""
-        with self._lock:
-            self._conn.close()
-
-    def __enter__(self) -> AppointmentStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _appointment(self, row: tuple) -> Appointment:
         appointment_id, member_id, scheduled_us, channel, advisor = row

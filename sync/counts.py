@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from footfall.dedup.db import StorageError, migrate, open_db, transaction
+from footfall.edge.storage import StoreFile, open_store, transaction
 from footfall.sync.events import iso as iso_ms
 
 KINDS = ("visit", "reentry")
@@ -185,23 +185,15 @@ def today_payload(entries: Iterable[Counted], day: date, tz: ZoneInfo) -> dict:
 
 # -- the store ---------------------------------------------------------------------
 
-class CountStore:
+class CountStore(StoreFile):
     """Counted entries of one store, in a private SQLite file (or in memory with `db_path=None`). Thread-safe."""
+
+    _conn: sqlite3.Connection
 
     def __init__(self, db_path: Path | None, timezone: str) -> None:
         self.tz = zone(timezone)
         self._lock = threading.Lock()
-        if db_path is None:
-            self._conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-            migrate(self._conn, _SCHEMA)
-            return
-        path = Path(db_path)
-        self._conn = open_db(path)
-        try:
-            migrate(self._conn, _SCHEMA)
-        except StorageError:
-            self._conn.close()
-            raise
+        self._conn = open_store(None if db_path is None else Path(db_path), _SCHEMA, "the counts")
 
     def record(self, ts: datetime, kind: str, member: bool, identified: bool = True) -> None:
         """Count one entry: `kind` "visit" or "reentry", `member` whether a member made it,
@@ -233,17 +225,6 @@ class CountStore:
             raise ValueError(f"by must be 'hour' or 'day', got {by!r}")
         starts = bucket_starts(start, end, cast(By, by), self.tz)  # checked against BY above
         return bucketize(self._between(start, end), starts, self.tz)
-
-    def close(self) -> None:
-        """Release the database."""
-        with self._lock:
-            self._conn.close()
-
-    def __enter__(self) -> CountStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _between(self, start: datetime, end: datetime) -> list[Counted]:
         with self._lock:

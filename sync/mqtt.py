@@ -38,7 +38,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from footfall.config.schema import ConfigError, MqttConfig
-from footfall.dedup.db import StorageError
+from footfall.edge.storage import StorageError
 from footfall.sync import events
 from footfall.sync.outbox import Outbox, Row
 

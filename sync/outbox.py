@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from footfall.dedup.db import StorageError, migrate, open_db, purge, transaction
+from footfall.edge.storage import StorageError, StoreFile, open_store, purge, transaction
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,10 @@ class OutboxStats:
     dead_letters: int = 0
 
 
-class Outbox:
+class Outbox(StoreFile):
     """A SQLite outbox of uplink messages. Thread-safe: producers add, the publisher reads and marks."""
+
+    _conn: sqlite3.Connection
 
     def __init__(self, db_path: str | Path, *, alert_ttl: timedelta, max_rows: int = 100_000,
                  now: Callable[[], datetime]) -> None:
@@ -128,17 +130,8 @@ class Outbox:
         self._dropped_sent = 0
         self._last_error: str | None = None
         self._over_limit = False
-        self._conn: sqlite3.Connection | None = open_db(self.path)
-        try:
-            migrate(self._conn, _SCHEMA)
-            self._rows = self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
-            self.dead_letters = self._conn.execute("SELECT count(*) FROM outbox WHERE dead = 1").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            self._conn.close()
-            raise StorageError(f"{self.path}: cannot read the outbox (corrupt?): {exc}") from None
-        except StorageError:
-            self._conn.close()
-            raise
+        self._name = f"the outbox {self.path}"
+        self._conn = open_store(self.path, _SCHEMA, "the outbox", self._load)
 
     @classmethod
     def from_config(cls, storage_dir: str | Path, alert_ttl: timedelta, *,
@@ -288,29 +281,21 @@ class Outbox:
                                last_error=self._last_error, over_limit=self._over_limit,
                                dead_letters=self.dead_letters)
 
-    def close(self) -> None:
-        """Checkpoint the WAL (deleted alerts leave it too) and close the file."""
-        with self._lock:
-            if self._conn is None:
-                return
-            try:
-                purge(self._conn)
-            except sqlite3.DatabaseError as exc:
-                log.warning("outbox %s: WAL checkpoint at close failed: %s", self.path, exc)
-            self._conn.close()
-            self._conn = None
-
-    def __enter__(self) -> Outbox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _release(self) -> None:
+        """At close: checkpoint the WAL, so deleted alerts leave it too."""
+        try:
+            purge(self._conn)
+        except sqlite3.DatabaseError as exc:
+            log.warning("outbox %s: WAL checkpoint at close failed: %s", self.path, exc)
 
     # -- internals -------------------------------------------------------------------
 
+    def _load(self, conn: sqlite3.Connection) -> None:
+        self._rows = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        self.dead_letters = conn.execute("SELECT count(*) FROM outbox WHERE dead = 1").fetchone()[0]
+
     def _open(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError(f"the outbox {self.path} is closed")
+        self._check_open()
         return self._conn
 
     def _expire_alerts(self, conn: sqlite3.Connection, after: int) -> None:

@@ -332,8 +332,8 @@ def test_more_vectors_than_the_cap_are_refused(tmp_path, broker, hq, errors, def
 def test_the_search_narrows_again_after_the_widest_person_is_erased():
     gallery = Gallery(dim=256, threshold=0.5, margin=0.05, model_sha256="a" * 64, db_path=None, max_vectors=50)
     widths: list[int] = []
-    real_search = gallery._index.search
-    gallery._index.search = lambda v, k: widths.append(k) or real_search(v, k)
+    real_search = gallery._vectors.index.search
+    gallery._vectors.index.search = lambda v, k: widths.append(k) or real_search(v, k)
     vectors = np.asarray(unit_vectors(51), dtype=np.float32)
     with pytest.raises(EnrolmentError, match="51 embeddings, more than the limit of 50 per person"):
         gallery.enroll(Person("wide", "W", "member", consent=True), vectors)  # the CLI and imports too

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from footfall.dedup.db import StorageError
 from footfall.dedup.enrol import embeddings_from_photos
 from footfall.dedup.gallery import EnrolmentError, Gallery, Person
+from footfall.edge.storage import StorageError
 from footfall.recognition.images import pad_photo, read_image
 
 DIM = 64

@@ -21,8 +21,8 @@ from broker import Broker, Subscriber, mosquitto_path
 from test_daemon import PREFIX, config_file, door_camera, enrol, entrance_clip, run_once_to_the_end  # noqa: F401 - a fixture
 
 from footfall.config.schema import load_config
-from footfall.dedup.db import StorageError
 from footfall.edge.daemon import Daemon
+from footfall.edge.storage import StorageError
 from footfall.sync import events
 from footfall.sync.appointments import Appointment, AppointmentStore
 from footfall.sync.outbox import Outbox

@@ -18,8 +18,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from footfall.dedup.db import StorageError
-from footfall.dedup.window import VisitWindow, pick_visitor, store_day_end, vectors_to_keep
+from footfall.dedup.vectors import vectors_to_keep
+from footfall.dedup.window import MAX_VECTORS, VisitWindow, pick_visitor, store_day_end
+from footfall.edge.storage import StorageError
 
 DIM = 64
 TZ = ZoneInfo("Asia/Shanghai")
@@ -251,8 +252,8 @@ def test_a_match_needs_the_threshold_and_a_margin_over_the_second_visitor_above_
 
 
 def test_a_visitor_keeps_the_first_and_the_most_recent_vectors():
-    assert vectors_to_keep([1, 2]) == [1, 2]
-    assert vectors_to_keep([1, 2, 3, 4, 5]) == [1, 4, 5]
+    assert vectors_to_keep([1, 2], MAX_VECTORS) == [1, 2]
+    assert vectors_to_keep([1, 2, 3, 4, 5], MAX_VECTORS) == [1, 4, 5]
 
 
 # -- persistence and privacy ------------------------------------------------------------
@@ -359,7 +360,7 @@ def test_a_damaged_database_is_refused_by_name(tmp_path):
 def test_a_failed_commit_leaves_no_open_transaction_and_keeps_its_cause(tmp_path):
     import sqlite3
 
-    from footfall.dedup.db import open_db, transaction
+    from footfall.edge.storage import open_db, transaction
 
     conn = open_db(tmp_path / "t.db")
     conn.execute("CREATE TABLE t (x INTEGER)")

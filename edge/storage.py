@@ -1,16 +1,19 @@
-"""SQLite files that hold biometric data: private modes, WAL, secure deletion, versioned schemas.
+"""The SQLite layer of every store: private modes, WAL, secure deletion, versioned schemas.
 
-Each module that keeps state owns one file and its tables; `user_version` is
-per file, so two modules never share one (their migration lists would clash).
+Each store (gallery, visit window, counts, appointments, outbox) owns one file
+and its tables; `user_version` is per file, so two stores never share one
+(their migration lists would clash). `open_store` opens, migrates and loads a
+store's file with one error form; `StoreFile` gives a store `close()` and `with`.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Self
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -151,3 +154,67 @@ def purge(conn: sqlite3.Connection) -> bool:
     """
     busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     return busy == 0
+
+
+def open_store(path: Path | None, steps: list[str], what: str,
+               load: Callable[[sqlite3.Connection], object] | None = None) -> sqlite3.Connection:
+    """A store's connection: opened (`open_db`), migrated to `steps`, then read by `load`.
+
+    `path=None` gives a private in-memory database with the same schema. A
+    file that SQLite cannot read while migrating or loading raises StorageError
+    "<path>: cannot read <what> (corrupt?): ..."; whatever fails, the connection
+    is closed before the error leaves.
+    """
+    if path is None:
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    else:
+        path = Path(path)
+        conn = open_db(path)
+    try:
+        migrate(conn, steps)
+        if load is not None:
+            load(conn)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StorageError(f"{path or ':memory:'}: cannot read {what} (corrupt?): {exc}") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class StoreFile:
+    """`close()`, `with` and the closed check of a store whose connection is `_conn` (None for a
+    store kept in memory only) and whose access is serialised by `_lock`.
+
+    `close()` runs `_release()` once, under the lock and with the file still open: the place
+    for a store to drop what memory holds or to checkpoint its file.
+    """
+
+    _lock: AbstractContextManager
+    _conn: sqlite3.Connection | None = None
+    _closed = False
+    _name = "the store"  # for "... is closed"
+
+    def close(self) -> None:
+        """Release what memory holds and close the file; closing again does nothing."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._release()
+            if self._conn is not None:
+                self._conn.close()
+
+    def _release(self) -> None:
+        """Called once by `close()` before the file closes; nothing by default."""
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self._name} is closed")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
