@@ -26,7 +26,6 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -36,7 +35,7 @@ from footfall.config.hq import HqConfig, database_password
 from footfall.hq.ingest import Rejection, Row, offset_name, parse, zone_of
 from footfall.hq.migrate import migrate
 from footfall.hq.writer import Written, write_batch
-from footfall.sync.mqtt import apply_credentials, parse_broker_url
+from footfall.sync.mqtt_client import make_client, parse_broker_url
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +125,8 @@ class Collector:
                 log.info("database schema: applied %s", ", ".join(applied))
             conn.autocommit = True
             self.zones = load_zones(conn, config.timezones)
-        host, port, tls = parse_broker_url(config.mqtt.url)
-        self._host, self._port = host, port
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
-        apply_credentials(client, config.mqtt, tls)
+        self._host, self._port, _ = parse_broker_url(config.mqtt.url)
+        client = make_client(config.mqtt, self.client_id, protocol="5", manual_ack=True)
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
