@@ -77,7 +77,7 @@ class EventCounter:
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self.client = make_client(local_config(port), "soak-counter", protocol="5")
-        self.client.on_connect = lambda c, u, f, reason, p: c.subscribe(events.store_topics("footfall", STORE) + "#", qos=1)
+        self.client.on_connect = lambda c, u, f, reason, p: c.subscribe(events.topic_filter("footfall", "#", STORE), qos=1)
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)

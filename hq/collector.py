@@ -35,6 +35,7 @@ from footfall.config.hq import HqConfig, database_password
 from footfall.hq.ingest import Rejection, Row, offset_name, parse, zone_of
 from footfall.hq.migrate import migrate
 from footfall.hq.writer import Written, write_batch
+from footfall.sync.events import topic_filter
 from footfall.sync.mqtt_client import make_client, parse_broker_url
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ _RETRY_MAX_S = 10.0
 
 def shared_filters(group: str, prefix: str) -> list[str]:
     """The shared-subscription filters of a collector group: `$share/<group>/<prefix>/+/<topic>`."""
-    return [f"$share/{group}/{prefix}/+/{name}" for name in UPLINK]
+    return [f"$share/{group}/{topic_filter(prefix, name)}" for name in UPLINK]
 
 
 def connect_pool(config: HqConfig, *, min_size: int = 1) -> ConnectionPool:

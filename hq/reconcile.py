@@ -134,7 +134,7 @@ class Reconciler:
 
         def on_connect(c: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
             if not reason.is_failure:
-                c.subscribe(f"{self.prefix}/+/replies/hq-{run_id}/#", qos=1)
+                c.subscribe(events.topic_filter(self.prefix, f"replies/hq-{run_id}/#"), qos=1)
 
         def on_message(c: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
             try:

@@ -51,6 +51,20 @@ def topic(prefix: str, store_id: str, name: str) -> str:
     return f"{prefix}/{store_id}/{name}"
 
 
+def topic_filter(prefix: str, name: str, store_id: str | None = None) -> str:
+    """A subscription filter for `name` of one store, or of every store when `store_id` is None.
+
+    topic_filter("footfall", VISITS) -> "footfall/+/visits"; `name` may be or end in a "#" level:
+    topic_filter("footfall", "#", "sh-001") -> "footfall/sh-001/#".
+    """
+    levels = name.split("/")
+    if not name or any(not level or ("#" in level and level != "#") or "+" in level or "\0" in level
+                       for level in levels) or "#" in levels[:-1]:
+        raise ValueError(f"topic filter name must be topic levels, optionally ending in '#', got {name!r}")
+    topic(prefix, store_id or "x", "x")  # the same checks of prefix and store_id
+    return f"{prefix}/{store_id or '+'}/{name}"
+
+
 def split_topic(prefix: str, full: str) -> tuple[str, str]:
     """The inverse of `topic`: split_topic("footfall", "footfall/sh-001/alerts/ack") -> ("sh-001", "alerts/ack").
 

@@ -122,6 +122,25 @@ def test_a_topic_outside_the_prefix_or_missing_a_part_does_not_parse(full, reaso
         events.split_topic("footfall", full)
 
 
+def test_a_subscription_filter_covers_one_store_or_every_store():
+    assert events.topic_filter("footfall", events.VISITS) == "footfall/+/visits"
+    assert events.topic_filter("footfall", "#", "sh-001") == "footfall/sh-001/#"
+    assert events.topic_filter("acme/footfall", "replies/hq-1/#") == "acme/footfall/+/replies/hq-1/#"
+
+
+@pytest.mark.parametrize("bad", ["", "#/visits", "visits#", "+", "alerts/+", "alerts//x", "a\0b"])
+def test_a_filter_name_that_is_not_whole_levels_is_refused(bad):
+    with pytest.raises(ValueError, match="topic filter name"):
+        events.topic_filter("footfall", bad)
+
+
+def test_a_filter_keeps_the_checks_of_prefix_and_store():
+    with pytest.raises(ValueError, match="store_id"):
+        events.topic_filter("footfall", "#", "sh+1")
+    with pytest.raises(ValueError, match="prefix"):
+        events.topic_filter("foot#", "visits")
+
+
 def test_the_name_of_a_topic_is_given_only_for_the_store_asked_about():
     assert events.store_topic_name("footfall", "sh-001", "footfall/sh-001/counts/get") == "counts/get"
     assert events.store_topic_name("footfall", "sh-001", "footfall/sh-002/counts/get") is None

@@ -200,7 +200,7 @@ class Watcher:
         self.client = make_client(local_config(port), "footfall-demo-watcher", protocol="5")
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
-        self.client.subscribe(events.store_topics(prefix, store_id) + "#", qos=1)
+        self.client.subscribe(events.topic_filter(prefix, "#", store_id), qos=1)
         self.client.loop_start()
 
     def _on_message(self, client, userdata, message) -> None:
