@@ -35,6 +35,7 @@ from typing import Any
 import psycopg
 
 from footfall.hq.local_postgres import LocalPostgres, unavailable_reason
+from footfall.sync import events
 from footfall.tooling.local_broker import LocalBroker, mosquitto_binary
 
 TZ = timezone(timedelta(hours=8))
@@ -60,17 +61,17 @@ def day_of_events(store: str, visits: int, day: datetime, rng: random.Random) ->
         stamp = ts.isoformat(timespec="milliseconds")
         member = rng.random() < ARRIVAL_SHARE
         event_id = str(uuid.uuid4())
-        out.append((f"footfall/{store}/visits", {
+        out.append((events.topic("footfall", store, events.VISITS), {
             "event_id": event_id, "store_id": store, "ts": stamp, "kind": "reentry" if rng.random() < 0.2 else "visit",
             "visitor_id": uuid.uuid4().hex[:16], "member_id": f"m-{i}" if member else None,
             "role": "member" if member else "visitor", "camera_id": "door-1", "first_seen_ts": stamp,
             "identified": True}))
         if member:
-            out.append((f"footfall/{store}/alerts/arrival", {
+            out.append((events.topic("footfall", store, events.ALERT_ARRIVAL), {
                 "event_id": str(uuid.uuid4()), "store_id": store, "ts": stamp, "member_id": f"m-{i}",
                 "name": "member", "tier": "gold", "visit_event_id": event_id, "appointment": None}))
             acked = (ts + timedelta(seconds=rng.uniform(5, 90))).isoformat(timespec="milliseconds")
-            out.append((f"footfall/{store}/alerts/ack", {
+            out.append((events.topic("footfall", store, events.ALERT_ACK), {
                 "event_id": str(uuid.uuid4()), "store_id": store, "ts": acked, "visit_event_id": event_id,
                 "guide": "g1"}))
     return out
@@ -78,15 +79,14 @@ def day_of_events(store: str, visits: int, day: datetime, rng: random.Random) ->
 
 def publish_main(port: int, stores: list[str], visits: int, day_iso: str, seed: int, out_path: str) -> None:
     """A publisher process: every event of its stores, interleaved store by store, then {event_id: sent_at}."""
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+    from footfall.sync.mqtt_client import local_config, make_client
 
     rng = random.Random(seed)
     day = datetime.fromisoformat(day_iso)
     per_store = [day_of_events(s, visits, day, rng) for s in stores]
     sent: dict[str, float] = {}
     acked = [0]
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{seed}", protocol=MQTTProtocolVersion.MQTTv5)
+    client = make_client(local_config(port), f"bench-pub-{seed}", protocol="5")
     client.max_inflight_messages_set(500)
     client.max_queued_messages_set(0)
     client.on_publish = lambda *a: acked.__setitem__(0, acked[0] + 1)
@@ -95,9 +95,9 @@ def publish_main(port: int, stores: list[str], visits: int, day_iso: str, seed: 
     longest = max(len(e) for e in per_store)
     total = 0
     for i in range(longest):
-        for events in per_store:
-            if i < len(events):
-                topic, body = events[i]
+        for store_events in per_store:
+            if i < len(store_events):
+                topic, body = store_events[i]
                 payload = json.dumps(body)
                 sent[body["event_id"]] = time.time()
                 client.publish(topic, payload, qos=1)

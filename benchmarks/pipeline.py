@@ -19,8 +19,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from tqdm import tqdm
 
 from footfall.benchmarks import three_columns
@@ -33,6 +31,8 @@ from footfall.edge.pipeline import Decision, build_pipeline, open_gallery
 from footfall.edge.sources import FileSource, Frame, merge_by_time
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.recognition.images import read_image
+from footfall.sync import events
+from footfall.sync.mqtt_client import local_config, make_client
 from footfall.tooling.scenario import (
     CAMERA,
     CLIP_FPS,
@@ -197,11 +197,11 @@ def alert_latency(config: Config, bank: SpriteBank, analyzer: FaceAnalyzer, tmp:
     sources, members = member_days(bank, work)
     broker = LocalBroker(work, binary)
     received: dict[str, float] = {}
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-latency", protocol=MQTTProtocolVersion.MQTTv5)
+    client = make_client(local_config(broker.port), "bench-latency", protocol="5")
     client.on_message = lambda c, u, m: received.update({json.loads(m.payload)["event_id"]: time.monotonic()})
     try:
         client.connect("127.0.0.1", broker.port)
-        client.subscribe(f"{config.mqtt.topic_prefix}/{config.store_id}/alerts/arrival", qos=1)
+        client.subscribe(events.topic(config.mqtt.topic_prefix, config.store_id, events.ALERT_ARRIVAL), qos=1)
         client.loop_start()
         run_config = config.model_copy(update={
             "timezone": STORE_TZ, "mqtt": config.mqtt.model_copy(update={"url": broker.url}),

@@ -19,12 +19,11 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-
 from footfall.config.schema import Config
 from footfall.edge.sources import ENDED, STREAMING, FileSource, Frame, merge_by_time
 from footfall.recognition.analyzer import FaceAnalyzer
+from footfall.sync import events
+from footfall.sync.mqtt_client import local_config, make_client
 from footfall.tooling.local_broker import LocalBroker, mosquitto_binary
 from footfall.tooling.scenario import SAMPLE_FPS, STORE_TZ, Scenario, SpriteBank, build_scenario, enrolment
 
@@ -77,9 +76,8 @@ class EventCounter:
         self.ids: set[str] = set()
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="soak-counter",
-                                  protocol=MQTTProtocolVersion.MQTTv5)
-        self.client.on_connect = lambda c, u, f, reason, p: c.subscribe(f"footfall/{STORE}/#", qos=1)
+        self.client = make_client(local_config(port), "soak-counter", protocol="5")
+        self.client.on_connect = lambda c, u, f, reason, p: c.subscribe(events.topic_filter("footfall", "#", STORE), qos=1)
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)

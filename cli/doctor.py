@@ -12,14 +12,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import cv2
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
 from footfall.config.schema import Config
 from footfall.edge.sources import source_kind
 from footfall.models.fetch import verify_file
 from footfall.models.manifest import ModelError, entry_for, locate
-from footfall.sync.mqtt import apply_credentials, parse_broker_url
+from footfall.sync.mqtt_client import make_client, parse_broker_url
 
 MIN_FREE_BYTES = 512 * 1024 * 1024
 
@@ -133,10 +131,8 @@ def _camera(index: int, source: str) -> str:
 
 
 def _broker(config: Config) -> str:
-    host, port, tls = parse_broker_url(config.mqtt.url)
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"footfall-doctor-{os.getpid()}",
-                         protocol=paho.MQTTv5 if config.mqtt.protocol == "5" else paho.MQTTv311)
-    apply_credentials(client, config.mqtt, tls)
+    host, port, _ = parse_broker_url(config.mqtt.url)
+    client = make_client(config.mqtt, f"footfall-doctor-{os.getpid()}")
     answer: dict[str, str] = {}
     client.on_connect = lambda c, u, f, reason, p: answer.update(reason=str(reason))
     try:

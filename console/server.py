@@ -42,7 +42,6 @@ from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -52,7 +51,7 @@ from footfall.console.limits import AckBook, LoginLimiter
 from footfall.console.messages import MAX_ID, Dropped, parse_message
 from footfall.console.sessions import Session, SessionBook, token_in
 from footfall.sync import events
-from footfall.sync.mqtt import apply_credentials, parse_broker_url
+from footfall.sync.mqtt_client import make_client, parse_broker_url
 
 log = logging.getLogger(__name__)
 
@@ -325,15 +324,11 @@ class Console:
             mq = mq.model_copy(update={"username": cc.mqtt_username, "password": cc.mqtt_password})
         elif cc.mqtt_password is not None:
             mq = mq.model_copy(update={"password": cc.mqtt_password})
-        host, port, tls = parse_broker_url(mq.url)
-        client_id = cc.mqtt_client_id or f"footfall-console-{self.store_id}"
+        host, port, _ = parse_broker_url(mq.url)
         v5 = mq.protocol == "5"
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                             protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-                             clean_session=None if v5 else False)
+        client = make_client(mq, cc.mqtt_client_id or f"footfall-console-{self.store_id}", persistent=True)
         client.suppress_exceptions = True
         client.reconnect_delay_set(1, 10)
-        apply_credentials(client, mq, tls)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -364,9 +359,9 @@ class Console:
         self._broadcast(sse_frame("broker", {"connected": connected}))
 
     def _on_message(self, client, userdata, message: paho.MQTTMessage) -> None:
-        name = message.topic.removeprefix(f"{self.prefix}/{self.store_id}/")
-        kind = _KIND.get(name)
-        if kind is None:
+        name = events.store_topic_name(self.prefix, self.store_id, message.topic)
+        kind = _KIND.get(name) if name is not None else None
+        if name is None or kind is None:
             return
         try:
             payload = parse_message(kind, bytes(message.payload), self.config.console.max_message_bytes)

@@ -593,7 +593,8 @@ class Daemon:
         if message.rejected is not None:
             self._reject(message.topic, message.rejected)
             return
-        name = message.topic.removeprefix(events.store_topics(self.prefix, self.store_id))
+        # Another store's topic stays whole: the downlink refuses it as unknown.
+        name = events.store_topic_name(self.prefix, self.store_id, message.topic) or message.topic
         now = self.now or datetime.now(UTC)
         if name == events.COUNTS_GET:
             self._answer_counts(message, now)

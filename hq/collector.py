@@ -26,7 +26,6 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -36,7 +35,8 @@ from footfall.config.hq import HqConfig, database_password
 from footfall.hq.ingest import Rejection, Row, offset_name, parse, zone_of
 from footfall.hq.migrate import migrate
 from footfall.hq.writer import Written, write_batch
-from footfall.sync.mqtt import apply_credentials, parse_broker_url
+from footfall.sync.events import topic_filter
+from footfall.sync.mqtt_client import make_client, parse_broker_url
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ _RETRY_MAX_S = 10.0
 
 def shared_filters(group: str, prefix: str) -> list[str]:
     """The shared-subscription filters of a collector group: `$share/<group>/<prefix>/+/<topic>`."""
-    return [f"$share/{group}/{prefix}/+/{name}" for name in UPLINK]
+    return [f"$share/{group}/{topic_filter(prefix, name)}" for name in UPLINK]
 
 
 def connect_pool(config: HqConfig, *, min_size: int = 1) -> ConnectionPool:
@@ -126,11 +126,8 @@ class Collector:
                 log.info("database schema: applied %s", ", ".join(applied))
             conn.autocommit = True
             self.zones = load_zones(conn, config.timezones)
-        host, port, tls = parse_broker_url(config.mqtt.url)
-        self._host, self._port = host, port
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
-        apply_credentials(client, config.mqtt, tls)
+        self._host, self._port, _ = parse_broker_url(config.mqtt.url)
+        client = make_client(config.mqtt, self.client_id, protocol="5", manual_ack=True)
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

@@ -23,6 +23,8 @@ from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from footfall.sync import events
+
 MAX_ID = 200            # characters of an id or short text field
 MAX_CAMERAS = 64
 EXCERPT_BYTES = 512     # of a rejected payload, kept in ingest_errors
@@ -87,13 +89,10 @@ def offset_name(ts: datetime) -> str:
 
 def split_topic(topic: str, prefix: str) -> tuple[str, str]:
     """"footfall/sh-001/alerts/ack" -> ("sh-001", "alerts/ack"); Reject when not under `prefix`."""
-    head = prefix + "/"
-    if not topic.startswith(head):
-        raise Reject(f"topic is not under {prefix!r}")
-    store, _, name = topic[len(head):].partition("/")
-    if not store or not name:
-        raise Reject("topic has no store id or no message name")
-    return store, name
+    try:
+        return events.split_topic(prefix, topic)
+    except ValueError as exc:
+        raise Reject(str(exc)) from None
 
 
 def _text(m: dict, key: str, *, required: bool = True, limit: int = MAX_ID) -> str | None:

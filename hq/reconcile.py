@@ -23,14 +23,14 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from psycopg_pool import ConnectionPool
 
 from footfall.config.hq import HqConfig
 from footfall.hq.ingest import zone_of
-from footfall.sync.mqtt import apply_credentials, parse_broker_url
+from footfall.sync import events
+from footfall.sync.mqtt_client import make_client, parse_broker_url
 
 log = logging.getLogger(__name__)
 
@@ -129,14 +129,12 @@ class Reconciler:
         answers: dict[int, dict[str, Any]] = {}
         done = threading.Condition()
         subscribed = threading.Event()
-        host, port, tls = parse_broker_url(self.config.mqtt.url)
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"hq-reconcile-{run_id}",
-                             protocol=MQTTProtocolVersion.MQTTv5)
-        apply_credentials(client, self.config.mqtt, tls)
+        host, port, _ = parse_broker_url(self.config.mqtt.url)
+        client = make_client(self.config.mqtt, f"hq-reconcile-{run_id}", protocol="5")
 
         def on_connect(c: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
             if not reason.is_failure:
-                c.subscribe(f"{self.prefix}/+/replies/hq-{run_id}/#", qos=1)
+                c.subscribe(events.topic_filter(self.prefix, f"replies/hq-{run_id}/#"), qos=1)
 
         def on_message(c: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
             try:
@@ -145,7 +143,8 @@ class Reconciler:
                     return
                 body = json.loads(message.payload)
                 store = asks[index][0]
-                if not message.topic.startswith(f"{self.prefix}/{store}/replies/"):
+                name = events.store_topic_name(self.prefix, store, message.topic)
+                if name is None or not name.startswith("replies/"):
                     return  # an answer must come from the store's own branch (the ACL's guarantee)
                 if not isinstance(body, dict) or not isinstance(body.get("buckets"), list):
                     body = {"error": "answer without buckets"}
@@ -170,10 +169,10 @@ class Reconciler:
             for i, (store, day, tz) in enumerate(asks):
                 start, end = day_range(day, tz)
                 props = Properties(PacketTypes.PUBLISH)
-                props.ResponseTopic = f"{self.prefix}/{store}/replies/hq-{run_id}/{i}"
+                props.ResponseTopic = events.topic(self.prefix, store, f"replies/hq-{run_id}/{i}")
                 props.CorrelationData = str(i).encode()
                 props.MessageExpiryInterval = max(1, int(timeout))
-                client.publish(f"{self.prefix}/{store}/counts/get",
+                client.publish(events.topic(self.prefix, store, events.COUNTS_GET),
                                json.dumps({"from": start.isoformat(), "to": end.isoformat(), "by": "hour"}),
                                qos=1, properties=props)
             deadline = time.monotonic() + timeout

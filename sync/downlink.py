@@ -28,7 +28,14 @@ from footfall.dedup.gallery import EnrolmentError, Gallery, Person, Role
 from footfall.recognition.images import decode_image
 from footfall.sync.appointments import Appointment, AppointmentStore
 from footfall.sync.counts import BY, bucket_floor, zone
-from footfall.sync.events import APPOINTMENTS_DELETE, APPOINTMENTS_UPSERT, MEMBERS_DELETE, MEMBERS_UPSERT, iso
+from footfall.sync.events import (
+    APPOINTMENTS_DELETE,
+    APPOINTMENTS_UPSERT,
+    MEMBERS_DELETE,
+    MEMBERS_UPSERT,
+    iso,
+    store_topics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -400,7 +407,7 @@ def parse_counts_request(payload: bytes, now: datetime, tz: str | ZoneInfo, *,
 
 def replies_prefix(prefix: str, store_id: str) -> str:
     """The only branch counts/get answers may go to: `{prefix}/{store}/replies/`."""
-    return f"{prefix}/{store_id}/replies/"
+    return store_topics(prefix, store_id) + "replies/"
 
 
 def check_reply_topic(topic: str, allowed: str) -> str:

@@ -51,6 +51,51 @@ def topic(prefix: str, store_id: str, name: str) -> str:
     return f"{prefix}/{store_id}/{name}"
 
 
+def topic_filter(prefix: str, name: str, store_id: str | None = None) -> str:
+    """A subscription filter for `name` of one store, or of every store when `store_id` is None.
+
+    topic_filter("footfall", VISITS) -> "footfall/+/visits"; `name` may be or end in a "#" level:
+    topic_filter("footfall", "#", "sh-001") -> "footfall/sh-001/#".
+    """
+    levels = name.split("/")
+    if not name or any(not level or ("#" in level and level != "#") or "+" in level or "\0" in level
+                       for level in levels) or "#" in levels[:-1]:
+        raise ValueError(f"topic filter name must be topic levels, optionally ending in '#', got {name!r}")
+    topic(prefix, store_id or "x", "x")  # the same checks of prefix and store_id
+    return f"{prefix}/{store_id or '+'}/{name}"
+
+
+def split_topic(prefix: str, full: str) -> tuple[str, str]:
+    """The inverse of `topic`: split_topic("footfall", "footfall/sh-001/alerts/ack") -> ("sh-001", "alerts/ack").
+
+    A ValueError names what is wrong: not under `prefix`, no store id, no name, or an MQTT
+    wildcard (a subscription filter is not a topic a message arrives on).
+    """
+    if any(c in full for c in "+#\0"):
+        raise ValueError("topic holds an MQTT wildcard")
+    head = prefix + "/"
+    if not prefix or not full.startswith(head):
+        raise ValueError(f"topic is not under {prefix!r}")
+    store_id, _, name = full[len(head):].partition("/")
+    if not store_id or not name:
+        raise ValueError("topic has no store id or no message name")
+    return store_id, name
+
+
+def parse_topic(prefix: str, full: str) -> tuple[str, str] | None:
+    """(store_id, name) of a topic under `prefix`, or None when it is not one (see `split_topic`)."""
+    try:
+        return split_topic(prefix, full)
+    except ValueError:
+        return None
+
+
+def store_topic_name(prefix: str, store_id: str, full: str) -> str | None:
+    """The name of a topic of store `store_id` under `prefix` ("visits", "alerts/arrival"), else None."""
+    parsed = parse_topic(prefix, full)
+    return parsed[1] if parsed is not None and parsed[0] == store_id else None
+
+
 def iso(ts: datetime) -> str:
     """ISO 8601 with offset and milliseconds: "2026-11-23T10:00:00.000+08:00"; refuses naive datetimes."""
     if ts.tzinfo is None or ts.utcoffset() is None:

@@ -28,18 +28,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from footfall.config.schema import ConfigError, MqttConfig
+from footfall.config.schema import MqttConfig
 from footfall.edge.storage import StorageError
 from footfall.sync import events
+from footfall.sync.mqtt_client import make_client, parse_broker_url
 from footfall.sync.outbox import Outbox, Row
 
 log = logging.getLogger(__name__)
@@ -52,15 +52,6 @@ CONNECT_TIMEOUT_S = 10.0
 _TICK_S = 0.05   # longest network-loop wait: bounds how late a new outbox row is noticed
 _POLL_S = 0.5    # rows added without submit() are found at least this often
 _AUTH_REASONS = {"Bad user name or password", "Not authorized"}
-
-
-def parse_broker_url(url: str) -> tuple[str, int, bool]:
-    """mqtt://host[:port] or mqtts://host[:port] -> (host, port, tls); default ports 1883 and 8883."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise ValueError(f"broker URL must look like mqtt://host[:port] or mqtts://host[:port], got {url!r}")
-    tls = parts.scheme == "mqtts"
-    return parts.hostname, parts.port or (8883 if tls else 1883), tls
 
 
 def describe_connect_error(exc: BaseException, host: str, port: int) -> str:
@@ -81,26 +72,6 @@ def describe_connect_error(exc: BaseException, host: str, port: int) -> str:
     if isinstance(exc, OSError):
         return f"cannot connect to {where}: {exc.strerror or exc}"
     return f"cannot connect to {where}: {exc!r}"
-
-
-def apply_credentials(client: paho.Client, config: MqttConfig, tls: bool) -> None:
-    """Username/password and, for mqtts, TLS with the configured CA and client certificate;
-    a ConfigError names the key of a missing or unloadable file."""
-    if config.username is not None:
-        client.username_pw_set(config.username, config.secret())
-    if not tls:
-        return
-    files = {"mqtt.ca_file": config.ca_file, "mqtt.cert_file": config.cert_file, "mqtt.key_file": config.key_file}
-    for key, path in files.items():
-        if path is not None and not path.is_file():
-            raise ConfigError(f"{key}: no such file: {path}")
-    try:
-        client.tls_set(ca_certs=str(config.ca_file) if config.ca_file else None,
-                       certfile=str(config.cert_file) if config.cert_file else None,
-                       keyfile=str(config.key_file) if config.key_file else None)
-    except (OSError, ssl.SSLError) as exc:
-        given = ", ".join(k for k, v in files.items() if v is not None) or "the system's CA store"
-        raise ConfigError(f"{given}: cannot load for TLS: {exc}") from None
 
 
 def backoff_delay(failures: int, minimum: float, maximum: float) -> float:
@@ -155,7 +126,7 @@ class Publisher:
         """`max_attempts` (default `mqtt.max_attempts`): a row the broker refused, or that was alone in
         flight when the connection dropped, this many times is dead-lettered. `max_incoming`: the
         largest packet this client takes (sent to an MQTT 5 broker as Maximum Packet Size)."""
-        self.host, self.port, tls = parse_broker_url(config.url)
+        self.host, self.port, _ = parse_broker_url(config.url)
         self.store_id = store_id
         self.prefix = config.topic_prefix
         self.client_id = config.client_id or f"footfall-{store_id}"
@@ -202,7 +173,7 @@ class Publisher:
         self._drain_until = 0.0   # stop(): new rows are sent until then
         self._direct: queue.SimpleQueue[_Direct] = queue.SimpleQueue()
 
-        self._client = self._make_client(config, keepalive, session_expiry, tls)
+        self._client = self._make_client(config, keepalive, session_expiry)
 
     # -- public API ------------------------------------------------------------------
 
@@ -270,18 +241,12 @@ class Publisher:
 
     # -- setup -----------------------------------------------------------------------
 
-    def _make_client(self, config: MqttConfig, keepalive: int, session_expiry: int, tls: bool) -> paho.Client:
-        if self._v5:
-            client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                 protocol=MQTTProtocolVersion.MQTTv5)
-        else:
-            client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                 protocol=MQTTProtocolVersion.MQTTv311, clean_session=False)
+    def _make_client(self, config: MqttConfig, keepalive: int, session_expiry: int) -> paho.Client:
+        client = make_client(config, self.client_id, protocol="5" if self._v5 else "3.1.1", persistent=True)
         client.on_log = self._on_log
         client.suppress_exceptions = True  # a bug in a callback is logged, never unwinds the network loop
         client.max_inflight_messages_set(0)  # the window is ours (it must survive replays), not paho's
         client.connect_timeout = CONNECT_TIMEOUT_S
-        apply_credentials(client, config, tls)
         client.will_set(self.status_topic, _json_bytes(self._status("offline", cameras={}).to_json()),
                         qos=1, retain=True)
         if self._v5:

@@ -89,6 +89,65 @@ def test_a_store_id_that_would_break_the_topic_is_refused(bad):
         topic("footfall", bad, events.VISITS)
 
 
+@pytest.mark.parametrize(("full", "expected"), [
+    ("footfall/sh-001/visits", ("sh-001", "visits")),
+    ("footfall/sh-001/alerts/arrival", ("sh-001", "alerts/arrival")),
+    ("footfall/sh-001/replies/hq-1/0", ("sh-001", "replies/hq-1/0")),
+])
+def test_a_topic_parses_back_into_its_store_and_name(full, expected):
+    assert events.parse_topic("footfall", full) == expected
+    assert events.topic("footfall", *expected) == full
+
+
+def test_every_built_topic_parses_back_to_what_built_it():
+    for name in (*events.UPLINK, *events.DOWNLINK, events.ALERT_ACK):
+        assert events.parse_topic("acme/footfall", events.topic("acme/footfall", "sh-9", name)) == ("sh-9", name)
+
+
+@pytest.mark.parametrize(("full", "reason"), [
+    ("other/sh-001/visits", "not under 'footfall'"),
+    ("footfallx/sh-001/visits", "not under 'footfall'"),
+    ("footfall", "not under 'footfall'"),
+    ("footfall/", "no store id or no message name"),
+    ("footfall//visits", "no store id or no message name"),
+    ("footfall/sh-001", "no store id or no message name"),
+    ("footfall/sh-001/", "no store id or no message name"),
+    ("footfall/+/visits", "wildcard"),
+    ("footfall/sh-001/#", "wildcard"),
+    ("$share/hq/footfall/sh-001/visits", "not under 'footfall'"),
+])
+def test_a_topic_outside_the_prefix_or_missing_a_part_does_not_parse(full, reason):
+    assert events.parse_topic("footfall", full) is None
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        events.split_topic("footfall", full)
+
+
+def test_a_subscription_filter_covers_one_store_or_every_store():
+    assert events.topic_filter("footfall", events.VISITS) == "footfall/+/visits"
+    assert events.topic_filter("footfall", "#", "sh-001") == "footfall/sh-001/#"
+    assert events.topic_filter("acme/footfall", "replies/hq-1/#") == "acme/footfall/+/replies/hq-1/#"
+
+
+@pytest.mark.parametrize("bad", ["", "#/visits", "visits#", "+", "alerts/+", "alerts//x", "a\0b"])
+def test_a_filter_name_that_is_not_whole_levels_is_refused(bad):
+    with pytest.raises(ValueError, match="topic filter name"):
+        events.topic_filter("footfall", bad)
+
+
+def test_a_filter_keeps_the_checks_of_prefix_and_store():
+    with pytest.raises(ValueError, match="store_id"):
+        events.topic_filter("footfall", "#", "sh+1")
+    with pytest.raises(ValueError, match="prefix"):
+        events.topic_filter("foot#", "visits")
+
+
+def test_the_name_of_a_topic_is_given_only_for_the_store_asked_about():
+    assert events.store_topic_name("footfall", "sh-001", "footfall/sh-001/counts/get") == "counts/get"
+    assert events.store_topic_name("footfall", "sh-001", "footfall/sh-002/counts/get") is None
+    assert events.store_topic_name("footfall", "sh-001", "footfall/sh-001x/visits") is None
+    assert events.store_topic_name("footfall", "sh-001", "acme/sh-001/visits") is None
+
+
 def test_each_event_knows_its_topic():
     assert [type(e).TOPIC for e in every_event()] == [
         "visits", "alerts/arrival", "alerts/appointment", "alerts/no_show", "members/deleted", "errors",

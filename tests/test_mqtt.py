@@ -29,7 +29,8 @@ from paho.mqtt.properties import Properties
 from footfall.config.schema import ConfigError, MqttConfig
 from footfall.sync import events
 from footfall.sync.events import ArrivalAlert, VisitEvent, topic
-from footfall.sync.mqtt import Publisher, backoff_delay, parse_broker_url
+from footfall.sync.mqtt import Publisher, backoff_delay
+from footfall.sync.mqtt_client import parse_broker_url
 from footfall.sync.outbox import Outbox
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed (apt-get install mosquitto)")

@@ -23,9 +23,6 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-
 from footfall.config.schema import parse_config
 from footfall.console.server import Console, hash_password
 from footfall.edge.daemon import Daemon
@@ -34,6 +31,7 @@ from footfall.edge.sources import merge_by_time
 from footfall.hq.local_hq import LocalHq, hq_unavailable
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.sync import events
+from footfall.sync.mqtt_client import local_config, make_client
 from footfall.tooling.local_broker import LocalBroker, mosquitto_binary
 from footfall.tooling.scenario import STORE_TZ, SpriteBank, build_scenario, enrolment, expected_counts
 
@@ -148,7 +146,7 @@ def _with_console(config, analyzer, scenario, broker: LocalBroker, console: Cons
     if sys.stdin.isatty():
         input("open the console in a browser, then press Enter to start the store day ... ")
     print()
-    watcher = Watcher(broker.port, events.store_topics(config.mqtt.topic_prefix, config.store_id))
+    watcher = Watcher(broker.port, config.mqtt.topic_prefix, config.store_id)
     try:
         Daemon(config, once=True, analyzer=analyzer, replay=scenario.sources()).run()
         watcher.wait_stopped(15)
@@ -193,21 +191,22 @@ def _with_console(config, analyzer, scenario, broker: LocalBroker, console: Cons
 class Watcher:
     """A subscriber that prints visits and alerts as they arrive and tallies them."""
 
-    def __init__(self, port: int, prefix: str) -> None:
-        """`prefix`: the store's topic prefix, e.g. `footfall/demo-store/`."""
-        self.prefix = prefix
+    def __init__(self, port: int, prefix: str, store_id: str) -> None:
+        """Watch every topic of store `store_id` under `prefix` (mqtt.topic_prefix)."""
+        self.prefix, self.store_id = prefix, store_id
         self.tally = {"visits": 0, "reentries": 0, "member_visits": 0}
         self.arrivals = 0
         self._stopped = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="footfall-demo-watcher",
-                                  protocol=MQTTProtocolVersion.MQTTv5)
+        self.client = make_client(local_config(port), "footfall-demo-watcher", protocol="5")
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
-        self.client.subscribe(self.prefix + "#", qos=1)
+        self.client.subscribe(events.topic_filter(prefix, "#", store_id), qos=1)
         self.client.loop_start()
 
     def _on_message(self, client, userdata, message) -> None:
-        name = message.topic.removeprefix(self.prefix)
+        name = events.store_topic_name(self.prefix, self.store_id, message.topic)
+        if name is None:
+            return
         try:
             p = json.loads(message.payload)
         except ValueError:
