@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -66,8 +67,8 @@ class Broker:
 
     def __init__(self, workdir: Path, *, users: dict[str, str] | None = None, extra_conf: str = "") -> None:
         binary = mosquitto_path()
-        if binary is None:
-            raise FileNotFoundError("mosquitto is not installed (apt-get install mosquitto)")
+        if binary is None:  # a test that needs a broker is skipped where it asks for one; the rest run
+            pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
         self.binary = binary
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)

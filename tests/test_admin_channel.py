@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from broker import Broker, Subscriber, mosquitto_path
+from broker import Broker, Subscriber
 from test_camera_faults import BOUNDARY, MjpegServer
 from test_daemon import PREFIX, config_file
 
@@ -33,8 +33,6 @@ from footfall.edge.pipeline import open_gallery
 from footfall.edge.storage_lock import StorageBusy, StorageLock
 from footfall.recognition.images import read_image
 from footfall.tooling.scenario import Appearance, Clip, SpriteBank, frames
-
-pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
 
 
 class ClipCamera(MjpegServer):

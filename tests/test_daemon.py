@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as paho
 import pytest
-from broker import Broker, Subscriber, mosquitto_path
+from broker import Broker, Subscriber
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -28,8 +28,6 @@ from footfall.edge.pipeline import open_gallery
 from footfall.recognition.images import read_image
 from footfall.sync.appointments import Appointment, AppointmentStore
 from footfall.tooling.scenario import Appearance, Clip, SpriteBank, render_clip
-
-pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
 
 SH = timezone(timedelta(hours=8))
 START = datetime(2026, 11, 23, 10, 0, tzinfo=SH)

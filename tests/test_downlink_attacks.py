@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as paho
 import pytest
-from broker import Broker, Subscriber, mosquitto_path, wait_until
+from broker import Broker, Subscriber, wait_until
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -32,8 +32,6 @@ import footfall.sync.downlink as downlink_module
 from footfall.config.schema import load_config
 from footfall.dedup.gallery import EnrolmentError, Gallery, Person
 from footfall.edge.daemon import Daemon
-
-pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
 
 PREFIX = "footfall/sh-001/"
 

@@ -11,10 +11,8 @@ refused, so a stale message queued behind the delete cannot undo it either.
 from __future__ import annotations
 
 import pytest
-from broker import Broker, Subscriber, mosquitto_path, wait_until
+from broker import Broker, Subscriber, wait_until
 from test_downlink_attacks import PREFIX, Hq, reasons, running, with_embeddings, write_config
-
-pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
 
 APPOINTMENT = {"member_id": "M-1", "scheduled_at": "2026-11-23T11:00:00+08:00", "channel": "", "advisor": ""}
 

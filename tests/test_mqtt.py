@@ -21,7 +21,7 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
-from broker import Broker, Received, Subscriber, free_port, mosquitto_passwd_path, mosquitto_path, wait_until
+from broker import Broker, Received, Subscriber, free_port, mosquitto_passwd_path, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -32,8 +32,6 @@ from footfall.sync.events import ArrivalAlert, VisitEvent, topic
 from footfall.sync.mqtt import Publisher, backoff_delay
 from footfall.sync.mqtt_client import parse_broker_url
 from footfall.sync.outbox import Outbox
-
-pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed (apt-get install mosquitto)")
 
 STORE = "sh-001"
 VERSION = "0.1.0-test"

@@ -13,12 +13,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from broker import Broker, Subscriber, mosquitto_path, wait_until
+from broker import Broker, Subscriber, wait_until
 from test_mqtt import STATUS, VISITS, a_visit, closing, first_seen, make_publisher  # noqa: F401 - a fixture
 
 from footfall.sync.outbox import Outbox
-
-pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
 
 MAX_PACKET = 4096
 

@@ -16,14 +16,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from broker import Broker, Subscriber, mosquitto_path
+from broker import Broker, Subscriber
 from test_daemon import PREFIX, START, config_file, enrol, entrance_clip, run_once_to_the_end  # noqa: F401 - a fixture
 
 from footfall.config.schema import load_config
 from footfall.edge.daemon import Daemon
 from footfall.sync.appointments import Appointment, AppointmentStore
-
-pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
 
 MEMBER = "deepface_p05"
 SIGNATURES = {"JPEG": b"\xff\xd8\xff", "PNG": b"\x89PNG"}

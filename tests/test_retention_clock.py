@@ -12,14 +12,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-import pytest
-from broker import Broker, Subscriber, free_port, mosquitto_path
+from broker import Broker, Subscriber, free_port
 from test_daemon import PREFIX
 
 from footfall.config.schema import load_config
 from footfall.edge.pipeline import open_window
-
-pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
 
 
 def unit_vector(dim: int, seed: int) -> np.ndarray:
