@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-import zoneinfo
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator
 
 from footfall.config.hq_dashboard import DashboardConfig
-from footfall.config.schema import ConfigError, Duration, MqttConfig, _Section, describe
+from footfall.config.schema import ConfigError, Duration, MqttConfig, _Section, check_timezone, describe
 
 PASSWORD_ENV = "FOOTFALL_HQ_DB_PASSWORD"
 _GROUP = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -71,9 +70,9 @@ class HqConfig(_Section):
     def _zones(cls, v: dict[str, str]) -> dict[str, str]:
         for store, name in v.items():
             try:
-                zoneinfo.ZoneInfo(name)
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"{store}: unknown IANA time zone {name!r}") from None
+                check_timezone(name)
+            except ValueError as exc:
+                raise ValueError(f"{store}: {exc}") from None
         return v
 
 

@@ -8,14 +8,13 @@ does not start.
 from __future__ import annotations
 
 import re
-import zoneinfo
 from datetime import timedelta
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from footfall.config.schema import Duration, _Section
+from footfall.config.schema import Duration, _Section, check_timezone
 
 _LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 
@@ -63,11 +62,7 @@ class DashboardConfig(_Section):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, v: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(v)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA time zone {v!r}") from None
-        return v
+        return check_timezone(v)
 
     @field_validator("password_hash")
     @classmethod

@@ -29,6 +29,15 @@ from pydantic import (
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
 
 
+def check_timezone(name: str) -> str:
+    """An IANA time zone name, or ValueError naming it."""
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA time zone {name!r}") from None
+    return name
+
+
 class ConfigError(Exception):
     """The configuration is unreadable or invalid; the message names the key."""
 
@@ -289,11 +298,7 @@ class Config(_Section):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, v: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(v)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA time zone {v!r}") from None
-        return v
+        return check_timezone(v)
 
     @field_validator("cameras")
     @classmethod
