@@ -49,6 +49,7 @@ from footfall import __version__
 from footfall.config.schema import Config, ConfigError
 from footfall.console.limits import AckBook, LoginLimiter
 from footfall.console.messages import MAX_ID, Dropped, parse_message
+from footfall.console.pages import PageHandler
 from footfall.console.sessions import Session, SessionBook, token_in
 from footfall.sync import events
 from footfall.sync.mqtt_client import make_client, parse_broker_url
@@ -612,33 +613,18 @@ def _hang_up(sock: socket.socket) -> None:
         pass
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(PageHandler):
     console: Console
     server: _Server
     server_version = f"footfall-console/{__version__}"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("console http: %s " + format, self.address_string(), *args)
+    security_headers = _SECURITY_HEADERS
+    log_label = "console http"
 
     # -- helpers ---------------------------------------------------------------------------
-
-    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        for key, value in {**_SECURITY_HEADERS, **(headers or {})}.items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
 
     def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(payload, ensure_ascii=False).encode("utf-8"),
                    "application/json; charset=utf-8", headers)
-
-    def _redirect(self, where: str, headers: dict[str, str] | None = None) -> None:
-        self._send(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": where, **(headers or {})})
 
     def _page(self, name: str, status: int = HTTPStatus.OK, error: bool = False, wait: bool = False,
               headers: dict[str, str] | None = None) -> None:

@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo
 from footfall import __version__
 from footfall.config.hq_dashboard import DashboardConfig
 from footfall.config.schema import ConfigError
+from footfall.console.pages import PageHandler
 from footfall.console.server import parse_listen, verify_password
 from footfall.console.sessions import Session, SessionBook, token_in
 from footfall.hq import read
@@ -388,31 +389,16 @@ def static_text(name: str) -> str:
     return resources.files("footfall.hq").joinpath("static", name).read_text(encoding="utf-8")
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(PageHandler):
     dashboard: Dashboard
     server_version = f"footfall-hq/{__version__}"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("hq dashboard http: %s " + format, self.address_string(), *args)
+    security_headers = _SECURITY_HEADERS
+    log_label = "hq dashboard http"
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        for key, value in {**_SECURITY_HEADERS, **(headers or {})}.items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
     def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, to_json(payload), "application/json; charset=utf-8", headers)
-
-    def _redirect(self, where: str, headers: dict[str, str] | None = None) -> None:
-        self._send(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": where, **(headers or {})})
 
     def _page(self, name: str, status: int = HTTPStatus.OK, error: str = "",
               headers: dict[str, str] | None = None) -> None:
