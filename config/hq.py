@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,15 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator
 
 from footfall.config.hq_dashboard import DashboardConfig
-from footfall.config.schema import ConfigError, Duration, MqttConfig, _Section, check_timezone, describe
+from footfall.config.schema import (
+    ConfigError,
+    Duration,
+    MqttConfig,
+    _Section,
+    check_timezone,
+    describe,
+    load_toml,
+)
 
 PASSWORD_ENV = "FOOTFALL_HQ_DB_PASSWORD"
 _GROUP = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -89,19 +96,7 @@ def parse_hq_config(data: dict[str, Any]) -> HqConfig:
 
 def load_hq_config(path: str | Path) -> HqConfig:
     """Read and validate hq.toml; ConfigError names the file and the key."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: config is not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    try:
-        return parse_hq_config(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: " + str(exc).replace("\n", f"\n{path}: ")) from None
+    return load_toml(path, parse_hq_config)
 
 
 def database_password(config: DatabaseConfig, env: dict[str, str] | None = None) -> str | None:

@@ -12,9 +12,10 @@ import os
 import re
 import tomllib
 import zoneinfo
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -25,6 +26,8 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+
+T = TypeVar("T")
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
 
@@ -354,6 +357,11 @@ def parse_config(data: dict[str, Any]) -> Config:
 
 def load_config(path: str | Path) -> Config:
     """Read and validate a TOML config file; ConfigError names the file and the key."""
+    return load_toml(path, parse_config)
+
+
+def load_toml(path: str | Path, parse: Callable[[dict[str, Any]], T]) -> T:
+    """Read a TOML file and `parse` it; ConfigError names the file (and the key `parse` names)."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8")
@@ -366,6 +374,6 @@ def load_config(path: str | Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:
-        return parse_config(data)
+        return parse(data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: " + str(exc).replace("\n", f"\n{path}: ")) from None
