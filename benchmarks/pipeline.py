@@ -27,8 +27,10 @@ from footfall.config.schema import Config
 from footfall.dedup.enrol import embeddings_from_photos
 from footfall.dedup.gallery import Person
 from footfall.edge import rules
-from footfall.edge.pipeline import Decision, build_pipeline, open_gallery
+from footfall.edge.decisions import Decision
+from footfall.edge.pipeline import Pipeline
 from footfall.edge.sources import FileSource, Frame, merge_by_time
+from footfall.edge.store import Store, open_gallery
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.recognition.images import read_image
 from footfall.sync import events
@@ -86,19 +88,19 @@ def score(events: Sequence[tuple[str, str | None, datetime, np.ndarray | None]],
 def run_ours(config: Config, scenario: Scenario, analyzer: FaceAnalyzer,
              progress: bool) -> tuple[list[Decision], int, float, int]:
     """(decisions, frames, seconds, faces embedded) of the pipeline over the scenario."""
-    pipeline = build_pipeline(config, analyzer)
-    try:
+    pipeline = Pipeline(config, analyzer)
+    with Store(config, analyzer, media_clock=True) as store:
         for person, vectors in enrolment(scenario, analyzer):
-            pipeline.gallery.enroll(person, vectors)
+            store.gallery.enroll(person, vectors)
         decisions, frames = [], 0
         start = time.perf_counter()
         for frame in tqdm(merge_by_time(scenario.sources()), desc="pipeline", disable=not progress, leave=False):
-            decisions += pipeline.process(frame)
+            decided = store.decide(pipeline.process(frame, early=store.knows_anyone))
+            pipeline.settle(decided)
+            decisions += decided
             frames += 1
-        decisions += pipeline.finish()
+        decisions += store.decide(pipeline.finish())
         return decisions, frames, time.perf_counter() - start, pipeline.embedded_faces
-    finally:
-        pipeline.close()
 
 
 class NaiveLoop:

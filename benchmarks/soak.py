@@ -148,7 +148,7 @@ def bench_soak(config: Config, faces_dir: Path, *, minutes: float, progress: boo
             replay = LoopingReplay(scenario, started + minutes * 60, on_loop=report)
             daemon = Daemon(run_config, once=True, analyzer=analyzer, replay=[replay])  # type: ignore[list-item]
             for person, vectors in enrolment(scenario, analyzer):
-                daemon.pipeline.gallery.enroll(person, vectors)
+                daemon.store.gallery.enroll(person, vectors)
             start = {"rss": rss_mb(), "threads": threading.active_count(), "fds": open_fds()}
             depth = {"max": 0}
             done = threading.Event()
@@ -156,7 +156,7 @@ def bench_soak(config: Config, faces_dir: Path, *, minutes: float, progress: boo
             def sample() -> None:
                 while not done.wait(SAMPLE_EVERY_S):
                     try:
-                        depth["max"] = max(depth["max"], daemon.outbox.stats().pending)
+                        depth["max"] = max(depth["max"], daemon.store.outbox.stats().pending)
                     except RuntimeError:
                         return  # the outbox was closed at shutdown
 

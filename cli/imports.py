@@ -15,13 +15,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from footfall.config.schema import Config
-from footfall.dedup.enrol import embeddings_from_photos
 from footfall.edge import admin
-from footfall.edge.pipeline import open_gallery, open_window
+from footfall.edge.store import Store
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.sync import events
-from footfall.sync.appointments import AppointmentStore
-from footfall.sync.downlink import Downlink, Limits, Outcome
+from footfall.sync.downlink import Outcome
 
 
 def inline_photo_paths(line: str, base: Path) -> bytes:
@@ -60,18 +58,8 @@ def import_file(config: Config, path: Path, topic: str, *, progress: bool = True
         return imported, rejected
 
     def local() -> tuple[int, int]:
-        gallery, window = open_gallery(config, analyzer), open_window(config, analyzer)
-        appointments = AppointmentStore(Path(config.storage.dir) / "appointments.db", config.timezone)
-        downlink = Downlink(gallery=gallery, appointments=appointments,
-                            embed_photos=lambda photos: embeddings_from_photos(analyzer, photos),
-                            forget_visitor=window.forget, recognizer_sha256=analyzer.pack.recognizer.sha256,
-                            dim=analyzer.embedder.dim, limits=Limits.from_config(config))
-        try:
-            return apply_each(lambda payload: _outcome(downlink.handle(topic, payload)))
-        finally:
-            gallery.close()
-            window.close()
-            appointments.close()
+        with Store(config, analyzer, command=f"footfall {topic.split('/')[0]} import") as store:
+            return apply_each(lambda payload: _outcome(store.command(topic, payload)))
 
     def through_daemon() -> tuple[int, int]:
         def send(payload: bytes) -> tuple[bool, str | None]:
@@ -79,8 +67,7 @@ def import_file(config: Config, path: Path, topic: str, *, progress: bool = True
             return bool(answer.get("ok")), answer.get("reason")
         return apply_each(send)
 
-    return admin.with_state(config.storage.dir, f"footfall {topic.split('/')[0]} import",
-                            local=local, daemon=through_daemon)
+    return admin.with_state(local=local, daemon=through_daemon)
 
 
 def _outcome(outcome: Outcome) -> tuple[bool, str | None]:

@@ -16,12 +16,10 @@ from footfall.config.schema import Config
 from footfall.dedup.enrol import enrol_photos
 from footfall.dedup.gallery import EnrolmentError, Person, Role
 from footfall.edge import admin
-from footfall.edge.pipeline import open_gallery, open_window
+from footfall.edge.store import Store
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.recognition.images import read_image
 from footfall.sync import events
-from footfall.sync.appointments import AppointmentStore
-from footfall.sync.outbox import Outbox
 
 # PIPL/CAC measures: storing 100 000 people's faces requires a filing with the regulator.
 FILING_THRESHOLD = 100_000
@@ -44,12 +42,9 @@ def enroll(config: Config, *, person_id: str, name: str, role: Role, tier: str |
     what = f"{person_id} ({role}{', ' + tier if tier else ''}) from {len(enrolment.used)} of {len(photos)} photo(s){skipped}"
 
     def local() -> str:
-        gallery = open_gallery(config, analyzer)
-        try:
-            gallery.enroll(person, vectors)
-            total = len(gallery)
-        finally:
-            gallery.close()
+        with Store(config, analyzer, command="footfall enroll") as store:
+            store.gallery.enroll(person, vectors)
+            total = len(store.gallery)
         note = f"; {total} people enrolled on this box"
         if total >= 0.8 * FILING_THRESHOLD:
             note += f" (a filing with the regulator is due at {FILING_THRESHOLD})"
@@ -63,38 +58,31 @@ def enroll(config: Config, *, person_id: str, name: str, role: Role, tier: str |
         admin.apply(config.storage.dir, events.MEMBERS_UPSERT, json.dumps(message))
         return f"enrolled {what} in the running daemon"
 
-    return admin.with_state(config.storage.dir, "footfall enroll", local=local, daemon=through_daemon)
+    return admin.with_state(local=local, daemon=through_daemon)
 
 
 def erase(config: Config, person_id: str) -> str:
     """Remove a person from the gallery, the visit window, the appointments and the outbox, on disk
-    too, in the running daemon if there is one; returns a confirmation."""
+    too, in the running daemon if there is one; returns a confirmation.
+
+    Both ways go through the store's rules for `members/delete`: an erasure tombstone keeps a stale
+    CRM upsert from enrolling the person again. The running daemon publishes `members/deleted`;
+    with none running, nothing is announced (the notice would keep the id on disk until a start).
+    """
+    payload = json.dumps({"member_id": person_id}).encode()
 
     def local() -> str:
-        analyzer = FaceAnalyzer.from_config(config)
-        gallery = open_gallery(config, analyzer)
-        window = open_window(config, analyzer)
-        appointments = AppointmentStore(Path(config.storage.dir) / "appointments.db", config.timezone)
-        outbox = Outbox.from_config(config.storage.dir, config.alerts.ttl, now=lambda: datetime.now(UTC))
-        try:
-            in_gallery = gallery.erase(person_id)
-            in_window = window.forget(person_id)
-            in_appointments = appointments.delete_member(person_id) > 0
-            sent, unsent = outbox.forget_member(person_id)
-        finally:
-            gallery.close()
-            window.close()
-            appointments.close()
-            outbox.close()
-        in_outbox = "outbox" + (f" ({unsent} event(s) not yet sent were dropped)" if unsent else "")
-        found = [what for what, hit in (("gallery", in_gallery), ("open visit window", in_window),
-                                        ("appointments", in_appointments), (in_outbox, sent or unsent)) if hit]
-        where = ", ".join(found) if found else "nothing was held"
+        with Store(config, FaceAnalyzer.from_config(config), command="footfall erase") as store:
+            outcome = store.command(events.MEMBERS_DELETE, payload, announce=False)
+        if not outcome.ok or outcome.reply is None:
+            raise ValueError(f"{person_id} not erased: {outcome.reason}")
+        where = ", ".join(outcome.reply["held_in"]) or "nothing was held"
         return f"erased {person_id}: removed from {where}; no trace of it remains on this box"
 
     def through_daemon() -> str:
-        admin.apply(config.storage.dir, events.MEMBERS_DELETE, json.dumps({"member_id": person_id}))
-        return (f"erased {person_id} in the running daemon: removed from the gallery, the open visit window, "
-                f"the appointments and the outbox; no trace of it remains on this box")
+        answer = admin.apply(config.storage.dir, events.MEMBERS_DELETE, payload)
+        held = (answer.get("reply") or {}).get("held_in") or []
+        where = ", ".join(held) if held else "nothing was held"
+        return f"erased {person_id} in the running daemon: removed from {where}; no trace of it remains on this box"
 
-    return admin.with_state(config.storage.dir, "footfall erase", local=local, daemon=through_daemon)
+    return admin.with_state(local=local, daemon=through_daemon)

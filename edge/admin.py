@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from footfall.edge.storage_lock import StorageBusy, StorageLock
+from footfall.edge.storage_lock import StorageBusy
 
 T = TypeVar("T")
 
@@ -184,22 +184,19 @@ def send(storage_dir: str | Path, topic: str, payload: bytes | str, *, timeout: 
     return answer
 
 
-def with_state(storage_dir: str | Path, command: str, *, local: Callable[[], T], daemon: Callable[[], T]) -> T:
-    """Run an operator command on the state: `local` under the storage lock when no daemon runs,
-    `daemon` (which talks to it over this channel) when the daemon holds the lock.
+def with_state(*, local: Callable[[], T], daemon: Callable[[], T]) -> T:
+    """Run an operator command on the state: `local`, which opens the store (taking the storage
+    lock) when no daemon runs, or `daemon` (which talks to it over this channel) when the running
+    daemon holds the lock.
 
     Raises `StorageBusy` when another command holds the lock.
     """
     try:
-        lock = StorageLock(storage_dir, command).acquire()
+        return local()
     except StorageBusy as busy:
         if busy.holder.get("command") != "footfall run":
             raise
         return daemon()
-    try:
-        return local()
-    finally:
-        lock.release()
 
 
 def apply(storage_dir: str | Path, topic: str, payload: bytes | str) -> dict[str, Any]:

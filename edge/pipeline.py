@@ -1,24 +1,20 @@
-"""Frames to decisions: detect -> track -> (track ends) embed best shots -> who is it.
+"""Frames to passages: detect -> track -> (track ends) embed best shots -> one passage a person.
 
-One `Pipeline` per store: a tracker per camera, one gallery (members and staff) and one
-visit window shared by all cameras.
+One `Pipeline` per store, with a tracker per camera. Who each passage is (member, staff, a new
+visit or a re-entry) is decided by the store, which owns the gallery and the visit window
+(`edge/decisions.py`, `edge/store.py`).
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from footfall.config.schema import Config
-from footfall.dedup.gallery import Gallery, Match, Person
-from footfall.dedup.window import VisitWindow
-from footfall.edge import rules
+from footfall.edge.decisions import Decision, Passage
 from footfall.edge.motion import MotionGate, detection_region
 from footfall.edge.sources import FileSource, Frame, merge_by_time
 from footfall.edge.tracking import EndedTrack, Tracker
@@ -26,46 +22,12 @@ from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.recognition.detect import Detection
 from footfall.recognition.embed import l2_normalise
 
-EXPIRY_EVERY = timedelta(seconds=30)
+if TYPE_CHECKING:
+    from footfall.edge.store import Store
+
 # A track is matched against the gallery as soon as it holds this many gated shots (and again at
 # the next count): a member's arrival pop-up need not wait for them to walk out of view.
 EARLY_SHOTS = (2, 3)
-
-
-@dataclass(frozen=True)
-class Passage:
-    """One person walking through the entrance once, as one camera saw them."""
-
-    camera_id: str
-    first_seen: datetime
-    last_seen: datetime
-    best_shot_ts: datetime
-    embedding: np.ndarray | None  # None: the track never gave a usable shot (turned away, blurred)
-    shots: int
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What a passage means for the store's counts."""
-
-    kind: Literal["visit", "reentry", "same_entry", "staff"]
-    passage: Passage
-    visitor_id: str | None
-    member_id: str | None
-    person: Person | None
-    visit_started: datetime | None
-    score: float | None
-    recognised_late: bool = False  # the member's first recognition in a visit they began unrecognised
-
-    @property
-    def identified(self) -> bool:
-        """False for an entrant counted without a usable face: never matched to anyone."""
-        return self.passage.embedding is not None
-
-    @property
-    def role(self) -> str:
-        """"staff", else the role the visit is published with (`rules.role`)."""
-        return "staff" if self.kind == "staff" else rules.role(self.member_id)
 
 
 def aggregate(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -81,12 +43,10 @@ def shot_weights(track: EndedTrack) -> np.ndarray:
 
 
 class Pipeline:
-    """The store's recognition pipeline from frames to decisions."""
+    """The store's recognition pipeline from frames to passages: a tracker and a motion gate per camera."""
 
-    def __init__(self, config: Config, analyzer: FaceAnalyzer, gallery: Gallery, window: VisitWindow) -> None:
+    def __init__(self, config: Config, analyzer: FaceAnalyzer) -> None:
         self.analyzer = analyzer
-        self.gallery = gallery
-        self.window = window
         t = config.tracking
         self._tracker_args: dict[str, Any] = dict(max_gap=t.max_gap.total_seconds(), min_iou=t.min_iou,
                                                   shots=t.shots, embed=analyzer.embedder.embed)
@@ -94,24 +54,20 @@ class Pipeline:
         self.trackers: dict[str, Tracker] = {}
         self.gates: dict[str, MotionGate] = {}
         self.motion_share = config.recognition.motion_share
-        self._next_expiry: datetime | None = None
         self.frames = 0
         self.embedded_faces = 0
 
-    def process(self, frame: Frame) -> list[Decision]:
-        """One frame in; decisions for the passages that ended by its time out."""
+    def process(self, frame: Frame, *, early: bool = True) -> list[Passage]:
+        """One frame in; the passages that ended by its time out, then, with `early`, views of the
+        open tracks due for an early look at the gallery (`early_views`)."""
         self.frames += 1
         tracker = self.trackers.get(frame.camera_id)
         if tracker is None:
             tracker = self.trackers[frame.camera_id] = Tracker(frame.camera_id, **self._tracker_args)
             self.gates[frame.camera_id] = MotionGate(self.motion_share)
         faces = self.analyzer.assess(frame.image, self._detect(frame, tracker))
-        decisions = self.decide(tracker.update(frame.ts, faces))
-        decisions += self.recognise_early(tracker)
-        # Expire only after deciding: the passages that just ended entered before this frame.
-        self._expire(frame.ts)
-        return decisions
-
+        passages = self.passages(tracker.update(frame.ts, faces))
+        return passages + self.early_views(tracker) if early else passages
     def _detect(self, frame: Frame, tracker: Tracker) -> list[Detection]:
         """Faces where something moved or where people were in the last frame (someone standing
         still makes no motion but must still be seen)."""
@@ -133,36 +89,30 @@ class Pipeline:
         offset = np.array([x1, y1], dtype=np.float32)
         return [Detection(d.box + np.tile(offset, 2), d.landmarks + offset, d.score) for d in found]
 
-    def finish(self) -> list[Decision]:
-        """End every open track (end of replay or shutdown) and decide on them."""
-        ended = [t for tracker in self.trackers.values() for t in tracker.finish()]
-        return self.decide(ended)
+    def finish(self) -> list[Passage]:
+        """End every open track (end of replay or shutdown): their passages."""
+        return self.passages([t for tracker in self.trackers.values() for t in tracker.finish()])
 
-    def recognise_early(self, tracker: Tracker) -> list[Decision]:
-        """Members and staff among the open tracks, decided before their tracks end.
-
-        Anonymous visitors wait for the end of their track (the window needs the whole
-        passage); a gallery match is final at once, and the track is not decided again.
-        """
-        if not len(self.gallery):
-            return []
+    def early_views(self, tracker: Tracker) -> list[Passage]:
+        """Views of the open tracks that just reached a shot count of `EARLY_SHOTS`: a member's
+        arrival pop-up need not wait for them to walk out of view. Anonymous visitors wait for the
+        end of their track (the window needs the whole passage)."""
         due = [t for t in tracker.tracks if not t.decided and len(t.shots) in EARLY_SHOTS
                and len(t.shots) > t.early_tried_at]
-        if not due:
-            return []
         for track in due:
             track.early_tried_at = len(track.shots)
         views = [EndedTrack(tracker.camera_id, t.track_id, t.first_seen, t.last_seen, t.hits, tuple(t.shots))
                  for t in due]
-        decisions = []
-        for track, passage in zip(due, self.passages(views)):
-            if passage.embedding is None:  # early passages are made of embedded shots only
-                continue
-            match = self.gallery.match(passage.embedding)
-            if match is not None:
-                track.decided = True
-                decisions.append(self._known(passage, match))
-        return decisions
+        return [replace(p, early_track=t.track_id) for t, p in zip(due, self.passages(views))
+                if p.embedding is not None]
+
+    def settle(self, decisions: Iterable[Decision]) -> None:
+        """Tracks recognised from an early view are final: their end decides nothing again."""
+        for d in decisions:
+            if d.passage.early_track is not None:
+                for track in self.trackers[d.passage.camera_id].tracks:
+                    if track.track_id == d.passage.early_track:
+                        track.decided = True
 
     def passages(self, ended: list[EndedTrack]) -> list[Passage]:
         """Embed the kept shots of every ended track in one batch.
@@ -186,71 +136,13 @@ class Pipeline:
                                aggregate(vectors, shot_weights(track)), len(track.shots)))
         return out
 
-    def decide(self, ended: list[EndedTrack]) -> list[Decision]:
-        """Staff, member, re-entry or new visit, in order of entry time."""
-        decisions = []
-        for passage in sorted(self.passages(ended), key=lambda p: p.first_seen):
-            if passage.embedding is None:
-                # counted, never matched: nothing to compare with, so a new visit by a new id
-                decisions.append(Decision("visit", passage, uuid.uuid4().hex, None, None, passage.first_seen, None))
-                continue
-            match = self.gallery.match(passage.embedding)
-            if match:
-                decisions.append(self._known(passage, match))
-                continue
-            entry = self.window.enter_anonymous(passage.embedding, passage.first_seen)
-            # An unrecognised passage can re-enter a member's open visit (another camera, a turned head).
-            person = self.gallery.get(entry.member_id) if entry.member_id else None
-            decisions.append(Decision(entry.kind, passage, entry.visitor_id, entry.member_id, person,
-                                      entry.visit_started, entry.score))
-        return decisions
 
-    def _known(self, passage: Passage, match: Match) -> Decision:
-        """The decision for a gallery match: staff are not counted, members enter by their id."""
-        if match.person.role == "staff":
-            return Decision("staff", passage, None, None, match.person, None, match.score)
-        entry = self.window.enter_member(match.person.person_id, passage.first_seen, passage.embedding)
-        return Decision(entry.kind, passage, entry.visitor_id, entry.member_id, match.person,
-                        entry.visit_started, match.score, entry.recognised_late)
-
-    def close(self) -> None:
-        """Close the gallery and the window stores."""
-        self.gallery.close()
-        self.window.close()
-
-    def _expire(self, now: datetime) -> None:
-        if self._next_expiry is None or now >= self._next_expiry:
-            self.window.expire(now)
-            self._next_expiry = now + EXPIRY_EVERY
-
-
-def open_gallery(config: Config, analyzer: FaceAnalyzer) -> Gallery:
-    """The store's member and staff gallery, in `storage.dir/gallery.db`."""
-    pack = analyzer.pack
-    return Gallery(dim=analyzer.embedder.dim, threshold=pack.threshold("members.threshold"),
-                   margin=pack.threshold("members.margin"), model_sha256=pack.recognizer.sha256,
-                   db_path=Path(config.storage.dir) / "gallery.db", max_vectors=config.members.max_vectors,
-                   max_tombstones=config.downlink.tombstones)
-
-
-def open_window(config: Config, analyzer: FaceAnalyzer, now: datetime | None = None) -> VisitWindow:
-    """The store's visit window: `storage.dir/windows.db`, or memory only by config."""
-    pack = analyzer.pack
-    db = None if config.privacy.anonymous_store == "memory" else Path(config.storage.dir) / "windows.db"
-    return VisitWindow(dim=analyzer.embedder.dim, window=config.dedup.window, timezone=config.timezone,
-                       threshold=pack.threshold("dedup.threshold"), margin=pack.threshold("dedup.margin"),
-                       same_entry=config.dedup.same_entry, db_path=db, now=now)
-
-
-def build_pipeline(config: Config, analyzer: FaceAnalyzer | None = None) -> Pipeline:
-    """Everything a store needs to turn frames into decisions, from its config."""
-    analyzer = analyzer or FaceAnalyzer.from_config(config)
-    return Pipeline(config, analyzer, open_gallery(config, analyzer), open_window(config, analyzer))
-
-
-def replay(pipeline: Pipeline, sources: Iterable[FileSource]) -> list[Decision]:
-    """Run file sources through the pipeline in media-clock order, to the end."""
+def replay(pipeline: Pipeline, store: Store, sources: Iterable[FileSource]) -> list[Decision]:
+    """Run file sources through the pipeline in media-clock order, to the end, and the store's
+    decision on every passage (no event is raised: the daemon does that)."""
     decisions: list[Decision] = []
     for frame in merge_by_time(sources):
-        decisions += pipeline.process(frame)
-    return decisions + pipeline.finish()
+        decided = store.decide(pipeline.process(frame, early=store.knows_anyone))
+        pipeline.settle(decided)
+        decisions += decided
+    return decisions + store.decide(pipeline.finish())

@@ -32,7 +32,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from psycopg_pool import ConnectionPool
 
 from footfall.config.hq import HqConfig, database_password
-from footfall.hq.ingest import Rejection, Row, offset_name, parse, zone_of
+from footfall.hq.ingest import TOPICS, Rejection, Row, offset_name, parse, zone_of
 from footfall.hq.migrate import migrate
 from footfall.hq.writer import Written, write_batch
 from footfall.sync.events import topic_filter
@@ -40,8 +40,7 @@ from footfall.sync.mqtt_client import make_client, parse_broker_url
 
 log = logging.getLogger(__name__)
 
-UPLINK = ("visits", "alerts/arrival", "alerts/appointment", "alerts/no_show", "alerts/ack", "status", "counts",
-          "appointments/upsert")
+UPLINK = tuple(TOPICS)  # every topic whose messages head office stores
 _RETRY_MAX_S = 10.0
 
 

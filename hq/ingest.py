@@ -30,15 +30,15 @@ MAX_CAMERAS = 64
 EXCERPT_BYTES = 512     # of a rejected payload, kept in ingest_errors
 MAX_TOPIC = 300
 
-TOPICS = {
-    "visits": "visits",
-    "alerts/arrival": "alerts",
-    "alerts/appointment": "alerts",
-    "alerts/no_show": "no_shows",
-    "alerts/ack": "acks",
-    "status": "status",
-    "counts": "counts",
-    "appointments/upsert": "appointments",
+TOPICS = {  # topic name -> the table its messages go to; the collector subscribes to exactly these
+    events.VISITS: "visits",
+    events.ALERT_ARRIVAL: "alerts",
+    events.ALERT_APPOINTMENT: "alerts",
+    events.ALERT_NO_SHOW: "no_shows",
+    events.ALERT_ACK: "acks",
+    events.STATUS: "status",
+    events.COUNTS: "counts",
+    events.APPOINTMENTS_UPSERT: "appointments",
 }
 
 

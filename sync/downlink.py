@@ -440,7 +440,7 @@ class Downlink:
     """Applies checked downlink messages to the gallery and the appointments; `handle` never raises."""
 
     def __init__(self, *, gallery: Gallery, appointments: AppointmentStore, embed_photos: EmbedPhotos,
-                 forget_visitor: Callable[[str], bool], recognizer_sha256: str, dim: int,
+                 forget_visitor: Callable[[str], list[str]], recognizer_sha256: str, dim: int,
                  max_payload: int | None = None, clock: Callable[[], datetime] | None = None,
                  limits: Limits = Limits()) -> None:
         """`clock`, if given, stamps members' consent (`consent_at`) when they are enrolled, and the
@@ -502,11 +502,13 @@ class Downlink:
         at = parse_time(message, "ts", required=False)
         if at is None:
             at = self.clock() if self.clock is not None else datetime.now(UTC)
-        self.gallery.erase(member_id)
+        held = ["gallery"] if self.gallery.erase(member_id) else []
         self.gallery.record_erasure(member_id, at)
-        self.forget_visitor(member_id)
-        self.appointments.delete_member(member_id)
-        return Outcome(True, reply={"member_id": member_id, "removed": True})
+        held += self.forget_visitor(member_id)
+        if self.appointments.delete_member(member_id):
+            held.append("appointments")
+        # `held_in` (where the member was found) answers the operator; only the id is published.
+        return Outcome(True, reply={"member_id": member_id, "removed": True, "held_in": held})
 
     def _appointment_upsert(self, message: dict) -> Outcome:
         self.appointments.upsert(parse_appointment(message, self.limits))

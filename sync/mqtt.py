@@ -207,15 +207,8 @@ class Publisher:
         if self._thread.is_alive():
             log.error("mqtt: the publisher thread did not stop within %.1f s", timeout)
 
-    def submit(self, event: events.Event) -> int:
-        """Store an event in the outbox (durably) and have it published; returns its outbox seq."""
-        seq = self.outbox.add(events.topic(self.prefix, self.store_id, event.TOPIC), event.to_json(),
-                              event_id=event.event_id, alert=event.ALERT, retain=event.RETAINED)
-        self._wake.set()
-        return seq
-
     def notify(self) -> None:
-        """Rows were added to the outbox directly: look now rather than at the next poll."""
+        """Rows were added to the outbox: look now rather than at the next poll."""
         self._wake.set()
 
     def publish_now(self, topic: str, payload: dict[str, Any] | str | bytes, *, retain: bool = False,

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from footfall.edge.storage import StorageError, StoreFile, open_store, purge, transaction
+from footfall.sync import events
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,11 @@ class Outbox(StoreFile):
                 else:
                     self._over_limit = False
             return seq
+
+    def add_event(self, prefix: str, store_id: str, event: events.Event) -> int:
+        """`add` an event under its topic of the store (`footfall/{store_id}/visits`, ...)."""
+        return self.add(events.topic(prefix, store_id, event.TOPIC), event.to_json(), event_id=event.event_id,
+                        alert=event.ALERT, retain=event.RETAINED)
 
     # -- the publisher ---------------------------------------------------------------
 

@@ -29,8 +29,8 @@ from footfall.dedup.enrol import embeddings_from_photos
 from footfall.dedup.gallery import Person
 from footfall.edge.admin import send
 from footfall.edge.daemon import Daemon
-from footfall.edge.pipeline import open_gallery
 from footfall.edge.storage_lock import StorageBusy, StorageLock
+from footfall.edge.store import open_gallery
 from footfall.recognition.images import read_image
 from footfall.tooling.scenario import Appearance, Clip, SpriteBank, frames
 
@@ -169,7 +169,7 @@ def test_enrol_while_the_daemon_runs_reaches_its_gallery_at_once(tmp_path, defau
                         "--consent", str(faces_dir / "deepface_p05" / "2.jpg"))
         assert done.returncode == 0, done.stderr
         assert "running daemon" in done.stdout
-        assert daemon.pipeline.gallery.get("m-7").name == "Ms Seven"
+        assert daemon.store.gallery.get("m-7").name == "Ms Seven"
         refused = send(tmp_path / "state", "members/upsert", '{"member_id": "m-8"}')
         assert refused["ok"] is False and "name" in refused["reason"]
     finally:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from footfall.config.schema import load_config
-from footfall.edge.pipeline import open_gallery
+from footfall.edge.store import open_gallery
 from footfall.recognition.analyzer import FaceAnalyzer
 
 

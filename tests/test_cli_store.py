@@ -13,7 +13,7 @@ import pytest
 from broker import Broker, mosquitto_path
 
 from footfall.config.schema import load_config
-from footfall.edge.pipeline import open_gallery
+from footfall.edge.store import open_gallery
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.sync.appointments import AppointmentStore
 from footfall.sync.counts import CountStore

@@ -24,7 +24,7 @@ from paho.mqtt.properties import Properties
 from footfall.dedup.enrol import embeddings_from_photos
 from footfall.dedup.gallery import Person
 from footfall.edge.daemon import Daemon
-from footfall.edge.pipeline import open_gallery
+from footfall.edge.store import open_gallery
 from footfall.recognition.images import read_image
 from footfall.sync.appointments import Appointment, AppointmentStore
 from footfall.tooling.scenario import Appearance, Clip, SpriteBank, render_clip
@@ -200,7 +200,7 @@ def downlink_round_trip(daemon, broker, errors, answers) -> None:
     request(broker.port, PREFIX + "members/delete", {"member_id": "m-1"})
     (answer,) = [m.payload for m in answers.wait_for(lambda ms: len(ms) >= 1, 10, "members/deleted")]
     assert answer["member_id"] == "m-1" and answer["removed"] is True
-    assert daemon.pipeline.gallery.get("m-1") is None
+    assert daemon.store.gallery.get("m-1") is None
 
 
 def test_counts_are_answered_over_mqtt5_response_topics_and_311_reply_to(running_daemon, broker):

@@ -86,10 +86,10 @@ class Box:
         self.downlink = Downlink(gallery=self.gallery, appointments=self.appointments, embed_photos=embed_photos,
                                  forget_visitor=self.forget, recognizer_sha256=sha, dim=DIM)
 
-    def forget(self, visitor_id: str) -> bool:
+    def forget(self, visitor_id: str) -> list[str]:
         found = visitor_id in self.open_windows
         self.open_windows.discard(visitor_id)
-        return found
+        return ["open visit window"] if found else []
 
     def send(self, topic: str, message) -> Outcome:
         return self.downlink.handle(topic, message if isinstance(message, bytes) else payload(message))
@@ -204,7 +204,8 @@ def test_delete_removes_a_member_from_gallery_window_and_appointments(box, sha):
     box.send("appointments/upsert", appointment_upsert("A-2", "M-2"))
     box.open_windows |= {"M-1", "M-2"}
     outcome = box.send("members/delete", {"member_id": "M-1"})
-    assert outcome == Outcome(True, reply={"member_id": "M-1", "removed": True})
+    assert outcome == Outcome(True, reply={"member_id": "M-1", "removed": True,
+                                           "held_in": ["gallery", "open visit window", "appointments"]})
     assert box.gallery.get("M-1") is None and box.gallery.match(people[0]) is None
     assert box.open_windows == {"M-2"}
     assert [a.appointment_id for a in box.appointments.appointments()] == ["A-2"]
@@ -213,7 +214,8 @@ def test_delete_removes_a_member_from_gallery_window_and_appointments(box, sha):
 
 def test_deleting_an_unknown_member_is_answered_removed_too(box):
     # removed: true means "no trace on the box", which is also true of someone never enrolled.
-    assert box.send("members/delete", {"member_id": "M-404"}).reply == {"member_id": "M-404", "removed": True}
+    reply = box.send("members/delete", {"member_id": "M-404"}).reply
+    assert reply == {"member_id": "M-404", "removed": True, "held_in": []}
 
 
 # -- appointments ------------------------------------------------------------------

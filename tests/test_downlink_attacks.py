@@ -163,13 +163,13 @@ def test_an_image_bomb_is_refused_from_the_headers_before_anything_is_decoded(
         hq.send("members/upsert", upsert("M-huge", images=[bomb]))
         errors.wait_for(lambda ms: len(ms) >= 3, 30, "three refusals")
         hq.send("members/upsert", upsert("M-ok", images=[obama_jpeg]))  # a real photo is still enrolled
-        wait_until(lambda: daemon.pipeline.gallery.get("M-ok"), 30, "the real photo's enrolment")
+        wait_until(lambda: daemon.store.gallery.get("M-ok"), 30, "the real photo's enrolment")
     got = reasons(errors)
     assert "images: 16 images, more than the limit of 8 per message" in got[0]
     assert "pixels in all, more than the limit of 32000000" in got[1] and "nothing was decoded" in got[1]
     assert "images[0] is 8192 x 8192 pixels, more than 16000000 pixels" in got[2]
     assert decoded == ["images[0]"], "only the accepted photo was ever decoded"
-    assert [daemon.pipeline.gallery.get(m) for m in ("M-bomb", "M-big", "M-huge")] == [None, None, None]
+    assert [daemon.store.gallery.get(m) for m in ("M-bomb", "M-big", "M-huge")] == [None, None, None]
 
 
 @pytest.fixture(scope="session")
@@ -204,12 +204,12 @@ def test_a_flood_is_dropped_at_a_bounded_inbox_with_rate_limited_reports_and_the
         sent_for = time.monotonic() - started
         hq.send("appointments/upsert", {"appointment_id": "A-after", "member_id": "M-1",
                                         "scheduled_at": "2026-11-23T11:00:00+08:00", "channel": "", "advisor": ""})
-        wait_until(lambda: daemon.appointments.get("A-after"), 30, "a message sent after the flood to be applied")
+        wait_until(lambda: daemon.store.appointments.get("A-after"), 30, "a message sent after the flood to be applied")
         done.set()
         watcher.join()
-        rejected = daemon.rejected
+        rejected = daemon.store.rejected
         elapsed = time.monotonic() - started
-        error_rows = daemon.outbox.stats().sent + daemon.outbox.stats().pending - 1  # minus the first counts
+        error_rows = daemon.store.outbox.stats().sent + daemon.store.outbox.stats().pending - 1  # minus the first counts
     assert daemon.inbox.maxsize == 50 and peak[0] <= 50
     assert rejected > 0
     # At most the burst plus one a second were reported; the rest are counted in `suppressed`.
@@ -229,12 +229,13 @@ def test_an_oversized_payload_never_reaches_the_decision_loop(tmp_path, broker, 
     try:
         with running(config, default_analyzer) as daemon:
             seen: list[int] = []
-            real = daemon._handle
-            daemon._handle = lambda message: seen.append(len(message.payload)) or real(message)
+            real = daemon.store.receive
+            daemon.store.receive = lambda topic, payload, props=None: seen.append(len(payload)) or real(
+                topic, payload, props)
             hq.send("members/upsert", upsert("M-1", padding="x" * 200_000))
             hq.send("appointments/upsert", {"appointment_id": "A-1", "member_id": "M-1", "channel": "", "advisor": "",
                                             "scheduled_at": "2026-11-23T11:00:00+08:00"})
-            wait_until(lambda: daemon.appointments.get("A-1"), 15, "the small message after the big one")
+            wait_until(lambda: daemon.store.appointments.get("A-1"), 15, "the small message after the big one")
             assert max(seen) < 65536, "the big payload was never handed to the decision loop"
             if protocol == "3.1.1":  # an MQTT 5 broker does not even send it (Maximum Packet Size)
                 errors.wait_for(lambda ms: ms, 10, "the refusal")
@@ -255,7 +256,7 @@ def test_ids_over_the_length_cap_are_refused_and_never_echoed(tmp_path, broker, 
             hq.send("members/delete", {"member_id": "M-short"})
             deleted.wait_for(lambda ms: ms, 10, "the short delete's answer")
             errors.wait_for(lambda ms: len(ms) >= 2, 10, "two refusals")
-            assert daemon.appointments.appointments() == []
+            assert daemon.store.appointments.appointments() == []
         assert [m.payload["member_id"] for m in deleted.messages] == ["M-short"]
         got = reasons(errors)
         assert "member_id is 100000 characters long, over the limit of 128" in got[0]
@@ -321,9 +322,9 @@ def test_more_vectors_than_the_cap_are_refused(tmp_path, broker, hq, errors, def
     with running(write_config(tmp_path, broker), default_analyzer) as daemon:
         hq.send("members/upsert", with_embeddings(daemon, "M-many", 21))
         hq.send("members/upsert", with_embeddings(daemon, "M-fine", 20, seed=1))
-        wait_until(lambda: daemon.pipeline.gallery.get("M-fine"), 10, "the upsert at the cap")
+        wait_until(lambda: daemon.store.gallery.get("M-fine"), 10, "the upsert at the cap")
         errors.wait_for(lambda ms: ms, 10, "the refusal")
-        assert daemon.pipeline.gallery.get("M-many") is None
+        assert daemon.store.gallery.get("M-many") is None
     assert "embeddings: 21 vectors, more than the limit of 20 per person (members.max_vectors)" in reasons(errors)[0]
 
 

@@ -27,15 +27,15 @@ def test_a_retained_upsert_does_not_bring_a_deleted_member_back_after_a_restart(
     try:
         with running(config, default_analyzer) as daemon:
             hq.send("members/upsert", with_embeddings(daemon, "M-1"), retain=True)  # left at the broker
-            wait_until(lambda: daemon.pipeline.gallery.get("M-1"), 10, "the member enrolled")
+            wait_until(lambda: daemon.store.gallery.get("M-1"), 10, "the member enrolled")
             hq.send("members/delete", {"member_id": "M-1"})
             deleted.wait_for(lambda ms: ms, 10, "the delete confirmed")
         for restart in range(2):  # a restart re-subscribes; so does every reconnect
             with running(config, default_analyzer) as daemon:
                 sentinel = f"A-{restart}"
                 hq.send("appointments/upsert", APPOINTMENT | {"appointment_id": sentinel})
-                wait_until(lambda d=daemon, a=sentinel: d.appointments.get(a), 10, "a message sent after the restart")
-                assert daemon.pipeline.gallery.get("M-1") is None, "the erased member came back"
+                wait_until(lambda d=daemon, a=sentinel: d.store.appointments.get(a), 10, "a message sent after the restart")
+                assert daemon.store.gallery.get("M-1") is None, "the erased member came back"
     finally:
         deleted.close()
         hq.close()
@@ -56,13 +56,13 @@ def test_an_upsert_older_than_a_confirmed_delete_is_refused_and_a_newer_one_enro
             hq.send("members/upsert", with_embeddings(daemon, "M-1", ts="2026-11-23T09:30:00+08:00"))
             hq.send("members/upsert", with_embeddings(daemon, "M-1"))
             errors.wait_for(lambda ms: len(ms) >= 2, 10, "two refusals")
-            assert daemon.pipeline.gallery.get("M-1") is None
+            assert daemon.store.gallery.get("M-1") is None
             state = tmp_path / "state"
             held = b"".join(p.read_bytes() for p in state.glob("gallery.db*"))
             assert b"M-1" not in held, "the tombstone keeps a salted hash, not the member id"
             # Consent given again, after the delete.
             hq.send("members/upsert", with_embeddings(daemon, "M-1", ts="2026-11-23T11:00:00+08:00"))
-            wait_until(lambda: daemon.pipeline.gallery.get("M-1"), 10, "the member enrolled again")
+            wait_until(lambda: daemon.store.gallery.get("M-1"), 10, "the member enrolled again")
         got = reasons(errors)
         assert "M-1 was erased at 2026-11-23T02:00:00.000+00:00 and this upsert was sent at" in got[0]
         assert "carries no ts" in got[1] and "only an upsert with a later ts (a new consent)" in got[1]

@@ -80,6 +80,12 @@ def make_publisher(url: str, outbox: Outbox, *, protocol: str = "5", username: s
                      reconnect_min=0.05, reconnect_max=0.3, **kw)
 
 
+def submit(pub: Publisher, event: events.Event) -> None:
+    """What the store does with an event: a row of the outbox, and the publisher told to look."""
+    pub.outbox.add_event(pub.prefix, pub.store_id, event)
+    pub.notify()
+
+
 def a_visit(n: int) -> VisitEvent:
     now = wall()
     return VisitEvent("visit", f"visitor-{n}", None, "visitor", "door-1", now, store_id=STORE, ts=now)
@@ -198,7 +204,7 @@ def test_events_arrive_qos1_in_order_on_their_topics(broker, outbox, closing):
     closing(pub)
     pub.start()
     for n in range(30):
-        pub.submit(a_visit(n) if n % 3 else an_arrival(n))
+        submit(pub, a_visit(n) if n % 3 else an_arrival(n))
     assert pub.wait_sent(5)
     got = consumer.wait_for(lambda m: len([x for x in m if x.topic != STATUS]) >= 30, 5, "30 events")
     events_got = [m for m in got if m.topic != STATUS]
@@ -217,8 +223,8 @@ def test_alerts_carry_their_remaining_lifetime_and_visits_none(broker, outbox, c
     pub = make_publisher(broker.url, outbox)
     closing(pub)
     pub.start()
-    pub.submit(an_arrival(1))
-    pub.submit(a_visit(2))
+    submit(pub, an_arrival(1))
+    submit(pub, a_visit(2))
     got = consumer.wait_for(lambda m: {VISITS, ARRIVALS} <= {x.topic for x in m}, 5, "an alert and a visit")
     alert = next(m for m in got if m.topic == ARRIVALS)
     visit = next(m for m in got if m.topic == VISITS)
@@ -262,7 +268,7 @@ def test_nothing_is_lost_when_the_broker_restarts_mid_run(broker, outbox, closin
     def produce() -> None:
         for n in range(240):
             event = a_visit(n) if n % 4 else an_arrival(n)
-            pub.submit(event)
+            submit(pub, event)
             submitted.append(event.event_id)
             time.sleep(0.004)
 
@@ -293,7 +299,7 @@ def test_a_restarted_publisher_sends_what_was_left_unsent(broker, tmp_path, clos
     down = make_publisher(broker.url, box)
     down.start()
     for n in range(5):
-        down.submit(a_visit(n))
+        submit(down, a_visit(n))
     wait_until(lambda: down.last_error and "nothing accepts connections" in down.last_error, 5, "a refusal")
     assert not down.connected
     down.stop(1)
@@ -318,7 +324,7 @@ def test_stop_returns_within_its_timeout_when_the_broker_is_gone(broker, outbox)
     pub.start()
     wait_until(lambda: pub.connected, 5, "the publisher to connect")
     broker.stop()
-    pub.submit(a_visit(1))
+    submit(pub, a_visit(1))
     started = time.monotonic()
     pub.stop(1)
     assert time.monotonic() - started < 2
@@ -331,8 +337,8 @@ def test_mqtt_3_1_1_works_too(broker, outbox, closing):
     pub = make_publisher(broker.url, outbox, protocol="3.1.1")
     closing(pub)
     pub.start()
-    pub.submit(a_visit(1))
-    pub.submit(an_arrival(2))
+    submit(pub, a_visit(1))
+    submit(pub, an_arrival(2))
     got = consumer.wait_for(lambda m: len([x for x in m if x.topic != STATUS]) >= 2, 5, "two events")
     assert [m.topic for m in got if m.topic != STATUS] == [VISITS, ARRIVALS]
     assert retained_status(broker.port, closing)["state"] == "online"
@@ -391,7 +397,7 @@ def test_a_failing_downlink_handler_does_not_stop_the_publisher(broker, outbox, 
     crm.loop_stop()
     consumer = Subscriber(broker.port, VISITS)
     closing(consumer)
-    pub.submit(a_visit(1))
+    submit(pub, a_visit(1))
     consumer.wait_for(lambda m: m, 5, "a visit after the failure")
     assert pub.connected
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from broker import Broker, Subscriber, wait_until
-from test_mqtt import STATUS, VISITS, a_visit, closing, first_seen, make_publisher  # noqa: F401 - a fixture
+from test_mqtt import STATUS, VISITS, a_visit, closing, first_seen, make_publisher, submit  # noqa: F401 - a fixture
 
 from footfall.sync.outbox import Outbox
 
@@ -34,7 +34,7 @@ def test_an_oversized_row_is_dead_lettered_and_the_visits_behind_it_flow(tmp_pat
     first, huge, last = a_visit(1), a_visit(2), a_visit(3)
     object.__setattr__(huge, "visitor_id", "v" * (2 * MAX_PACKET))  # an id echoed back, over the broker's limit
     for event in (first, huge, last):
-        pub.submit(event)
+        submit(pub, event)
     pub.start()
 
     got = consumer.wait_for(lambda ms: any(m.payload.get("event_id") == last.event_id for m in ms), 30,
@@ -46,5 +46,5 @@ def test_an_oversized_row_is_dead_lettered_and_the_visits_behind_it_flow(tmp_pat
     consumer.wait_for(lambda ms: any(m.topic == STATUS and m.payload.get("dead_letters") == 1 for m in ms),
                       10, "a status counting the dead letter")
     later = a_visit(4)
-    pub.submit(later)  # and the uplink goes on
+    submit(pub, later)  # and the uplink goes on
     consumer.wait_for(lambda ms: any(m.payload.get("event_id") == later.event_id for m in ms), 10, "a later visit")

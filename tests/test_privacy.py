@@ -107,7 +107,8 @@ def test_erase_leaves_no_trace_of_a_member_who_visited_in_any_file(replayed_day)
     done = subprocess.run([sys.executable, "-m", "footfall", "erase", "--config", str(config), "--member-id", MEMBER],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "gallery" in done.stdout and "open visit window" in done.stdout and "appointments" in done.stdout
+    # The day's windows closed by the clock when the store opened (retention); the erasure took the rest.
+    assert "gallery" in done.stdout and "appointments" in done.stdout
     for path, raw in raw_files(state).items():
         assert needle not in raw, f"{MEMBER} still in {path.name}"
         for i, vector in enumerate(vectors):

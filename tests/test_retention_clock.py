@@ -16,7 +16,7 @@ from broker import Broker, Subscriber, free_port
 from test_daemon import PREFIX
 
 from footfall.config.schema import load_config
-from footfall.edge.pipeline import open_window
+from footfall.edge.store import open_window
 
 
 def unit_vector(dim: int, seed: int) -> np.ndarray:

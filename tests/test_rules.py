@@ -18,7 +18,7 @@ import pytest
 
 from footfall.dedup.gallery import Person
 from footfall.edge import rules
-from footfall.edge.pipeline import Decision, Passage
+from footfall.edge.decisions import Decision, Passage
 from footfall.sync import events
 from footfall.sync.appointments import Appointment, Arrival, minutes_early
 from footfall.sync.counts import Counted

@@ -18,8 +18,9 @@ import pytest
 from footfall.config.schema import parse_config
 from footfall.dedup.enrol import embeddings_from_photos
 from footfall.dedup.gallery import Person
-from footfall.edge.pipeline import build_pipeline, replay
+from footfall.edge.pipeline import Pipeline, replay
 from footfall.edge.sources import FileSource
+from footfall.edge.store import Store as BoxStore
 from footfall.recognition.images import read_image
 from footfall.tooling.scenario import Appearance, Clip, SpriteBank, render_clip
 
@@ -65,14 +66,12 @@ class Store:
         return FileSource(camera, path, when, fps=5)
 
     def run(self, *sources: FileSource, enrol=()):
-        pipeline = build_pipeline(self.config, self.analyzer)
-        try:
+        with BoxStore(self.config, self.analyzer, media_clock=True) as box:
             for person, photos in enrol:
                 images = [(p, read_image(self.bank.faces_dir / person.person_id / p)) for p in photos]
-                pipeline.gallery.enroll(person, embeddings_from_photos(self.analyzer, images))
-            return [d for d in replay(pipeline, sources) if d.kind != "same_entry"]
-        finally:
-            pipeline.close()
+                box.gallery.enroll(person, embeddings_from_photos(self.analyzer, images))
+            decisions = replay(Pipeline(self.config, self.analyzer), box, sources)
+            return [d for d in decisions if d.kind != "same_entry"]
 
 
 @pytest.fixture

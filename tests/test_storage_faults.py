@@ -56,32 +56,32 @@ def outbox_ids(path: Path) -> list[str]:
 def test_a_full_disk_holds_events_in_memory_reports_it_and_stores_them_later_in_order(tmp_path, default_analyzer):
     daemon = Daemon(load_config(config_file(tmp_path, Offline())), analyzer=default_analyzer)
     try:
-        daemon._submit(visit(1))
-        conn = daemon.outbox._conn
+        daemon.store._emit(visit(1))
+        conn = daemon.store.outbox._conn
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count = {pages}")  # the file may not grow by a page
         big = {"blob": "x" * 200_000}
         with pytest.raises(StorageError):  # what the daemon now survives
-            daemon.outbox.add("footfall/sh-001/visits", big, event_id="probe", alert=False)
+            daemon.store.outbox.add("footfall/sh-001/visits", big, event_id="probe", alert=False)
         # Events too big for what is left: refused, held, reported.
         for n in (2, 3):
             event = visit(n)
             object.__setattr__(event, "visitor_id", "v" * 100_000)
-            daemon._submit(event)
-        assert [e.event_id for e in daemon.unstored] == ["visit-2", "visit-3"]
-        assert daemon.storage_state.startswith("error: ") and "outbox.db" in daemon.storage_state
+            daemon.store._emit(event)
+        assert [e.event_id for e in daemon.store.unstored] == ["visit-2", "visit-3"]
+        assert daemon.store.storage_state.startswith("error: ") and "outbox.db" in daemon.store.storage_state
         status = daemon.publisher._status("online").to_json()
-        assert status["storage"] == daemon.storage_state and "full" in status["storage"]
-        daemon._submit(visit(4))  # small enough, but waits behind the held ones: order is kept
-        assert [e.event_id for e in daemon.unstored] == ["visit-2", "visit-3", "visit-4"]
+        assert status["storage"] == daemon.store.storage_state and "full" in status["storage"]
+        daemon.store._emit(visit(4))  # small enough, but waits behind the held ones: order is kept
+        assert [e.event_id for e in daemon.store.unstored] == ["visit-2", "visit-3", "visit-4"]
         daemon._housekeeping()  # a retry that still fails changes nothing
-        assert len(daemon.unstored) == 3
+        assert len(daemon.store.unstored) == 3
         conn.execute("PRAGMA max_page_count = 1073741823")  # room again
-        daemon._next_storage_retry = 0.0
+        daemon.store._next_storage_retry = 0.0
         daemon._housekeeping()
-        assert not daemon.unstored and daemon.storage_state == "ok"
+        assert not daemon.store.unstored and daemon.store.storage_state == "ok"
         assert daemon.publisher._status("online").to_json()["storage"] == "ok"
-        assert outbox_ids(daemon.outbox.path) == ["visit-1", "visit-2", "visit-3", "visit-4"]
+        assert outbox_ids(daemon.store.outbox.path) == ["visit-1", "visit-2", "visit-3", "visit-4"]
     finally:
         close(daemon)
 
@@ -122,7 +122,7 @@ def test_the_daemon_survives_an_outbox_that_refuses_writes_for_a_while(
 def build_state(tmp_path: Path, analyzer) -> Path:
     """A storage dir holding every state file, as after a first start."""
     daemon = Daemon(load_config(config_file(tmp_path, Offline())), analyzer=analyzer)
-    daemon._submit(visit(1))
+    daemon.store._emit(visit(1))
     close(daemon)
     return tmp_path / "state"
 
@@ -216,9 +216,9 @@ def test_a_disk_full_under_every_state_file_loses_no_passage_and_never_crashes(
     sub = Subscriber(broker.port, PREFIX + "#")
     try:
         daemon = Daemon(load_config(config), once=True, analyzer=default_analyzer)
-        full = [daemon.counts._conn, daemon.appointments._conn, daemon.pipeline.gallery._conn]
+        full = [daemon.store.counts._conn, daemon.store.appointments._conn, daemon.store.gallery._conn]
         if store == "disk":
-            full.append(daemon.pipeline.window._conn)
+            full.append(daemon.store.window._conn)
         for conn in full:
             fill_to_the_brim(conn)
         run_once_to_the_end(daemon, sub, 240)

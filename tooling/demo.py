@@ -26,8 +26,9 @@ from zoneinfo import ZoneInfo
 from footfall.config.schema import parse_config
 from footfall.console.server import Console, hash_password
 from footfall.edge.daemon import Daemon
-from footfall.edge.pipeline import Decision, build_pipeline, open_gallery
-from footfall.edge.sources import merge_by_time
+from footfall.edge.decisions import Decision
+from footfall.edge.pipeline import Pipeline, replay
+from footfall.edge.store import Store
 from footfall.hq.local_hq import LocalHq, hq_unavailable
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.sync import events
@@ -113,12 +114,9 @@ def _demo(config, faces_dir: Path, tmp: Path, broker: LocalBroker | None) -> int
 
 
 def _enrol(config, analyzer, people) -> None:
-    gallery = open_gallery(config, analyzer)
-    try:
+    with Store(config, analyzer, command="footfall demo") as store:
         for person, vectors in people:
-            gallery.enroll(person, vectors)
-    finally:
-        gallery.close()
+            store.gallery.enroll(person, vectors)
 
 
 HQ_STORES = ("demo-store-2", "demo-store-3")  # two more stores replay the same day into head office
@@ -236,14 +234,8 @@ class Watcher:
 
 
 def _offline(config, analyzer, scenario) -> int:
-    pipeline = build_pipeline(config, analyzer)
-    decisions: list[Decision] = []
-    try:
-        for frame in merge_by_time(scenario.sources()):
-            decisions += pipeline.process(frame)
-        decisions += pipeline.finish()
-    finally:
-        pipeline.close()
+    with Store(config, analyzer, command="footfall demo", media_clock=True) as store:
+        decisions = replay(Pipeline(config, analyzer), store, scenario.sources())
     for d in decisions:
         if d.kind != "same_entry":
             print(describe(d))

@@ -1,0 +1,483 @@
+"""The store's state and its one owner: gallery, visit window, counts, appointments and outbox.
+
+A `Store` holds the exclusive lock on `storage.dir` while it is open (`edge/storage_lock.py`), so
+nothing else writes these files behind it: the daemon opens one for its lifetime, and `footfall
+erase`, `enroll` and the imports open one when no daemon runs (with a daemon running they reach
+its store over the admin channel). Everything that changes the state goes in here:
+
+- passages from the pipeline (`enter`: decided against the gallery and the window, then the
+  rules of `edge/rules.py` say what is counted, published and alerted);
+- clock ticks (`advance`, `tick`): windows closed by the clock, no-shows, today's counts;
+- downlink messages and operator commands (`receive`, `command`), by the downlink's rules.
+
+Events come out as rows of the outbox, which the publisher only drains. The store clock (`now`)
+is the time of the frames: the media clock of a replay, the wall clock of live cameras; consent
+and erasure, legal records, are stamped by the wall clock. A disk that refuses writes never stops
+the store: events and counts wait in memory, in order, and are written when it accepts them again.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from footfall.config.schema import Config
+from footfall.dedup.enrol import embeddings_from_photos
+from footfall.dedup.gallery import Gallery
+from footfall.dedup.window import VisitWindow
+from footfall.edge import rules
+from footfall.edge.decisions import Decision, Passage, decide
+from footfall.edge.storage import StorageError
+from footfall.edge.storage_lock import StorageLock
+from footfall.recognition.analyzer import FaceAnalyzer
+from footfall.sync import events
+from footfall.sync.appointments import AppointmentStore
+from footfall.sync.counts import Counted, CountStore
+from footfall.sync.downlink import (
+    Downlink,
+    Limits,
+    Outcome,
+    Rejected,
+    check_reply_topic,
+    counts_reply,
+    parse_counts_request,
+    replies_prefix,
+)
+from footfall.sync.limits import TokenBucket
+from footfall.sync.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+TICK = timedelta(seconds=60)         # no-shows and counts are looked at once a minute (store clock)
+EXPIRE_EVERY = timedelta(seconds=1)  # how often open visit windows are closed by the clock, frames or not
+RETRY_MAX = 1000                     # events (and entries) held in memory while the disk refuses them
+RETRY_EVERY_S = 1.0                  # how often a refused write is tried again
+STORAGE_ERRORS = (StorageError, sqlite3.Error, OSError)  # what a full or failing disk raises
+
+
+def wall_clock() -> datetime:
+    """The wall clock, in UTC."""
+    return datetime.now(UTC)
+
+
+def open_gallery(config: Config, analyzer: FaceAnalyzer) -> Gallery:
+    """The store's member and staff gallery, in `storage.dir/gallery.db`."""
+    pack = analyzer.pack
+    return Gallery(dim=analyzer.embedder.dim, threshold=pack.threshold("members.threshold"),
+                   margin=pack.threshold("members.margin"), model_sha256=pack.recognizer.sha256,
+                   db_path=Path(config.storage.dir) / "gallery.db", max_vectors=config.members.max_vectors,
+                   max_tombstones=config.downlink.tombstones)
+
+
+def open_window(config: Config, analyzer: FaceAnalyzer, now: datetime | None = None) -> VisitWindow:
+    """The store's visit window: `storage.dir/windows.db`, or memory only by config."""
+    pack = analyzer.pack
+    db = None if config.privacy.anonymous_store == "memory" else Path(config.storage.dir) / "windows.db"
+    return VisitWindow(dim=analyzer.embedder.dim, window=config.dedup.window, timezone=config.timezone,
+                       threshold=pack.threshold("dedup.threshold"), margin=pack.threshold("dedup.margin"),
+                       same_entry=config.dedup.same_entry, db_path=db, now=now)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer to publish at once, not an event (a counts/get reply): topic, payload, properties."""
+
+    topic: str
+    payload: dict[str, Any]
+    properties: Properties | None
+
+
+class Store:
+    """The one owner of a store box's state. Open it, feed it, `close()` it (or use `with`)."""
+
+    def __init__(self, config: Config, analyzer: FaceAnalyzer, *, command: str = "footfall run",
+                 media_clock: bool = False, wall: Callable[[], datetime] = wall_clock) -> None:
+        """Take the storage lock (or raise `StorageBusy` naming the holder) and open every state file.
+
+        `command` is what the lock names as its holder. With `media_clock` the store clock follows
+        replayed frames only; otherwise windows that closed while the box was off close now.
+        """
+        self.config = config
+        self.store_id = config.store_id
+        self.prefix = config.mqtt.topic_prefix
+        self.wall = wall
+        storage = Path(config.storage.dir)
+        storage.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.lock = StorageLock(storage, command).acquire()
+        self._opened: list[Any] = []
+        try:
+            self.gallery = self._own(open_gallery(config, analyzer))
+            self.window = self._own(open_window(config, analyzer, None if media_clock else wall()))
+            self.counts = self._own(CountStore(storage / "counts.db", config.timezone))
+            self.appointments = self._own(AppointmentStore(storage / "appointments.db", config.timezone))
+            self.outbox = self._own(Outbox.from_config(storage, config.alerts.ttl, now=wall))
+        except BaseException:
+            self.close()
+            raise
+        self.limits = Limits.from_config(config)
+        self.downlink = Downlink(gallery=self.gallery, appointments=self.appointments,
+                                 embed_photos=lambda photos: embeddings_from_photos(analyzer, photos),
+                                 forget_visitor=self._forget_member, recognizer_sha256=analyzer.pack.recognizer.sha256,
+                                 dim=analyzer.embedder.dim, clock=wall, limits=self.limits)
+        self.now: datetime | None = None
+        # Called after rows were added to the outbox (the publisher looks at once), and on each
+        # arrival alert raised (the alert-latency benchmark).
+        self.on_stored: Callable[[], None] = lambda: None
+        self.on_alert: Callable[[Decision, events.ArrivalAlert], None] | None = None
+        self.decisions = 0
+        self.rejected = 0  # downlink messages refused (reported or not)
+        self._error_reports = TokenBucket(config.downlink.error_reports_per_minute)
+        self._counts_requests = TokenBucket(config.downlink.counts_requests_per_minute)
+        self._rejected_topic = ""
+        self._next_tick: datetime | None = None
+        self._next_expiry: datetime | None = None
+        self._counts_dirty = True
+        # What the disk refused, kept in memory and written again in order.
+        self.storage_state = "ok"                 # the outbox: "ok" or "error: ..."
+        self.state_errors: dict[str, str] = {}    # another state file -> why it refused writes
+        self.unstored: deque[events.Event] = deque()
+        self.unstored_dropped = 0
+        self.uncounted: deque[Counted] = deque()
+        self._flag_unsaved: set[str] = set()      # no-shows raised whose flag appointments.db refused
+        self._next_storage_retry = 0.0
+        self._next_state_retry = 0.0
+
+    def _own(self, part: Any) -> Any:
+        self._opened.append(part)
+        return part
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every state file and release `storage.dir`."""
+        for part in reversed(self._opened):
+            try:
+                part.close()
+            except Exception:
+                log.exception("closing %s", type(part).__name__)
+        self._opened = []
+        self.lock.release()
+
+    # -- the clock -------------------------------------------------------------------
+
+    def advance(self, ts: datetime) -> None:
+        """Move the store clock to `ts` (a frame's time, or the wall clock); it never goes back."""
+        if self.now is None or ts > self.now:
+            self.now = ts
+
+    def clock(self) -> datetime:
+        """The store clock, or the wall clock before the first frame."""
+        return self.now or self.wall()
+
+    def tick(self) -> None:
+        """Periodic work, called between frames: writes the disk refused, then, by the store clock,
+        windows closed every second (frames or not) and no-shows and counts every minute."""
+        self._retry_unstored()
+        self._retry_state_files()
+        if self.now is None:
+            return
+        if self._next_expiry is None or self.now >= self._next_expiry:
+            # Retention by the clock, not by traffic: with no frame (camera down, store closed)
+            # the windows still close on time, and their vectors leave the disk.
+            self._next_expiry = self.now + EXPIRE_EVERY
+            try:
+                self.window.expire(self.now)
+            except StorageError as exc:  # tried again a second later
+                log.error("visit windows: not expired: %s", exc)
+        if self._next_tick is None or self.now >= self._next_tick:
+            self._next_tick = self.now + TICK
+            try:
+                self._no_shows(self.now)
+            except STORAGE_ERRORS as exc:  # tried again at the next tick
+                log.error("no-shows: not checked: %s", exc)
+            self.publish_counts()
+
+    def finish(self) -> None:
+        """Before closing: today's counts once more, and every held-back event stored if the disk allows."""
+        self.publish_counts(force=True)
+        self._retry_unstored(force=True)
+        if self.unstored:
+            log.error("shutdown: the outbox still refuses events; %d event(s) held in memory are lost: %s",
+                      len(self.unstored), self.storage_state)
+
+    # -- passages ----------------------------------------------------------------------
+
+    @property
+    def knows_anyone(self) -> bool:
+        """Whether anyone is enrolled (open tracks are looked up early only then)."""
+        return len(self.gallery) > 0
+
+    def decide(self, passages: Iterable[Passage]) -> list[Decision]:
+        """Who each passage is (`edge/decisions.py`); the window records the visits, no event is raised."""
+        return decide(passages, self.gallery, self.window)
+
+    def enter(self, passages: Iterable[Passage]) -> list[Decision]:
+        """Decide on the passages and apply the rules: visits published and counted, members'
+        arrivals marked and alerted. Returns the decisions."""
+        decisions = self.decide(passages)
+        for d in decisions:
+            visit = rules.visit_event(d, self.store_id)
+            entry = rules.entry_count(d)
+            if visit is None or entry is None:
+                continue  # staff, or another view of an entry already counted
+            self.decisions += 1
+            self._emit(visit)
+            self._count(entry)
+            member_id = rules.member_entry(d)
+            if member_id is not None:
+                try:
+                    self._member_arrived(d, member_id, visit)
+                except STORAGE_ERRORS as exc:  # the visit itself is kept; a full disk never stops the store
+                    self._state_failed("appointments.db", exc)
+                    log.error("%s of a member: alerts not raised: %s", d.kind, exc)
+        return decisions
+
+    def _member_arrived(self, d: Decision, member_id: str, visit: events.VisitEvent) -> None:
+        try:
+            arrivals = self.appointments.record_arrival(member_id, d.passage.first_seen)
+        except STORAGE_ERRORS as exc:  # the arrival alert still goes out; only the appointment marks wait
+            self._state_failed("appointments.db", exc)
+            arrivals = []
+        for event in rules.appointment_alerts(self.store_id, visit.ts, arrivals):
+            self._emit(event)
+        if not rules.arrival_alert_due(d):
+            return
+        today = self.appointments.for_member_on_day(member_id, self.appointments.day_of(d.passage.first_seen))
+        alert = rules.arrival_alert(d, self.store_id, visit, today)
+        if alert is None:
+            return
+        self._emit(alert)
+        if self.on_alert is not None:
+            self.on_alert(d, alert)
+
+    def _no_shows(self, now: datetime) -> None:
+        grace = self.config.appointments.no_show_grace
+        self.appointments.prune(rules.settled_kept_from(self.appointments.day_of(now)))
+        due = self.appointments.due_no_shows(now, grace)
+        alerts = {a.appointment_id: a for a in rules.no_show_alerts(self.store_id, now, due, grace,
+                                                                    raised=self._flag_unsaved)}
+        for appointment in due:
+            alert = alerts.get(appointment.appointment_id)
+            if alert is not None:
+                self._emit(alert)
+            self._flag(appointment.appointment_id)  # raised now, or raised before and only its flag is owed
+
+    def _flag(self, appointment_id: str) -> None:
+        try:
+            self.appointments.mark_flagged(appointment_id)
+        except STORAGE_ERRORS as exc:
+            self._flag_unsaved.add(appointment_id)  # never raised twice, even while the file refuses it
+            self._state_failed("appointments.db", exc)
+            return
+        self._flag_unsaved.discard(appointment_id)
+        self._state_ok("appointments.db")
+
+    def publish_counts(self, force: bool = False) -> None:
+        """Today's counts as the retained `counts` event, when they changed (or `force`)."""
+        if self.now is None or not (self._counts_dirty or force):
+            return
+        self._emit(rules.counts_event(self.store_id, self.now, self.counts.today(self.now)))
+        self._counts_dirty = False
+
+    # -- downlink messages and operator commands ---------------------------------------
+
+    def command(self, name: str, payload: bytes, *, announce: bool = True) -> Outcome:
+        """A downlink message by its topic name ("members/delete", ...), from the broker or the
+        admin channel: the downlink's rules, and `members/deleted` raised for an erasure.
+
+        Without `announce` (an operator's erasure with no daemon running) no `members/deleted` is
+        raised: nothing would send it before the next start, and until then it would keep the id on disk.
+        """
+        outcome = self.downlink.handle(name, payload)
+        if announce and outcome.ok and outcome.reply is not None and name == events.MEMBERS_DELETE:
+            self._emit(events.MemberDeleted(store_id=self.store_id, ts=self.clock(),
+                                            member_id=outcome.reply["member_id"]))
+        return outcome
+
+    def receive(self, topic: str, payload: bytes, properties: Any = None) -> Reply | None:
+        """A message from the broker on one of the store's downlink topics. A refused one is
+        reported on `errors`; a counts/get request returns the `Reply` to publish."""
+        # Another store's topic stays whole: the downlink refuses it as unknown.
+        name = events.store_topic_name(self.prefix, self.store_id, topic) or topic
+        if name == events.COUNTS_GET:
+            return self._answer_counts(topic, payload, properties)
+        outcome = self.command(name, payload)
+        if not outcome.ok:
+            self.reject(topic, outcome.reason or "rejected")
+        return None
+
+    def _answer_counts(self, topic: str, payload: bytes, props: Any) -> Reply | None:
+        response_topic = getattr(props, "ResponseTopic", None) if props is not None else None
+        try:
+            request = parse_counts_request(payload, self.clock(), self.config.timezone,
+                                           max_payload=self.limits.max_payload, max_buckets=self.limits.max_buckets)
+            target = response_topic or request.reply_to
+            if not target:
+                raise ValueError("no MQTT 5 response topic and no reply_to: nowhere to answer")
+            check_reply_topic(target, replies_prefix(self.prefix, self.store_id))
+            if not self._counts_requests.take():
+                raise Rejected(f"more than {self.config.downlink.counts_requests_per_minute} counts/get requests "
+                               f"a minute (downlink.counts_requests_per_minute); this one is not answered")
+            reply = counts_reply(self.store_id, request, self.counts.buckets(request.from_, request.to, request.by))
+        except Exception as exc:  # a bad request is answered on `errors`, never fatal
+            self.reject(topic, str(exc) or type(exc).__name__)
+            return None
+        properties = None
+        correlation = getattr(props, "CorrelationData", None) if props is not None else None
+        if correlation is not None:
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.CorrelationData = correlation
+        return Reply(target, reply, properties)
+
+    def reject(self, topic: str, reason: str, *, count: int = 1) -> None:
+        """Report a refused downlink message on `errors`, at most `downlink.error_reports_per_minute`;
+        the ones over the rate are counted into the next report's `suppressed`."""
+        self.rejected += count
+        self._rejected_topic = topic
+        if not self._error_reports.take():
+            self._error_reports.refused += count - 1
+            return
+        suppressed = self._error_reports.pop_refused()
+        # The reason may quote a member id: it goes to the `errors` topic (erased with the member),
+        # not to the journal, which erasure cannot reach.
+        log.warning("downlink %s rejected; the reason is published on the errors topic%s", topic,
+                    f" ({suppressed} more not reported)" if suppressed else "")
+        self._emit(events.ErrorEvent(store_id=self.store_id, ts=self.clock(), topic=topic, reason=reason,
+                                     suppressed=suppressed))
+
+    def report_suppressed(self) -> None:
+        """Once the rate allows, one report for the rejections not reported during a burst."""
+        if self._error_reports.refused and self._error_reports.available():
+            self.reject(self._rejected_topic, "downlink messages rejected and not reported one by one "
+                                              "(downlink.error_reports_per_minute); see suppressed", count=0)
+
+    def _forget_member(self, member_id: str) -> list[str]:
+        """members/delete: the member's open window and every outbox row naming them; where they were."""
+        held = ["open visit window"] if self.window.forget(member_id) else []
+        sent, unsent = self.outbox.forget_member(member_id)
+        if sent or unsent:
+            held.append("outbox" + (f" ({unsent} event(s) not yet sent were dropped)" if unsent else ""))
+        if unsent:  # the id itself never goes to the journal: it would outlive the erasure there
+            log.warning("members/delete: %d unsent event(s) naming the member were erased with them", unsent)
+        return held
+
+    # -- the outbox, and what the disk refused -----------------------------------------
+
+    def _emit(self, event: events.Event) -> None:
+        """Store an event in the outbox; if the disk refuses it, keep it in memory and try again later.
+
+        Events leave in the order they were raised: while any is held back, later ones queue behind it.
+        """
+        if self.unstored:
+            self._retry_unstored(force=True)
+        if not self.unstored:
+            try:
+                self._add(event)
+                self.on_stored()
+                return
+            except StorageError as exc:
+                self._storage_failed(exc)
+        if len(self.unstored) >= RETRY_MAX:
+            lost = self.unstored.popleft()
+            self.unstored_dropped += 1
+            log.error("outbox: %d events held in memory already; dropped %s %s", RETRY_MAX, lost.TOPIC,
+                      lost.event_id)
+        self.unstored.append(event)
+
+    def _add(self, event: events.Event) -> None:
+        self.outbox.add_event(self.prefix, self.store_id, event)
+
+    def _retry_unstored(self, force: bool = False) -> None:
+        """Store the held-back events, oldest first, at most once a second unless `force`."""
+        if not self.unstored or (not force and time.monotonic() < self._next_storage_retry):
+            return
+        self._next_storage_retry = time.monotonic() + RETRY_EVERY_S
+        while self.unstored:
+            try:
+                self._add(self.unstored[0])
+            except StorageError as exc:
+                self._storage_failed(exc)
+                return
+            self.unstored.popleft()
+        self.on_stored()
+        log.info("outbox: storing events again; every held-back event is now in the outbox")
+        self.storage_state = "ok"
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        state = f"error: {exc}"
+        if state != self.storage_state:
+            log.error("outbox: %s; events are held in memory (up to %d) and stored when the disk "
+                      "accepts them again", exc, RETRY_MAX)
+        self.storage_state = state
+        self._next_storage_retry = time.monotonic() + RETRY_EVERY_S
+
+    def storage_summary(self) -> str:
+        """The `storage` field of status: "ok", or the first refusal of the outbox or another state file."""
+        if self.storage_state != "ok":
+            return self.storage_state
+        for reason in self.state_errors.values():
+            return f"error: {reason}"
+        return "ok"
+
+    def _state_failed(self, name: str, exc: BaseException) -> None:
+        reason = str(exc) if name in str(exc) else f"{name}: {exc}"
+        if self.state_errors.get(name) != reason:
+            log.error("storage: %s; the store goes on and writes it again later", reason)
+        self.state_errors[name] = reason
+
+    def _state_ok(self, name: str) -> None:
+        if self.state_errors.pop(name, None) is not None:
+            log.info("storage: %s takes writes again", name)
+
+    def _retry_state_files(self) -> None:
+        """Once a second: the counts and open windows the disk refused, written again."""
+        if self.window.storage_error is None and not self.uncounted:
+            for name in ("windows.db", "counts.db"):
+                self._state_ok(name)
+            return
+        if time.monotonic() < self._next_state_retry:
+            return
+        self._next_state_retry = time.monotonic() + RETRY_EVERY_S
+        if self.window.retry_storage():
+            self._state_ok("windows.db")
+        elif self.window.storage_error:
+            self._state_failed("windows.db", RuntimeError(self.window.storage_error))
+        while self.uncounted:
+            entry = self.uncounted[0]
+            try:
+                self.counts.record(entry.ts, entry.kind, entry.member, entry.identified)
+            except STORAGE_ERRORS as exc:
+                self._state_failed("counts.db", exc)
+                return
+            self.uncounted.popleft()
+            self._counts_dirty = True
+        self._state_ok("counts.db")
+
+    def _count(self, entry: Counted) -> None:
+        """Record an entry in counts.db; while it refuses writes, entries wait in memory, in order."""
+        if not self.uncounted:
+            try:
+                self.counts.record(entry.ts, entry.kind, entry.member, entry.identified)
+                self._counts_dirty = True
+                return
+            except STORAGE_ERRORS as exc:
+                self._state_failed("counts.db", exc)
+                self._next_state_retry = time.monotonic() + RETRY_EVERY_S
+        if len(self.uncounted) >= RETRY_MAX:
+            self.uncounted.popleft()
+            log.error("counts: %d entries held in memory already; the oldest is not counted", RETRY_MAX)
+        self.uncounted.append(entry)
