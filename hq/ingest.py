@@ -115,12 +115,9 @@ def _time(m: dict, key: str, *, required: bool = True) -> datetime | None:
     if raw is None:
         return None
     try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise Reject(f"{key} is not an ISO 8601 timestamp") from None
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise Reject(f"{key} has no UTC offset")
-    return value
+        return events.parse_iso(raw)
+    except ValueError as exc:
+        raise Reject(f"{key} {exc}") from None
 
 
 def _int(m: dict, key: str, *, required: bool = True) -> int | None:

@@ -34,6 +34,7 @@ from footfall.sync.events import (
     MEMBERS_DELETE,
     MEMBERS_UPSERT,
     iso,
+    parse_iso,
     store_topics,
 )
 
@@ -185,12 +186,9 @@ def parse_time(message: dict, key: str, *, required: bool = True) -> datetime | 
     if raw is None:
         return None
     try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise Rejected(f"{key} must be an ISO 8601 timestamp with offset, got {raw[:64]!r}") from None
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise Rejected(f"{key} must carry a UTC offset (e.g. 2026-11-23T10:00:00+08:00), got {raw[:64]!r}")
-    return value
+        return parse_iso(raw)
+    except ValueError as exc:
+        raise Rejected(f"{key} {exc}, got {raw[:64]!r}") from None
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:

@@ -103,6 +103,18 @@ def iso(ts: datetime) -> str:
     return ts.isoformat(timespec="milliseconds")
 
 
+def parse_iso(raw: str) -> datetime:
+    """The timestamp of an ISO 8601 text that carries a UTC offset (the contract's times);
+    ValueError saying which of the two it is not."""
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError("must be an ISO 8601 timestamp with offset") from None
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("must carry a UTC offset (e.g. 2026-11-23T10:00:00+08:00)")
+    return value
+
+
 def _new_id() -> str:
     return str(uuid.uuid4())
 
