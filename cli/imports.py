@@ -21,6 +21,8 @@ from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.sync import events
 from footfall.sync.downlink import Outcome
 
+COMMANDS = {events.MEMBERS_UPSERT: "footfall members import", events.APPOINTMENTS_UPSERT: "footfall appointments import"}
+
 
 def inline_photo_paths(line: str, base: Path) -> bytes:
     """The line with every `images` entry that names an existing file replaced by its base64."""
@@ -58,7 +60,7 @@ def import_file(config: Config, path: Path, topic: str, *, progress: bool = True
         return imported, rejected
 
     def local() -> tuple[int, int]:
-        with Store(config, analyzer, command=f"footfall {topic.split('/')[0]} import") as store:
+        with Store(config, analyzer, command=COMMANDS[topic]) as store:
             return apply_each(lambda payload: _outcome(store.command(topic, payload)))
 
     def through_daemon() -> tuple[int, int]:

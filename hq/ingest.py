@@ -30,6 +30,7 @@ MAX_CAMERAS = 64
 EXCERPT_BYTES = 512     # of a rejected payload, kept in ingest_errors
 MAX_TOPIC = 300
 
+ALERT_KINDS = {events.ALERT_ARRIVAL: "arrival", events.ALERT_APPOINTMENT: "appointment"}  # the `alerts` table's kind
 TOPICS = {  # topic name -> the table its messages go to; the collector subscribes to exactly these
     events.VISITS: "visits",
     events.ALERT_ARRIVAL: "alerts",
@@ -215,7 +216,7 @@ def _row(table: str, name: str, store: str, m: dict, now: datetime, tz_for: TzLo
                   "role": role, "camera_id": _text(m, "camera_id", required=False), "identified": _bool(m, "identified", True),
                   "first_seen_ts": first_seen, "store_day": day, "store_hour": hour}
     elif table == "alerts":
-        kind = name.split("/")[1]
+        kind = ALERT_KINDS[name]
         values = {"kind": kind, "member_id": _text(m, "member_id"), "store_day": local(ts, tz)[0],
                   "visit_event_id": None, "appointment_id": None, "scheduled_at": None, "channel": None,
                   "advisor": None, "minutes_early": None, "tier": None}
