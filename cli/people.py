@@ -76,13 +76,16 @@ def erase(config: Config, person_id: str) -> str:
             outcome = store.command(events.MEMBERS_DELETE, payload, announce=False)
         if not outcome.ok or outcome.reply is None:
             raise ValueError(f"{person_id} not erased: {outcome.reason}")
-        where = ", ".join(outcome.reply["held_in"]) or "nothing was held"
-        return f"erased {person_id}: removed from {where}; no trace of it remains on this box"
+        return _erased(person_id, "", outcome.reply)
 
     def through_daemon() -> str:
         answer = admin.apply(config.storage.dir, events.MEMBERS_DELETE, payload)
-        held = (answer.get("reply") or {}).get("held_in") or []
-        where = ", ".join(held) if held else "nothing was held"
-        return f"erased {person_id} in the running daemon: removed from {where}; no trace of it remains on this box"
+        return _erased(person_id, " in the running daemon", answer.get("reply") or {})
 
     return admin.with_state(local=local, daemon=through_daemon)
+
+
+def _erased(person_id: str, where: str, reply: dict) -> str:
+    held = reply.get("held_in") or []
+    removed = f"removed from {', '.join(held)}" if held else "nothing was held"
+    return f"erased {person_id}{where}: {removed}; no trace of it remains on this box"

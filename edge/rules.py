@@ -31,8 +31,8 @@ from footfall.sync import events
 from footfall.sync.appointments import Appointment, Arrival
 from footfall.sync.counts import Counted
 
-if TYPE_CHECKING:  # the pipeline module brings numpy and the models; its Decision is plain data
-    from footfall.edge.pipeline import Decision
+if TYPE_CHECKING:  # Decision is plain data; its module brings numpy and the gallery
+    from footfall.edge.decisions import Decision
 
 SETTLED_KEPT_DAYS = 1  # settled appointments stay this many store days after theirs, then go
 
