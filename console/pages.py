@@ -21,7 +21,12 @@ class PageHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug(f"{self.log_label}: %s " + format, self.address_string(), *args)
 
+    def _answering(self) -> None:
+        """Called as an answer starts (over HTTP/1.0 it is the connection's last): a server that
+        counts its connections frees the slot now, before the client can see the answer end."""
+
     def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self._answering()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))

@@ -578,6 +578,12 @@ class _Server(ThreadingHTTPServer):
             if conn is not None:
                 conn.reading = False
 
+    def release(self, sock: socket.socket) -> None:
+        """The connection's last answer is being written: its slot is free for the next client,
+        who may connect as soon as they read that answer (the socket closes right after)."""
+        with self._conns_lock:
+            self._conns.pop(sock, None)
+
     def streaming(self, sock: socket.socket) -> None:
         """A logged-in page's stream: no request deadline (writes still time out)."""
         with self._conns_lock:
@@ -621,6 +627,9 @@ class _Handler(PageHandler):
     log_label = "console http"
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _answering(self) -> None:
+        self.server.release(self.connection)
 
     def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(payload, ensure_ascii=False).encode("utf-8"),

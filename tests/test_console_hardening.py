@@ -322,6 +322,37 @@ def test_a_flood_of_idle_connections_at_the_open_file_limit_does_not_lock_guides
         proc.wait(10)
 
 
+def test_when_all_connections_are_taken_idle_ones_make_room_and_pages_streams_are_kept(make_console):
+    console = make_console(max_connections=4)
+    cookie = session_cookie(console.port)
+    streams = [Stream(console.port, cookie) for _ in range(3)]
+    idle: list[socket.socket] = []
+    try:
+        for stream in streams:
+            stream.read_until(lambda d: b"event: hello" in d)
+        for _ in range(10):
+            s = socket.create_connection(("127.0.0.1", console.port), timeout=5)
+            s.sendall(b"GET / HTTP/1.1\r\n")
+            idle.append(s)
+        assert call(console.port, "GET", "/", headers={"Cookie": cookie})[0] == 200
+        assert console.open_connections <= 4
+        # The last free slot: a fourth page, straight after the answer that freed it.
+        fourth = Stream(console.port, cookie)
+        fourth.read_until(lambda d: b"event: hello" in d)
+        refused = socket.create_connection(("127.0.0.1", console.port), timeout=5)
+        assert refused.recv(100) == b"", "every slot serves a page: a newcomer is closed at once"
+        refused.close()
+        console._broadcast(con.sse_frame("status", {"state": "online"}))
+        for stream in (*streams, fourth):
+            stream.read_until(lambda d: b'"state":"online"' in d)
+        fourth.close()
+    finally:
+        for sock in idle:
+            sock.close()
+        for stream in streams:
+            stream.close()
+
+
 def test_a_request_dripping_in_is_cut_off_at_the_request_timeout(make_console):
     console = make_console(request_timeout="1s")
     s = socket.create_connection(("127.0.0.1", console.port), timeout=5)
