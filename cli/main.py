@@ -82,6 +82,16 @@ def _bench_config(args: argparse.Namespace) -> Config:
     return config
 
 
+def _scenario_faces(args: argparse.Namespace) -> Path:
+    """The labelled photos a generated store day is built from: `--faces`, else the sample set."""
+    from footfall.tooling.demo import sample_faces_dir
+
+    faces = Path(args.faces) if args.faces else sample_faces_dir()
+    if faces is None:
+        raise FileNotFoundError("no labelled photos to build the scenario from: pass --faces DIR")
+    return faces
+
+
 def cmd_bench_recognition(args: argparse.Namespace) -> int:
     from footfall.benchmarks.recognition import bench_recognition, format_table
 
@@ -92,11 +102,8 @@ def cmd_bench_recognition(args: argparse.Namespace) -> int:
 
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from footfall.benchmarks.pipeline import bench_pipeline, format_table
-    from footfall.tooling.demo import sample_faces_dir
 
-    faces = Path(args.faces) if args.faces else sample_faces_dir()
-    if faces is None:
-        raise FileNotFoundError("no labelled photos to build the scenario from: pass --faces DIR")
+    faces = _scenario_faces(args)
     result = bench_pipeline(_bench_config(args), faces, size=args.size, progress=not args.json)
     print(json.dumps(result) if args.json else format_table(result))
     return EXIT_OK
@@ -104,11 +111,8 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
 
 def cmd_bench_soak(args: argparse.Namespace) -> int:
     from footfall.benchmarks.soak import bench_soak, format_table
-    from footfall.tooling.demo import sample_faces_dir
 
-    faces = Path(args.faces) if args.faces else sample_faces_dir()
-    if faces is None:
-        raise FileNotFoundError("no labelled photos to build the scenario from: pass --faces DIR")
+    faces = _scenario_faces(args)
     if args.minutes <= 0:
         raise ValueError("--minutes must be > 0")
     result = bench_soak(_bench_config(args), faces, minutes=args.minutes, progress=not args.json)
