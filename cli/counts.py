@@ -33,9 +33,13 @@ def counts_table(config: Config, start: str | None, end: str | None, by: str,
         buckets = store.buckets(begin, finish, by)
     finally:
         store.close()
-    rows = [f"{'start':<30} {'visits':>7} {'re-entries':>11} {'member visits':>14}"]
-    for b in buckets:
-        rows.append(f"{b['start']:<30} {b['visits']:>7} {b['reentries']:>11} {b['member_visits']:>14}")
-    total = {k: sum(b[k] for b in buckets) for k in ("visits", "reentries", "member_visits")}
-    rows.append(f"{'total':<30} {total['visits']:>7} {total['reentries']:>11} {total['member_visits']:>14}")
+    # unidentified: visits counted without a usable face (turned away, blurred), part of `visits`
+    columns = (("visits", 7), ("reentries", 11), ("member_visits", 14), ("unidentified", 13))
+
+    def line(start: str, values: list) -> str:
+        return f"{start:<30} " + " ".join(f"{v:>{w}}" for v, (_, w) in zip(values, columns))
+
+    rows = [line("start", ["visits", "re-entries", "member visits", "unidentified"])]
+    rows += [line(b["start"], [b[k] for k, _ in columns]) for b in buckets]
+    rows.append(line("total", [sum(b[k] for b in buckets) for k, _ in columns]))
     return "\n".join(rows)
