@@ -40,6 +40,7 @@ TOPICS = {  # topic name -> the table its messages go to; the collector subscrib
     events.STATUS: "status",
     events.COUNTS: "counts",
     events.APPOINTMENTS_UPSERT: "appointments",
+    events.MEMBERS_DELETED: "erasures",
 }
 
 
@@ -245,6 +246,8 @@ def _row(table: str, name: str, store: str, m: dict, now: datetime, tz_for: TzLo
                   "channel": _text(m, "channel", required=False), "store_day": local(scheduled, tz)[0]}
     elif table == "acks":
         values = {"visit_event_id": _text(m, "visit_event_id"), "guide": _text(m, "guide", required=False)}
+    elif table == "erasures":  # the member's id is removed from every table of the chain (hq/writer.py)
+        values = {"member_id": _text(m, "member_id")}
     elif table == "status":
         state = _text(m, "state")
         if state not in ("online", "stopped", "offline"):

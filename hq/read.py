@@ -118,6 +118,7 @@ def no_show_list(conn: psycopg.Connection, day_from: date, day_to: date, limit: 
         FROM no_shows n
         LEFT JOIN appointments ap ON ap.store_id = n.store_id AND ap.appointment_id = n.appointment_id
         WHERE n.store_day BETWEEN %s AND %s
+          AND n.member_id IS NOT NULL  -- an erased member is not followed up
           AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.kind = 'appointment' AND a.store_id = n.store_id
                                                    AND a.appointment_id = n.appointment_id)
         ORDER BY n.scheduled_at DESC, n.store_id, n.appointment_id

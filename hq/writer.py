@@ -86,6 +86,30 @@ _ERROR = ("INSERT INTO ingest_errors (topic, topic_store_id, reason, payload_byt
 
 _SINGLE = {"visits": _VISIT, "alerts": _ALERT, "acks": _ACK}
 
+# Erasure (`members/deleted`): a salted hash of the id is kept, with the store's time of the erasure.
+_KEY = "encode(sha256(convert_to(s.salt || m.id, 'UTF8')), 'hex')"
+_TOMBSTONE = (f"INSERT INTO erasures (member_key, erased_at) SELECT {_KEY}, m.at FROM erasure_salt s, "
+              "unnest(%s::text[], %s::timestamptz[]) AS m(id, at) ON CONFLICT (member_key) DO UPDATE "
+              "SET erased_at = greatest(erasures.erased_at, EXCLUDED.erased_at) RETURNING (xmax = 0)")
+_ERASED = (f"SELECT m.id, e.erased_at FROM erasure_salt s CROSS JOIN unnest(%s::text[]) AS m(id) "
+           f"JOIN erasures e ON e.member_key = {_KEY}")
+_GONE = "unnest(%s::text[], %s::timestamptz[]) AS g(id, erased_at)"
+# The store's events up to the erasure lose the id, whenever they arrive (an outbox replaying an old
+# day); a member visit's visitor id is the member id, so it becomes a fresh anonymous one.
+_SCRUB_EVENTS = (
+    f"UPDATE visits v SET member_id = NULL, visitor_id = CASE WHEN v.visitor_id = g.id "
+    f"THEN replace(gen_random_uuid()::text, '-', '') ELSE v.visitor_id END FROM {_GONE} "
+    "WHERE v.member_id = g.id AND v.ts <= g.erased_at",
+    f"UPDATE alerts a SET member_id = NULL, tier = NULL FROM {_GONE} WHERE a.member_id = g.id AND a.ts <= g.erased_at",
+    f"UPDATE no_shows n SET member_id = NULL FROM {_GONE} WHERE n.member_id = g.id AND n.ts <= g.erased_at",
+)
+# At the erasure itself, also the CRM's bookings and every rejected message quoting the id.
+_SCRUB_AT_ERASURE = (
+    f"UPDATE appointments p SET member_id = NULL FROM {_GONE} WHERE p.member_id = g.id",
+    "DELETE FROM ingest_errors WHERE EXISTS (SELECT 1 FROM unnest(%s::text[], %s::timestamptz[]) AS g(id, at) "
+    "WHERE strpos(payload_excerpt, g.id) > 0 OR strpos(reason, g.id) > 0 OR strpos(topic, g.id) > 0)",
+)
+
 
 def _params(row: Row) -> tuple[str, tuple[Any, ...]]:
     v, s, e, ts = row.values, row.store_id, row.event_id, row.ts
@@ -119,13 +143,18 @@ def write_batch(conn: psycopg.Connection, rows: list[Row], rejections: list[Reje
     """
     inserted = 0
     rollup: Counter[tuple[str, Any, int, str]] = Counter()
+    erasures: dict[str, datetime] = {}   # member id -> the latest erasure of the batch
+    for r in rows:
+        if r.table == "erasures":
+            erasures[r.values["member_id"]] = max(r.ts, erasures.get(r.values["member_id"], r.ts))
+    events = [r for r in rows if r.table != "erasures"]
     with conn.transaction(), conn.cursor() as cur:
-        stores = sorted({r.store_id for r in rows})
+        stores = sorted({r.store_id for r in events})
         if stores:
             cur.executemany(_STORE, [(s, *store_zones[s]) for s in stores])
         by_statement: dict[str, list[tuple[Any, ...]]] = {}
         statuses: list[tuple[Any, ...]] = []
-        for row in sorted(rows, key=lambda r: (r.table, r.store_id, r.event_id, r.ts)):
+        for row in sorted(events, key=lambda r: (r.table, r.store_id, r.event_id, r.ts)):
             sql, params = _params(row)
             by_statement.setdefault(sql, []).append(params)
             if row.table == "status":
@@ -160,10 +189,37 @@ def write_batch(conn: psycopg.Connection, rows: list[Row], rejections: list[Reje
             keys = sorted({k[:3] for k in rollup})
             cur.executemany(_HOURLY, [(*k, rollup[(*k, "visits")], rollup[(*k, "reentries")],
                                        rollup[(*k, "member_visits")], rollup[(*k, "unidentified")]) for k in keys])
+        inserted += _erase(cur, erasures, events)
         if rejections:
             cur.executemany(_ERROR, [(r.topic, r.topic_store_id, r.reason, r.payload_bytes,
                                       r.payload_excerpt.replace("\x00", "\ufffd")) for r in rejections])
     return Written(inserted, len(rows) - inserted, len(rejections))
+
+
+def _erase(cur: psycopg.Cursor, erasures: dict[str, datetime], events: list[Row]) -> int:
+    """Record the batch's erasures, then take the id of every erased member out of what the chain
+    holds of them; returns how many erasures were new."""
+    new = 0
+    if erasures:
+        ids = sorted(erasures)
+        cur.execute(_TOMBSTONE, (ids, [erasures[m] for m in ids]))
+        new = sum(1 for (fresh,) in cur.fetchall() if fresh)
+    named: set[str] = {r.values["member_id"] for r in events
+                       if r.table in ("visits", "alerts", "no_shows") and r.values.get("member_id")}
+    named |= set(erasures)
+    if not named:
+        return new
+    cur.execute(_ERASED, (sorted(named),))
+    gone = sorted(cur.fetchall())
+    if gone:
+        columns = ([g[0] for g in gone], [g[1] for g in gone])
+        for sql in _SCRUB_EVENTS:
+            cur.execute(sql, columns)
+        at_erasure = [g for g in gone if g[0] in erasures]
+        if at_erasure:
+            for sql in _SCRUB_AT_ERASURE:
+                cur.execute(sql, ([g[0] for g in at_erasure], [g[1] for g in at_erasure]))
+    return new
 
 
 def now_utc(conn: psycopg.Connection) -> datetime:
