@@ -3,6 +3,7 @@ subscriptions, persistent session) -> `footfall hq collect` -> PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -80,6 +82,21 @@ class Store:
         self.client.loop_stop()
 
 
+@contextlib.contextmanager
+def collecting(config, pool) -> Iterator[Collector]:
+    """A collector running on its own thread, connected and subscribed, stopped at the end."""
+    collector = Collector(config, pool)
+    thread = threading.Thread(target=collector.run)
+    thread.start()
+    try:
+        assert collector.wait_connected(5)
+        time.sleep(0.2)  # the SUBACK
+        yield collector
+    finally:
+        collector.stop()
+        thread.join(10)
+
+
 def scalar(url: str, sql: str):
     with psycopg.connect(url) as conn:
         row = conn.execute(sql).fetchone()
@@ -96,41 +113,28 @@ def test_the_collector_subscribes_to_every_uplink_topic_through_its_group():
 def test_collector_stores_good_messages_keeps_bad_ones_as_errors_and_acknowledges_all(broker, hq_db):
     config = parse_hq_config(hq_config(broker, hq_db, client_id="hq-test-1"))
     pool = connect_pool(config)
-    collector = Collector(config, pool)
-    thread = threading.Thread(target=collector.run)
-    thread.start()
     store = Store(broker.port)
     try:
-        assert collector.wait_connected(5)
-        time.sleep(0.2)  # the SUBACK
-        ids = store.visits("sh-001", 300)
-        store.send("footfall/sh-001/visits", b"{not json")
-        store.send("footfall/sh-001/visits", {"event_id": "e1", "store_id": "sh-001", "kind": "teleport",
-                                              "ts": "2026-11-23T10:00:00.000+08:00"})
-        store.send("footfall/sh-001/visits", {"event_id": "e2", "store_id": "sh-002",
-                                              "ts": "2026-11-23T10:00:00.000+08:00"})
-        store.send("footfall/sh-001/visits", b"{" + b" " * 70_000 + b"}")
-        more = store.visits("sh-001", 10, hour=11)  # after the bad ones: the collector is still working
-        wait_until(lambda: scalar(hq_db, "SELECT count(*) FROM visits") == 310, 10, "310 visits in PostgreSQL")
-        wait_until(lambda: scalar(hq_db, "SELECT count(*) FROM ingest_errors") == 4, 5, "4 ingest errors")
-        assert scalar(hq_db, "SELECT sum(visits) FROM hourly") == 310
-        assert scalar(hq_db, "SELECT count(DISTINCT event_id) FROM visits") == len(set(ids + more))
+        with collecting(config, pool):
+            ids = store.visits("sh-001", 300)
+            store.send("footfall/sh-001/visits", b"{not json")
+            store.send("footfall/sh-001/visits", {"event_id": "e1", "store_id": "sh-001", "kind": "teleport",
+                                                  "ts": "2026-11-23T10:00:00.000+08:00"})
+            store.send("footfall/sh-001/visits", {"event_id": "e2", "store_id": "sh-002",
+                                                  "ts": "2026-11-23T10:00:00.000+08:00"})
+            store.send("footfall/sh-001/visits", b"{" + b" " * 70_000 + b"}")
+            more = store.visits("sh-001", 10, hour=11)  # after the bad ones: the collector is still working
+            wait_until(lambda: scalar(hq_db, "SELECT count(*) FROM visits") == 310, 10, "310 visits in PostgreSQL")
+            wait_until(lambda: scalar(hq_db, "SELECT count(*) FROM ingest_errors") == 4, 5, "4 ingest errors")
+            assert scalar(hq_db, "SELECT sum(visits) FROM hourly") == 310
+            assert scalar(hq_db, "SELECT count(DISTINCT event_id) FROM visits") == len(set(ids + more))
+        # Everything was acknowledged: the same session, back, is given nothing again.
+        with collecting(config, pool) as again:
+            time.sleep(1.0)
+            assert again.stats.inserted + again.stats.duplicates + again.stats.rejected == 0
+            store.visits("sh-001", 1, hour=12)
+            wait_until(lambda: again.stats.inserted == 1, 5, "the next message")
     finally:
-        collector.stop()
-        thread.join(10)
-    # Everything was acknowledged: the same session, back, is given nothing again.
-    again = Collector(config, pool)
-    thread = threading.Thread(target=again.run)
-    thread.start()
-    try:
-        assert again.wait_connected(5)
-        time.sleep(1.0)
-        assert again.stats.inserted + again.stats.duplicates + again.stats.rejected == 0
-        store.visits("sh-001", 1, hour=12)
-        wait_until(lambda: again.stats.inserted == 1, 5, "the next message")
-    finally:
-        again.stop()
-        thread.join(10)
         store.close()
         pool.close()
 

@@ -5,18 +5,16 @@ PostgreSQL (a throw-away cluster); one case through a real Mosquitto and the col
 from __future__ import annotations
 
 import json
-import threading
-import time
 import uuid
 from datetime import date
 
 import psycopg
 from broker import wait_until
-from test_hq_collector import Store, broker, hq_config, scalar  # noqa: F401 - a fixture
+from test_hq_collector import Store, broker, collecting, hq_config, scalar  # noqa: F401 - a fixture
 from test_hq_storage import ingest, query, visit
 
 from footfall.config.hq import parse_hq_config
-from footfall.hq.collector import Collector, connect_pool
+from footfall.hq.collector import connect_pool
 from footfall.hq.read import no_show_list
 
 MEMBER, OTHER = "m-7", "m-8"
@@ -94,22 +92,16 @@ def test_a_day_replayed_after_the_erasure_does_not_bring_the_id_back_but_a_new_c
 def test_the_collector_applies_a_members_deleted_from_the_broker(broker, hq_db):  # noqa: F811
     config = parse_hq_config(hq_config(broker, hq_db, client_id="hq-erasure-1"))
     pool = connect_pool(config)
-    collector = Collector(config, pool)
-    thread = threading.Thread(target=collector.run)
-    thread.start()
     store = Store(broker.port)
     try:
-        assert collector.wait_connected(5)
-        time.sleep(0.2)  # the SUBACK
-        for topic, payload in member_day(MEMBER)[:5]:
+        with collecting(config, pool):
+            for topic, payload in member_day(MEMBER)[:5]:
+                store.send(topic, payload)
+            wait_until(lambda: scalar(hq_db, "SELECT count(*) FROM visits") == 2, 10, "the member's visits")
+            topic, payload = message("sh-001", "members/deleted", ts=ERASED_AT, member_id=MEMBER, removed=True)
             store.send(topic, payload)
-        wait_until(lambda: scalar(hq_db, "SELECT count(*) FROM visits") == 2, 10, "the member's visits")
-        topic, payload = message("sh-001", "members/deleted", ts=ERASED_AT, member_id=MEMBER, removed=True)
-        store.send(topic, payload)
-        wait_until(lambda: scalar(hq_db, "SELECT count(*) FROM erasures") == 1, 10, "the erasure")
+            wait_until(lambda: scalar(hq_db, "SELECT count(*) FROM erasures") == 1, 10, "the erasure")
         assert holding(hq_db, MEMBER) == {}
     finally:
-        collector.stop()
-        thread.join(10)
         store.close()
         pool.close()
