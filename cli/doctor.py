@@ -15,6 +15,7 @@ import cv2
 
 from footfall.config.schema import Config
 from footfall.edge.sources import source_kind
+from footfall.edge.storage_lock import current_holder, describe
 from footfall.models.fetch import verify_file
 from footfall.models.manifest import ModelError, entry_for, locate
 from footfall.sync.mqtt_client import make_client, parse_broker_url
@@ -48,7 +49,9 @@ def _storage(config: Config) -> str:
     free = shutil.disk_usage(probe).free
     if free < MIN_FREE_BYTES:
         raise OSError(f"only {free // 2**20} MiB free under {probe}")
-    return f"{d} writable, {free // 2**30} GiB free"
+    holder = current_holder(d)
+    owner = "not in use" if holder is None else f"in use by {describe(holder)}"
+    return f"{d} writable, {free // 2**30} GiB free, {owner}"
 
 
 # What moving a damaged state file aside costs, by file.

@@ -72,6 +72,22 @@ class StorageLock:
         self.release()
 
 
+def current_holder(storage_dir: str | Path) -> dict[str, object] | None:
+    """Who holds the lock of `storage_dir` now ({} when unknown), or None when nobody does.
+    Only looks: the lock is never taken and nothing is written."""
+    try:
+        fd = os.open(Path(storage_dir) / LOCK_NAME, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return read_holder(storage_dir)
+    finally:
+        os.close(fd)  # closing drops a lock taken just now
+    return None
+
+
 def read_holder(storage_dir: str | Path) -> dict[str, object]:
     """What the lock file says of its holder ({} when unreadable or empty)."""
     try:

@@ -64,6 +64,19 @@ def test_a_second_owner_of_the_state_directory_is_refused_naming_the_holder(tmp_
     Store(config(tmp_path), default_analyzer, command="footfall erase").close()  # free once closed
 
 
+def test_who_holds_the_state_directory_can_be_seen_without_taking_it(tmp_path, default_analyzer, store):
+    from footfall.cli.doctor import _storage
+    from footfall.edge.storage_lock import current_holder
+
+    holder = current_holder(tmp_path / "state")
+    assert holder is not None and holder["command"] == "footfall run"
+    assert f"in use by pid {holder['pid']} (footfall run" in _storage(config(tmp_path))
+    store.close()
+    assert current_holder(tmp_path / "state") is None
+    assert _storage(config(tmp_path)).endswith("not in use")
+    Store(config(tmp_path), default_analyzer).close()  # looking took nothing
+
+
 def test_a_stranger_is_a_visit_then_a_reentry_published_and_counted(store):
     face = unit(1)
     first = store.enter([passage(START, face)])
