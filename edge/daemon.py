@@ -27,6 +27,7 @@ from footfall.edge.decisions import Decision, Passage
 from footfall.edge.notify import Notifier
 from footfall.edge.pipeline import Pipeline
 from footfall.edge.sources import ENDED, FileSource, Frame, LiveSource, merge_by_time, source_kind
+from footfall.edge.storage_lock import busy, current_holder
 from footfall.edge.store import Store
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.sync import events
@@ -67,6 +68,9 @@ class Daemon:
         if once and not self.replay:
             bad = next((i for i, k in enumerate(self.kinds) if k != "file"), 0)
             raise ConfigError(f"cameras[{bad}].source: `run --once` needs every source to be a video file")
+        holder = current_holder(config.storage.dir)
+        if holder is not None:  # refused before the models load; the store's lock is what decides
+            raise busy(config.storage.dir, holder)
         self.analyzer = analyzer or FaceAnalyzer.from_config(config)
         # The one owner of the state; a second daemon, or a CLI command writing behind it, is refused.
         self.store = Store(config, self.analyzer, media_clock=self.replay)

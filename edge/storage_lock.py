@@ -46,8 +46,7 @@ class StorageLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            holder = read_holder(self.dir)
-            raise StorageBusy(f"storage.dir {self.dir} is in use by {describe(holder)}", holder) from None
+            raise busy(self.dir, read_holder(self.dir)) from None
         record = json.dumps({"pid": os.getpid(), "command": self.command,
                              "since": datetime.now(UTC).isoformat(timespec="seconds")})
         os.ftruncate(fd, 0)
@@ -70,6 +69,11 @@ class StorageLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def busy(storage_dir: str | Path, holder: dict[str, object]) -> StorageBusy:
+    """The refusal naming who holds `storage_dir`."""
+    return StorageBusy(f"storage.dir {storage_dir} is in use by {describe(holder)}", holder)
 
 
 def current_holder(storage_dir: str | Path) -> dict[str, object] | None:
