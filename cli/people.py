@@ -43,7 +43,7 @@ def enroll(config: Config, *, person_id: str, name: str, role: Role, tier: str |
 
     def local() -> str:
         with Store(config, analyzer, command="footfall enroll") as store:
-            store.gallery.enroll(person, vectors)
+            store.enroll(person, vectors)
             total = len(store.gallery)
         note = f"; {total} people enrolled on this box"
         if total >= 0.8 * FILING_THRESHOLD:

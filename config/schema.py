@@ -206,6 +206,7 @@ class AppointmentsConfig(_Section):
 
 
 class PrivacyConfig(_Section):
+    mode: Literal["recognise", "count_only"] = Field("recognise", description="recognise: members, staff and re-entries by face embeddings. count_only: entries are counted from faces detected and tracked; no embedding is ever computed or stored, so no member is recognised, staff are counted too and every entry is a visit (the non-biometric alternative).")
     anonymous_store: Literal["disk", "memory"] = Field("disk", description="Where anonymous visitors' open windows live.")
 
 

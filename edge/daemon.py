@@ -75,6 +75,10 @@ class Daemon:
         # The one owner of the state; a second daemon, or a CLI command writing behind it, is refused.
         self.store = Store(config, self.analyzer, media_clock=self.replay)
         try:
+            if self.store.count_only and self.store.knows_anyone:
+                raise ConfigError(f"privacy.mode: count_only, but storage.dir holds {len(self.store.gallery)} enrolled "
+                                  f"people; a count-only box keeps no face templates: erase them first "
+                                  f"(footfall erase), or set privacy.mode = \"recognise\"")
             self._wire(config, replay)
         except BaseException:
             self.store.close()

@@ -33,8 +33,8 @@ class Passage:
     first_seen: datetime
     last_seen: datetime
     best_shot_ts: datetime
-    embedding: np.ndarray | None  # None: the track never gave a usable shot (turned away, blurred)
-    shots: int
+    embedding: np.ndarray | None  # None: no usable shot (turned away, blurred), or privacy.mode count_only
+    shots: int                    # usable shots kept: 0 when the face was never usable
     early_track: int | None = None
 
 
@@ -53,8 +53,8 @@ class Decision:
 
     @property
     def identified(self) -> bool:
-        """False for an entrant counted without a usable face: never matched to anyone."""
-        return self.passage.embedding is not None
+        """False for an entrant counted without a usable face (never matched to anyone)."""
+        return self.passage.shots > 0
 
     @property
     def role(self) -> str:
@@ -78,7 +78,7 @@ def decide(passages: Iterable[Passage], gallery: Gallery, window: VisitWindow) -
 
 def _ended(passage: Passage, gallery: Gallery, window: VisitWindow) -> Decision:
     if passage.embedding is None:
-        # counted, never matched: nothing to compare with, so a new visit by a new id
+        # counted, never matched (no usable face, or count_only): a new visit by a new id
         return Decision("visit", passage, uuid.uuid4().hex, None, None, passage.first_seen, None)
     match = gallery.match(passage.embedding)
     if match:

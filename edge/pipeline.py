@@ -47,9 +47,11 @@ class Pipeline:
 
     def __init__(self, config: Config, analyzer: FaceAnalyzer) -> None:
         self.analyzer = analyzer
+        # count_only: no face is ever embedded (nor told apart by appearance while tracking).
+        self.embedding = config.privacy.mode == "recognise"
         t = config.tracking
-        self._tracker_args: dict[str, Any] = dict(max_gap=t.max_gap.total_seconds(), min_iou=t.min_iou,
-                                                  shots=t.shots, embed=analyzer.embedder.embed)
+        self._tracker_args: dict[str, Any] = dict(max_gap=t.max_gap.total_seconds(), min_iou=t.min_iou, shots=t.shots,
+                                                  embed=analyzer.embedder.embed if self.embedding else None)
         self.min_hits = t.min_hits
         self.trackers: dict[str, Tracker] = {}
         self.gates: dict[str, MotionGate] = {}
@@ -59,7 +61,7 @@ class Pipeline:
 
     def process(self, frame: Frame, *, early: bool = True) -> list[Passage]:
         """One frame in; the passages that ended by its time out, then, with `early`, views of the
-        open tracks due for an early look at the gallery (`early_views`)."""
+        open tracks due for an early look at the gallery (`early_views`; never in count_only)."""
         self.frames += 1
         tracker = self.trackers.get(frame.camera_id)
         if tracker is None:
@@ -67,7 +69,7 @@ class Pipeline:
             self.gates[frame.camera_id] = MotionGate(self.motion_share)
         faces = self.analyzer.assess(frame.image, self._detect(frame, tracker))
         passages = self.passages(tracker.update(frame.ts, faces))
-        return passages + self.early_views(tracker) if early else passages
+        return passages + self.early_views(tracker) if early and self.embedding else passages
     def _detect(self, frame: Frame, tracker: Tracker) -> list[Detection]:
         """Faces where something moved or where people were in the last frame (someone standing
         still makes no motion but must still be seen)."""
@@ -115,7 +117,8 @@ class Pipeline:
                         track.decided = True
 
     def passages(self, ended: list[EndedTrack]) -> list[Passage]:
-        """Embed the kept shots of every ended track in one batch.
+        """Embed the kept shots of every ended track in one batch (count_only: embed nothing; the
+        passage keeps only how many usable shots it had).
 
         A track without a usable shot is still someone walking in: a passage without an embedding
         when the face was seen in at least `tracking.min_hits` frames (fewer is a flicker, and a
@@ -124,6 +127,9 @@ class Pipeline:
         out = [Passage(t.camera_id, t.first_seen, t.last_seen, t.last_seen, None, 0)
                for t in ended if not t.shots and not t.decided and t.hits >= self.min_hits]
         kept = [t for t in ended if t.shots and not t.decided]
+        if not self.embedding:
+            return out + [Passage(t.camera_id, t.first_seen, t.last_seen, max(t.shots, key=lambda s: s.quality).ts,
+                                  None, len(t.shots)) for t in kept]
         fresh = [s for t in kept for s in t.shots if s.embedding is None]
         if fresh:
             for shot, vector in zip(fresh, self.analyzer.embedder.embed([s.crop for s in fresh])):

@@ -28,12 +28,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from footfall.config.schema import Config
 from footfall.dedup.enrol import embeddings_from_photos
-from footfall.dedup.gallery import Gallery
+from footfall.dedup.gallery import EnrolmentError, Gallery, Person
 from footfall.dedup.window import VisitWindow
 from footfall.edge import rules
 from footfall.edge.decisions import Decision, Passage, decide
@@ -63,6 +64,7 @@ EXPIRE_EVERY = timedelta(seconds=1)  # how often open visit windows are closed b
 RETRY_MAX = 1000                     # events (and entries) held in memory while the disk refuses them
 RETRY_EVERY_S = 1.0                  # how often a refused write is tried again
 STORAGE_ERRORS = (StorageError, sqlite3.Error, OSError)  # what a full or failing disk raises
+COUNT_ONLY = "privacy.mode is count_only: this box computes and stores no face templates, so nobody is enrolled"
 
 
 def wall_clock() -> datetime:
@@ -124,6 +126,7 @@ class Store:
         except BaseException:
             self.close()
             raise
+        self.count_only = config.privacy.mode == "count_only"
         self.limits = Limits.from_config(config)
         self.downlink = Downlink(gallery=self.gallery, appointments=self.appointments,
                                  embed_photos=lambda photos: embeddings_from_photos(analyzer, photos),
@@ -216,6 +219,12 @@ class Store:
 
     # -- passages ----------------------------------------------------------------------
 
+    def enroll(self, person: Person, vectors: np.ndarray) -> None:
+        """Enrol a person from their template (an operator's `footfall enroll`); refused in count_only."""
+        if self.count_only:
+            raise EnrolmentError(COUNT_ONLY)
+        self.gallery.enroll(person, vectors)
+
     @property
     def knows_anyone(self) -> bool:
         """Whether anyone is enrolled (open tracks are looked up early only then)."""
@@ -302,6 +311,8 @@ class Store:
         Without `announce` (an operator's erasure with no daemon running) no `members/deleted` is
         raised: nothing would send it before the next start, and until then it would keep the id on disk.
         """
+        if self.count_only and name == events.MEMBERS_UPSERT:
+            return Outcome(False, COUNT_ONLY)
         outcome = self.downlink.handle(name, payload)
         if announce and outcome.ok and outcome.reply is not None and name == events.MEMBERS_DELETE:
             self._emit(events.MemberDeleted(store_id=self.store_id, ts=self.clock(),

@@ -141,6 +141,47 @@ def test_run_once_publishes_the_visits_alerts_and_counts_of_a_replayed_clip(
         sub.close()
 
 
+def test_count_only_counts_every_entry_and_computes_and_keeps_no_face_template(
+        tmp_path, broker, entrance_clip, default_analyzer, faces_dir):
+    config = config_file(tmp_path, broker, '[privacy]\nmode = "count_only"\n' + door_camera(entrance_clip))
+    sub = Subscriber(broker.port, PREFIX + "#")
+    try:
+        done = subprocess.run([sys.executable, "-m", "footfall", "run", "--config", str(config), "--once"],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr + done.stdout
+        sub.wait_for(lambda ms: any(m.topic == PREFIX + "status" and m.payload["state"] == "stopped" for m in ms),
+                     10, "the stopped status")
+        visits = [m.payload for m in sub.on(PREFIX + "visits")]
+        # Five walk-ins, each a visit: nobody is told apart, so no re-entry, no member and no staff.
+        assert [(v["kind"], v["role"], v["identified"]) for v in visits] == [("visit", "visitor", True)] * 5
+        assert len({v["visitor_id"] for v in visits}) == 5
+        assert sub.on(PREFIX + "alerts/arrival") == []
+        counts = sub.on(PREFIX + "counts")[-1].payload
+        assert (counts["visits"], counts["reentries"], counts["member_visits"], counts["unidentified"]) == (5, 0, 0, 0)
+        state = tmp_path / "state"
+        with sqlite3.connect(state / "windows.db") as conn:
+            assert conn.execute("SELECT count(*) FROM window_vectors").fetchone() == (0,)
+        conn.close()
+        # Enrolment is refused, on the box and from the CRM alike.
+        photo = str(faces_dir / "deepface_p05" / "1.jpg")
+        refused = subprocess.run([sys.executable, "-m", "footfall", "enroll", "--config", str(config), "--member-id",
+                                  "m-1", "--name", "M", "--consent", photo], capture_output=True, text=True, timeout=120)
+        assert refused.returncode != 0 and "privacy.mode is count_only" in refused.stderr
+    finally:
+        sub.close()
+
+
+def test_count_only_refuses_to_start_while_templates_are_enrolled(tmp_path, broker, default_analyzer, faces_dir):
+    config = config_file(tmp_path, broker, '[privacy]\nmode = "count_only"\n')
+    enrol(config, default_analyzer, faces_dir)
+    done = subprocess.run([sys.executable, "-m", "footfall", "run", "--config", str(config)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "privacy.mode: count_only, but storage.dir holds 2 enrolled people" in done.stderr
+    erased = [subprocess.run([sys.executable, "-m", "footfall", "erase", "--config", str(config), "--member-id", m],
+                             capture_output=True, text=True, timeout=120) for m in ("deepface_p05", "deepface_p03")]
+    assert [e.returncode for e in erased] == [0, 0], "erasing them still works"
+
+
 def request(port: int, topic: str, payload: dict | bytes, *, v5: bool = True, response_topic: str | None = None,
             correlation: bytes | None = None) -> None:
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"crm-{time.monotonic_ns()}",

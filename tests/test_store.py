@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from footfall.config.schema import load_config
-from footfall.dedup.gallery import Person
+from footfall.config.schema import PrivacyConfig, load_config
+from footfall.dedup.gallery import EnrolmentError, Person
 from footfall.edge.decisions import Passage
 from footfall.edge.storage_lock import StorageBusy
 from footfall.edge.store import Store
@@ -179,3 +179,21 @@ def test_a_member_recognised_only_on_a_later_passage_gets_the_pop_up_then_on_the
     assert published[2][1]["visit_event_id"] == published[1][1]["event_id"]
     store.enter([passage(START + timedelta(minutes=4), frontal.astype(np.float32))])
     assert [t for t, _ in rows(store)].count("alerts/arrival") == 1
+
+
+def test_a_count_only_store_enrols_nobody_and_counts_every_passage_as_a_visit(tmp_path, default_analyzer):
+    count_only = config(tmp_path).model_copy(update={"privacy": PrivacyConfig(mode="count_only")})
+    with Store(count_only, default_analyzer, media_clock=True) as store:
+        store.advance(START)
+        upsert = {"member_id": "m-1", "name": "M", "role": "member", "consent": True, "embeddings": [unit(1).tolist()],
+                  "embedding_model": store.downlink.recognizer_sha256}
+        refused = store.command(events.MEMBERS_UPSERT, json.dumps(upsert).encode())
+        assert not refused.ok and "privacy.mode is count_only" in (refused.reason or "")
+        with pytest.raises(EnrolmentError, match="count_only"):
+            store.enroll(Person("m-1", "M", "member", consent=True), unit(1)[None])
+        seen = [Passage("door-1", START + timedelta(minutes=m), START + timedelta(minutes=m, seconds=3),
+                        START + timedelta(minutes=m, seconds=1), None, 3) for m in (0, 5)]
+        decided = store.enter(seen)
+        assert [(d.kind, d.identified) for d in decided] == [("visit", True), ("visit", True)]
+        assert decided[0].visitor_id != decided[1].visitor_id
+        assert len(store.gallery) == 0 and store.window.open_windows() == 0

@@ -116,7 +116,7 @@ def _demo(config, faces_dir: Path, tmp: Path, broker: LocalBroker | None) -> int
 def _enrol(config, analyzer, people) -> None:
     with Store(config, analyzer, command="footfall demo") as store:
         for person, vectors in people:
-            store.gallery.enroll(person, vectors)
+            store.enroll(person, vectors)
 
 
 HQ_STORES = ("demo-store-2", "demo-store-3")  # two more stores replay the same day into head office
