@@ -166,7 +166,8 @@ CHECKS: list[tuple[str, Callable[[Config], str]]] = [
 
 def run_checks(config: Config) -> int:
     """Run every check, print one line each, return 0 only if all pass."""
-    print(f"ok    config valid (store {config.store_id}, {len(config.cameras)} camera(s))")
+    mode = ", count_only: no face template is computed or kept" if config.privacy.mode == "count_only" else ""
+    print(f"ok    config valid (store {config.store_id}, {len(config.cameras)} camera(s){mode})")
     failed = 0
     for name, check in CHECKS:
         try:
