@@ -438,7 +438,7 @@ class Console:
         alerts and today's acks of those alerts."""
         with self._lock:
             frames = [sse_frame("hello", {"guide": session.user, "store_id": self.store_id,
-                                          "language": self.language}),
+                                          "language": self.language, "timezone": self.config.timezone}),
                       sse_frame("broker", {"connected": self._broker_connected})]
             if self._status is not None:
                 frames.append(sse_frame("status", self._status))

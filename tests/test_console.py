@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -275,6 +275,24 @@ def test_the_console_requires_a_login(driver, console, tmp_path):
     (cookie,) = driver.get_cookies()
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     screenshot(driver, tmp_path, "logged-in")
+
+
+@browser
+def test_clock_times_on_the_page_are_the_stores_whatever_the_device_zone(page, console, publisher):
+    from selenium.webdriver.common.by import By
+
+    # A live box stamps events in UTC; the store is in Asia/Shanghai; the browser here runs in UTC.
+    earlier = (datetime.now(UTC) - timedelta(hours=2)).replace(second=0, microsecond=0)
+    arrival = ArrivalAlert("m-43", "Zhou Min", None, "visit-456",
+                           {"appointment_id": "a-2", "scheduled_at": earlier.isoformat(), "channel": "phone",
+                            "advisor": "Chen"}, {}, store_id=STORE, ts=earlier)
+    publisher.send(arrival)
+    card = wait(page, lambda d: d.find_elements(By.CSS_SELECTOR, f'.card.arrival[data-event-id="{arrival.event_id}"]'),
+                2.0, "the arrival card")[0]
+    store_clock = earlier.astimezone(SH).strftime("%H:%M")
+    assert card.find_element(By.CLASS_NAME, "ago").text == f"arrived at {store_clock}"
+    assert card.find_element(By.CLASS_NAME, "appointment").text.split()[1] == store_clock
+    assert store_clock != earlier.strftime("%H:%M")
 
 
 @browser

@@ -50,16 +50,20 @@ function translate() {
 }
 
 function hhmm(iso) {
+  // The store's clock time (its zone comes with "hello"), whatever zone the device is set to.
   const d = new Date(iso);
   if (isNaN(d)) return String(iso || "");
-  // The store's own clock time, as written in the timestamp (HH:MM after the "T").
-  const m = /T(\d{2}:\d{2})/.exec(iso);
-  return m ? m[1] : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  try {
+    return new Intl.DateTimeFormat("en-GB", { hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+                                              timeZone: state.zone || undefined }).format(d);
+  } catch (e) {  // an unknown zone name: the device's own clock
+    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
 }
 
 // -- state --------------------------------------------------------------------------
 
-const state = { guide: "", acks: new Map(), seen: new Set(), broker: true, box: "online", stream: true };
+const state = { guide: "", zone: "", acks: new Map(), seen: new Set(), broker: true, box: "online", stream: true };
 
 function banner() {
   const node = document.getElementById("banner");
@@ -78,9 +82,7 @@ function banner() {
 function agoText(ts) {
   const minutes = Math.floor((Date.now() - Date.parse(ts)) / 60000);
   if (minutes >= 60 || minutes < -1) {  // an hour old (or a replayed day ahead of the clock): its time
-    const at = new Date(Date.parse(ts));
-    const hhmm = String(at.getHours()).padStart(2, "0") + ":" + String(at.getMinutes()).padStart(2, "0");
-    return t("arrived_at", hhmm);
+    return t("arrived_at", hhmm(ts));
   }
   return minutes < 1 ? t("arrived_now") : t("arrived_min", minutes);
 }
@@ -222,7 +224,7 @@ function connect() {
     if (source.readyState === EventSource.CLOSED) setTimeout(() => location.reload(), 3000);
   };
   on("hello", h => {
-    state.guide = h.guide; state.stream = true;
+    state.guide = h.guide; state.zone = h.timezone || ""; state.stream = true;
     document.getElementById("who").textContent = h.guide;
     banner();
   });
