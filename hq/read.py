@@ -13,6 +13,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from footfall.hq.ingest import zone_of
+
 BY = ("store", "day", "hour")
 _TOTALS = ("visits", "reentries", "member_visits", "unidentified")
 
@@ -110,12 +112,13 @@ def conversion_by_channel(conn: psycopg.Connection, day_from: date, day_to: date
 
 def no_show_list(conn: psycopg.Connection, day_from: date, day_to: date, limit: int = 500) -> list[dict]:
     """`[{store_id, appointment_id, member_id, scheduled_at, channel, grace_minutes}]` newest first,
-    without members who came after all."""
+    `scheduled_at` in the store's time zone, without members who came after all (nor erased ones)."""
     rows = _rows(conn, """
         SELECT DISTINCT ON (n.scheduled_at, n.store_id, n.appointment_id)
                n.store_id, n.appointment_id, n.member_id, n.scheduled_at,
-               coalesce(n.channel, ap.channel) AS channel, n.grace_minutes
+               coalesce(n.channel, ap.channel) AS channel, n.grace_minutes, s.timezone
         FROM no_shows n
+        JOIN stores s ON s.store_id = n.store_id
         LEFT JOIN appointments ap ON ap.store_id = n.store_id AND ap.appointment_id = n.appointment_id
         WHERE n.store_day BETWEEN %s AND %s
           AND n.member_id IS NOT NULL  -- an erased member is not followed up
@@ -123,8 +126,8 @@ def no_show_list(conn: psycopg.Connection, day_from: date, day_to: date, limit: 
                                                    AND a.appointment_id = n.appointment_id)
         ORDER BY n.scheduled_at DESC, n.store_id, n.appointment_id
         LIMIT %s""", (day_from, day_to, max(0, int(limit))))
-    for r in rows:
-        r["scheduled_at"] = _iso(r["scheduled_at"])
+    for r in rows:  # in the store's own time: the follow-up speaks of the hour that was booked
+        r["scheduled_at"] = _iso(r["scheduled_at"].astimezone(zone_of(r.pop("timezone"))))
     return rows
 
 

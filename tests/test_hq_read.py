@@ -114,6 +114,7 @@ def test_no_show_list_names_whom_to_follow_up_with_the_booking_channel(chain):
     assert [(r["store_id"], r["appointment_id"], r["member_id"], r["channel"], r["grace_minutes"]) for r in rows] == [
         ("sh-001", "a2", "m-a2", "wechat", 30.0)]
     assert datetime.fromisoformat(rows[0]["scheduled_at"]) == datetime.fromisoformat("2026-11-23T14:00:00+08:00")
+    assert rows[0]["scheduled_at"].startswith("2026-11-23T14:00:00"), "in the store's time, as booked"
 
 
 def test_response_times_measure_alert_to_first_ack(chain):
