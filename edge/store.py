@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from paho.mqtt.packettypes import PacketTypes
@@ -58,6 +58,7 @@ from footfall.sync.limits import TokenBucket
 from footfall.sync.outbox import Outbox
 
 log = logging.getLogger(__name__)
+_Closable = TypeVar("_Closable", Gallery, VisitWindow, CountStore, AppointmentStore, Outbox)
 
 TICK = timedelta(seconds=60)         # no-shows and counts are looked at once a minute (store clock)
 EXPIRE_EVERY = timedelta(seconds=1)  # how often open visit windows are closed by the clock, frames or not
@@ -114,8 +115,7 @@ class Store:
         self.prefix = config.mqtt.topic_prefix
         self.wall = wall
         storage = Path(config.storage.dir)
-        storage.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.lock = StorageLock(storage, command).acquire()
+        self.lock = StorageLock(storage, command).acquire()  # creates storage.dir (0700) if need be
         self._opened: list[Any] = []
         try:
             self.gallery = self._own(open_gallery(config, analyzer))
@@ -155,7 +155,7 @@ class Store:
         self._next_storage_retry = 0.0
         self._next_state_retry = 0.0
 
-    def _own(self, part: Any) -> Any:
+    def _own(self, part: _Closable) -> _Closable:
         self._opened.append(part)
         return part
 

@@ -82,6 +82,16 @@ def run_once_to_the_end(daemon: Daemon, sub: Subscriber, timeout: float) -> None
                  10, "the stopped status")
 
 
+def footfall_run_once(config: Path, sub: Subscriber) -> subprocess.CompletedProcess:
+    """`footfall run --once` as its own process; it must end normally and say "stopped" on the broker."""
+    done = subprocess.run([sys.executable, "-m", "footfall", "run", "--config", str(config), "--once"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr + done.stdout
+    sub.wait_for(lambda ms: any(m.topic == PREFIX + "status" and m.payload["state"] == "stopped" for m in ms),
+                 10, "the stopped status")
+    return done
+
+
 def enrol(config_path: Path, analyzer, faces_dir: Path) -> None:
     from footfall.config.schema import load_config
 
@@ -110,11 +120,7 @@ def test_run_once_publishes_the_visits_alerts_and_counts_of_a_replayed_clip(
     appointments.close()
     sub = Subscriber(broker.port, PREFIX + "#")
     try:
-        done = subprocess.run([sys.executable, "-m", "footfall", "run", "--config", str(config), "--once"],
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr + done.stdout
-        sub.wait_for(lambda ms: any(m.topic == PREFIX + "status" and m.payload["state"] == "stopped" for m in ms),
-                     10, "the stopped status")
+        done = footfall_run_once(config, sub)
         visits = [m.payload for m in sub.on(PREFIX + "visits")]
         assert [(v["kind"], v["role"]) for v in visits] == [
             ("visit", "visitor"), ("visit", "visitor"), ("visit", "member"), ("reentry", "visitor")]
@@ -146,11 +152,7 @@ def test_count_only_counts_every_entry_and_computes_and_keeps_no_face_template(
     config = config_file(tmp_path, broker, '[privacy]\nmode = "count_only"\n' + door_camera(entrance_clip))
     sub = Subscriber(broker.port, PREFIX + "#")
     try:
-        done = subprocess.run([sys.executable, "-m", "footfall", "run", "--config", str(config), "--once"],
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr + done.stdout
-        sub.wait_for(lambda ms: any(m.topic == PREFIX + "status" and m.payload["state"] == "stopped" for m in ms),
-                     10, "the stopped status")
+        footfall_run_once(config, sub)
         visits = [m.payload for m in sub.on(PREFIX + "visits")]
         # Five walk-ins, each a visit: nobody is told apart, so no re-entry, no member and no staff.
         assert [(v["kind"], v["role"], v["identified"]) for v in visits] == [("visit", "visitor", True)] * 5
