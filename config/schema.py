@@ -8,6 +8,7 @@ pydantic's error locations into key paths such as `cameras[1].fps`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tomllib
@@ -25,6 +26,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 T = TypeVar("T")
@@ -83,6 +85,7 @@ class ModelsConfig(_Section):
     dir: Path | None = Field(None, description="Directory of model files; default: the pack shipped in the package. $FOOTFALL_MODELS_DIR overrides it.")
     detector: str = Field("face_detection_yunet_2023mar.onnx", description="Detector file name, as in the model manifest.")
     recognizer: str = Field("edgeface_xs.onnx", description="Recognizer file name, as in the model manifest.")
+    person_detector: str = Field("yolox_nano.onnx", description="Person detector file name, as in the model manifest: people are tracked by their bodies and faces looked for on them.")
 
 
 class QualityConfig(_Section):
@@ -126,10 +129,15 @@ class MembersConfig(_Section):
 
 
 class TrackingConfig(_Section):
-    max_gap: Duration = Field(timedelta(seconds=1.5), description="A track ends when its face is unseen this long.")
-    min_iou: float = Field(0.15, gt=0, lt=1, description="Smallest overlap of a face with a track's predicted box to continue it.")
-    shots: int = Field(3, ge=1, le=10, description="Best faces kept per track and embedded when it ends.")
-    min_hits: int = Field(3, ge=1, le=1000, description="Frames a face must be seen in to count as an entrant when no shot passed the quality gate (fewer: a flicker).")
+    max_gap: Duration = Field(timedelta(seconds=1.5), description="A person track ends when the person is unseen this long.")
+    min_iou: float = Field(0.15, gt=0, lt=1, description="Smallest overlap of a person box with a track's predicted box to continue it.")
+    engine: Literal["bytetrack", "ocsort", "sort"] = Field("bytetrack", description="The multi-object tracker that follows people (the `trackers` package); chosen by measurement, see docs/pipeline.md.")
+    person_input: int = Field(416, ge=128, le=1280, multiple_of=32, description="Long side, pixels, of the person detector's input (the frame or the moving region is scaled to it); larger finds smaller people and costs more, see docs/pipeline.md.")
+    person_score: float | None = Field(None, ge=0, le=1, description="Person detector score threshold; default: the model's calibrated manifest value.")
+    shots: int = Field(3, ge=1, le=10, description="Best faces kept per person track and embedded when it ends.")
+    min_hits: int = Field(3, ge=1, le=1000, description="Frames a person must be seen in to be a passage (fewer: a flicker).")
+    min_travel: float = Field(0.3, ge=0, le=10, description="Without an entry line, a person track is a passage only when its box moved at least this many box heights (someone seated or standing still is not an entrant).")
+    door_join: Duration = Field(timedelta(seconds=3), description="Passages on cameras of one door (cameras[].door) this close in time are one person seen twice, joined unless their faces tell them apart.")
 
 
 class MqttConfig(_Section):
@@ -273,6 +281,29 @@ class CameraConfig(_Section):
     source: str = Field(min_length=1, description='rtsp://..., /dev/videoN, a device index such as "0", or a video file.')
     fps: float = Field(5.0, gt=0, description="Frames per second sampled from the source.")
     start_time: datetime | None = Field(None, description="File sources: wall-clock time of the first frame (ISO 8601 with offset).")
+    entry_line: tuple[float, float, float, float] | None = Field(None, description="Entry line x1, y1, x2, y2 in fractions of the frame (0..1, origin top left); with it only people whose feet cross it towards `inside` are entries, and those crossing the other way are exits. `footfall camera snapshot` draws it on a frame.")
+    inside: tuple[float, float] | None = Field(None, description="A point x, y (fractions of the frame) on the store's side of entry_line; required with it.")
+    door: str | None = Field(None, min_length=1, max_length=64, description="Door this camera watches: cameras of one door see one person as one passage (tracking.door_join).")
+
+    @field_validator("entry_line", "inside")
+    @classmethod
+    def _fractions(cls, v: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if v is not None and not all(math.isfinite(x) and 0.0 <= x <= 1.0 for x in v):
+            raise ValueError(f"every coordinate must be a fraction of the frame within 0..1, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _line_and_inside(self) -> CameraConfig:
+        if (self.entry_line is None) != (self.inside is None):
+            raise ValueError("entry_line and inside go together: the line, and a point on the store's side of it")
+        if self.entry_line is not None and self.inside is not None:
+            x1, y1, x2, y2 = self.entry_line
+            if math.hypot(x2 - x1, y2 - y1) < 0.01:
+                raise ValueError("entry_line must be a line, not a point: its ends are less than 1 % of the frame apart")
+            side = (x2 - x1) * (self.inside[1] - y1) - (y2 - y1) * (self.inside[0] - x1)
+            if abs(side) < 1e-6:
+                raise ValueError("inside must be a point off entry_line, on the store's side of it")
+        return self
 
     @field_validator("start_time")
     @classmethod

@@ -30,6 +30,7 @@ from footfall.edge.sources import ENDED, FileSource, Frame, LiveSource, merge_by
 from footfall.edge.storage_lock import busy, current_holder
 from footfall.edge.store import Store
 from footfall.recognition.analyzer import FaceAnalyzer
+from footfall.recognition.persons import person_detector_from_config
 from footfall.sync import events
 from footfall.sync.mqtt import Publisher
 
@@ -72,6 +73,7 @@ class Daemon:
         if holder is not None:  # refused before the models load; the store's lock is what decides
             raise busy(config.storage.dir, holder)
         self.analyzer = analyzer or FaceAnalyzer.from_config(config)
+        self.persons = person_detector_from_config(config)
         # The one owner of the state; a second daemon, or a CLI command writing behind it, is refused.
         self.store = Store(config, self.analyzer, media_clock=self.replay)
         try:
@@ -85,7 +87,7 @@ class Daemon:
             raise
 
     def _wire(self, config: Config, replay: list[FileSource] | None) -> None:
-        self.pipeline = Pipeline(config, self.analyzer)
+        self.pipeline = Pipeline(config, self.analyzer, self.persons)
         self.file_sources: list[FileSource] = list(replay or [])
         self.live_sources: list[LiveSource] = []
         for camera, kind in zip([] if replay else config.cameras, self.kinds):
@@ -185,7 +187,9 @@ class Daemon:
                     self._advance(frame.ts)
                     self._process(frame)
             if not busy:
-                self._advance(datetime.now(UTC))
+                now = datetime.now(UTC)
+                self._advance(now)
+                self._enter(self.pipeline.expire(now))  # a stalled camera's tracks end on time
                 time.sleep(IDLE_SLEEP_S)
             self._housekeeping()
 
@@ -201,6 +205,9 @@ class Daemon:
                         self.store.outbox.stats().pending)
         self.publisher.stop(timeout=5.0)
         self.close()
+        for camera in sorted(self.pipeline.people):
+            log.info("camera %s: %d people tracked, %d passage(s)", camera, self.pipeline.people[camera],
+                     self.pipeline.passed[camera])
         log.info("stopped: %d decision(s)", self.decisions)
 
     def close(self) -> None:

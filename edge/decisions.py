@@ -36,13 +36,14 @@ class Passage:
     embedding: np.ndarray | None  # None: no usable shot (turned away, blurred), or privacy.mode count_only
     shots: int                    # usable shots kept: 0 when the face was never usable
     early_track: int | None = None
+    direction: Literal["in", "out"] | None = None  # across the camera's entry line; None: it has none
 
 
 @dataclass(frozen=True)
 class Decision:
     """What a passage means for the store's counts."""
 
-    kind: Literal["visit", "reentry", "same_entry", "staff"]
+    kind: Literal["visit", "reentry", "same_entry", "staff", "exit"]
     passage: Passage
     visitor_id: str | None
     member_id: str | None
@@ -63,11 +64,13 @@ class Decision:
 
 
 def decide(passages: Iterable[Passage], gallery: Gallery, window: VisitWindow) -> list[Decision]:
-    """Staff, member, re-entry or new visit for each ended passage, in order of entry time; then
-    the open tracks' views (`early_track`) that the gallery recognises (the others wait for their end)."""
+    """Staff, member, re-entry or new visit for each ended passage, in order of entry time (a
+    passage out through the entry line is an exit, matched to no one); then the open tracks'
+    views (`early_track`) that the gallery recognises (the others wait for their end)."""
     passages = list(passages)
     ended = sorted((p for p in passages if p.early_track is None), key=lambda p: p.first_seen)
-    decisions = [_ended(p, gallery, window) for p in ended]
+    decisions = [Decision("exit", p, None, None, None, None, None) if p.direction == "out"
+                 else _ended(p, gallery, window) for p in ended]
     for passage in passages:
         if passage.early_track is not None and passage.embedding is not None:
             match = gallery.match(passage.embedding)

@@ -76,6 +76,13 @@ def entry_count(decision: Decision) -> Counted | None:
     return Counted(decision.passage.first_seen, kind, decision.member_id is not None, decision.identified)
 
 
+def exit_count(decision: Decision) -> Counted | None:
+    """The exit to record in the counts (someone crossing the entry line outwards), else None."""
+    if decision.kind != "exit":
+        return None
+    return Counted(decision.passage.last_seen, "exit", False, decision.identified)
+
+
 def member_entry(decision: Decision) -> str | None:
     """The member whose arrival this entry is (their appointments are looked at), or None."""
     return decision.member_id if counted(decision) and decision.member_id else None
@@ -155,4 +162,4 @@ def counts_event(store_id: str, now: datetime, today: dict[str, Any]) -> events.
     return events.Counts(
         store_id=store_id, ts=now, date=date.fromisoformat(today["date"]), visits=today["visits"],
         reentries=today["reentries"], member_visits=today["member_visits"], by_hour=list(today["by_hour"]),
-        unidentified=today["unidentified"])
+        unidentified=today["unidentified"], exits=today["exits"])

@@ -239,6 +239,10 @@ class Store:
         arrivals marked and alerted. Returns the decisions."""
         decisions = self.decide(passages)
         for d in decisions:
+            leaving = rules.exit_count(d)
+            if leaving is not None:
+                self._count(leaving)
+                continue
             visit = rules.visit_event(d, self.store_id)
             entry = rules.entry_count(d)
             if visit is None or entry is None:

@@ -1,25 +1,27 @@
-"""Following faces across the frames of one camera, and keeping each track's best shots.
+"""Following people across the frames of one camera, with the faces found on them.
 
-Association is SORT-like: each track's box is predicted with its velocity, detections are
-matched greedily by overlap with the predictions, and where a detection overlaps several
-predictions (people crossing) the appearance decides: the detection's embedding is compared
-with each candidate track's. A track ends when unseen for `max_gap`; what it leaves is its
-best few aligned faces, to be embedded once.
+Association is done by a multi-object tracker of the field (the `trackers` package: ByteTrack
+by default, OC-SORT or SORT by `tracking.engine`): person boxes matched to Kalman-predicted
+tracks, on the frames' own timestamps. This module owns what a track means to the store: when it
+was first and last seen, where its feet went (for the entry line), how far it travelled, and its
+best face shots. A track ends when unseen for `max_gap` by the frames' clock (`expire`), whatever
+the engine still keeps in its memory.
 """
 
 from __future__ import annotations
 
-import itertools
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, Literal
 
 import numpy as np
 
 from footfall.recognition.analyzer import Face
-from footfall.recognition.boxes import iou
+from footfall.recognition.persons import PersonBox
 
-VELOCITY_SMOOTHING = 0.5  # weight of the newest displacement in the velocity estimate
+Engine = Literal["bytetrack", "ocsort", "sort"]
 
 
 @dataclass
@@ -34,22 +36,27 @@ class Shot:
     embedding: np.ndarray | None = field(default=None, repr=False)
 
 
+def foot(box: np.ndarray) -> np.ndarray:
+    """Bottom centre of a person box: where the person stands."""
+    return np.array([(box[0] + box[2]) / 2, box[3]], dtype=np.float32)
+
+
 @dataclass
 class Track:
+    """A person followed by one camera."""
+
     track_id: int
     box: np.ndarray
     first_seen: datetime
     last_seen: datetime
-    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
+    first_foot: np.ndarray
+    first_height: float = 1.0
     hits: int = 1
+    face_hits: int = 0            # frames in which a face was found on this person
+    travel: float = 0.0           # how far the person went: feet moved in box heights plus log change of size
     shots: list[Shot] = field(default_factory=list)
-    appearance: np.ndarray | None = field(default=None, repr=False)  # embedding, only when needed
-    decided: bool = False        # recognised (member or staff) before the track ended
-    early_tried_at: int = 0      # number of shots at the last early recognition attempt
-
-    def predict(self, ts: datetime) -> np.ndarray:
-        """Where the box should be at `ts`, moving at the track's velocity."""
-        return self.box + self.velocity * (ts - self.last_seen).total_seconds()
+    decided: bool = False         # recognised (member or staff) before the track ended
+    early_tried_at: int = 0       # number of shots at the last early recognition attempt
 
     def keep_shot(self, shot: Shot, limit: int) -> None:
         """Keep the `limit` best shots by quality."""
@@ -60,7 +67,7 @@ class Track:
 
 @dataclass(frozen=True)
 class EndedTrack:
-    """A track that ended; a passage when it has at least one gated shot."""
+    """A track that ended (or an open track's view, for an early look at the gallery)."""
 
     camera_id: str
     track_id: int
@@ -69,132 +76,107 @@ class EndedTrack:
     hits: int
     shots: tuple[Shot, ...]
     decided: bool = False
+    first_foot: np.ndarray | None = field(default=None, repr=False)
+    last_foot: np.ndarray | None = field(default=None, repr=False)
+    travel: float = 0.0
+    face_hits: int = 0
 
 
-def affinity(predicted: np.ndarray, boxes: np.ndarray, min_iou: float) -> np.ndarray:
-    """Track x detection scores: the overlap where it reaches `min_iou`, else a small proximity
-    score for a box of similar size within one box width (a new track has no velocity yet, and a
-    fast walker at 5 fps can move further than its box), else 0 (not allowed)."""
-    overlap = np.stack([iou(p, boxes) for p in predicted])
-    side = lambda b: np.sqrt(np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None))  # noqa: E731
-    p_size, b_size = side(predicted)[:, None], side(boxes)[None, :]
-    centre = lambda b: (b[:, :2] + b[:, 2:4]) / 2  # noqa: E731
-    dist = np.linalg.norm(centre(predicted)[:, None, :] - centre(boxes)[None, :, :], axis=2)
-    reach = np.maximum(p_size, b_size)
-    similar = (np.minimum(p_size, b_size) / np.maximum(reach, 1e-6)) >= 0.7
-    near = similar & (dist < reach)
-    proximity = np.where(near, min_iou * (1 - dist / np.maximum(reach, 1e-6)), 0.0)
-    return np.where(overlap >= min_iou, overlap, np.minimum(proximity, min_iou * 0.99))
+def create_engine(engine: Engine, *, max_gap: float, min_iou: float, score: float) -> Any:
+    """A tracker of the `trackers` package that keeps lost tracks for `max_gap` seconds."""
+    import trackers
 
-
-def greedy_pairs(scores: np.ndarray, minimum: float) -> list[tuple[int, int]]:
-    """Row/column pairs taken greedily by descending score, each row and column once."""
-    pairs = []
-    used_r: set[int] = set()
-    used_c: set[int] = set()
-    for flat in np.argsort(-scores, axis=None):
-        r, c = np.unravel_index(flat, scores.shape)
-        if scores[r, c] < minimum:
-            break
-        if r in used_r or c in used_c:
-            continue
-        pairs.append((int(r), int(c)))
-        used_r.add(int(r))
-        used_c.add(int(c))
-    return pairs
+    buffer = max(1, round(max_gap * 30))  # the package counts the buffer in 30 frames/s frames
+    if engine == "bytetrack":
+        return trackers.ByteTrackTracker(lost_track_buffer=buffer, track_activation_threshold=score,
+                                         minimum_consecutive_frames=1, minimum_iou_threshold=min_iou,
+                                         high_conf_det_threshold=max(score, 0.5))
+    if engine == "ocsort":
+        return trackers.OCSORTTracker(lost_track_buffer=buffer, minimum_consecutive_frames=1,
+                                      minimum_iou_threshold=min_iou)
+    return trackers.SORTTracker(lost_track_buffer=buffer, track_activation_threshold=score,
+                                minimum_consecutive_frames=1, minimum_iou_threshold=min_iou)
 
 
 class Tracker:
-    """Tracks of one camera."""
+    """Person tracks of one camera: association by the engine, lifetime and shots by the clock."""
 
-    def __init__(self, camera_id: str, *, max_gap: float, min_iou: float, shots: int,
-                 embed: Callable[[list[np.ndarray]], np.ndarray] | None = None) -> None:
+    def __init__(self, camera_id: str, *, max_gap: float, shots: int,
+                 engine: Callable[[], Any]) -> None:
         self.camera_id = camera_id
         self.max_gap = max_gap
-        self.min_iou = min_iou
         self.shot_limit = shots
-        self.embed = embed
-        self.tracks: list[Track] = []
-        self._ids = itertools.count(1)
-        self.appearance_checks = 0
+        self._make_engine = engine
+        self._engine = engine()
+        self._origin: datetime | None = None
+        self.tracks: dict[int, Track] = {}
         self.last_update: datetime | None = None
+        self.last_boxes: list[np.ndarray] = []  # the last frame's people, followed or not yet
+        self.opened = 0
 
-    def update(self, ts: datetime, faces: list[Face]) -> list[EndedTrack]:
-        """Add one frame's faces; return the tracks that ended by `ts`."""
-        ended = self._end_stale(ts)
+    def update(self, ts: datetime, persons: list[PersonBox], faces: dict[int, Face]) -> list[EndedTrack]:
+        """One frame: its person boxes and the face found on some of them (by person index);
+        the tracks that ended by `ts`."""
+        ended = self.expire(ts)
+        if self._origin is None:
+            self._origin = ts
         self.last_update = ts
-        if self.tracks and faces:
-            boxes = np.stack([f.detection.box for f in faces])
-            predicted = np.stack([t.predict(ts) for t in self.tracks])
-            overlap = affinity(predicted, boxes, self.min_iou)
-            scores = self._disambiguate(overlap, faces)
-            pairs = greedy_pairs(scores, 1e-6)
-        else:
-            pairs = []
-        matched_faces = set()
-        for ti, fi in pairs:
-            self._extend(self.tracks[ti], faces[fi], ts)
-            matched_faces.add(fi)
-        for fi, face in enumerate(faces):
-            if fi not in matched_faces:
-                track = Track(next(self._ids), face.detection.box.copy(), ts, ts)
-                self._add_shot(track, face, ts)
-                self.tracks.append(track)
+        self.last_boxes = [p.box for p in persons]
+        for index, track_id in self._associate(ts, persons):
+            self._extend(track_id, persons[index], faces.get(index), ts)
         return ended
+
+    def expire(self, now: datetime) -> list[EndedTrack]:
+        """End the tracks unseen for more than `max_gap` by `now`."""
+        stale = [t for t in self.tracks.values() if (now - t.last_seen).total_seconds() > self.max_gap]
+        for t in stale:
+            del self.tracks[t.track_id]
+        return [self.close(t) for t in stale]
 
     def finish(self) -> list[EndedTrack]:
-        """End every open track (end of a file, shutdown)."""
-        ended = [self._close(t) for t in self.tracks]
-        self.tracks = []
+        """End every open track (end of a file, shutdown); the engine starts afresh."""
+        ended = [self.close(t) for t in self.tracks.values()]
+        self.tracks = {}
+        self._engine = self._make_engine()
+        self._origin = None
         return ended
 
-    def _end_stale(self, ts: datetime) -> list[EndedTrack]:
-        stale = [t for t in self.tracks if (ts - t.last_seen).total_seconds() > self.max_gap]
-        self.tracks = [t for t in self.tracks if t not in stale]
-        return [self._close(t) for t in stale]
-
-    def _close(self, track: Track) -> EndedTrack:
+    def close(self, track: Track) -> EndedTrack:
+        """What is left of a track: times, feet, travel and its shots."""
         return EndedTrack(self.camera_id, track.track_id, track.first_seen, track.last_seen, track.hits,
-                          tuple(track.shots), track.decided)
+                          tuple(track.shots), track.decided, track.first_foot, foot(track.box), track.travel,
+                          track.face_hits)
 
-    def _extend(self, track: Track, face: Face, ts: datetime) -> None:
-        dt = (ts - track.last_seen).total_seconds()
-        if dt > 0:
-            step = (face.detection.box - track.box) / dt
-            track.velocity = VELOCITY_SMOOTHING * step + (1 - VELOCITY_SMOOTHING) * track.velocity
-        track.box = face.detection.box.copy()
-        track.last_seen = ts
-        track.hits += 1
-        self._add_shot(track, face, ts)
+    def _associate(self, ts: datetime, persons: list[PersonBox]) -> list[tuple[int, int]]:
+        """(person index, engine track id) for every person the engine follows."""
+        import supervision as sv
 
-    def _add_shot(self, track: Track, face: Face, ts: datetime) -> None:
-        if face.quality.passed:
-            area = face.detection.width * face.detection.height
-            track.keep_shot(Shot(ts, face.quality.score, area, face.crop), self.shot_limit)
+        assert self._origin is not None
+        boxes = np.array([p.box for p in persons], dtype=np.float32).reshape(-1, 4)
+        detections = sv.Detections(xyxy=boxes, confidence=np.array([p.score for p in persons], np.float32),
+                                   data={"index": np.arange(len(persons))})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tracked = self._engine.update(detections, timestamp=(ts - self._origin).total_seconds())
+        if not len(tracked):
+            return []
+        return [(int(i), int(t)) for i, t in zip(tracked.data["index"], tracked.tracker_id) if t >= 0]
 
-    def _disambiguate(self, overlap: np.ndarray, faces: list[Face]) -> np.ndarray:
-        """Where a face overlaps several tracks (or a track several faces), add appearance similarity."""
-        if self.embed is None:
-            return overlap
-        candidates = overlap > 0
-        rows = np.flatnonzero(candidates.sum(axis=1) > 1)
-        cols = np.flatnonzero(candidates.sum(axis=0) > 1)
-        if not rows.size and not cols.size:
-            return overlap
-        involved_faces = sorted(set(cols) | {c for r in rows for c in np.flatnonzero(candidates[r])})
-        involved_tracks = sorted(set(rows) | {r for c in cols for r in np.flatnonzero(candidates[:, c])})
-        face_vecs = dict(zip(involved_faces, self.embed([faces[c].crop for c in involved_faces])))
-        for r in involved_tracks:
-            track = self.tracks[r]
-            if track.appearance is None and track.shots:
-                track.appearance = self.embed([track.shots[0].crop])[0]
-        self.appearance_checks += 1
-        scores = overlap.copy()
-        for r in involved_tracks:
-            appearance = self.tracks[r].appearance
-            if appearance is None:
-                continue
-            for c in involved_faces:
-                if candidates[r, c]:
-                    scores[r, c] += float(appearance @ face_vecs[c])
-        return scores
+    def _extend(self, track_id: int, person: PersonBox, face: Face | None, ts: datetime) -> None:
+        track = self.tracks.get(track_id)
+        if track is None:
+            track = self.tracks[track_id] = Track(track_id, person.box.copy(), ts, ts, foot(person.box),
+                                                  max(person.height, 1.0))
+            self.opened += 1
+        else:
+            track.hits += 1
+            track.last_seen = ts
+            track.box = person.box.copy()
+        height = max(person.height, 1.0)
+        moved = float(np.linalg.norm(foot(person.box) - track.first_foot)) / height
+        track.travel = max(track.travel, moved + abs(float(np.log(height / track.first_height))))
+        if face is not None:
+            track.face_hits += 1
+            if face.quality.passed:
+                area = face.detection.width * face.detection.height
+                track.keep_shot(Shot(ts, face.quality.score, area, face.crop), self.shot_limit)

@@ -24,7 +24,7 @@ class ModelEntry:
     """One [[model]] table of the manifest."""
 
     file: str
-    role: Literal["detector", "recognizer"]
+    role: Literal["detector", "recognizer", "person_detector"]
     family: str
     sha256: str
     size: int

@@ -81,13 +81,21 @@ class FaceAnalyzer:
 
     @classmethod
     def from_config(cls, config: Config) -> FaceAnalyzer:
-        """Load the configured models with the configured options."""
+        """Load the configured models with the configured options. In count_only the face models
+        are found and described but never opened: nothing biometric is ever computed."""
         pack = resolve_pack(config)
         rc = config.recognition
+        load = config.privacy.mode == "recognise"
         detector = create_detector(pack.detector, pack.detector_path, det_size=rc.det_size,
-                                   score_threshold=rc.det_score, threads=rc.threads)
-        embedder = OnnxEmbedder(pack.recognizer, pack.recognizer_path, batch_size=rc.batch_size, threads=rc.threads)
+                                   score_threshold=rc.det_score, threads=rc.threads, load=load)
+        embedder = OnnxEmbedder(pack.recognizer, pack.recognizer_path, batch_size=rc.batch_size,
+                                threads=rc.threads, load=load)
         return cls(detector, embedder, rc.quality, pack)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether either face model has been opened."""
+        return bool(getattr(self.detector, "loaded", True) or self.embedder.loaded)
 
     def assess(self, image: np.ndarray, detections: list[Detection]) -> list[Face]:
         """Align every detection to the recognizer's template and judge it."""

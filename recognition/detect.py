@@ -8,6 +8,7 @@ from typing import Protocol
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 
 from footfall.models.manifest import ModelEntry, ModelError
 from footfall.recognition.boxes import STRIDES, decode_scrfd, decode_yunet, fit_input, letterbox, nms
@@ -48,10 +49,13 @@ class _OnnxDetector:
     """Shared letterbox -> network -> decode -> NMS flow; subclasses supply the codec."""
 
     def __init__(self, entry: ModelEntry, path: Path, *, det_size: int = 640,
-                 score_threshold: float | None = None, threads: int = 0) -> None:
+                 score_threshold: float | None = None, threads: int = 0, load: bool = True) -> None:
         self.entry = entry
-        self.session = open_session(path, threads, relax_input=entry.relax_input)
-        self.input_name = self.session.get_inputs()[0].name
+        self.path = path
+        self.threads = threads
+        self._session: ort.InferenceSession | None = None
+        if load:
+            self._load()
         self.free_size = entry.dynamic_input or entry.relax_input
         # Fixed-size models take their own size; the others fit each frame's aspect (see detect).
         self.width, self.height = (det_size, det_size) if self.free_size else entry.input_size
@@ -70,7 +74,8 @@ class _OnnxDetector:
         side = min(self.width, long_side) if long_side else self.width
         size = fit_input(w, h, side) if self.free_size else (self.width, self.height)
         canvas, lb = letterbox(image, *size)
-        outputs = self.session.run(None, {self.input_name: self._blob(canvas)})
+        session = self.session
+        outputs = session.run(None, {self.input_name: self._blob(canvas)})
         scores, boxes, points = self._decode(outputs, *size)
         mask = scores >= self.score_threshold
         scores, boxes, points = scores[mask], boxes[mask], points[mask]
@@ -82,6 +87,22 @@ class _OnnxDetector:
             box[[1, 3]] = np.clip(box[[1, 3]], 0, h)
             found.append(Detection(box.astype(np.float32), (points[i] / lb.scale).astype(np.float32), float(scores[i])))
         return found
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model file has been opened (count_only never opens it)."""
+        return self._session is not None
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        """The inference session, opened on first use."""
+        return self._session if self._session is not None else self._load()
+
+    def _load(self) -> ort.InferenceSession:
+        session = open_session(self.path, self.threads, relax_input=self.entry.relax_input)
+        self.input_name = session.get_inputs()[0].name
+        self._session = session
+        return session
 
     def _blob(self, canvas: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -128,8 +149,9 @@ _FAMILIES: dict[str, type[_OnnxDetector]] = {"yunet": YuNetDetector, "scrfd": Sc
 
 
 def create_detector(entry: ModelEntry, path: Path, *, det_size: int = 640,
-                    score_threshold: float | None = None, threads: int = 0) -> Detector:
+                    score_threshold: float | None = None, threads: int = 0, load: bool = True) -> Detector:
     """The detector adapter for a manifest entry."""
     if entry.role != "detector" or entry.family not in _FAMILIES:
         raise ModelError(f"{entry.file}: not a detector this build can run (family {entry.family!r})")
-    return _FAMILIES[entry.family](entry, path, det_size=det_size, score_threshold=score_threshold, threads=threads)
+    return _FAMILIES[entry.family](entry, path, det_size=det_size, score_threshold=score_threshold, threads=threads,
+                                   load=load)

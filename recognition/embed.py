@@ -7,6 +7,7 @@ from typing import Protocol
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 
 from footfall.models.manifest import ModelEntry, ModelError
 from footfall.recognition.onnx_session import open_session
@@ -43,18 +44,40 @@ def preprocess(crops: list[np.ndarray], entry: ModelEntry) -> np.ndarray:
 class OnnxEmbedder:
     """Any ONNX embedding model described by its manifest entry."""
 
-    def __init__(self, entry: ModelEntry, path: Path, *, batch_size: int = 16, threads: int = 0) -> None:
+    def __init__(self, entry: ModelEntry, path: Path, *, batch_size: int = 16, threads: int = 0,
+                 load: bool = True) -> None:
+        """With `load` False the model file is opened only when a face is first embedded (count_only
+        never embeds, so never loads it)."""
         if entry.role != "recognizer":
             raise ModelError(f"{entry.file} is a {entry.role}, not a recognizer")
         self.entry = entry
-        self.session = open_session(path, threads)
-        self.input_name = self.session.get_inputs()[0].name
-        out_dim = self.session.get_outputs()[0].shape[-1]
-        if isinstance(out_dim, int) and out_dim != entry.embedding_dim:
-            raise ModelError(f"{path}: outputs {out_dim}-d embeddings, the manifest says {entry.embedding_dim}")
+        self.path = path
+        self.threads = threads
+        self._session: ort.InferenceSession | None = None
         self.dim = entry.embedding_dim
         # A static batch axis of 1 means one face per run.
         self.batch_size = 1 if entry.max_batch == 1 else batch_size
+        if load:
+            self._load()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model file has been opened."""
+        return self._session is not None
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        """The inference session, opened on first use."""
+        return self._session if self._session is not None else self._load()
+
+    def _load(self) -> ort.InferenceSession:
+        session = open_session(self.path, self.threads)
+        out_dim = session.get_outputs()[0].shape[-1]
+        if isinstance(out_dim, int) and out_dim != self.entry.embedding_dim:
+            raise ModelError(f"{self.path}: outputs {out_dim}-d embeddings, the manifest says {self.entry.embedding_dim}")
+        self.input_name = session.get_inputs()[0].name
+        self._session = session
+        return session
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -67,5 +90,6 @@ class OnnxEmbedder:
         out = []
         for start in range(0, len(crops), self.batch_size):
             blob = preprocess(crops[start:start + self.batch_size], self.entry)
-            out.append(self.session.run(None, {self.input_name: blob})[0].reshape(len(blob), -1))
+            session = self.session
+            out.append(session.run(None, {self.input_name: blob})[0].reshape(len(blob), -1))
         return l2_normalise(np.concatenate(out))

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from footfall.edge.storage import StoreFile, open_store, transaction
 from footfall.sync.events import iso as iso_ms
 
-KINDS = ("visit", "reentry")
+KINDS = ("visit", "reentry", "exit")
 BY = ("hour", "day")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -41,9 +41,24 @@ _SCHEMA = [
     """,
     # visits counted without a usable face (identified = 0), reported apart as `unidentified`
     "ALTER TABLE entries ADD COLUMN identified INTEGER NOT NULL DEFAULT 1 CHECK (identified IN (0, 1));",
+    # exits: people crossing a camera's entry line outwards (SQLite cannot widen a CHECK in place)
+    """
+    CREATE TABLE entries_v3 (
+        id         INTEGER PRIMARY KEY,
+        ts_us      INTEGER NOT NULL,
+        kind       TEXT NOT NULL CHECK (kind IN ('visit', 'reentry', 'exit')),
+        member     INTEGER NOT NULL CHECK (member IN (0, 1)),
+        identified INTEGER NOT NULL DEFAULT 1 CHECK (identified IN (0, 1))
+    );
+    INSERT INTO entries_v3 (id, ts_us, kind, member, identified)
+        SELECT id, ts_us, kind, member, identified FROM entries;
+    DROP TABLE entries;
+    ALTER TABLE entries_v3 RENAME TO entries;
+    CREATE INDEX entries_by_ts ON entries(ts_us);
+    """,
 ]
 
-Kind = Literal["visit", "reentry"]
+Kind = Literal["visit", "reentry", "exit"]
 By = Literal["hour", "day"]
 
 
@@ -146,13 +161,16 @@ def by_local_hour(entries: Iterable[Counted], tz: ZoneInfo) -> list[int]:
 
 
 def tally(entries: Iterable[Counted]) -> dict[str, int]:
-    """`visits`, `reentries`, `member_visits` and `unidentified` (visits counted without a usable face)."""
-    totals = {"visits": 0, "reentries": 0, "member_visits": 0, "unidentified": 0}
+    """`visits`, `reentries`, `member_visits`, `unidentified` (visits counted without a usable face)
+    and `exits` (people who crossed an entry line outwards)."""
+    totals = {"visits": 0, "reentries": 0, "member_visits": 0, "unidentified": 0, "exits": 0}
     for entry in entries:
         if entry.kind == "visit":
             totals["visits"] += 1
             totals["member_visits"] += int(entry.member)
             totals["unidentified"] += int(not entry.identified)
+        elif entry.kind == "exit":
+            totals["exits"] += 1
         else:
             totals["reentries"] += 1
     return totals
@@ -196,11 +214,11 @@ class CountStore(StoreFile):
         self._conn = open_store(None if db_path is None else Path(db_path), _SCHEMA, "the counts")
 
     def record(self, ts: datetime, kind: str, member: bool, identified: bool = True) -> None:
-        """Count one entry: `kind` "visit" or "reentry", `member` whether a member made it,
+        """Count one entry: `kind` "visit", "reentry" or "exit", `member` whether a member made it,
         `identified` False when no usable face was seen."""
         aware(ts)
         if kind not in KINDS:
-            raise ValueError(f"kind must be 'visit' or 'reentry', got {kind!r}")
+            raise ValueError(f"kind must be 'visit', 'reentry' or 'exit', got {kind!r}")
         if not isinstance(member, bool):
             raise TypeError(f"member must be a bool, got {type(member).__name__}")
         with self._lock, transaction(self._conn):

@@ -103,7 +103,8 @@ SLOW_MODULES = {
     "test_config_fuzz", "test_daemon", "test_demo_console", "test_privacy", "test_retention_clock",
     "test_scenarios", "test_soak", "test_storage_faults", "test_downlink_attacks", "test_downlink_retained",
     "test_mqtt_dead_letter", "test_install", "test_calibration", "test_hq_reconcile", "test_hq_dashboard",
-    "test_hq_dashboard_browser", "test_hq_collector", "test_hq_read", "test_hq_storage", "test_hq_erasure",
+    "test_hq_dashboard_browser", "test_hq_dashboard_hardening", "test_hq_collector", "test_hq_read",
+    "test_hq_storage", "test_hq_erasure",
 }
 
 

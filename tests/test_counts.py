@@ -85,7 +85,7 @@ def test_by_hour_counts_visits_not_reentries():
 
 def test_tally_counts_member_visits_among_visits_only():
     entries = [Counted(at(10), "visit", True), Counted(at(11), "reentry", True), Counted(at(12), "visit", False)]
-    assert tally(entries) == {"visits": 2, "reentries": 1, "member_visits": 1, "unidentified": 0}
+    assert tally(entries) == {"visits": 2, "reentries": 1, "member_visits": 1, "unidentified": 0, "exits": 0}
 
 
 def test_each_entry_lands_in_the_last_bucket_starting_at_or_before_it():
@@ -121,9 +121,9 @@ def test_hourly_buckets_in_shanghai_include_empty_hours(store: CountStore):
     store.record(at(9, 40), "reentry", False)
     store.record(at(11, 5), "visit", True)
     assert store.buckets(at(9), at(12), "hour") == [
-        {"start": "2026-11-23T09:00:00.000+08:00", "visits": 1, "reentries": 1, "member_visits": 0, "unidentified": 0},
-        {"start": "2026-11-23T10:00:00.000+08:00", "visits": 0, "reentries": 0, "member_visits": 0, "unidentified": 0},
-        {"start": "2026-11-23T11:00:00.000+08:00", "visits": 1, "reentries": 0, "member_visits": 1, "unidentified": 0},
+        {"start": "2026-11-23T09:00:00.000+08:00", "visits": 1, "reentries": 1, "member_visits": 0, "unidentified": 0, "exits": 0},
+        {"start": "2026-11-23T10:00:00.000+08:00", "visits": 0, "reentries": 0, "member_visits": 0, "unidentified": 0, "exits": 0},
+        {"start": "2026-11-23T11:00:00.000+08:00", "visits": 1, "reentries": 0, "member_visits": 1, "unidentified": 0, "exits": 0},
     ]
 
 
@@ -135,7 +135,7 @@ def test_entries_given_in_utc_are_bucketed_by_the_store_hour(store: CountStore):
 def test_the_range_is_half_open(store: CountStore):
     store.record(at(12), "visit", False)
     assert store.buckets(at(11), at(12)) == [
-        {"start": "2026-11-23T11:00:00.000+08:00", "visits": 0, "reentries": 0, "member_visits": 0, "unidentified": 0}]
+        {"start": "2026-11-23T11:00:00.000+08:00", "visits": 0, "reentries": 0, "member_visits": 0, "unidentified": 0, "exits": 0}]
 
 
 def test_local_midnight_separates_the_days(store: CountStore):
@@ -152,7 +152,7 @@ def test_today_is_the_contract_payload_with_24_hourly_ints(store: CountStore):
     store.record(at(10, 20), "reentry", True)
     store.record(at(15, 45), "visit", False)
     payload = store.today(at(16))
-    assert set(payload) == {"date", "visits", "reentries", "member_visits", "unidentified", "by_hour"}
+    assert set(payload) == {"date", "visits", "reentries", "member_visits", "unidentified", "exits", "by_hour"}
     assert payload["date"] == "2026-11-23"
     assert (payload["visits"], payload["reentries"], payload["member_visits"]) == (2, 1, 1)
     assert len(payload["by_hour"]) == 24 and all(type(n) is int for n in payload["by_hour"])
@@ -173,9 +173,9 @@ def test_day_buckets_start_at_local_midnight(store: CountStore):
     store.record(at(23, 59, day=22), "reentry", False)
     store.record(at(0, 0, day=24), "visit", True)
     assert store.buckets(at(0, day=22), at(0, day=25), "day") == [
-        {"start": "2026-11-22T00:00:00.000+08:00", "visits": 1, "reentries": 1, "member_visits": 0, "unidentified": 0},
-        {"start": "2026-11-23T00:00:00.000+08:00", "visits": 0, "reentries": 0, "member_visits": 0, "unidentified": 0},
-        {"start": "2026-11-24T00:00:00.000+08:00", "visits": 1, "reentries": 0, "member_visits": 1, "unidentified": 0},
+        {"start": "2026-11-22T00:00:00.000+08:00", "visits": 1, "reentries": 1, "member_visits": 0, "unidentified": 0, "exits": 0},
+        {"start": "2026-11-23T00:00:00.000+08:00", "visits": 0, "reentries": 0, "member_visits": 0, "unidentified": 0, "exits": 0},
+        {"start": "2026-11-24T00:00:00.000+08:00", "visits": 1, "reentries": 0, "member_visits": 1, "unidentified": 0, "exits": 0},
     ]
 
 
@@ -210,7 +210,7 @@ def test_unknown_kinds_grouping_and_zones_are_refused(store: CountStore):
 
 def test_a_visit_counted_without_a_usable_face_is_a_visit_and_is_reported_apart():
     entries = [Counted(at(10), "visit", False, identified=False), Counted(at(11), "visit", False)]
-    assert tally(entries) == {"visits": 2, "reentries": 0, "member_visits": 0, "unidentified": 1}
+    assert tally(entries) == {"visits": 2, "reentries": 0, "member_visits": 0, "unidentified": 1, "exits": 0}
 
 
 def test_the_store_keeps_whether_a_visit_was_identified(tmp_path):

@@ -67,8 +67,14 @@ def test_every_entry_pins_a_64_hex_digit_sha256(entry):
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.file)
-def test_every_entry_is_a_detector_or_a_recognizer(entry):
-    assert entry.role in {"detector", "recognizer"}
+def test_every_entry_is_a_face_detector_a_recognizer_or_a_person_detector(entry):
+    assert entry.role in {"detector", "recognizer", "person_detector"}
+
+
+@pytest.mark.parametrize("entry", [e for e in ENTRIES if e.role == "person_detector"], ids=lambda e: e.file)
+def test_every_person_detector_is_of_a_known_family_with_a_calibrated_threshold(entry):
+    assert entry.family in {"yolox", "omz_ssd"}
+    assert 0 < entry.score_threshold < 1
 
 
 @pytest.mark.parametrize("entry", [e for e in ENTRIES if e.role == "recognizer"], ids=lambda e: e.file)
@@ -77,23 +83,23 @@ def test_every_recognizer_has_an_embedding_size_and_a_known_alignment_template(e
     assert entry.template in {"arcface", "omz"}
 
 
-def test_exactly_yunet_2023mar_and_edgeface_xs_are_shipped():
-    assert {e.file for e in ENTRIES if e.shipped} == {YUNET, EDGEFACE}
+def test_exactly_yunet_2023mar_edgeface_xs_and_yolox_nano_are_shipped():
+    assert {e.file for e in ENTRIES if e.shipped} == {YUNET, EDGEFACE, "yolox_nano.onnx"}
 
 
-@pytest.mark.parametrize("name", [YUNET, EDGEFACE])
+@pytest.mark.parametrize("name", [YUNET, EDGEFACE, "yolox_nano.onnx"])
 def test_shipped_models_allow_commercial_use(name):
     entry = entry_for(name)
     assert entry.commercial_use is True
     assert "NOT for commercial use" not in entry.licence_note
 
 
-@pytest.mark.parametrize("name", [YUNET, EDGEFACE])
+@pytest.mark.parametrize("name", [YUNET, EDGEFACE, "yolox_nano.onnx"])
 def test_shipped_model_files_are_in_the_package_and_match_the_manifest(name):
     assert verify_file(entry_for(name), PACKAGE_DIR / name).state == "ok"
 
 
-@pytest.mark.parametrize("text", ["MIT-YuNet.txt", "BSD-3-Clause-EdgeFace.txt"])
+@pytest.mark.parametrize("text", ["MIT-YuNet.txt", "BSD-3-Clause-EdgeFace.txt", "Apache-2.0-YOLOX.txt"])
 def test_licence_texts_of_the_shipped_models_are_in_the_package(text):
     path = PACKAGE_DIR / "licenses" / text
     assert path.is_file()

@@ -268,7 +268,7 @@ def test_settled_appointments_are_kept_until_the_next_store_day_ends():
 # -- counts --------------------------------------------------------------------------
 
 def test_today_s_counts_are_one_retained_event_of_the_store_s_day():
-    today = {"date": "2026-11-23", "visits": 5, "reentries": 2, "member_visits": 1, "unidentified": 1,
+    today = {"date": "2026-11-23", "visits": 5, "reentries": 2, "member_visits": 1, "unidentified": 1, "exits": 3,
              "by_hour": [0] * 10 + [5] + [0] * 13}
     event = rules.counts_event(STORE, ms(MIN), today)
     assert event.RETAINED and event.TOPIC == events.COUNTS
