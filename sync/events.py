@@ -324,6 +324,7 @@ class Counts(Event):
     member_visits: int
     by_hour: list[int]
     unidentified: int = 0  # visits counted without a usable face (a badly placed camera shows here)
+    exits: int = 0  # people who crossed a camera's entry line outwards (only cameras with a line)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -335,4 +336,4 @@ class Counts(Event):
     def fields(self) -> dict[str, Any]:
         return {"date": self.date.isoformat(), "visits": self.visits, "reentries": self.reentries,
                 "member_visits": self.member_visits, "unidentified": self.unidentified,
-                "by_hour": list(self.by_hour)}
+                "exits": self.exits, "by_hour": list(self.by_hour)}
