@@ -1,8 +1,9 @@
 """The HQ dashboard's section of `hq.toml` (`[dashboard]`), read by `footfall hq serve`.
 
 Logins are salted scrypt hashes (`footfall hq serve --hash-password`), never passwords: a
-shared password (with any name) and/or one token per analyst. Without a login the dashboard
-does not start.
+shared password (with any name but a user's) and/or one token per analyst. Without a login the
+dashboard does not start. Every limit here is documented, with its default, in docs/security.md
+("HQ dashboard").
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 
 from footfall.config.schema import Duration, _Section, check_timezone
+from footfall.console.access import Logins
 
 _LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 
@@ -31,9 +33,16 @@ class DashboardConfig(_Section):
     timezone: str = Field("Asia/Shanghai", description="IANA time zone whose date is 'today' in the date range.")
     password_hash: str | None = Field(None, description="Salted hash of the shared dashboard password (footfall hq serve --hash-password).")
     users: dict[str, str] = Field(default_factory=dict, description="Per-user login: name -> hash of that user's token (footfall hq serve --hash-password).")
-    max_connections: int = Field(32, ge=1, le=1024, description="Connections served at once; more are answered 503 at once.")
-    request_timeout: Duration = Field(timedelta(seconds=10), description="A connection idle (or trickling) this long is closed.")
-    login_failures: int = Field(5, ge=1, le=1000, description="Failed logins per client address and minute before the login answers 429.")
+    allowed_hosts: list[str] = Field(default_factory=list, description="Host names the dashboard answers to besides IP addresses, localhost and the listen host, e.g. the name a TLS proxy serves it under; any other Host header is refused (DNS rebinding).")
+    max_connections: int = Field(32, ge=1, le=1024, description="Open connections at most; when full, the oldest connection still sending its request is closed for a new one, and if none is, the new one is answered 503.")
+    max_connections_per_address: int = Field(8, ge=1, le=1024, description="Open connections from one client address at most; its oldest still sending its request makes room, else 503.")
+    request_timeout: Duration = Field(timedelta(seconds=10), description="A request (headers and body) must arrive whole within this time, however slowly it trickles; also the longest a write may block.")
+    login_failures: int = Field(5, ge=1, le=1000, description="Failed logins from one client address before it must wait.")
+    login_backoff: Duration = Field(timedelta(seconds=2), description="The first wait after login_failures failures; it doubles with every further failure.")
+    login_backoff_max: Duration = Field(timedelta(minutes=15), description="The longest wait imposed on one client address.")
+    login_per_minute: int = Field(60, ge=1, le=100_000, description="Login attempts per minute from all clients together; beyond it a login is answered 429.")
+    login_clients_tracked: int = Field(4096, ge=16, le=1_000_000, description="Client addresses whose failed logins are remembered (the least recently seen is forgotten first).")
+    login_concurrency: int = Field(2, ge=1, le=64, description="Password hashes computed at once (16 MiB each); a login beyond it is answered 503.")
     max_days: int = Field(366, ge=1, le=3660, description="Longest date range a view may ask for.")
     database_url: str | None = Field(None, description="libpq URL (no password) of the database the dashboard reads, e.g. a read replica; default database.url.")
     pool_size: int = Field(4, ge=1, le=64, description="Database connections kept by the dashboard.")
@@ -79,4 +88,13 @@ class DashboardConfig(_Section):
                 _check_hash(token_hash)
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from None
+        Logins(v, None)   # names that are one name once normalised, or cannot be shown, are refused
         return v
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _allowed_hosts(cls, v: list[str]) -> list[str]:
+        for host in v:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", host):
+                raise ValueError(f"a host name without port or scheme, e.g. hq.example.com, got {host!r}")
+        return [host.lower() for host in v]

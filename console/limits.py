@@ -1,7 +1,8 @@
-"""Limits of the guide console that outside parties could otherwise grow: login attempts and acks.
+"""Limits that outside parties could otherwise grow: login attempts and password hashing (the
+guide console's and the HQ dashboard's), and the console's acks.
 
-Pure bookkeeping with an injected clock; the HTTP server (console/server.py) asks
-before it does any work. See docs/security.md, "Guide console".
+Bookkeeping with an injected clock; the HTTP servers (console/server.py, hq/dashboard.py) ask
+before they do any work. See docs/security.md, "Guide console" and "HQ dashboard".
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -75,6 +79,38 @@ class LoginLimiter:
     def tracked(self) -> int:
         with self._lock:
             return len(self._clients)
+
+
+class HashingBusy(Exception):
+    """Every hashing slot is taken: answer "try again" rather than queue the attempt."""
+
+
+class HashingGate:
+    """At most `concurrency` password checks at once, on that many threads of their own; a check
+    beyond them is refused (HashingBusy), never queued.
+
+    Each scrypt takes 16 MiB, and the C allocator keeps that memory per thread: hashing on every
+    request thread would keep it many times over, and a queue of waiting attempts would hold
+    their requests' memory too.
+    """
+
+    def __init__(self, concurrency: int, name: str) -> None:
+        self.concurrency = concurrency
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix=name)
+
+    def run(self, check: Callable[..., T], *args: Any) -> T:
+        """`check(*args)` on a hashing thread, if a slot is free now; else HashingBusy."""
+        if not self._slots.acquire(blocking=False):
+            raise HashingBusy
+        try:
+            return self._threads.submit(check, *args).result()
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        """Stop the hashing threads (checks not started are dropped)."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
 
 class AckBook:

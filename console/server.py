@@ -16,26 +16,19 @@ not start. No face image is ever received, shown or stored.
 from __future__ import annotations
 
 import base64
-import errno
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import math
 import re
-import resource
 import secrets
-import socket
 import threading
 import time
 import uuid
 from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -47,9 +40,10 @@ from paho.mqtt.properties import Properties
 
 from footfall import __version__
 from footfall.config.schema import Config, ConfigError
-from footfall.console.limits import AckBook, LoginLimiter
+from footfall.console.access import Logins, host_allowed, same_origin
+from footfall.console.limits import AckBook, HashingBusy, HashingGate, LoginLimiter
 from footfall.console.messages import MAX_ID, Dropped, parse_message
-from footfall.console.pages import PageHandler
+from footfall.console.pages import PageHandler, PageServer
 from footfall.console.sessions import Session, SessionBook, token_in
 from footfall.sync import events
 from footfall.sync.mqtt_client import make_client, parse_broker_url
@@ -134,10 +128,6 @@ def set_cookie_header(token: str, max_age: int = SESSION_TTL_S) -> str:
 
 _LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 
-# Verified when the name given at login has no hash of its own and there is no shared
-# password, so that every login attempt costs the same one scrypt (no timing tells names apart).
-_NO_MATCH_HASH = "scrypt$16384$8$1$" + base64.b64encode(bytes(16)).decode() + "$" + base64.b64encode(bytes(32)).decode()
-
 
 def parse_listen(value: str) -> tuple[str, int]:
     """"HOST:PORT" -> (host, port); "[::1]:8080" for IPv6."""
@@ -154,28 +144,13 @@ def require_login(config: Config) -> None:
                           "(from `footfall console --hash-password`) or console.guides")
 
 
-def guide_key(name: str) -> str:
-    """How a name typed at login is compared with the configured guides: spaces collapsed, case folded."""
-    return " ".join(name.split()).casefold()
-
-
-def host_allowed(host_header: str | None, allowed: list[str]) -> bool:
-    """A Host header naming an IP address, localhost or one of `allowed` (any port); anything else
-    could be a DNS name rebound to this box by another site."""
-    if not host_header:
-        return False
-    host = host_header.strip().lower()
-    if host.startswith("["):
-        name = host[1:host.find("]")] if "]" in host else ""
-    else:
-        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    if not name:
-        return False
+def guide_logins(config: Config) -> Logins:
+    """console.guides and console.password_hash as Logins; ConfigError for two guide names that
+    are one name once normalised, or a name that cannot be shown."""
     try:
-        ipaddress.ip_address(name)
-        return True
-    except ValueError:
-        return name == "localhost" or name in allowed
+        return Logins(config.console.guides, config.console.password_hash)
+    except ValueError as exc:
+        raise ConfigError(f"console.guides: {exc}") from None
 
 
 # SSE event of each subscribed topic name, and how its payload is checked.
@@ -244,11 +219,8 @@ class Console:
                                     backoff=cc.login_backoff.total_seconds(),
                                     backoff_max=cc.login_backoff_max.total_seconds(),
                                     per_minute=cc.login_per_minute, max_clients=cc.login_clients_tracked)
-        self.hashing = threading.BoundedSemaphore(cc.login_concurrency)
-        # Hashes run on these few threads only: each scrypt takes 16 MiB, and the C allocator keeps
-        # that memory per thread, so hashing on every request thread would keep it many times over.
-        self._hasher = ThreadPoolExecutor(cc.login_concurrency, thread_name_prefix="console-login")
-        self._guides = {guide_key(name): (" ".join(name.split()), h) for name, h in cc.guides.items()}
+        self.hashing = HashingGate(cc.login_concurrency, "console-login")
+        self._logins = guide_logins(config)
 
         self._lock = threading.Lock()
         self._listeners: list[_Listener] = []
@@ -262,7 +234,7 @@ class Console:
         self.streams_dropped = 0                 # pages disconnected for falling behind
 
         self._client = self._make_client()
-        self._httpd: _Server | None = None
+        self._httpd: PageServer | None = None
         self._http_thread: threading.Thread | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -270,8 +242,8 @@ class Console:
     def start(self) -> Console:
         cc = self.config.console
         handler = type("Handler", (_Handler,), {"console": self, "timeout": cc.request_timeout.total_seconds()})
-        self._httpd = _Server((self.host, self.port), handler, max_connections=cc.max_connections,
-                              request_timeout=cc.request_timeout.total_seconds())
+        self._httpd = PageServer((self.host, self.port), handler, max_connections=cc.max_connections,
+                                 request_timeout=cc.request_timeout.total_seconds(), label="console")
         self.port = self._httpd.server_address[1]
         self._http_thread = threading.Thread(target=self._httpd.serve_forever, name="console-http", daemon=True)
         self._http_thread.start()
@@ -289,7 +261,7 @@ class Console:
             self._httpd.server_close()
         self._client.disconnect()
         self._client.loop_stop()
-        self._hasher.shutdown(wait=False, cancel_futures=True)
+        self.hashing.close()
 
     def serve_forever(self) -> int:
         self.start()
@@ -471,20 +443,13 @@ class Console:
                 log.info("console: a page fell %d bytes behind; its stream is closed", listener.limit)
 
     def check_login(self, name: str, secret: str) -> str | None:
-        """login() on one of the console's few hashing threads."""
-        return self._hasher.submit(self.login, name, secret).result()
+        """login() on one of the console's few hashing threads; HashingBusy if all are busy."""
+        return self.hashing.run(self.login, name, secret)
 
     def login(self, name: str, secret: str) -> str | None:
         """The guide's name if `secret` is that guide's own token, or the shared password for a name
-        that is not a configured guide; else None. Every call verifies exactly one hash."""
-        shown = " ".join(name.split())[:40]
-        guide = self._guides.get(guide_key(shown)) if shown else None
-        if guide is not None:
-            shown, stored = guide   # a guide with a token of their own: only that token
-        else:
-            stored = self.config.console.password_hash or _NO_MATCH_HASH
-        ok = verify_password(secret, stored)
-        return shown if ok and shown and stored is not _NO_MATCH_HASH else None
+        that is not a configured guide; else None. Every call with a secret verifies exactly one hash."""
+        return self._logins.check(name, secret, verify_password)
 
 
 # -- HTTP ----------------------------------------------------------------------------------
@@ -504,132 +469,13 @@ def static_text(name: str) -> str:
     return resources.files("footfall.console").joinpath("static", name).read_text(encoding="utf-8")
 
 
-@dataclass
-class _Connection:
-    sock: socket.socket
-    deadline: float | None      # None: a logged-in page's stream, exempt from the request deadline
-    reading: bool = True        # still receiving its request
-
-
-class _Server(ThreadingHTTPServer):
-    """A thread per connection, at most `max_connections` of them; every request must arrive whole
-    within `request_timeout`. When full, the oldest connection still sending its request is closed
-    to make room (a slow or idle client cannot lock guides out); if every slot serves a request or
-    a logged-in page, the new connection is closed at once."""
-
-    daemon_threads = True
-    request_queue_size = 128   # a burst of connections waits in the backlog, not in SYN retries
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], *,
-                 max_connections: int, request_timeout: float) -> None:
-        self.max_connections = max_connections
-        self.request_timeout = request_timeout
-        self._conns: dict[socket.socket, _Connection] = {}
-        self._conns_lock = threading.Lock()
-        self._stopping = threading.Event()
-        super().__init__(address, handler)
-        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        if limit != resource.RLIM_INFINITY and max_connections + 32 > limit:
-            log.warning("console: console.max_connections (%d) is close to the open-file limit (%d)",
-                        max_connections, limit)
-        self._reaper = threading.Thread(target=self._reap, name="console-reaper", daemon=True)
-        self._reaper.start()
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        try:
-            return super().get_request()
-        except OSError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                log.warning("console: cannot accept a connection: %s", exc.strerror)
-                time.sleep(0.1)   # the listening socket stays readable: do not spin
-            raise
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        evicted: _Connection | None = None
-        with self._conns_lock:
-            if len(self._conns) >= self.max_connections:
-                waiting = [c for c in self._conns.values() if c.reading and c.deadline is not None]
-                if not waiting:
-                    refuse = True
-                else:
-                    refuse = False
-                    evicted = min(waiting, key=lambda c: c.deadline or 0.0)   # the oldest
-                    del self._conns[evicted.sock]
-            else:
-                refuse = False
-            if not refuse:
-                self._conns[request] = _Connection(request, time.monotonic() + self.request_timeout)
-        if refuse:
-            self.shutdown_request(request)
-            return
-        if evicted is not None:
-            _hang_up(evicted.sock)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._conns_lock:
-            self._conns.pop(request, None)
-        super().shutdown_request(request)
-
-    def request_read(self, sock: socket.socket) -> None:
-        """The request has arrived whole: the connection can no longer be taken for a newcomer."""
-        with self._conns_lock:
-            conn = self._conns.get(sock)
-            if conn is not None:
-                conn.reading = False
-
-    def release(self, sock: socket.socket) -> None:
-        """The connection's last answer is being written: its slot is free for the next client,
-        who may connect as soon as they read that answer (the socket closes right after)."""
-        with self._conns_lock:
-            self._conns.pop(sock, None)
-
-    def streaming(self, sock: socket.socket) -> None:
-        """A logged-in page's stream: no request deadline (writes still time out)."""
-        with self._conns_lock:
-            conn = self._conns.get(sock)
-            if conn is not None:
-                conn.deadline = None
-
-    def open_connections(self) -> int:
-        with self._conns_lock:
-            return len(self._conns)
-
-    def _reap(self) -> None:
-        while not self._stopping.wait(min(1.0, self.request_timeout / 4)):
-            now = time.monotonic()
-            with self._conns_lock:
-                late = [c.sock for c in self._conns.values() if c.deadline is not None and c.deadline < now]
-            for sock in late:
-                _hang_up(sock)
-
-    def server_close(self) -> None:
-        self._stopping.set()
-        super().server_close()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("console http: error with %s", client_address, exc_info=True)
-
-
-def _hang_up(sock: socket.socket) -> None:
-    """End a connection served by another thread: its reads return EOF, its writes fail."""
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
 class _Handler(PageHandler):
     console: Console
-    server: _Server
     server_version = f"footfall-console/{__version__}"
     security_headers = _SECURITY_HEADERS
     log_label = "console http"
 
     # -- helpers ---------------------------------------------------------------------------
-
-    def _answering(self) -> None:
-        self.server.release(self.connection)
 
     def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(payload, ensure_ascii=False).encode("utf-8"),
@@ -650,7 +496,7 @@ class _Handler(PageHandler):
         if not 0 <= length <= MAX_BODY:
             return None
         body = self.rfile.read(length)
-        self.server.request_read(self.connection)
+        self._request_read()
         return body
 
     def _session(self) -> Session | None:
@@ -663,29 +509,13 @@ class _Handler(PageHandler):
         self._json(HTTPStatus.MISDIRECTED_REQUEST, {"error": "unknown Host; add it to console.allowed_hosts"})
         return False
 
-    def _same_origin(self) -> bool:
-        """A POST must come from the console's own pages: Origin (when sent) names this Host, and
-        Sec-Fetch-Site (when sent) is same-origin. Another port of the same host is another origin."""
-        origin = (self.headers.get("Origin") or "").strip()
-        site = self.headers.get("Sec-Fetch-Site")
-        host = (self.headers.get("Host") or "").strip().lower()
-        if origin == "null":
-            # Browsers send "null" for a form posted under Referrer-Policy: no-referrer (the
-            # console's own login form) and for sandboxed frames: then Sec-Fetch-Site decides.
-            return site == "same-origin"
-        if origin:
-            parts = urlsplit(origin)
-            if parts.scheme not in ("http", "https") or parts.netloc.lower() != host:
-                return False
-        return site is None or site in ("same-origin", "none")
-
     # -- routes ----------------------------------------------------------------------------
 
     def do_HEAD(self) -> None:
         self.do_GET()
 
     def do_GET(self) -> None:
-        self.server.request_read(self.connection)
+        self._request_read()
         if not self._host_ok():
             return
         path = urlsplit(self.path).path
@@ -710,7 +540,7 @@ class _Handler(PageHandler):
         body = self._body()   # read first: closing on an unread body would reset the answer
         if not self._host_ok():
             return
-        if not self._same_origin():
+        if not same_origin(self.headers):
             self._json(HTTPStatus.FORBIDDEN, {"error": "cross-origin request refused"})
             return
         path = urlsplit(self.path).path
@@ -740,14 +570,12 @@ class _Handler(PageHandler):
         form = parse_qs(body.decode("utf-8", "replace")) if body is not None else {}
         name = (form.get("name") or [""])[0]
         secret = (form.get("password") or [""])[0]
-        if not self.console.hashing.acquire(blocking=False):
+        try:
+            guide = self.console.check_login(name, secret)
+        except HashingBusy:
             # Each hash takes 16 MiB: a crowd of logins waits outside rather than in memory.
             self._page("login.html", HTTPStatus.SERVICE_UNAVAILABLE, wait=True, headers={"Retry-After": "1"})
             return
-        try:
-            guide = self.console.check_login(name, secret) if secret else None
-        finally:
-            self.console.hashing.release()
         if guide is None:
             self.console.limiter.failed(address)
             time.sleep(self.console.failure_delay)

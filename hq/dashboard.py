@@ -8,16 +8,23 @@ Access: a login page (the shared password with a name, or a user's own token) gi
 HttpOnly, SameSite=Strict session cookie holding a random token kept in memory only; every
 other route needs it. Without a configured login the dashboard does not start.
 
-Hardening, because it faces a head-office network: at most `max_connections` connections are
-served at once (the next is answered 503 and closed), every socket has a timeout, failed
-logins are limited per client address, POSTs must be same-origin form posts with a small body,
-date ranges are bounded, and the database sessions are read-only with a statement timeout.
+Hardening, because it faces a head-office network, shared with the guide console
+(console/pages.py, console/access.py, console/limits.py): at most `max_connections`
+connections (`max_connections_per_address` from one address), each request must arrive whole
+within `request_timeout` (the oldest one still arriving makes room for a newcomer); only known
+Host names are answered (DNS rebinding); logins are limited per address and for everybody, at
+most `login_concurrency` passwords are hashed at once, every attempt costs one hash whatever the
+name, and the shared password never logs in under a user's name; POSTs must be same-origin form
+posts with a small body; date ranges are bounded; the database sessions are read-only with a
+statement timeout. See docs/security.md, "HQ dashboard".
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -25,7 +32,6 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -34,7 +40,9 @@ from zoneinfo import ZoneInfo
 from footfall import __version__
 from footfall.config.hq_dashboard import DashboardConfig
 from footfall.config.schema import ConfigError
-from footfall.console.pages import PageHandler
+from footfall.console.access import Logins, host_allowed, same_origin
+from footfall.console.limits import HashingBusy, HashingGate, LoginLimiter
+from footfall.console.pages import PageHandler, PageServer
 from footfall.console.server import parse_listen, verify_password
 from footfall.console.sessions import Session, SessionBook, token_in
 from footfall.hq import read
@@ -45,9 +53,7 @@ COOKIE = "footfall_hq"             # not the console's name: cookies are shared 
 SESSION_TTL_S = 12 * 3600
 MAX_SESSIONS = 1000                  # logged-in sessions kept (logins are rate-limited too)
 MAX_BODY = 4096
-LOGIN_FAILURE_DELAY_S = 0.5
-LOGIN_WINDOW_S = 60.0
-MAX_TRACKED_CLIENTS = 10_000       # login-failure records kept at most (oldest dropped)
+LOGIN_FAILURE_DELAY_S = 0.5        # slows down password guessing (per request thread)
 MAX_NO_SHOWS = 500
 _STORE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -126,37 +132,22 @@ def set_cookie_header(token: str, max_age: int = SESSION_TTL_S) -> str:
     return SessionBook(COOKIE, max_age, MAX_SESSIONS).set_cookie(token)
 
 
-class LoginLimiter:
-    """At most `failures` failed logins per client address in a sliding window of `window` seconds."""
+def login_limiter(config: DashboardConfig) -> LoginLimiter:
+    """The guide console's login limiter, with the dashboard's keys."""
+    return LoginLimiter(failures_free=config.login_failures, backoff=config.login_backoff.total_seconds(),
+                        backoff_max=config.login_backoff_max.total_seconds(), per_minute=config.login_per_minute,
+                        max_clients=config.login_clients_tracked)
 
-    def __init__(self, failures: int, window: float = LOGIN_WINDOW_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.failures, self.window, self.clock = failures, window, clock
-        self._lock = threading.Lock()
-        self._by_client: dict[str, list[float]] = {}
 
-    def retry_after(self, client: str) -> float:
-        """0 if `client` may try to log in now, else the seconds until it may."""
-        now = self.clock()
-        with self._lock:
-            recent = [t for t in self._by_client.get(client, []) if now - t < self.window]
-            if recent:
-                self._by_client[client] = recent
-            else:
-                self._by_client.pop(client, None)
-            if len(recent) < self.failures:
-                return 0.0
-            return max(0.1, self.window - (now - recent[0]))
-
-    def failed(self, client: str) -> None:
-        with self._lock:
-            if client not in self._by_client and len(self._by_client) >= MAX_TRACKED_CLIENTS:
-                self._by_client.pop(next(iter(self._by_client)))
-            self._by_client.setdefault(client, []).append(self.clock())
-
-    def succeeded(self, client: str) -> None:
-        with self._lock:
-            self._by_client.pop(client, None)
+def allowed_hosts(config: DashboardConfig, listen_host: str) -> list[str]:
+    """Host names answered besides IP addresses and localhost: dashboard.allowed_hosts, and the
+    listen host when it is a name."""
+    hosts = list(config.allowed_hosts)
+    try:
+        ipaddress.ip_address(listen_host)
+    except ValueError:
+        hosts.append(listen_host.lower())
+    return hosts
 
 
 def require_login(config: DashboardConfig) -> None:
@@ -244,40 +235,11 @@ def to_json(payload: Any) -> bytes:
 
 # -- the server -------------------------------------------------------------------------------
 
-class _Server(ThreadingHTTPServer):
-    """A threading server that serves at most `max_connections` connections at once."""
+class _Server(PageServer):
+    """The shared page server; a newcomer for whom no connection can make room is answered 503."""
 
-    daemon_threads = True
-    request_queue_size = 64
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_connections: int) -> None:
-        super().__init__(address, handler)
-        self.max_connections = max_connections
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self.refused = 0
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.refused += 1
-            try:
-                request.settimeout(1.0)
-                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-                                b"Content-Length: 5\r\nRetry-After: 1\r\nConnection: close\r\n\r\nbusy\n")
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+    busy_reply = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                  b"Content-Length: 5\r\nRetry-After: 1\r\nConnection: close\r\n\r\nbusy\n")
 
 
 class Dashboard:
@@ -294,14 +256,23 @@ class Dashboard:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.host, self.port = parse_listen(listen or config.listen)
         self.sessions = SessionBook(COOKIE, SESSION_TTL_S, MAX_SESSIONS)
-        self.limiter = LoginLimiter(config.login_failures)
+        self.limiter = login_limiter(config)
+        self.hashing = HashingGate(config.login_concurrency, "hq-dashboard-login")
+        self.failure_delay = LOGIN_FAILURE_DELAY_S
+        self.allowed_hosts = allowed_hosts(config, self.host)
+        try:
+            self._logins = Logins(config.users, config.password_hash)
+        except ValueError as exc:
+            raise ConfigError(f"dashboard.users: {exc}") from None
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> Dashboard:
-        handler = type("Handler", (_Handler,), {"dashboard": self,
-                                                "timeout": self.config.request_timeout.total_seconds()})
-        self._httpd = _Server((self.host, self.port), handler, self.config.max_connections)
+        timeout = self.config.request_timeout.total_seconds()
+        handler = type("Handler", (_Handler,), {"dashboard": self, "timeout": timeout})
+        self._httpd = _Server((self.host, self.port), handler, max_connections=self.config.max_connections,
+                              max_per_address=self.config.max_connections_per_address,
+                              request_timeout=timeout, label="hq dashboard")
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="hq-dashboard", daemon=True)
         self._thread.start()
@@ -313,6 +284,7 @@ class Dashboard:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+        self.hashing.close()
 
     @property
     def url(self) -> str:
@@ -321,21 +293,24 @@ class Dashboard:
 
     @property
     def refused(self) -> int:
-        """Connections answered 503 because max_connections were busy."""
+        """Connections answered 503 because no connection could make room for them."""
         return self._httpd.refused if self._httpd is not None else 0
+
+    def open_connections(self, address: str | None = None) -> int:
+        """Connections holding a slot (from `address` only, if given)."""
+        return self._httpd.open_connections(address) if self._httpd is not None else 0
 
     def today(self) -> date:
         return self.clock().astimezone(self.zone).date()
 
     def login(self, name: str, secret: str) -> str | None:
-        """The user's name if `secret` is that user's token or the shared password, else None."""
-        name = " ".join(name.split())[:40]
-        users = self.config.users
-        if name in users and verify_password(secret, users[name]):
-            return name
-        if name and self.config.password_hash and verify_password(secret, self.config.password_hash):
-            return name
-        return None
+        """The user's name if `secret` is that user's own token, or the shared password for a name
+        that is not a user's; else None. Every call with a secret verifies exactly one hash."""
+        return self._logins.check(name, secret, verify_password)
+
+    def check_login(self, name: str, secret: str) -> str | None:
+        """login() on one of the dashboard's few hashing threads; HashingBusy if all are busy."""
+        return self.hashing.run(self.login, name, secret)
 
     # -- the JSON endpoints ----------------------------------------------------------------
 
@@ -412,14 +387,18 @@ class _Handler(PageHandler):
     def _client(self) -> str:
         return str(self.client_address[0])
 
+    def _host_ok(self) -> bool:
+        """Refuse a Host that is not this dashboard's (DNS rebinding); answers 421 itself."""
+        if host_allowed(self.headers.get("Host"), self.dashboard.allowed_hosts):
+            return True
+        self._json(HTTPStatus.MISDIRECTED_REQUEST, {"error": "unknown Host; add it to dashboard.allowed_hosts"},
+                   {"Connection": "close"})
+        return False
+
     def _post_refusal(self) -> tuple[int, str] | None:
         """Why a POST is refused before reading it (another site, not a form, too big), or None."""
-        origin = self.headers.get("Origin")
-        host = self.headers.get("Host", "")
-        if origin is not None and origin not in (f"http://{host}", f"https://{host}"):
+        if not same_origin(self.headers):
             return HTTPStatus.FORBIDDEN, "cross-origin request refused"
-        if self.headers.get("Sec-Fetch-Site") not in (None, "same-origin", "none"):
-            return HTTPStatus.FORBIDDEN, "cross-site request refused"
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if content_type != _FORM:
             return HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"Content-Type must be {_FORM}"
@@ -431,9 +410,14 @@ class _Handler(PageHandler):
             return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body larger than {MAX_BODY} bytes"
         return None
 
-    def _form(self) -> dict[str, list[str]]:
+    def _form(self) -> dict[str, list[str]] | None:
+        """The form posted, once it has arrived whole; None if the connection ended first."""
         length = int(self.headers.get("Content-Length", "0"))
-        return parse_qs(self.rfile.read(length).decode("utf-8", "replace"), max_num_fields=8)
+        body = self.rfile.read(length)
+        if len(body) < length:
+            return None
+        self._request_read()
+        return parse_qs(body.decode("utf-8", "replace"), max_num_fields=8)
 
     # -- routes ----------------------------------------------------------------------------
 
@@ -441,6 +425,9 @@ class _Handler(PageHandler):
         self.do_GET()
 
     def do_GET(self) -> None:
+        self._request_read()
+        if not self._host_ok():
+            return
         parts = urlsplit(self.path)
         path = parts.path
         if path in _STATIC:
@@ -479,6 +466,8 @@ class _Handler(PageHandler):
             self._json(HTTPStatus.OK, answer)
 
     def do_POST(self) -> None:
+        if not self._host_ok():
+            return
         path = urlsplit(self.path).path
         if path not in ("/login", "/logout"):
             self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
@@ -487,10 +476,13 @@ class _Handler(PageHandler):
         if refusal is not None:
             self._json(refusal[0], {"error": refusal[1]}, {"Connection": "close"})
             return
-        if path == "/login":
-            self._login()
+        form = self._form()
+        if form is None:
+            self.close_connection = True
             return
-        self._form()  # read (and ignore) the body, so the connection stays in step
+        if path == "/login":
+            self._login(form)
+            return
         if self._session() is None:
             self._json(HTTPStatus.UNAUTHORIZED, {"error": "login required"})
             return
@@ -499,20 +491,24 @@ class _Handler(PageHandler):
             self.dashboard.sessions.drop(token)
         self._redirect("/login", {"Set-Cookie": set_cookie_header("", 0)})
 
-    def _login(self) -> None:
+    def _login(self, form: dict[str, list[str]]) -> None:
         client = self._client()
-        wait = self.dashboard.limiter.retry_after(client)
+        wait = self.dashboard.limiter.admit(client)
         if wait > 0:
             self._page("login.html", HTTPStatus.TOO_MANY_REQUESTS, error="too_many",
-                       headers={"Retry-After": str(int(wait) + 1)})
+                       headers={"Retry-After": str(max(1, math.ceil(wait)))})
             return
-        form = self._form()
         name = (form.get("name") or [""])[0]
         secret = (form.get("password") or [""])[0]
-        user = self.dashboard.login(name, secret) if secret else None
+        try:
+            user = self.dashboard.check_login(name, secret)
+        except HashingBusy:
+            # Each hash takes 16 MiB: a crowd of logins waits outside rather than in memory.
+            self._page("login.html", HTTPStatus.SERVICE_UNAVAILABLE, error="too_many", headers={"Retry-After": "1"})
+            return
         if user is None:
             self.dashboard.limiter.failed(client)
-            time.sleep(LOGIN_FAILURE_DELAY_S)
+            time.sleep(self.dashboard.failure_delay)
             self._page("login.html", HTTPStatus.UNAUTHORIZED, error="login_failed")
             return
         self.dashboard.limiter.succeeded(client)

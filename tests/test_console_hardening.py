@@ -20,6 +20,7 @@ from datetime import date, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_plus
 
 import paho.mqtt.client as paho
 import pytest
@@ -182,7 +183,7 @@ def call(port: int, method: str, path: str, body: bytes | str | None = None, hea
 
 
 def post_login(port: int, name: str, secret: str, source: str | None = None) -> tuple[int, http.client.HTTPResponse]:
-    form = f"name={name.replace(' ', '+')}&password={secret.replace(' ', '+')}"
+    form = f"name={quote_plus(name)}&password={quote_plus(secret)}"
     status, response, _ = call(port, "POST", "/login", form,
                                {"Content-Type": "application/x-www-form-urlencoded",
                                 "Origin": f"http://127.0.0.1:{port}"}, source)
@@ -494,6 +495,28 @@ def test_the_shared_password_never_logs_in_as_a_guide_with_a_token(make_console)
         assert b'"guide":"Li Na"' in stream.read_until(lambda d: b"event: hello" in d), "the configured spelling"
     finally:
         stream.close()
+    assert post_login(console.port, "Wang Fang", PASSWORD)[0] == 303
+
+
+@pytest.mark.parametrize("name", ["Li\u200bNa", "LiNa", "Li Na\u200b", "\ufeffLi Na", "Li\u2060 Na",
+                                  "Ｌｉ　Ｎａ", "Li\u3164Na", "Li\u034fNa", "Li\u202eNa", "lI nA"])
+def test_the_shared_password_never_logs_in_as_a_guide_spelled_with_invisible_or_wide_characters(make_console, name):
+    """A guide's name padded with characters that show as nothing, in full-width letters, or
+    without its space is still that guide's name: only the guide's token logs in with it."""
+    console = make_console()
+    assert post_login(console.port, name, PASSWORD)[0] == 401
+    status, response = post_login(console.port, name, GUIDE_TOKEN)
+    assert status == 303
+    stream = Stream(console.port, response.getheader("Set-Cookie").split(";")[0])
+    try:
+        assert b'"guide":"Li Na"' in stream.read_until(lambda d: b"event: hello" in d), "the configured spelling"
+    finally:
+        stream.close()
+
+
+def test_a_guide_name_with_a_control_character_never_logs_in(make_console):
+    console = make_console()
+    assert post_login(console.port, "Wang\x07Fang", PASSWORD)[0] == 401
     assert post_login(console.port, "Wang Fang", PASSWORD)[0] == 303
 
 
