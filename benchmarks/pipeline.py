@@ -3,9 +3,10 @@
 The scenario is a store day at one entrance, rendered from labelled photos: strangers who come
 once, come back within and after 3 hours, and after midnight; two members enrolled from other
 photos than the camera sees; one member of staff. Both sides decode the same files at the same
-sampled rate. Ours: detect -> track -> embed best shots once per passage -> window. The naive
-loop, what a user would write: detect and embed every face of every frame, then match each face
-against the enrolled people and the visitors seen so far.
+sampled rate. Ours: people detected where something moved -> tracked -> faces looked for on
+them -> best shots embedded once per passage -> window. The naive loop, what a user would write:
+both detectors (people and faces) on every whole frame, every face embedded, each matched against
+the enrolled people and the visitors seen so far. Costs are reported per stage.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from footfall.dedup.enrol import embeddings_from_photos
 from footfall.dedup.gallery import Person
 from footfall.edge import rules
 from footfall.edge.decisions import Decision
-from footfall.edge.pipeline import Pipeline
+from footfall.edge.pipeline import STAGES, Pipeline
 from footfall.edge.sources import FileSource, Frame, merge_by_time
 from footfall.edge.store import Store, open_gallery
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.recognition.images import read_image
+from footfall.recognition.persons import person_detector_from_config
 from footfall.sync import events
 from footfall.sync.mqtt_client import local_config, make_client
 from footfall.tooling.scenario import (
@@ -86,8 +88,8 @@ def score(events: Sequence[tuple[str, str | None, datetime, np.ndarray | None]],
 
 
 def run_ours(config: Config, scenario: Scenario, analyzer: FaceAnalyzer,
-             progress: bool) -> tuple[list[Decision], int, float, int]:
-    """(decisions, frames, seconds, faces embedded) of the pipeline over the scenario."""
+             progress: bool) -> tuple[list[Decision], int, float, Pipeline]:
+    """(decisions, frames, seconds, the pipeline with its stage costs) over the scenario."""
     pipeline = Pipeline(config, analyzer)
     with Store(config, analyzer, media_clock=True) as store:
         for person, vectors in enrolment(scenario, analyzer):
@@ -100,7 +102,7 @@ def run_ours(config: Config, scenario: Scenario, analyzer: FaceAnalyzer,
             decisions += decided
             frames += 1
         decisions += store.decide(pipeline.finish())
-        return decisions, frames, time.perf_counter() - start, pipeline.embedded_faces
+        return decisions, frames, time.perf_counter() - start, pipeline
 
 
 class NaiveLoop:
@@ -108,6 +110,7 @@ class NaiveLoop:
 
     def __init__(self, analyzer: FaceAnalyzer, config: Config) -> None:
         pack = analyzer.pack
+        self.persons = person_detector_from_config(config)
         self.threshold = pack.match_threshold
         self.window, self.tz = config.dedup.window, ZoneInfo(config.timezone)
         self.same_entry = config.dedup.same_entry
@@ -128,6 +131,7 @@ class NaiveLoop:
         self.visitors: list[dict] = []
 
     def faces(self, frame: Frame) -> list[np.ndarray]:
+        self.persons.detect(frame.image)  # people counted by the naive loop's own tracking, not here
         if self.app is not None:
             return [f.normed_embedding for f in self.app.get(frame.image)]
         return [self.naive.embed(self.naive.align(frame.image, lm)) for _b, lm in self.naive.detect(frame.image)]
@@ -241,7 +245,7 @@ def bench_pipeline(config: Config, faces_dir: Path, *, size: str = "day", progre
         oracle = Oracle(scenario, analyzer, bank)
         run_config = config.model_copy(update={
             "timezone": STORE_TZ, "storage": config.storage.model_copy(update={"dir": tmp / "state"})})
-        decisions, frames, seconds, embedded = run_ours(run_config, scenario, analyzer, progress)
+        decisions, frames, seconds, pipeline = run_ours(run_config, scenario, analyzer, progress)
         counted = [d for d in decisions if rules.counted(d)]
         ours = score([(d.kind, d.visitor_id, d.passage.best_shot_ts, d.passage.embedding) for d in counted], oracle)
 
@@ -257,7 +261,13 @@ def bench_pipeline(config: Config, faces_dir: Path, *, size: str = "day", progre
         theirs = score(events, oracle)
         latencies = alert_latency(config, bank, analyzer, tmp) if with_latency else []
     member_visits = sum(1 for d in counted if d.kind == "visit" and d.member_id)
+    stage_ms = {stage: round(1000 * pipeline.stage_s.get(stage, 0.0) / frames, 2) for stage in STAGES}
+    stage_ms["decode_and_rest"] = round(1000 * seconds / frames - sum(stage_ms.values()), 2)
     return {
+        "person_detector": pipeline.persons.entry.file,
+        "tracker": run_config.tracking.engine,
+        "stage_ms_per_frame": stage_ms,
+        "person_detector_runs": pipeline.person_runs,
         "detector": analyzer.pack.detector.file,
         "recognizer": analyzer.pack.recognizer.file,
         "clips": len(scenario.clips), "frames": frames, "walks": len(scenario.walks),
@@ -269,7 +279,11 @@ def bench_pipeline(config: Config, faces_dir: Path, *, size: str = "day", progre
         "member_visits_true": truth.get("member_visits", 0), "member_visits_counted": member_visits,
         "merges_of_different_people": ours["merges"],
         "staff_passages": sum(d.kind == "staff" for d in decisions),
-        "embedded_faces": embedded,
+        "embedded_faces": pipeline.embedded_faces,
+        "unidentified_true": truth.get("unidentified", 0),
+        "unidentified_counted": sum(1 for d in counted if d.kind == "visit" and not d.identified),
+        "exits_true": truth.get("exits", 0), "exits_counted": sum(d.kind == "exit" for d in decisions),
+        "door_joins": pipeline.doors.joins,
         "naive": naive.kind,
         "naive_visits_counted": theirs["visits"], "naive_reentries_counted": theirs["reentries"],
         "naive_merges_of_different_people": theirs["merges"],
@@ -282,13 +296,16 @@ def bench_pipeline(config: Config, faces_dir: Path, *, size: str = "day", progre
 def format_table(r: dict) -> str:
     """The figures as a short table for people."""
     rows = [
-        ("models", f"{r['detector']} + {r['recognizer']}", ""),
+        ("models", f"{r['person_detector']} + {r['detector']} + {r['recognizer']}", f"tracker {r['tracker']}"),
+        ("ms per frame by stage", ", ".join(f"{k} {v}" for k, v in r["stage_ms_per_frame"].items()), ""),
         ("scenario", f"{r['clips']} clips, {r['walks']} walk-ins, {r['frames']} frames", ""),
         ("", "footfall", "naive"),
         ("frames/s", f"{r['fps']}", f"{r['naive_fps']}"),
         ("visits (true {})".format(r["visits_true"]), f"{r['visits_counted']}", f"{r['naive_visits_counted']}"),
         ("re-entries (true {})".format(r["reentries_true"]), f"{r['reentries_counted']}", f"{r['naive_reentries_counted']}"),
         ("member visits (true {})".format(r["member_visits_true"]), f"{r['member_visits_counted']}", ""),
+        ("unidentified visits (true {})".format(r["unidentified_true"]), f"{r['unidentified_counted']}", ""),
+        ("exits (true {})".format(r["exits_true"]), f"{r['exits_counted']}", ""),
         ("merges of different people", f"{r['merges_of_different_people']}", f"{r['naive_merges_of_different_people']}"),
         ("speed-up vs naive", f"{r['speedup']}x", r["naive"]),
         ("arrival alert latency p50 / p95", f"{r['alert_latency_ms_p50']} / {r['alert_latency_ms_p95']} ms"

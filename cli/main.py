@@ -144,6 +144,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return run_checks(load_config(args.config))
 
 
+def cmd_camera_snapshot(args: argparse.Namespace) -> int:
+    from footfall.cli.snapshot import SnapshotError, snapshot
+
+    try:
+        print(snapshot(load_config(args.config), args.camera, Path(args.out)))
+    except SnapshotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     from footfall.edge.daemon import Daemon
@@ -278,6 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
     from footfall.hq.cli import add_hq_parser
 
     add_hq_parser(sub)
+
+    camera = sub.add_parser("camera", help="help for installing a camera").add_subparsers(dest="action", required=True)
+    p = camera.add_parser("snapshot", help="one frame with the entry line drawn (people pixelated)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--camera", required=True, help="the camera's id in the config")
+    p.add_argument("--out", required=True, help="a .png or .jpg file to write")
+    p.set_defaults(func=cmd_camera_snapshot)
 
     p = sub.add_parser("doctor", help="check config, models, cameras, broker and disk")
     p.add_argument("--config", required=True)
