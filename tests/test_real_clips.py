@@ -63,3 +63,21 @@ def test_each_real_clip_gives_its_people_as_tracks_and_no_sitter_or_leaver_as_an
         assert counts["visits"] <= seen_by_eye
     finally:
         sub.close()
+
+
+def test_count_only_counts_bodies_and_never_opens_a_face_model(tmp_path, broker, real_dir):  # noqa: F811
+    from footfall.config.schema import load_config
+    from footfall.edge.daemon import Daemon
+    from test_daemon import run_once_to_the_end
+
+    config = config_file(tmp_path, broker, camera_table(real_dir / "face-demographics-walking.gif", None)
+                         + '[privacy]\nmode = "count_only"\n')
+    sub = Subscriber(broker.port, PREFIX + "#")
+    try:
+        daemon = Daemon(load_config(config), once=True)
+        run_once_to_the_end(daemon, sub, 120)
+        assert not daemon.analyzer.loaded  # neither the face detector nor the recognizer was opened
+        visits = [m.payload for m in sub.messages if m.topic == PREFIX + "visits"]
+        assert len(visits) == 2 and not any(v["identified"] for v in visits)  # two people walked in
+    finally:
+        sub.close()
