@@ -133,7 +133,10 @@ class VisitWindow(StoreFile):
 
     def __init__(self, *, dim: int, window: timedelta, timezone: str, threshold: float, margin: float,
                  same_entry: timedelta, db_path: Path | None, now: datetime | None = None,
-                 mutual_nearest: bool = True) -> None:
+                 mutual_nearest: bool = True, late: timedelta = timedelta(0)) -> None:
+        """`late` is the longest a passage may be decided after its own time (a track ends
+        `tracking.max_gap` after its last frame, a door holds it `tracking.door_join`): a window
+        is kept that much past its end so such a passage is still judged as of its own time."""
         if window <= timedelta(0):
             raise ValueError(f"window must be > 0, got {window}")
         if same_entry < timedelta(0):
@@ -147,6 +150,7 @@ class VisitWindow(StoreFile):
         self.threshold = threshold
         self.margin = margin
         self.same_entry = same_entry
+        self.late = max(late, timedelta(0))
         self.mutual_nearest = mutual_nearest
         self._lock = threading.RLock()
         self._vectors = OwnedVectors(dim)  # owned by visitor id
@@ -171,13 +175,12 @@ class VisitWindow(StoreFile):
         vector = self._unit_vector(embedding)
         with self._lock:
             self._check_open()
-            now = self._advance(ts)
-            self._expire(now)
-            hit = self._match(vector)
+            at = self._passage_time(ts)
+            hit = self._match(vector, at)
             if hit is None:
-                return self._start(uuid.uuid4().hex, None, now, vector)
+                return self._start(uuid.uuid4().hex, None, at, vector)
             visitor_id, score = hit
-            return self._reenter(self._open[visitor_id], now, score, vector)
+            return self._reenter(self._open[visitor_id], at, score, vector)
 
     def enter_member(self, member_id: str, ts: datetime, embedding: np.ndarray | None = None) -> Entry:
         """A recognised member enters.
@@ -192,19 +195,20 @@ class VisitWindow(StoreFile):
         vector = None if embedding is None else self._unit_vector(embedding)
         with self._lock:
             self._check_open()
-            now = self._advance(ts)
-            self._expire(now)
+            at = self._passage_time(ts)
             current = self._member_window(member_id)
-            if current is not None:
-                return self._reenter(current, now, None, vector)
-            hit = None if vector is None else self._match(vector, anonymous_only=True)
+            if current is not None and current.closes > at:
+                return self._reenter(current, at, None, vector)
+            if current is not None:  # closed at the passage's time, kept only for late passages
+                self._close([current])
+            hit = None if vector is None else self._match(vector, at, anonymous_only=True)
             if hit is not None:
                 visitor_id, score = hit
                 earlier = self._open[visitor_id]
                 earlier.member_id = member_id
                 self._save_member(earlier)
-                return replace(self._reenter(earlier, now, score, vector), recognised_late=True)
-            return self._start(member_id, member_id, now, vector)
+                return replace(self._reenter(earlier, at, score, vector), recognised_late=True)
+            return self._start(member_id, member_id, at, vector)
 
     def expire(self, now: datetime) -> int:
         """Close every window whose end is at or before `now`; returns how many closed."""
@@ -234,6 +238,13 @@ class VisitWindow(StoreFile):
 
     # -- decisions ---------------------------------------------------------------
 
+    def _passage_time(self, ts: datetime) -> datetime:
+        """Move the clock to `ts` and close what ended; the time a passage is judged at: its own,
+        or no earlier than `late` before the newest time seen."""
+        now = self._advance(ts)
+        self._expire(now)
+        return max(_utc(ts), now - self.late)
+
     def _advance(self, ts: datetime) -> datetime:
         # Time only moves forward: a late timestamp (another camera's clock) counts as the last seen.
         ts = _utc(ts)
@@ -258,13 +269,15 @@ class VisitWindow(StoreFile):
             return current
         return next((v for v in self._open.values() if v.member_id == member_id), None)
 
-    def _match(self, vector: np.ndarray, anonymous_only: bool = False) -> tuple[str, float] | None:
+    def _match(self, vector: np.ndarray, at: datetime, anonymous_only: bool = False) -> tuple[str, float] | None:
+        """The open window (at `at`) this face re-enters, with its score, or None."""
         if len(self._vectors) == 0:
             return None
         # The best visitor holds at most MAX_VECTORS of the hits, so the second visitor is among them too.
         # Searching anonymous windows only, members' vectors may fill the hits: search them all then.
         k = len(self._vectors) if anonymous_only else 2 * MAX_VECTORS + 2
         ranked = self._vectors.nearest_owners(vector, k)
+        ranked = [(v, score) for v, score in ranked if self._open[v].closes > at]
         if anonymous_only:
             ranked = [(v, score) for v, score in ranked if self._open[v].member_id is None]
         picked = pick_visitor(ranked, self.threshold, self.margin)
@@ -291,8 +304,8 @@ class VisitWindow(StoreFile):
     def _reenter(self, visitor: _Open, ts: datetime, score: float | None, vector: np.ndarray | None) -> Entry:
         if ts - visitor.last_entry <= self.same_entry:
             return self._entry("same_entry", visitor, ts, score)
-        visitor.last_entry = ts
-        visitor.closes = window_closes(visitor.visit_started, ts, self.window, self._tz)
+        visitor.last_entry = max(visitor.last_entry, ts)
+        visitor.closes = window_closes(visitor.visit_started, visitor.last_entry, self.window, self._tz)
         added = self._new_vector(visitor, vector)
         dropped = self._vectors.cap(visitor.visitor_id, MAX_VECTORS)
         self._save(visitor, added, dropped, new=False)
@@ -305,7 +318,7 @@ class VisitWindow(StoreFile):
         return [(vector_id, vector)]
 
     def _expire(self, now: datetime) -> int:
-        closed = [v for v in self._open.values() if v.closes <= now]
+        closed = [v for v in self._open.values() if v.closes + self.late <= now]
         if closed:
             self._close(closed)
         return len(closed)

@@ -164,6 +164,7 @@ class Daemon:
 
     def _replay(self) -> None:
         for frame in merge_by_time(self.file_sources):
+            self._expire_tracks(frame.ts)
             self._advance(frame.ts)
             self._process(frame)
             self._housekeeping()
@@ -184,12 +185,13 @@ class Daemon:
                 frame = source.poll()
                 if frame is not None:
                     busy = True
+                    self._expire_tracks(frame.ts)
                     self._advance(frame.ts)
                     self._process(frame)
             if not busy:
                 now = datetime.now(UTC)
+                self._expire_tracks(now)  # a stalled camera's tracks end on time
                 self._advance(now)
-                self._enter(self.pipeline.expire(now))  # a stalled camera's tracks end on time
                 time.sleep(IDLE_SLEEP_S)
             self._housekeeping()
 
@@ -258,6 +260,11 @@ class Daemon:
         return health
 
     # -- frames to the store ---------------------------------------------------------
+
+    def _expire_tracks(self, now: datetime) -> None:
+        """Decide the passages whose tracks ended by `now`, before the store's clock moves to it:
+        each is judged as of its own time, against the windows then open."""
+        self._enter(self.pipeline.expire(now))
 
     def _process(self, frame: Frame) -> None:
         self._frame_started = time.monotonic()

@@ -88,7 +88,15 @@ def open_window(config: Config, analyzer: FaceAnalyzer, now: datetime | None = N
     db = None if config.privacy.anonymous_store == "memory" else Path(config.storage.dir) / "windows.db"
     return VisitWindow(dim=analyzer.embedder.dim, window=config.dedup.window, timezone=config.timezone,
                        threshold=pack.threshold("dedup.threshold"), margin=pack.threshold("dedup.margin"),
-                       same_entry=config.dedup.same_entry, db_path=db, now=now)
+                       same_entry=config.dedup.same_entry, db_path=db, now=now, late=decision_delay(config))
+
+
+def decision_delay(config: Config) -> timedelta:
+    """The longest a passage waits for its decision after its last frame: its track ends
+    `tracking.max_gap` later, a door holds it `tracking.door_join` more, plus the slowest camera's
+    frame interval (at least a second)."""
+    slowest = min((c.fps for c in config.cameras), default=1.0)
+    return config.tracking.max_gap + config.tracking.door_join + timedelta(seconds=max(1.0, 1 / slowest))
 
 
 @dataclass(frozen=True)

@@ -420,3 +420,39 @@ def test_the_member_id_of_a_visit_taken_over_survives_a_restart(tmp_path, people
     assert (entry.kind, entry.visitor_id) == ("reentry", first.visitor_id)
     assert w.forget("m-1") and w.open_windows() == 0
     w.close()
+
+
+# -- a passage judged at its own time -----------------------------------------------------
+
+def test_a_passage_decided_late_is_judged_as_of_its_own_time(people):
+    w = make_window(late=timedelta(seconds=10))
+    try:
+        first = w.enter_anonymous(people[0], at(10, 0))
+        w.expire(at(13, 0, 5))  # the clock is past the window's end, by less than `late`
+        again = w.enter_anonymous(another_look(people[0], 1), at(12, 59, 58))  # ... but not the passage
+        assert again.kind == "reentry" and again.visitor_id == first.visitor_id
+        assert again.visit_started == first.visit_started
+    finally:
+        w.close()
+
+
+def test_a_passage_after_the_window_ended_is_a_new_visit_even_while_the_window_is_kept(people):
+    w = make_window(late=timedelta(seconds=10))
+    try:
+        first = w.enter_anonymous(people[0], at(10, 0))
+        later = w.enter_anonymous(another_look(people[0], 1), at(13, 0, 2))  # 3 h 2 s after the entry
+        assert later.kind == "visit" and later.visitor_id != first.visitor_id
+    finally:
+        w.close()
+
+
+def test_a_window_is_kept_no_longer_than_late_past_its_end(people):
+    w = make_window(late=timedelta(seconds=10))
+    try:
+        w.enter_anonymous(people[0], at(10, 0))
+        w.expire(at(13, 0, 9))
+        assert w.open_windows() == 1
+        w.expire(at(13, 0, 10))
+        assert w.open_windows() == 0
+    finally:
+        w.close()
