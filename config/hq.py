@@ -55,6 +55,8 @@ class CollectorConfig(_Section):
     batch_interval: Duration = Field(timedelta(milliseconds=200), description="Longest wait before a partial batch is written.")
     max_message_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024, description="Larger messages go to ingest_errors.")
     max_future: Duration = Field(timedelta(hours=2), description="An event stamped further ahead of the HQ clock goes to ingest_errors.")
+    max_past: Duration = Field(timedelta(days=366), description="An event stamped (or an appointment booked) further back than this from the HQ clock goes to ingest_errors.")
+    max_booking_ahead: Duration = Field(timedelta(days=366), description="An appointment booked further ahead of the HQ clock goes to ingest_errors.")
     reconcile_every: Duration = Field(timedelta(hours=1), description="How often the collector reconciles today and yesterday with every store.")
     reconcile: bool = Field(True, description="Reconcile from the collector (one collector of the group at a time does it).")
 
@@ -83,6 +85,11 @@ class HqConfig(_Section):
         return v
 
 
+_WINDOWS = {"max_future": (timedelta(minutes=1), timedelta(days=7)),
+            "max_past": (timedelta(hours=1), timedelta(days=3660)),
+            "max_booking_ahead": (timedelta(hours=1), timedelta(days=3660))}
+
+
 def parse_hq_config(data: dict[str, Any]) -> HqConfig:
     """Validate an already-parsed TOML document."""
     try:
@@ -91,7 +98,16 @@ def parse_hq_config(data: dict[str, Any]) -> HqConfig:
         raise ConfigError(describe(exc)) from None
     if not _GROUP.match(config.collector.group):
         raise ConfigError(f"collector.group: letters, digits, '_', '.', '-' only, got {config.collector.group!r}")
+    check_windows(config.collector)
     return config
+
+
+def check_windows(collector: CollectorConfig) -> None:
+    """The time windows of accepted messages within their bounds (ConfigError naming the key)."""
+    for key, (low, high) in _WINDOWS.items():
+        value = getattr(collector, key)
+        if not low <= value <= high:
+            raise ConfigError(f"collector.{key}: must be between {low} and {high}, got {value}")
 
 
 def load_hq_config(path: str | Path) -> HqConfig:

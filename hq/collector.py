@@ -6,9 +6,10 @@ them, writes them in one transaction, and only after the commit sends their PUBA
 (`manual_ack`). A collector killed at any point therefore loses nothing: what it had not
 acknowledged is redelivered by the broker (persistent session, clean start off), and the
 database ignores what it already holds. A bad message becomes an `ingest_errors` row and is
-acknowledged like any other. While the database is unreachable nothing is acknowledged and
-the batch is retried; the broker stops sending once `Receive Maximum` messages are
-unacknowledged, which bounds the memory held here.
+acknowledged like any other; so does a message the database itself refuses (the batch is
+split around it, hq/writer.py `write_bisecting`): no message can stop the collector. While the
+database is unreachable nothing is acknowledged and the batch is retried; the broker stops
+sending once `Receive Maximum` messages are unacknowledged, which bounds the memory held here.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -32,9 +33,9 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from psycopg_pool import ConnectionPool
 
 from footfall.config.hq import HqConfig, database_password
-from footfall.hq.ingest import TOPICS, Rejection, Row, offset_name, parse, zone_of
+from footfall.hq.ingest import TOPICS, Rejection, Row, offset_name, parse, rejection, zone_of
 from footfall.hq.migrate import migrate
-from footfall.hq.writer import Written, write_batch
+from footfall.hq.writer import Written, add, is_refusal, write_batch, write_bisecting
 from footfall.sync.events import topic_filter
 from footfall.sync.mqtt_client import make_client, parse_broker_url
 
@@ -69,6 +70,14 @@ class _Message:
     qos: int
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """A message and what the checks made of it."""
+
+    message: _Message
+    outcome: Row | Rejection
+
+
 @dataclass
 class Stats:
     """Running totals of a collector."""
@@ -77,6 +86,7 @@ class Stats:
     inserted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    refused: int = 0       # messages the database refused, kept as ingest errors
     db_failures: int = 0
     last_commit: float = field(default=0.0)
 
@@ -150,7 +160,9 @@ class Collector:
             log.warning("broker connection lost (%s); reconnecting", reason)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        self._inbox.put(_Message(message.topic, bytes(message.payload), message.mid, message.qos))
+        # An exception here would end paho's network thread; a topic that is not UTF-8 is still kept.
+        topic = bytes(message._topic).decode("utf-8", errors="replace")
+        self._inbox.put(_Message(topic, bytes(message.payload), message.mid, message.qos))
 
     # -- main thread ----------------------------------------------------------------
     def start(self) -> None:
@@ -199,32 +211,18 @@ class Collector:
         return batch
 
     def _write_until_done(self, batch: list[_Message]) -> None:
-        rows: list[Row] = []
-        rejections: list[Rejection] = []
-        now = datetime.now(UTC)
-        c = self.config.collector
-        for m in batch:
-            parsed = parse(m.topic, m.payload, prefix=self.prefix, now=now, tz_for=self.zones,
-                           max_bytes=c.max_message_bytes, max_future=c.max_future)
-            if isinstance(parsed, Row):
-                rows.append(parsed)
-            else:
-                log.warning("rejected %s: %s", parsed.topic, parsed.reason)
-                rejections.append(parsed)
-        zones = {r.store_id: self.zones.names[r.store_id] for r in rows}
+        checked = self._check(batch)
         failures = 0
         while True:
             try:
-                with self.pool.connection() as conn:
-                    written = write_batch(conn, rows, rejections, zones)
+                written = self._store(checked)
                 break
-            except psycopg.Error as exc:
+            except psycopg.Error as exc:  # not a refusal of the data: the database may take it later
                 failures += 1
                 self.stats.db_failures += 1
                 delay = min(_RETRY_MAX_S, 0.2 * 2 ** min(failures, 6))
                 log.warning("database write of %d message(s) failed (%s); retry in %.1f s, nothing acknowledged",
-                            len(batch), str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-                            delay)
+                            len(batch), _first_line(exc), delay)
                 if self._stop.wait(delay):
                     return  # unacknowledged: the broker redelivers them to the next collector session
         for m in batch:
@@ -238,3 +236,51 @@ class Collector:
         s.last_commit = time.monotonic()
         if self.on_batch is not None:
             self.on_batch(written)
+
+    def _check(self, batch: list[_Message]) -> list[_Checked]:
+        now = datetime.now(UTC)
+        c = self.config.collector
+        checked = []
+        for m in batch:
+            outcome = parse(m.topic, m.payload, prefix=self.prefix, now=now, tz_for=self.zones,
+                            max_bytes=c.max_message_bytes, max_future=c.max_future, max_past=c.max_past,
+                            max_booking_ahead=c.max_booking_ahead)
+            if isinstance(outcome, Rejection):
+                log.warning("rejected %s: %s", outcome.topic, outcome.reason)
+            checked.append(_Checked(m, outcome))
+        return checked
+
+    def _store(self, checked: list[_Checked]) -> Written:
+        """Write the batch; a message the database refuses is split out and kept as an ingest error."""
+        with self.pool.connection() as conn:
+            written, refused = write_bisecting(checked, lambda items: self._write(conn, items))
+            if not refused:
+                return written
+            parked = [self._park(item, exc) for item, exc in refused]
+            try:
+                write_batch(conn, [], parked, {})
+            except Exception as exc:
+                if not is_refusal(exc):
+                    raise
+                log.error("%d refused message(s) could not be kept as ingest errors either (%s); dropped",
+                          len(parked), _first_line(exc))
+            self.stats.refused += len(parked)
+            return add(written, Written(0, 0, len(parked)))
+
+    def _write(self, conn: psycopg.Connection, items: Sequence[_Checked]) -> Written:
+        rows = [i.outcome for i in items if isinstance(i.outcome, Row)]
+        rejections = [i.outcome for i in items if isinstance(i.outcome, Rejection)]
+        zones = {r.store_id: self.zones.names[r.store_id] for r in rows}
+        return write_batch(conn, rows, rejections, zones)
+
+    @staticmethod
+    def _park(item: _Checked, exc: BaseException) -> Rejection:
+        m = item.message
+        store = item.outcome.store_id if isinstance(item.outcome, Row) else item.outcome.topic_store_id
+        log.warning("the database refused a message on %s (%s); kept as an ingest error", m.topic, _first_line(exc))
+        return rejection(m.topic, store, f"refused by the database: {_first_line(exc)}", m.payload)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__

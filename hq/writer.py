@@ -5,14 +5,20 @@ incremented only from the rows an insert actually returned, so a message deliver
 (an outbox replay, a redelivery after a collector died before its PUBACK) counts once.
 Rows are written sorted by key, so two collectors writing overlapping batches take their row
 locks in the same order and cannot deadlock each other.
+
+A batch the database refuses because of what one of its rows holds (`is_refusal`) is split in
+halves, and each half written again, until the refused row stands alone (`write_bisecting`):
+the good rows are stored, and the caller keeps the refused one as an ingest error. Any other
+failure (the database unreachable, full, shutting down) is the caller's to retry, whole.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -27,6 +33,47 @@ class Written:
     inserted: int
     duplicates: int
     rejected: int
+
+
+T = TypeVar("T")
+
+# SQLSTATE classes that speak of the values sent: data exceptions (22), integrity constraint
+# violations (23), program limits such as an index row too large (54).
+_REFUSAL_CLASSES = ("22", "23", "54")
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """True when writing the same rows again cannot succeed: the database refused a value, or the
+    driver could not send one (a NUL in text, a lone surrogate, a date out of range). False for
+    everything that may pass (a lost connection, a full disk, a shutdown, missing privileges)."""
+    if isinstance(exc, psycopg.Error):
+        if isinstance(exc, (psycopg.DataError, psycopg.IntegrityError)):
+            return True
+        return (exc.sqlstate or "")[:2] in _REFUSAL_CLASSES
+    return isinstance(exc, (ValueError, TypeError, OverflowError, ArithmeticError, LookupError))
+
+
+def add(a: Written, b: Written) -> Written:
+    """The figures of two writes together."""
+    return Written(a.inserted + b.inserted, a.duplicates + b.duplicates, a.rejected + b.rejected)
+
+
+def write_bisecting(items: Sequence[T], write: Callable[[Sequence[T]], Written]
+                    ) -> tuple[Written, list[tuple[T, BaseException]]]:
+    """`write(items)`; when that is refused for its data, write each half on its own, down to the single
+    items that are refused, which are returned with their refusal instead of written. About two writes
+    per halving for one bad item; any failure that is not a refusal propagates."""
+    try:
+        return write(items), []
+    except Exception as exc:
+        if not is_refusal(exc):
+            raise
+        if len(items) <= 1:
+            return Written(0, 0, 0), [(item, exc) for item in items]
+    middle = len(items) // 2
+    first, refused_first = write_bisecting(items[:middle], write)
+    second, refused_second = write_bisecting(items[middle:], write)
+    return add(first, second), refused_first + refused_second
 
 
 _VISIT = ("INSERT INTO visits (store_id, event_id, kind, visitor_id, member_id, role, camera_id, identified, ts, "

@@ -10,6 +10,7 @@ whether it is a guide alert (`ALERT`: alerts expire). Data only: no I/O.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import date, datetime
@@ -113,6 +114,31 @@ def parse_iso(raw: str) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("must carry a UTC offset (e.g. 2026-11-23T10:00:00+08:00)")
     return value
+
+
+STORE_ID_MAX = 64
+_STORE_ID = re.compile(rf"[A-Za-z0-9_.-]{{1,{STORE_ID_MAX}}}")
+_UNCLEAN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def is_store_id(value: object) -> bool:
+    """True for a store id head office and its dashboard accept: 1 to 64 of A-Z a-z 0-9 _ . -
+    (the characters the box's `store_id` allows)."""
+    return isinstance(value, str) and _STORE_ID.fullmatch(value) is not None
+
+
+def text_problem(value: str) -> str | None:
+    """What makes `value` unfit to be stored or shown as text, or None: a NUL, another control
+    character (C0, DEL, C1, a line or paragraph separator) or a lone surrogate (no UTF-8 for it)."""
+    found = _UNCLEAN.search(value)
+    if found is None:
+        return None
+    char = found.group()
+    if char == "\0":
+        return "a NUL character"
+    if "\ud800" <= char <= "\udfff":
+        return "a lone surrogate"
+    return f"a control character (U+{ord(char):04X})"
 
 
 def _new_id() -> str:

@@ -107,6 +107,9 @@ SLOW_MODULES = {
     "test_hq_storage", "test_hq_erasure",
 }
 
+# HQ hardening: each starts PostgreSQL and Mosquitto.
+SLOW_MODULES |= {"test_hq_poison", "test_hq_identities", "test_hq_bounds"}
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
