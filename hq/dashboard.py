@@ -25,7 +25,6 @@ import ipaddress
 import json
 import logging
 import math
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -46,6 +45,7 @@ from footfall.console.pages import PageHandler, PageServer
 from footfall.console.server import parse_listen, verify_password
 from footfall.console.sessions import Session, SessionBook, token_in
 from footfall.hq import read
+from footfall.sync.events import is_store_id
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,6 @@ MAX_SESSIONS = 1000                  # logged-in sessions kept (logins are rate-
 MAX_BODY = 4096
 LOGIN_FAILURE_DELAY_S = 0.5        # slows down password guessing (per request thread)
 MAX_NO_SHOWS = 500
-_STORE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 # -- the read side ------------------------------------------------------------------------
@@ -200,7 +199,7 @@ def parse_store(query: dict[str, list[str]]) -> str:
     value = _one(query, "store")
     if not value:
         raise BadRequest("store: required")
-    if not _STORE_ID.match(value):
+    if not is_store_id(value):  # the collector's check: one rule for the store ids HQ holds
         raise BadRequest(f"store: not a store id: {value[:70]!r}")
     return value
 

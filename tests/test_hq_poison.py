@@ -30,6 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from footfall.config.hq import parse_hq_config
 from footfall.hq.collector import Collector, connect_pool
+from footfall.hq.dashboard import BadRequest, parse_store
 from footfall.hq.local_postgres import LocalPostgres
 from footfall.hq.migrate import migrate
 from footfall.hq.writer import Written, is_refusal, write_bisecting
@@ -250,6 +251,30 @@ def test_a_flood_of_poison_interleaved_with_visits_loses_no_visit(
     finally:
         store.close()
     assert collector_process.poll() is None
+
+
+# -- store ids: the collector stores exactly those the dashboard can show -------------------------
+
+def dashboard_accepts(store: str) -> bool:
+    try:
+        parse_store({"store": [store]})
+    except BadRequest:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("store", ["sh-001", "SH_2.b", "a" * 64, "a" * 65, "sh 001", "商店-1", "sh-001é"])
+def test_the_collector_stores_exactly_the_store_ids_the_dashboard_accepts(
+        store: str, broker: Broker, module_db: str, collector_process: subprocess.Popen[bytes]) -> None:
+    marker = f"store-id-{uuid.uuid4().hex}"
+    client = Store(broker.port)
+    try:
+        client.send(f"footfall/{store}/visits", visit(store, marker))
+        wait_until(lambda: stored_visits(module_db, [marker]) + errors_quoting(module_db, marker) == 1, 10,
+                   "the visit stored or kept as an error")
+    finally:
+        client.close()
+    assert (stored_visits(module_db, [marker]) == 1) is dashboard_accepts(store)
 
 
 # -- the database refuses a row the checks let through: the batch is split around it ---------------
