@@ -17,7 +17,7 @@ import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -70,8 +70,31 @@ def _abandon(conn: sqlite3.Connection) -> None:
 
 
 def _quotes(member_id: str) -> re.Pattern[str]:
-    """A whole-word match of the id as it appears inside JSON text (`m-1` is not in `m-12`)."""
-    return re.compile(r"(?<![\w-])" + re.escape(json.dumps(member_id)[1:-1]) + r"(?![\w-])")
+    """A whole-word match of the id in decoded text (`m-1` is not in `m-12`)."""
+    return re.compile(r"(?<![\w-])" + re.escape(member_id) + r"(?![\w-])")
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string of a decoded JSON value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _quoted_in(body: str, quoting: re.Pattern[str]) -> bool:
+    """Whether a row's JSON text quotes the id. Read decoded: the same id may be written as its
+    characters or escaped (`\\u4f1a`), and either way it names the member."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return quoting.search(body) is not None
+    return any(quoting.search(text) for text in _strings(payload))
 
 
 def _wall(ts: datetime) -> float:
@@ -259,8 +282,8 @@ class Outbox(StoreFile):
                     # their text, as a whole word; other events name the member in `member_id` only.
                     quoting = _quotes(member_id)
                     reports = [seq for seq, payload in conn.execute(
-                        "SELECT seq, payload FROM outbox WHERE topic LIKE '%/errors' AND instr(payload, ?) > 0",
-                        (json.dumps(member_id)[1:-1],)) if quoting.search(payload)]
+                        "SELECT seq, payload FROM outbox WHERE topic LIKE '%/errors' AND (sent_at IS NULL OR dead = 1)")
+                        if _quoted_in(payload, quoting)]
                     removed = conn.execute(
                         f"""DELETE FROM outbox WHERE json_extract(payload, '$.member_id') = ?
                                   OR seq IN ({",".join("?" * len(reports))})

@@ -149,6 +149,21 @@ def test_a_malformed_downlink_message_is_reported_on_errors_and_changes_nothing(
     assert len(store.gallery) == 0 and store.appointments.appointments() == []
 
 
+def test_an_erasure_removes_the_unsent_error_reports_quoting_a_non_ascii_member_id(store):
+    refused = {"member_id": "会员-7", "name": "王芳", "role": "member", "consent": False,
+               "embeddings": [unit(7).tolist()], "embedding_model": store.downlink.recognizer_sha256}
+    store.receive("footfall/sh-001/members/upsert", json.dumps(refused).encode())
+    store.receive("footfall/sh-001/members/upsert", json.dumps(refused | {"member_id": "会员-70"}).encode())
+    assert [p["reason"] for t, p in rows(store) if t == "errors"] == [
+        "member 会员-7: consent is required (consent must be true)",
+        "member 会员-70: consent is required (consent must be true)"]
+    assert store.command(events.MEMBERS_DELETE, json.dumps({"member_id": "会员-7"}).encode()).ok
+    assert [p["reason"] for t, p in rows(store) if t == "errors"] == [
+        "member 会员-70: consent is required (consent must be true)"]
+    store.outbox.close()
+    raw = b"".join(f.read_bytes() for f in store.outbox.path.parent.glob("outbox.db*"))
+    assert "会员-7:".encode() not in raw and "会员-7".encode("unicode_escape") not in raw
+
 def test_counts_get_is_answered_only_under_the_stores_replies_branch(store):
     store.enter([passage(START, unit(3))])
     request = {"from": "2026-11-23T00:00:00+08:00", "to": "2026-11-24T00:00:00+08:00", "by": "day",
