@@ -16,7 +16,7 @@ from footfall.config.schema import Config
 from footfall.dedup.enrol import enrol_photos
 from footfall.dedup.gallery import EnrolmentError, Person, Role
 from footfall.edge import admin
-from footfall.edge.store import Store
+from footfall.edge.store import COUNT_ONLY, Store
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.recognition.images import read_image
 from footfall.sync import events
@@ -27,7 +27,11 @@ FILING_THRESHOLD = 100_000
 
 def enroll(config: Config, *, person_id: str, name: str, role: Role, tier: str | None, consent: bool,
            photos: list[Path], progress: bool = True) -> str:
-    """Enrol a person from photos (one clear face each); returns a one-line confirmation."""
+    """Enrol a person from photos (one clear face each); returns a one-line confirmation.
+
+    Refused in count_only before any photo is read or any model is looked up."""
+    if config.privacy.mode == "count_only":
+        raise EnrolmentError(COUNT_ONLY)
     if role == "member" and not consent:
         raise EnrolmentError(f"member {person_id}: consent is required (--consent records that it was given)")
     if not photos:

@@ -231,6 +231,15 @@ class VisitWindow(StoreFile):
             self._close([current])
             return True
 
+    def forget_all(self) -> int:
+        """Erase every open window and its vectors, in memory and on disk; returns how many."""
+        with self._lock:
+            self._check_open()
+            visitors = list(self._open.values())
+            if visitors:
+                self._close(visitors)
+            return len(visitors)
+
     def _release(self) -> None:
         """At close: drop the in-memory vectors (open windows stay on disk)."""
         self._vectors.clear()

@@ -135,6 +135,8 @@ class Store:
             self.close()
             raise
         self.count_only = config.privacy.mode == "count_only"
+        if self.count_only:
+            self._forget_anonymous_vectors()
         self.limits = Limits.from_config(config)
         self.downlink = Downlink(gallery=self.gallery, appointments=self.appointments,
                                  embed_photos=lambda photos: embeddings_from_photos(analyzer, photos),
@@ -162,6 +164,13 @@ class Store:
         self._flag_unsaved: set[str] = set()      # no-shows raised whose flag appointments.db refused
         self._next_storage_retry = 0.0
         self._next_state_retry = 0.0
+
+    def _forget_anonymous_vectors(self) -> None:
+        """count_only keeps no template: windows left open by an earlier recognise run go at once,
+        not when their 3 hours are up."""
+        erased = self.window.forget_all()
+        if erased:
+            log.info("privacy.mode is count_only: %d open visit window(s) and their vectors erased", erased)
 
     def _own(self, part: _Closable) -> _Closable:
         self._opened.append(part)

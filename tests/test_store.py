@@ -212,3 +212,40 @@ def test_a_count_only_store_enrols_nobody_and_counts_every_passage_as_a_visit(tm
         assert [(d.kind, d.identified) for d in decided] == [("visit", True), ("visit", True)]
         assert decided[0].visitor_id != decided[1].visitor_id
         assert len(store.gallery) == 0 and store.window.open_windows() == 0
+
+
+def state_bytes(tmp_path: Path, name: str) -> bytes:
+    return b"".join(f.read_bytes() for f in sorted((tmp_path / "state").glob(name + "*")))
+
+
+def test_a_count_only_start_erases_the_anonymous_vectors_a_recognising_run_left_open(tmp_path, default_analyzer):
+    with Store(config(tmp_path), default_analyzer, media_clock=True) as recognising:
+        recognising.advance(START)
+        recognising.enter([passage(START, unit(5))])
+        assert recognising.window.open_windows() == 1
+    vector = unit(5).astype("<f4").tobytes()
+    assert vector in state_bytes(tmp_path, "windows.db"), "the check below would see the vector"
+
+    count_only = config(tmp_path).model_copy(update={"privacy": PrivacyConfig(mode="count_only")})
+    with Store(count_only, default_analyzer, media_clock=True) as store:
+        assert store.window.open_windows() == 0
+        assert vector not in state_bytes(tmp_path, "windows.db")
+
+
+def test_enroll_on_a_count_only_box_is_refused_before_a_photo_is_read_or_a_model_looked_up(
+        tmp_path, monkeypatch, capsys):
+    from footfall.cli import main, people
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a face model was looked up")
+
+    monkeypatch.setattr(people.FaceAnalyzer, "from_config", no_model)
+    monkeypatch.setattr(people, "read_image", no_model)
+    path = tmp_path / "footfall.toml"
+    path.write_text(f'store_id = "sh-001"\ntimezone = "Asia/Shanghai"\n[mqtt]\nurl = "mqtt://127.0.0.1:1"\n'
+                    f'[storage]\ndir = "{tmp_path / "state"}"\n[privacy]\nmode = "count_only"\n')
+    code = main.main(["enroll", "--config", str(path), "--member-id", "m-1", "--name", "Ms One", "--consent",
+                      str(tmp_path / "face.jpg")])
+    assert code == 1
+    assert capsys.readouterr().err.strip().startswith("error: privacy.mode is count_only")
+    assert not (tmp_path / "state").exists(), "not even the state directory was opened"
