@@ -57,8 +57,23 @@ class CollectorConfig(_Section):
     max_future: Duration = Field(timedelta(hours=2), description="An event stamped further ahead of the HQ clock goes to ingest_errors.")
     max_past: Duration = Field(timedelta(days=366), description="An event stamped (or an appointment booked) further back than this from the HQ clock goes to ingest_errors.")
     max_booking_ahead: Duration = Field(timedelta(days=366), description="An appointment booked further ahead of the HQ clock goes to ingest_errors.")
+    receive_maximum: int | None = Field(None, ge=1, le=65535, description="MQTT 5 Receive Maximum announced in CONNECT: QoS 1 messages the broker may have unacknowledged with this collector; default twice batch_size (at most 65535).")
+    max_packet_bytes: int | None = Field(None, ge=4096, le=256 * 1024 * 1024, description="MQTT 5 Maximum Packet Size announced in CONNECT: the broker never sends a larger packet (it drops the message); default max_message_bytes + 64 KiB.")
+    qos0_buffer_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024, description="QoS 0 messages waiting in memory at most (payload, topic and 256 bytes each); beyond it new ones are dropped and counted.")
+    rejections_logged_per_minute: int = Field(10, ge=0, le=10_000, description="Rejected messages logged one by one a minute at most; the others are counted in one line a minute.")
+    ingest_errors_max_rows: int = Field(100_000, ge=100, le=100_000_000, description="ingest_errors keeps the newest this many rows; the collector deletes older ones after each batch that adds some.")
+    ingest_errors_max_age: Duration = Field(timedelta(days=30), description="ingest_errors rows older than this are deleted by the collector (checked every minute).")
     reconcile_every: Duration = Field(timedelta(hours=1), description="How often the collector reconciles today and yesterday with every store.")
     reconcile: bool = Field(True, description="Reconcile from the collector (one collector of the group at a time does it).")
+
+
+    def receive_max(self) -> int:
+        """The Receive Maximum the collector announces."""
+        return self.receive_maximum or min(65535, 2 * self.batch_size)
+
+    def packet_max(self) -> int:
+        """The Maximum Packet Size the collector announces."""
+        return self.max_packet_bytes or self.max_message_bytes + 64 * 1024
 
 
 class ReconcileConfig(_Section):

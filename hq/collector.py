@@ -8,8 +8,14 @@ acknowledged is redelivered by the broker (persistent session, clean start off),
 database ignores what it already holds. A bad message becomes an `ingest_errors` row and is
 acknowledged like any other; so does a message the database itself refuses (the batch is
 split around it, hq/writer.py `write_bisecting`): no message can stop the collector. While the
-database is unreachable nothing is acknowledged and the batch is retried; the broker stops
-sending once `Receive Maximum` messages are unacknowledged, which bounds the memory held here.
+database is unreachable nothing is acknowledged and the batch is retried.
+
+Memory, log and table are bounded whatever the stores send (hq/bounds.py): the collector
+announces a Receive Maximum (QoS 1 messages unacknowledged at once) and a Maximum Packet Size
+(the broker drops larger messages rather than send them); QoS 0 messages, which the Receive
+Maximum does not cover, wait within `qos0_buffer_bytes` and are dropped and counted beyond it;
+rejections are logged at most `rejections_logged_per_minute` a minute, the rest counted; and
+`ingest_errors` is pruned to `ingest_errors_max_rows` rows and `ingest_errors_max_age`.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from psycopg_pool import ConnectionPool
 
 from footfall.config.hq import HqConfig, database_password
+from footfall.hq.bounds import BoundedLog, Qos0Buffer, message_cost, prune_ingest_errors
 from footfall.hq.ingest import TOPICS, Rejection, Row, offset_name, parse, rejection, zone_of
 from footfall.hq.migrate import migrate
 from footfall.hq.writer import Written, add, is_refusal, write_batch, write_bisecting
@@ -43,6 +50,7 @@ log = logging.getLogger(__name__)
 
 UPLINK = tuple(TOPICS)  # every topic whose messages head office stores
 _RETRY_MAX_S = 10.0
+_AGE_PRUNE_EVERY_S = 60.0
 
 
 def shared_filters(group: str, prefix: str) -> list[str]:
@@ -83,6 +91,7 @@ class Stats:
     """Running totals of a collector."""
 
     batches: int = 0
+    received: int = 0      # messages taken in from the broker (QoS 0 ones only when the buffer had room)
     inserted: int = 0
     duplicates: int = 0
     rejected: int = 0
@@ -127,6 +136,11 @@ class Collector:
         self.on_batch = on_batch
         self.stats = Stats()
         self._inbox: queue.Queue[_Message] = queue.Queue()
+        self.qos0 = Qos0Buffer(c.qos0_buffer_bytes)
+        self._rejections = BoundedLog(log, c.rejections_logged_per_minute,
+                                      "%d more rejected message(s) not logged one by one (each is in ingest_errors)")
+        self._drops = BoundedLog(log, 1, "%d more QoS 0 message(s) dropped: the QoS 0 buffer was full")
+        self._age_pruned_at = -_AGE_PRUNE_EVERY_S
         self._stop = threading.Event()
         self._connected = threading.Event()
         with pool.connection() as conn:
@@ -162,14 +176,21 @@ class Collector:
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         # An exception here would end paho's network thread; a topic that is not UTF-8 is still kept.
         topic = bytes(message._topic).decode("utf-8", errors="replace")
-        self._inbox.put(_Message(topic, bytes(message.payload), message.mid, message.qos))
+        payload = bytes(message.payload)
+        if message.qos == 0 and not self.qos0.admit(message_cost(topic, payload)):
+            self._drops.warning("QoS 0 message on %s dropped: %d bytes already wait (qos0_buffer_bytes)",
+                                topic, self.qos0.held)
+            return
+        self.stats.received += 1
+        self._inbox.put(_Message(topic, payload, message.mid, message.qos))
 
     # -- main thread ----------------------------------------------------------------
     def start(self) -> None:
         """Connect (persistent session, clean start off) and start the network thread."""
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = int(self.config.collector.session_expiry.total_seconds())
-        props.ReceiveMaximum = min(65535, 2 * self.config.collector.batch_size)
+        props.ReceiveMaximum = self.config.collector.receive_max()
+        props.MaximumPacketSize = self.config.collector.packet_max()
         self.client.connect_async(self._host, self._port, 30, clean_start=False, properties=props)
         self.client.loop_start()
 
@@ -189,7 +210,12 @@ class Collector:
                 batch = self._next_batch()
                 if batch:
                     self._write_until_done(batch)
+                self._rejections.tick()
+                self._drops.tick()
+                self._prune(rows=False)
         finally:
+            self._rejections.flush()
+            self._drops.flush()
             self.client.disconnect()
             self.client.loop_stop()
         return self.stats
@@ -197,18 +223,24 @@ class Collector:
     def _next_batch(self) -> list[_Message]:
         c = self.config.collector
         try:
-            first = self._inbox.get(timeout=0.2)
+            first = self._take(timeout=0.2)
         except queue.Empty:
             return []
         batch = [first]
         deadline = time.monotonic() + c.batch_interval.total_seconds()
         while len(batch) < c.batch_size:
-            left = deadline - time.monotonic()
             try:
-                batch.append(self._inbox.get(timeout=left) if left > 0 else self._inbox.get_nowait())
+                batch.append(self._take(timeout=deadline - time.monotonic()))
             except queue.Empty:
                 break
         return batch
+
+    def _take(self, timeout: float) -> _Message:
+        """The next message of the inbox (queue.Empty after `timeout`); a QoS 0 one leaves the buffer's count."""
+        m = self._inbox.get(timeout=timeout) if timeout > 0 else self._inbox.get_nowait()
+        if m.qos == 0:
+            self.qos0.release(message_cost(m.topic, m.payload))
+        return m
 
     def _write_until_done(self, batch: list[_Message]) -> None:
         checked = self._check(batch)
@@ -234,8 +266,27 @@ class Collector:
         s.duplicates += written.duplicates
         s.rejected += written.rejected
         s.last_commit = time.monotonic()
+        self._prune(rows=written.rejected > 0)
         if self.on_batch is not None:
             self.on_batch(written)
+
+    def _prune(self, *, rows: bool) -> None:
+        """Hold ingest_errors to its caps: by rows after a batch that added some, by age once a minute."""
+        c = self.config.collector
+        by_age = time.monotonic() - self._age_pruned_at >= _AGE_PRUNE_EVERY_S
+        if not rows and not by_age:
+            return
+        try:
+            with self.pool.connection() as conn:
+                gone = prune_ingest_errors(conn, c.ingest_errors_max_rows, c.ingest_errors_max_age if by_age else None)
+        except psycopg.Error as exc:  # the next batch tries again
+            log.warning("pruning ingest_errors failed: %s", _first_line(exc))
+            return
+        if by_age:
+            self._age_pruned_at = time.monotonic()
+        if gone:
+            log.info("ingest_errors: %d old row(s) deleted (caps: %d rows, %s)", gone, c.ingest_errors_max_rows,
+                     c.ingest_errors_max_age)
 
     def _check(self, batch: list[_Message]) -> list[_Checked]:
         now = datetime.now(UTC)
@@ -246,7 +297,7 @@ class Collector:
                             max_bytes=c.max_message_bytes, max_future=c.max_future, max_past=c.max_past,
                             max_booking_ahead=c.max_booking_ahead)
             if isinstance(outcome, Rejection):
-                log.warning("rejected %s: %s", outcome.topic, outcome.reason)
+                self._rejections.warning("rejected %s: %s", outcome.topic, outcome.reason)
             checked.append(_Checked(m, outcome))
         return checked
 
