@@ -8,8 +8,10 @@ operator would run them, while it is up.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,13 +22,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from broker import Broker, Subscriber
+from broker import Broker, Subscriber, wait_until
 from test_camera_faults import BOUNDARY, MjpegServer
 from test_daemon import PREFIX, config_file
 
 from footfall.config.schema import load_config
 from footfall.dedup.enrol import embeddings_from_photos
 from footfall.dedup.gallery import Person
+from footfall.edge import admin
 from footfall.edge.admin import send
 from footfall.edge.daemon import Daemon
 from footfall.edge.storage_lock import StorageBusy, StorageLock
@@ -186,3 +189,96 @@ def test_an_operator_command_waits_for_no_one_while_another_holds_the_state(tmp_
         done = footfall("erase", "--config", str(config), "--member-id", "m-1")
     assert done.returncode == 1
     assert "in use by pid" in done.stderr and "footfall members import" in done.stderr
+
+
+def drip(path: Path, stop: threading.Event, seen: dict, every: float = 0.1) -> None:
+    """A local client that sends a request one byte at a time and never finishes it; `seen` says
+    when it connected, and when and how the daemon ended the connection."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(path))
+    seen["connected"] = time.monotonic()
+    sock.settimeout(every)
+    try:
+        while not stop.is_set():
+            try:
+                sock.send(b" ")
+                answer = sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                seen["error"] = exc
+                break
+            seen["answer"] = json.loads(answer) if answer else None
+            break
+    finally:
+        seen["closed"] = time.monotonic()
+        sock.close()
+
+
+def test_a_client_dripping_bytes_is_cut_at_the_deadline_and_holds_no_one_else_up(
+        tmp_path, default_analyzer, monkeypatch):
+    monkeypatch.setattr(admin, "IO_TIMEOUT_S", 2.0)
+    broker = Broker(tmp_path / "broker").start()
+    config = config_file(tmp_path, broker)
+    daemon = Daemon(load_config(config), analyzer=default_analyzer)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    stop = threading.Event()
+    dripped: dict = {}
+    dripper = threading.Thread(target=drip, args=(tmp_path / "state" / "admin.sock", stop, dripped))
+    try:
+        wait_until((tmp_path / "state" / "admin.sock").exists, 30, "the admin socket")
+        dripper.start()
+        wait_until(lambda: "connected" in dripped, 5, "the dripping client")
+        time.sleep(0.3)  # it has dripped a few bytes
+        started = time.monotonic()
+        answer = send(tmp_path / "state", "members/delete", '{"member_id": "m-1"}')
+        took = time.monotonic() - started
+        assert answer["ok"] is True and took < 1.0, f"answered in {took:.2f} s while another client drips"
+        assert "closed" not in dripped, "the other client was still dripping"
+        erased = footfall("erase", "--config", str(config), "--member-id", "m-2", timeout=60)
+        assert erased.returncode == 0 and "running daemon" in erased.stdout, erased.stderr
+        dripper.join(10)
+        assert not dripper.is_alive(), "the dripping client was never cut off"
+        assert dripped["answer"] == {"ok": False, "reason": "the request did not arrive whole within 2 s"}
+        assert 1.9 <= dripped["closed"] - dripped["connected"] < 3.0
+    finally:
+        stop.set()
+        daemon.stop()
+        thread.join(30)
+        broker.stop()
+
+
+def pending_connections(path: Path) -> int:
+    """Sockets bound to `path` (the listener and every connection not yet accepted), from /proc/net/unix."""
+    return sum(1 for line in Path("/proc/net/unix").read_text().splitlines() if line.endswith(str(path)))
+
+
+def test_erase_says_in_one_line_that_the_daemon_gave_no_answer_when_it_dies_mid_request(tmp_path):
+    broker = Broker(tmp_path / "broker").start()
+    config = config_file(tmp_path, broker)
+    sock_path = tmp_path / "state" / "admin.sock"
+    daemon = subprocess.Popen([sys.executable, "-m", "footfall", "run", "--config", str(config)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    erase = None
+    try:
+        wait_until(sock_path.exists, 60, "the daemon's admin socket")
+        listening = pending_connections(sock_path)
+        daemon.send_signal(signal.SIGSTOP)  # it accepts nothing more
+        erase = subprocess.Popen([sys.executable, "-m", "footfall", "erase", "--config", str(config),
+                                  "--member-id", "m-1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: pending_connections(sock_path) > listening, 60, "erase connecting to the daemon")
+        time.sleep(0.3)  # its request is written right after it connects
+        daemon.kill()
+        daemon.wait(10)
+        out, err = erase.communicate(timeout=30)
+    finally:
+        for process in (daemon, erase):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait(10)
+        broker.stop()
+    assert erase.returncode == 1
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: the daemon on {sock_path} gave no answer to members/delete"), err
+    assert "run the command again" in err
