@@ -284,6 +284,7 @@ class CameraConfig(_Section):
     entry_line: tuple[float, float, float, float] | None = Field(None, description="Entry line x1, y1, x2, y2 in fractions of the frame (0..1, origin top left); with it only people whose feet cross it towards `inside` are entries, and those crossing the other way are exits. `footfall camera snapshot` draws it on a frame.")
     inside: tuple[float, float] | None = Field(None, description="A point x, y (fractions of the frame) on the store's side of entry_line; required with it.")
     door: str | None = Field(None, min_length=1, max_length=64, description="Door this camera watches: cameras of one door see one person as one passage (tracking.door_join).")
+    detect_source: str | None = Field(None, min_length=1, description="Live cameras: a lower-resolution sub-stream of the same view (e.g. rtsp://.../stream2) analysed instead of `source`: people are detected, tracked and their faces looked for on it. Decoding a 640x360 stream costs a tenth of a 1080p one; faces are then smaller (see docs/daemon.md, capacity).")
 
     @field_validator("entry_line", "inside")
     @classmethod
@@ -313,6 +314,11 @@ class CameraConfig(_Section):
         return v
 
 
+class MetricsConfig(_Section):
+    port: int = Field(0, ge=0, le=65535, description="Port of the Prometheus text endpoint /metrics (per camera frames, skips, decode and inference time, frame age; CPU and memory); 0 = off.")
+    host: str = Field("127.0.0.1", min_length=1, description="Address /metrics listens on; loopback unless a scraper on another machine must reach it.")
+
+
 class Config(_Section):
     store_id: str = Field("demo-store", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="Store id; part of every MQTT topic.")
     timezone: str = Field("UTC", description="IANA time zone of the store: day boundaries and hourly counts.")
@@ -328,6 +334,7 @@ class Config(_Section):
     privacy: PrivacyConfig = PrivacyConfig()
     downlink: DownlinkConfig = Field(default_factory=DownlinkConfig)
     console: ConsoleConfig = ConsoleConfig.model_validate({})
+    metrics: MetricsConfig = MetricsConfig()
     cameras: list[CameraConfig] = Field(default_factory=list)
 
     @field_validator("timezone")

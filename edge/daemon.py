@@ -15,7 +15,7 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from footfall import __version__
 from footfall.config.schema import Config, ConfigError
 from footfall.edge.admin import AdminRequest, AdminServer
 from footfall.edge.decisions import Decision, Passage
+from footfall.edge.metrics import CameraMeter, MetricsServer, render
 from footfall.edge.notify import Notifier
 from footfall.edge.pipeline import Pipeline
 from footfall.edge.sources import ENDED, FileSource, Frame, LiveSource, merge_by_time, source_kind
@@ -41,6 +42,7 @@ STALL_S = 30.0                      # a stage without progress this long stops t
 READY_WAIT_S = 10.0                 # how long start-up waits for the broker before READY anyway
 INBOX_BUDGET_S = 0.05               # longest the decision loop spends on downlink messages per pass
 PACKET_HEADROOM = 64 * 1024         # topic and properties on top of downlink.max_payload
+STATS_EVERY_S = 30.0                # status is published again this often while cameras are live (camera_stats)
 
 
 @dataclass
@@ -95,8 +97,12 @@ class Daemon:
                 start = camera.start_time or datetime.now(UTC)
                 self.file_sources.append(FileSource(camera.id, camera.source, start, camera.fps))
             else:
-                self.live_sources.append(LiveSource(camera.id, camera.source, camera.fps,
+                self.live_sources.append(LiveSource(camera.id, camera.detect_source or camera.source, camera.fps,
                                                     now=lambda: datetime.now(UTC)))
+        self.meter = CameraMeter(self.live_sources)
+        self.metrics: MetricsServer | None = None
+        if config.metrics.port and not self.replay:
+            self.metrics = MetricsServer(config.metrics.host, config.metrics.port, self.metrics_text)
         # Bounded: a flood is dropped (and counted) at the door instead of growing memory.
         self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=config.downlink.inbox)
         self.inbox_dropped = 0      # written by the MQTT thread only
@@ -113,6 +119,8 @@ class Daemon:
                                                   for t in downlink_topics],
                                    max_incoming=config.downlink.max_payload + PACKET_HEADROOM)
         self.store.on_stored = self.publisher.notify
+        self._with_camera_stats(self.publisher)
+        self._next_stats = time.monotonic() + STATS_EVERY_S
         self._stopping = False
         self._last_loop = time.monotonic()
         self._last_states: dict[str, str] = {}
@@ -130,6 +138,25 @@ class Daemon:
         return self.store.decisions
 
     # -- lifecycle -------------------------------------------------------------------
+
+    def _with_camera_stats(self, publisher: Publisher) -> None:
+        """Every "online" status carries the live cameras' figures (`camera_stats`)."""
+        plain = publisher._status
+
+        def status(state: events.BoxState, cameras: dict[str, events.CameraState] | None = None) -> events.Status:
+            base = plain(state, cameras)
+            if state != "online" or not self.live_sources:
+                return base
+            return replace(base, camera_stats={f.camera_id: f.status_fields() for f in self.meter.read()})
+
+        publisher._status = status  # type: ignore[method-assign]
+
+    def metrics_text(self) -> str:
+        """The /metrics page: the cameras, the pipeline's stages, decisions and the outbox."""
+        stats = self.store.outbox.stats()
+        return render(self.meter, dict(self.pipeline.stage_s),
+                      {"footfall_decisions": self.decisions, "footfall_outbox_pending": stats.pending,
+                       "footfall_frame_errors": self.frame_errors})
 
     def camera_states(self) -> dict[str, events.CameraState]:
         return {**{s.camera_id: s.state for s in self.file_sources}, **{s.camera_id: s.state for s in self.live_sources}}
@@ -150,6 +177,8 @@ class Daemon:
             time.sleep(0.05)
         for source in self.live_sources:
             source.start()
+        if self.metrics is not None:
+            self.metrics.start()
         broker = "connected" if self.publisher.connected else f"not reachable ({self.publisher.last_error})"
         log.info("started: store %s, %d camera(s), broker %s", self.store_id, len(self.config.cameras), broker)
         self.notifier.ready(f"{len(self.config.cameras)} camera(s); broker {broker}")
@@ -185,9 +214,11 @@ class Daemon:
                 frame = source.poll()
                 if frame is not None:
                     busy = True
+                    started = time.perf_counter()
                     self._expire_tracks(frame.ts)
                     self._advance(frame.ts)
                     self._process(frame)
+                    self.meter.add_inference(frame.camera_id, time.perf_counter() - started)
             if not busy:
                 now = datetime.now(UTC)
                 self._expire_tracks(now)  # a stalled camera's tracks end on time
@@ -199,6 +230,8 @@ class Daemon:
         self.notifier.stopping()
         for source in self.live_sources:
             source.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         self._enter(self.pipeline.finish())
         self.store.finish()
         flushed = self.publisher.wait_sent(timeout=10.0)
@@ -232,8 +265,10 @@ class Daemon:
 
     def _refresh_status(self) -> None:
         states = {**self.camera_states(), "": self.store.storage_summary()}
-        if states != self._last_states:
+        due = bool(self.live_sources) and time.monotonic() >= self._next_stats
+        if states != self._last_states or due:
             self._last_states = states
+            self._next_stats = time.monotonic() + STATS_EVERY_S
             self.publisher.refresh_status()
 
     def _watchdog(self) -> None:

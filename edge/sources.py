@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
 import re
 import threading
 import time
@@ -44,6 +45,12 @@ class Frame:
 
 OPEN_TIMEOUT_S = 10.0   # a network stream that does not answer within this is retried later
 READ_TIMEOUT_S = 5.0    # a network stream silent this long (a stall, even mid-frame) is lost
+# One decoding thread a camera: the readers of several cameras already share the cores, and
+# FFmpeg's frame threads would each hold a frame back (latency) and hide the decoding CPU time.
+DECODE_THREADS = 1
+# RTSP over TCP: no frame lost to a full UDP buffer while the box is busy (a lost packet smears
+# every frame up to the next key frame). Set OPENCV_FFMPEG_CAPTURE_OPTIONS to choose otherwise.
+RTSP_OPTIONS = "rtsp_transport;tcp"
 
 
 def open_capture(source: str | int, *, open_timeout: float = OPEN_TIMEOUT_S,
@@ -54,9 +61,12 @@ def open_capture(source: str | int, *, open_timeout: float = OPEN_TIMEOUT_S,
     still up), and the reader thread with it.
     """
     if isinstance(source, str) and source_kind(source) == "network":
+        if source.lower().startswith("rtsp") and "OPENCV_FFMPEG_CAPTURE_OPTIONS" not in os.environ:
+            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = RTSP_OPTIONS
         return cv2.VideoCapture(source, cv2.CAP_FFMPEG, [
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout * 1000),
-            cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout * 1000)])
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout * 1000),
+            cv2.CAP_PROP_N_THREADS, DECODE_THREADS])
     return cv2.VideoCapture(source)
 
 
@@ -133,13 +143,31 @@ def merge_by_time(sources: Iterable[FileSource]) -> Iterator[Frame]:
     return heapq.merge(*(s.frames() for s in sources), key=lambda f: f.ts)
 
 
+@dataclass
+class ReaderStats:
+    """What a live camera's reader did since start: the figures of `status`, doctor and /metrics."""
+
+    received: int = 0        # frames decoded from the stream (every one: H.264 needs them all)
+    converted: int = 0       # ... of which converted to a picture (due at the camera's fps)
+    analysed: int = 0        # ... handed to the pipeline
+    skipped: int = 0         # due, converted, but replaced by a newer one before the pipeline took it
+    decode_s: float = 0.0    # CPU seconds of the reader thread decoding (grab)
+    convert_s: float = 0.0   # CPU seconds converting the due frames to BGR (retrieve)
+    size: tuple[int, int] | None = None  # (width, height) of the last picture
+
+
 class LiveSource:
     """A network or USB camera read by its own thread; the newest frame wins.
 
-    The reader drops frames it has no time for (never queues), and on loss of the stream
-    reconnects with exponential backoff, reporting `reconnecting` meanwhile. A stream that
-    stalls, sends something that is not a picture, or makes OpenCV raise is a lost stream:
-    the reader thread never dies of it.
+    The reader decodes every frame the camera sends (grab: H.264 needs each one to decode the
+    next) but converts to a picture only those due at `fps` (retrieve): a 25 frames/s camera
+    analysed at 10 costs 10 conversions a second, not 25. A due frame the pipeline has not taken
+    by the time the next is due is replaced (newest wins, counted in `stats.skipped`): a box that
+    falls behind analyses fewer frames of every camera instead of older ones. Nothing queues.
+
+    On loss of the stream the reader reconnects with exponential backoff, reporting
+    `reconnecting` meanwhile. A stream that stalls, sends something that is not a picture, or
+    makes OpenCV raise is a lost stream: the reader thread never dies of it.
     """
 
     def __init__(self, camera_id: str, source: str, fps: float, *, now: Callable[[], datetime],
@@ -155,14 +183,17 @@ class LiveSource:
         self.state = RECONNECTING
         self.reconnects = 0
         self.last_frame_at: float | None = None  # monotonic, for the watchdog
+        self.stats = ReaderStats()
+        self.started_at = time.monotonic()
         self._latest: Frame | None = None
         self._last_polled: Frame | None = None
-        self._next_poll = 0.0
+        self._next_due = 0.0
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"camera-{camera_id}", daemon=True)
 
     def start(self) -> LiveSource:
+        self.started_at = time.monotonic()
         self._thread.start()
         return self
 
@@ -181,16 +212,7 @@ class LiveSource:
             try:
                 cap = self.opener(self.source)
                 if cap is not None and cap.isOpened():
-                    while not self._stop.is_set():
-                        ok, image = cap.read()
-                        if not ok or image is None:
-                            break
-                        got_any = True
-                        self.state = STREAMING
-                        self.last_frame_at = time.monotonic()
-                        with self._cond:
-                            self._latest = Frame(self.camera_id, self.now(), image)
-                            self._cond.notify_all()
+                    got_any = self._read(cap)
             except Exception:  # an OpenCV error on a bad stream is a lost stream, never the thread's end
                 log.exception("camera %s: reading the stream failed", self.camera_id)
             finally:
@@ -209,15 +231,67 @@ class LiveSource:
             self._stop.wait(delay)
             delay = min(self.backoff_max, delay * 2)
 
+    def _read(self, cap: cv2.VideoCapture) -> bool:
+        """Decode every frame until the stream ends or stop(); convert the due ones. Whether any came."""
+        got_any = False
+        while not self._stop.is_set():
+            if not self._grab(cap):
+                return got_any
+            got_any = True
+            self.state = STREAMING
+            self.last_frame_at = time.monotonic()
+            if self.last_frame_at < self._next_due:
+                continue  # decoded, never converted
+            self._next_due = self._due_after(self.last_frame_at)
+            image = self._retrieve(cap)
+            if image is None:
+                return got_any
+            self._offer(Frame(self.camera_id, self.now(), image))
+        return got_any
+
+    def _due_after(self, now: float) -> float:
+        """When the next frame is due: on a fixed grid at `fps`, restarted after a gap (no burst)."""
+        period = 1.0 / self.fps
+        due = self._next_due + period
+        return due if due > now else now + period
+
+    def _grab(self, cap: cv2.VideoCapture) -> bool:
+        started = time.thread_time()
+        ok = bool(cap.grab())
+        self.stats.decode_s += time.thread_time() - started
+        self.stats.received += ok
+        return ok
+
+    def _retrieve(self, cap: cv2.VideoCapture) -> np.ndarray | None:
+        started = time.thread_time()
+        ok, image = cap.retrieve()
+        self.stats.convert_s += time.thread_time() - started
+        if not ok or image is None or not hasattr(image, "shape"):
+            return None
+        self.stats.converted += 1
+        self.stats.size = (int(image.shape[1]), int(image.shape[0]))
+        return image
+
+    def _offer(self, frame: Frame) -> None:
+        """The newest due frame for the pipeline; one it never took is counted as skipped."""
+        with self._cond:
+            if self._latest is not None and self._latest is not self._last_polled:
+                self.stats.skipped += 1
+            self._latest = frame
+            self._cond.notify_all()
+
+    def frame_age(self) -> float | None:
+        """Seconds since the stream last delivered a frame (None before the first)."""
+        return None if self.last_frame_at is None else time.monotonic() - self.last_frame_at
+
     def poll(self) -> Frame | None:
-        """The newest frame if it is new and a frame is due (at most `fps` a second), else None."""
-        now = time.monotonic()
+        """The newest frame if the pipeline has not had it yet (the reader offers at most `fps` a second), else None."""
         with self._cond:
             frame = self._latest
-        if frame is None or frame is self._last_polled or now < self._next_poll:
-            return None
+        if frame is None or frame is self._last_polled:
+            return None  # the reader offers frames at `fps` already
         self._last_polled = frame
-        self._next_poll = max(self._next_poll + 1.0 / self.fps, now)
+        self.stats.analysed += 1
         return frame
 
     @property

@@ -319,6 +319,9 @@ class Status(Event):
     cameras: dict[str, CameraState] = field(default_factory=dict)
     storage: str | None = None  # "ok" or "error: <reason>"; left out when not known (the last will)
     dead_letters: int | None = None  # outbox rows the broker could never take (kept, not sent)
+    # Live cameras, by id: analysed_fps, skipped (due frames never analysed), received, decode_ms,
+    # inference_ms (per analysed frame) and frame_age_s; absent when no camera is live.
+    camera_stats: dict[str, dict[str, float]] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -334,6 +337,8 @@ class Status(Event):
             out["storage"] = self.storage
         if self.dead_letters is not None:
             out["dead_letters"] = self.dead_letters
+        if self.camera_stats is not None:
+            out["camera_stats"] = {k: dict(v) for k, v in self.camera_stats.items()}
         return out
 
 

@@ -107,6 +107,9 @@ SLOW_MODULES = {
     "test_hq_storage", "test_hq_erasure",
 }
 
+# Live cameras: each starts GStreamer's RTSP server (and a daemon).
+SLOW_MODULES |= {"test_rtsp_live"}
+
 # HQ hardening: each starts PostgreSQL and Mosquitto.
 SLOW_MODULES |= {"test_hq_poison", "test_hq_identities", "test_hq_bounds"}
 

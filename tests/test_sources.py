@@ -87,6 +87,7 @@ class FlakyCamera:
 
     def __init__(self, failures: int, frames: int) -> None:
         self.failures, self.frames, self.opened = failures, frames, 0
+        self.grabbed = self.retrieved = 0
 
     def __call__(self, _source):
         self.opened += 1
@@ -98,11 +99,16 @@ class FlakyCamera:
             def isOpened(self):
                 return camera.opened > camera.failures
 
-            def read(self):
+            def grab(self):
                 if self.served >= camera.frames:
-                    return False, None
+                    return False
                 self.served += 1
+                camera.grabbed += 1
                 time.sleep(0.002)
+                return True
+
+            def retrieve(self):
+                camera.retrieved += 1
                 return True, np.full((4, 4, 3), self.served % 256, np.uint8)
 
             def release(self):
@@ -144,3 +150,31 @@ def test_a_slow_consumer_gets_the_newest_frame_and_nothing_queues():
     gaps = np.diff(got) % 256
     assert np.all(gaps > 1), "frames produced meanwhile were dropped, not queued"
     assert threading.active_count() < 50
+
+
+def test_every_frame_is_decoded_but_only_those_due_at_fps_are_converted():
+    camera = FlakyCamera(failures=0, frames=10_000)  # about 400 frames/s
+    live = LiveSource("door-1", "0", fps=10, now=lambda: START, opener=camera).start()
+    try:
+        deadline = time.monotonic() + 10
+        while live.stats.converted < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        live.stop()
+    assert live.stats.received == camera.grabbed and camera.retrieved == live.stats.converted
+    assert live.stats.converted >= 5 and camera.grabbed > 5 * camera.retrieved
+
+
+def test_due_frames_the_pipeline_never_took_are_counted_as_skipped():
+    camera = FlakyCamera(failures=0, frames=10_000)
+    live = LiveSource("door-1", "0", fps=20, now=lambda: START, opener=camera).start()
+    try:
+        deadline = time.monotonic() + 10
+        while live.stats.converted < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)  # nobody polls: each converted frame is replaced by the next
+        taken = live.poll()
+        assert taken is not None and live.poll() is None  # one frame is handed over once
+    finally:
+        live.stop()
+    assert live.stats.analysed == 1
+    assert live.stats.skipped == live.stats.converted - 1 - (live._latest is not taken)
