@@ -49,7 +49,8 @@ def _count(value: Any) -> bool:
 
 
 def parse_message(kind: str, body: bytes, max_bytes: int) -> dict[str, Any]:
-    """The payload of a message on topic `kind` ("alert", "ack", "counts", "status"), checked; else Dropped."""
+    """The payload of a message on topic `kind` ("alert", "ack", "counts", "status", "erasure" for
+    members/deleted), checked; else Dropped."""
     if len(body) > max_bytes:
         raise Dropped(f"larger than {max_bytes} bytes")
     try:
@@ -97,6 +98,9 @@ def parse_message(kind: str, body: bytes, max_bytes: int) -> dict[str, Any]:
         if not all(_count(payload.get(k)) for k in ("visits", "reentries", "member_visits")):
             raise Dropped("visits, reentries, member_visits: not counts")
         _text(payload, "date", "ts", "store_id")
+    elif kind == "erasure":
+        _id(payload, "member_id")
+        return {"member_id": payload["member_id"]}
     elif kind == "status":
         state = payload.get("state")
         if not isinstance(state, str) or not 0 < len(state) <= 32:

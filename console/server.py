@@ -62,7 +62,8 @@ SESSION_EXPIRY_S = 600             # the broker keeps our subscriptions (and que
 # Topics streamed to the page, and the SSE event each becomes.
 ALERT_KINDS = {events.ALERT_ARRIVAL: "arrival", events.ALERT_APPOINTMENT: "appointment",
                events.ALERT_NO_SHOW: "no_show"}
-SUBSCRIBED = (*ALERT_KINDS, events.COUNTS, events.STATUS, events.ALERT_ACK)
+# members/deleted: an erased member's cards leave the console and every open page at once.
+SUBSCRIBED = (*ALERT_KINDS, events.COUNTS, events.STATUS, events.ALERT_ACK, events.MEMBERS_DELETED)
 
 # -- passwords --------------------------------------------------------------------------
 
@@ -155,7 +156,7 @@ def guide_logins(config: Config) -> Logins:
 
 # SSE event of each subscribed topic name, and how its payload is checked.
 _KIND = {**{name: "alert" for name in ALERT_KINDS}, events.COUNTS: "counts", events.STATUS: "status",
-         events.ALERT_ACK: "ack"}
+         events.ALERT_ACK: "ack", events.MEMBERS_DELETED: "erasure"}
 
 
 class _Listener:
@@ -357,8 +358,23 @@ class Console:
             with self._lock:
                 self._status = payload
             self._broadcast(sse_frame("status", payload))
+        elif kind == "erasure":
+            self.forget_member(payload["member_id"])
         else:
             self._record_ack(payload)
+
+    def forget_member(self, member_id: str) -> int:
+        """An erased member: their alerts leave the replay, and every open page drops their cards
+        at once (the `erased` event). Returns how many alerts were dropped."""
+        with self._lock:
+            kept = [a for a in self._alerts if a.get("member_id") != member_id]
+            dropped = len(self._alerts) - len(kept)
+            self._alerts.clear()
+            self._alerts.extend(kept)
+        # Sent even when the replay held nothing: a page may show cards older than the replay.
+        self._broadcast(sse_frame("erased", {"member_id": member_id}))
+        log.info("console: a member was erased; %d alert(s) dropped from the replay and open pages told", dropped)
+        return dropped
 
     def _drop(self, name: str, reason: str) -> None:
         """Count a dropped message; log the first of each topic and reason only (the set is fixed, so bounded)."""

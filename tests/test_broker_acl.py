@@ -198,3 +198,17 @@ def test_the_console_user_reads_alerts_and_writes_acks_of_its_store_only(broker)
     finally:
         alerts.close()
         hq.close()
+
+
+def test_the_console_user_hears_its_own_stores_erasures_only(broker):
+    deleted = Subscriber(broker.port, "footfall/+/members/deleted", username="sh-001-console",
+                         password=USERS["sh-001-console"])
+    try:
+        publish(broker.port, "sh-002", "footfall/sh-002/members/deleted", b'{"member_id": "B-1"}')
+        publish(broker.port, "sh-001", "footfall/sh-001/members/deleted", b'{"member_id": "A-1"}')
+        deleted.wait_for(lambda ms: ms, 5, "its store's erasure")
+        time.sleep(0.3)
+        assert [(m.topic, m.payload) for m in deleted.messages] == [
+            ("footfall/sh-001/members/deleted", {"member_id": "A-1"})]
+    finally:
+        deleted.close()

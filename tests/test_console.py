@@ -342,6 +342,34 @@ def test_an_arrival_pops_up_and_a_guide_takes_it(page, console, broker, publishe
         acks.close()
 
 
+
+@browser
+def test_an_erased_members_cards_leave_open_pages_at_once_and_reopened_pages_never_show_them(
+        page, console, publisher, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    now = datetime.now(SH)
+    erased = ArrivalAlert("m-erased", "Zhao Min", "gold", "visit-erased", None, {"tags": ["vip"]},
+                          store_id=STORE, ts=now)
+    no_show = NoShowAlert("a-erased", "m-erased", now - timedelta(minutes=40), 30, store_id=STORE, ts=now)
+    kept = ArrivalAlert("m-kept", "Sun Li", "silver", "visit-kept", None, {}, store_id=STORE, ts=now)
+    for alert in (erased, no_show, kept):
+        publisher.send(alert)
+    cards = lambda d, member: d.find_elements(By.CSS_SELECTOR, f'.card[data-member-id="{member}"]')  # noqa: E731
+    wait(page, lambda d: len(cards(d, "m-erased")) == 2 and cards(d, "m-kept"), 2.0, "the three cards")
+
+    sent = time.monotonic()
+    publisher.send(events.MemberDeleted(member_id="m-erased", store_id=STORE, ts=now))
+    wait(page, lambda d: not cards(d, "m-erased"), 2.0, "the erased member's cards to leave the open page")
+    print(f"\nerased member's cards gone {(time.monotonic() - sent) * 1000:.0f} ms after members/deleted")
+    assert "Zhao Min" not in page.page_source and "m-erased" not in page.page_source
+    assert cards(page, "m-kept")
+
+    page.refresh()
+    wait(page, lambda d: cards(d, "m-kept"), 5.0, "the reopened page with its replay")
+    assert "Zhao Min" not in page.page_source and "m-erased" not in page.page_source
+    screenshot(page, tmp_path, "erased")
+
 @browser
 def test_todays_counts_are_drawn_as_24_bars_with_totals(page, publisher, tmp_path):
     from selenium.webdriver.common.by import By

@@ -576,6 +576,32 @@ def test_malformed_broker_messages_never_break_the_stream_of_any_page(make_conso
         after.close()
 
 
+
+@needs_broker
+def test_an_erasure_reaches_open_streams_at_once_and_leaves_nothing_of_the_member_to_replay(
+        make_console, broker, publisher):
+    console = make_console(broker.url)
+    cookie = session_cookie(console.port)
+    erased = publisher.alert("visit-erased")  # member m-1, "Li Wei"
+    other = ArrivalAlert("m-2", "Sun Li", "silver", "visit-other", None, {}, store_id=STORE, ts=datetime.now(SH))
+    publisher.raw(events.ALERT_ARRIVAL, json.dumps(other.to_json()).encode())
+    open_page = Stream(console.port, cookie)
+    try:
+        open_page.read_until(lambda d: erased.event_id.encode() in d and other.event_id.encode() in d)
+        deleted = events.MemberDeleted(member_id="m-1", store_id=STORE, ts=datetime.now(SH))
+        publisher.raw(events.MEMBERS_DELETED, json.dumps(deleted.to_json()).encode())
+        open_page.read_until(lambda d: b"event: erased" in d)
+        assert [json.loads(f["data"]) for f in open_page.frames() if f.get("event") == "erased"] == [{"member_id": "m-1"}]
+    finally:
+        open_page.close()
+    reopened = Stream(console.port, cookie)
+    try:
+        reopened.read_until(lambda d: other.event_id.encode() in d)
+        assert b"m-1" not in reopened.data and b"Li Wei" not in reopened.data
+        assert erased.event_id.encode() not in reopened.data
+    finally:
+        reopened.close()
+
 # -- item 12: cross-origin posts ----------------------------------------------------------------------
 
 def test_an_ack_from_another_origin_without_json_or_for_another_host_is_refused(make_console):

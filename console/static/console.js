@@ -177,6 +177,16 @@ async function take(card, button) {
   }
 }
 
+function forgetMember(memberId) {
+  // An erased member: every card that names them goes, with the acks of their visits.
+  for (const card of [...document.querySelectorAll(".card")]) {
+    if (card.dataset.memberId !== memberId) continue;
+    if (card.dataset.visitEventId) state.acks.delete(card.dataset.visitEventId);
+    card.remove();
+  }
+  document.getElementById("empty").hidden = document.querySelector("#cards .card") !== null;
+}
+
 // -- chart --------------------------------------------------------------------------
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -232,6 +242,7 @@ function connect() {
   on("status", s => { state.box = s.state; banner(); });
   on("counts", drawCounts);
   on("ack", showAck);
+  on("erased", e => forgetMember(e.member_id));
   on("alert", a => {
     if (a.event_id && state.seen.has(a.event_id)) return;
     if (a.event_id) state.seen.add(a.event_id);
