@@ -120,6 +120,18 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
     return EXIT_OK if result["lost"] == 0 and result["exit_code"] == 0 else EXIT_FAIL
 
 
+def cmd_bench_live(args: argparse.Namespace) -> int:
+    from footfall.benchmarks.live import bench_live, format_table
+
+    if args.cameras < 1 or args.seconds <= 0 or args.fps <= 0:
+        raise ValueError("--cameras must be >= 1, --seconds and --fps > 0")
+    result = bench_live(_bench_config(args), _scenario_faces(args), cameras=args.cameras,
+                        resolution=args.resolution, stream_fps=args.stream_fps, fps=args.fps, seconds=args.seconds,
+                        detect_resolution=args.detect_resolution, max_tried=args.max_cameras, progress=not args.json)
+    print(json.dumps(result) if args.json else format_table(result))
+    return EXIT_OK
+
+
 def cmd_bench_hq(args: argparse.Namespace) -> int:
     from footfall.benchmarks.hq import bench_hq, format_table
 
@@ -326,6 +338,17 @@ def build_parser() -> argparse.ArgumentParser:
     _bench_options(p, faces_required=False)
     p.add_argument("--minutes", type=float, default=10.0, help="how long to run (fractions allowed)")
     p.set_defaults(func=cmd_bench_soak)
+    p = bench.add_parser("live", help="the daemon on N live H.264 cameras over RTSP in real time: analysed "
+                                      "frames/s, CPU by stage, latency, the most cameras the box sustains")
+    _bench_options(p, faces_required=False)
+    p.add_argument("--cameras", type=int, default=4, help="cameras of the detailed report")
+    p.add_argument("--resolution", default="1080p", help="1080p, 720p, 360p or WIDTHxHEIGHT of the main streams")
+    p.add_argument("--detect-resolution", help="analyse a sub-stream of this size instead (detect_source)")
+    p.add_argument("--stream-fps", type=int, default=25, help="frames/s the cameras send")
+    p.add_argument("--fps", type=float, default=10.0, help="frames/s analysed per camera")
+    p.add_argument("--seconds", type=float, default=30.0, help="measured seconds per number of cameras tried")
+    p.add_argument("--max-cameras", type=int, help="most cameras tried for max_cameras (default: --cameras + 2)")
+    p.set_defaults(func=cmd_bench_live)
     p = bench.add_parser("calibration", help="dedup/member thresholds: error rates and the false-merge curve")
     _bench_options(p)
     p.add_argument("--crowd", help="ignored (kept for old scripts): the labelled sets hold enough strangers")

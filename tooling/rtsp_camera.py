@@ -172,11 +172,17 @@ def serve(args: argparse.Namespace) -> None:
     width, height = (int(v) for v in args.size.split("x"))
     alt_size = tuple(int(v) for v in args.alt_size.split("x")) if args.alt_size else None
     mounts: dict[str, Mount] = {}
+    encoded: dict[tuple[str, int, int], list[bytes]] = {}  # cameras serving one file share its encoding
+
+    def encoding(path: str, w: int, h: int) -> list[bytes]:
+        if (path, w, h) not in encoded:
+            encoded[path, w, h] = encode(Gst, path, w, h, args.fps)
+        return encoded[path, w, h]
+
     for spec in args.mounts:
         name, path = spec.split("=", 1)
-        main = encode(Gst, path, width, height, args.fps)
-        alt = encode(Gst, path, alt_size[0], alt_size[1], args.fps) if alt_size else None
-        mounts[name] = Mount(name, main, alt)
+        alt = encoding(path, alt_size[0], alt_size[1]) if alt_size else None
+        mounts[name] = Mount(name, encoding(path, width, height), alt)
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
