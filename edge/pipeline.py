@@ -92,7 +92,6 @@ class Pipeline:
                  persons: PersonDetector | None = None) -> None:
         """`persons` defaults to the configured person detector (`person_detector_from_config`)."""
         self.faces = analyzer if config.privacy.mode == "recognise" else None
-        self.analyzer = analyzer
         self.persons = persons or person_detector_from_config(config)
         self.embedding = self.faces is not None
         t = config.tracking
@@ -119,20 +118,6 @@ class Pipeline:
         self.stage_s: dict[str, float] = defaultdict(float)
         self.people: dict[str, int] = defaultdict(int)     # per camera: person tracks ended (min_hits frames)
         self.passed: dict[str, int] = defaultdict(int)     # ... of which passages
-
-    def set_line(self, camera_id: str, line: EntryLine | None) -> None:
-        """Give a camera an entry line (or take it away): for sources not in the config (replays)."""
-        if line is None:
-            self.lines.pop(camera_id, None)
-        else:
-            self.lines[camera_id] = line
-
-    def set_door(self, camera_id: str, door: str | None) -> None:
-        """Put a camera on a door (or on none): for sources not in the config (replays)."""
-        if door is None:
-            self.doors.doors.pop(camera_id, None)
-        else:
-            self.doors.doors[camera_id] = door
 
     def _tracker(self, camera_id: str) -> Tracker:
         tracker = self.trackers.get(camera_id)
