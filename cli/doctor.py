@@ -154,11 +154,51 @@ def _broker(config: Config) -> str:
     return f"{config.mqtt.url} accepts this store's credentials"
 
 
+def _live_figures(config: Config) -> str:
+    """Each live camera's figures from the daemon's retained status: what the box keeps up with."""
+    import json
+
+    from footfall.sync import events
+
+    host, port, _ = parse_broker_url(config.mqtt.url)
+    client = make_client(config.mqtt, f"footfall-doctor-live-{os.getpid()}")
+    got: dict[str, dict] = {}
+    topic = events.topic(config.mqtt.topic_prefix, config.store_id, events.STATUS)
+    client.on_connect = lambda c, u, f, reason, p: c.subscribe(topic, qos=0)
+    client.on_message = lambda c, u, m: got.update(status=json.loads(m.payload or b"{}"))
+    try:
+        client.connect(host, port, keepalive=10)
+    except OSError:
+        return "no figures (the broker is unreachable: see the broker line)"
+    deadline = time.monotonic() + 3
+    while "status" not in got and time.monotonic() < deadline:
+        client.loop(0.1)
+    client.disconnect()
+    return describe_live(got.get("status", {}), {c.id: c.fps for c in config.cameras})
+
+
+def describe_live(status: dict, fps: dict[str, float]) -> str:
+    """One line from a status payload: per camera analysed frames/s of its fps, skipped, decode and
+    inference ms, last-frame age; what to do when a camera falls behind."""
+    stats = status.get("camera_stats") or {}
+    if status.get("state") != "online" or not stats:
+        return "no figures yet (the daemon is not running, or has no live camera)"
+    parts = []
+    for camera, s in sorted(stats.items()):
+        target = fps.get(camera)
+        behind = target is not None and s.get("analysed_fps", 0) < 0.9 * target
+        parts.append(f"{camera}: {s.get('analysed_fps')}/{target} frames/s analysed, {s.get('skipped')} skipped, "
+                     f"decode {s.get('decode_ms')} ms, inference {s.get('inference_ms')} ms, "
+                     f"last frame {s.get('frame_age_s')} s ago" + (" (behind: see docs/daemon.md, capacity)" if behind else ""))
+    return "; ".join(parts)
+
+
 CHECKS: list[tuple[str, Callable[[Config], str]]] = [
     ("models present and verified", _models),
     ("models load", _load),
     ("cameras", _cameras),
     ("broker", _broker),
+    ("live cameras", _live_figures),
     ("storage and disk", _storage),
     ("state files", _state_files),
 ]
