@@ -10,7 +10,11 @@ the meantime is never sent. Consumers de-duplicate on `event_id` (a replayed
 message may already have reached the broker).
 
 Availability (CONTRACT, "status"): the last will is a retained "offline",
-"online" is published on every connect and "stopped" on a clean stop. The
+"online" is published on every connect and "stopped" on a clean stop. Each
+connection is armed with a will of its own, and the will and every "online" of
+that connection carry the same `ts`, the moment it was opened: a consumer that
+keeps the newest status (ties going to the later message, as head office does)
+ends with the will when the box dies, and a later connection's "online" is newer. The
 session is persistent (stable client id, no clean start, MQTT 5 session
 expiry), so downlink messages sent while the box is offline wait at the broker.
 """
@@ -27,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -147,6 +152,7 @@ class Publisher:
         self.last_error: str | None = None
         self.last_progress = time.monotonic()
         self._connected = False
+        self._opened_at: datetime | None = None  # when the current connection was opened: its will's ts
 
         # The publisher thread's own state.
         self._socket_open = False
@@ -240,8 +246,7 @@ class Publisher:
         client.suppress_exceptions = True  # a bug in a callback is logged, never unwinds the network loop
         client.max_inflight_messages_set(0)  # the window is ours (it must survive replays), not paho's
         client.connect_timeout = CONNECT_TIMEOUT_S
-        client.will_set(self.status_topic, _json_bytes(self._status("offline", cameras={}).to_json()),
-                        qos=1, retain=True)
+        self._arm_will(client)
         if self._v5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = session_expiry
@@ -255,6 +260,13 @@ class Publisher:
         client.on_publish = self._on_publish
         client.on_message = self._on_downlink
         return client
+
+    def _arm_will(self, client: paho.Client) -> None:
+        """Before each connection: a will stamped with the moment it is opened. Every "online" of
+        that connection carries the same `ts`, so the will is never older than one of them."""
+        self._opened_at = self.outbox.now()
+        client.will_set(self.status_topic, _json_bytes(self._status("offline", cameras={}).to_json()),
+                        qos=1, retain=True)
 
     def _status(self, state: events.BoxState, cameras: dict[str, events.CameraState] | None = None) -> events.Status:
         if cameras is None:
@@ -270,8 +282,10 @@ class Publisher:
             except Exception:
                 log.exception("mqtt: cannot read the storage state for the status message")
         dead = self.outbox.dead_letters if state != "offline" else None
+        # "stopped" is the box's last word at its own time; "online" and the will share the connection's.
+        ts = self._opened_at if state != "stopped" and self._opened_at is not None else self.outbox.now()
         return events.Status(state, self.version, cameras, storage, dead_letters=dead,
-                             store_id=self.store_id, ts=self.outbox.now())
+                             store_id=self.store_id, ts=ts)
 
     # -- the publisher thread ------------------------------------------------------------
 
@@ -314,6 +328,7 @@ class Publisher:
             self._stop.wait(min(wait, 0.5))
             return
         try:
+            self._arm_will(self._client)
             self._client.reconnect()
         except (OSError, ValueError) as exc:
             self._refused(describe_connect_error(exc, self.host, self.port))

@@ -195,6 +195,49 @@ def test_offline_is_the_last_will_when_the_daemon_dies(broker, tmp_path, closing
     assert offline["state"] == "offline" and offline["version"] == "child" and offline["store_id"] == STORE
 
 
+
+def newest_status(messages: list[Received]) -> dict:
+    """The status a consumer keeps when it orders statuses by `ts`, a tie going to the later message
+    (head office's rule: store_status is replaced when its ts <= the new one's)."""
+    kept: dict = {}
+    for m in messages:
+        if not kept or datetime.fromisoformat(kept["ts"]) <= datetime.fromisoformat(m.payload["ts"]):
+            kept = m.payload
+    return kept
+
+
+@pytest.mark.slow
+def test_a_daemon_killed_with_sigkill_ends_offline_even_for_a_consumer_that_keeps_the_newest_status(
+        broker, tmp_path, closing):
+    config = tmp_path / "footfall.toml"
+    config.write_text(f'store_id = "{STORE}"\ntimezone = "Asia/Shanghai"\n[mqtt]\nurl = "{broker.url}"\n'
+                      f'[storage]\ndir = "{tmp_path / "state"}"\n')
+    watcher = Subscriber(broker.port, STATUS)
+    closing(watcher)
+    daemon = subprocess.Popen([sys.executable, "-m", "footfall", "run", "--config", str(config)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        onlines = lambda ms: [m for m in ms if m.payload.get("state") == "online"]  # noqa: E731
+        watcher.wait_for(lambda ms: onlines(ms), 60, "the daemon online")
+        # A second connection, opened later than the daemon started: its will must be as new.
+        time.sleep(0.05)
+        broker.stop()
+        broker.start()
+        first = onlines(watcher.messages)[0].payload["ts"]
+        watcher.wait_for(lambda ms: any(m.payload["ts"] > first for m in onlines(ms)), 30, "online again")
+        os.kill(daemon.pid, signal.SIGKILL)
+        daemon.wait(10)
+        watcher.wait_for(lambda ms: ms[-1].payload.get("state") == "offline", 10, "the last will")
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(10)
+    will = watcher.messages[-1].payload
+    assert all(datetime.fromisoformat(m.payload["ts"]) <= datetime.fromisoformat(will["ts"])
+               for m in onlines(watcher.messages)), "the will is older than an online status"
+    assert newest_status(watcher.messages)["state"] == "offline"
+    assert retained_status(broker.port, closing)["state"] == "offline"
+
 # -- events -----------------------------------------------------------------------------------------
 
 def test_events_arrive_qos1_in_order_on_their_topics(broker, outbox, closing):
