@@ -66,9 +66,10 @@ def test_each_real_clip_gives_its_people_as_tracks_and_no_sitter_or_leaver_as_an
 
 
 def test_count_only_counts_bodies_and_never_opens_a_face_model(tmp_path, broker, real_dir):  # noqa: F811
+    from test_daemon import run_once_to_the_end
+
     from footfall.config.schema import load_config
     from footfall.edge.daemon import Daemon
-    from test_daemon import run_once_to_the_end
 
     config = config_file(tmp_path, broker, camera_table(real_dir / "face-demographics-walking.gif", None)
                          + '[privacy]\nmode = "count_only"\n')
