@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from footfall.config.hq_dashboard import DashboardConfig
 from footfall.config.schema import (
@@ -27,6 +27,8 @@ from footfall.config.schema import (
 )
 
 PASSWORD_ENV = "FOOTFALL_HQ_DB_PASSWORD"
+COLLECTOR_USER = "hq-collector"   # each head-office program logs in to the broker as a user of its own
+RECONCILE_USER = "hq-reconcile"
 _GROUP = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -78,16 +80,28 @@ class CollectorConfig(_Section):
 
 class ReconcileConfig(_Section):
     timeout: Duration = Field(timedelta(seconds=10), description="How long to wait for the stores' counts/get answers.")
+    mqtt_username: str | None = Field(RECONCILE_USER, description="Reconciliation's own broker user (never the collector's: with use_username_as_clientid a shared user would take the collector's session).")
+    mqtt_password: str | None = Field(None, repr=False, description="Password of reconcile.mqtt_username. Better kept out of this file: see mqtt_password_file.")
+    mqtt_password_file: Path | None = Field(None, description="File holding that password (first line); without either, $FOOTFALL_MQTT_PASSWORD or the systemd credential mqtt-password.")
+    mqtt_client_id: str | None = Field(None, description="Reconciliation's client id; default hq-reconcile-<run> (under use_username_as_clientid the broker uses the user name).")
 
 
 class HqConfig(_Section):
     database: DatabaseConfig = Field(default_factory=lambda: DatabaseConfig.model_validate({}))
-    mqtt: MqttConfig = Field(default_factory=lambda: MqttConfig.model_validate({"username": "hq"}))
+    mqtt: MqttConfig = Field(default_factory=lambda: MqttConfig.model_validate({"username": COLLECTOR_USER}))
     collector: CollectorConfig = Field(default_factory=lambda: CollectorConfig.model_validate({}))
     reconcile: ReconcileConfig = Field(default_factory=lambda: ReconcileConfig.model_validate({}))
     dashboard: DashboardConfig = Field(default_factory=lambda: DashboardConfig.model_validate({}))
     silent_after: Duration = Field(timedelta(minutes=10), description="A box with no message for this long is flagged silent.")
     timezones: dict[str, str] = Field(default_factory=dict, description="store_id -> IANA zone; a store not listed takes the UTC offset of its events.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collector_user(cls, data: Any) -> Any:
+        """`mqtt.username` defaults to the collector's user also when `[mqtt]` is given without it."""
+        if isinstance(data, dict) and isinstance(data.get("mqtt"), dict) and "username" not in data["mqtt"]:
+            return {**data, "mqtt": {**data["mqtt"], "username": COLLECTOR_USER}}
+        return data
 
     @field_validator("timezones")
     @classmethod
@@ -123,6 +137,13 @@ def check_windows(collector: CollectorConfig) -> None:
         value = getattr(collector, key)
         if not low <= value <= high:
             raise ConfigError(f"collector.{key}: must be between {low} and {high}, got {value}")
+
+
+def reconcile_mqtt(config: HqConfig) -> MqttConfig:
+    """The broker settings of reconciliation: `[mqtt]` with reconciliation's own user and password."""
+    r = config.reconcile
+    return config.mqtt.model_copy(update={"username": r.mqtt_username, "password": r.mqtt_password,
+                                          "password_file": r.mqtt_password_file})
 
 
 def load_hq_config(path: str | Path) -> HqConfig:

@@ -98,6 +98,8 @@ def cmd_counts(args: argparse.Namespace) -> int:
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     """Ask the stores for their hourly counts and compare; exit 1 if any differs or does not answer."""
+    import psycopg
+
     from footfall.hq.collector import connect_pool
     from footfall.hq.reconcile import Reconciler
 
@@ -105,7 +107,11 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     days = [_day(args.day, "--day")] if args.day else None
     pool = connect_pool(config)
     try:
-        results = Reconciler(config, pool).run(stores=[args.store] if args.store else None, days=days)
+        results = Reconciler(config, pool).run_alone(stores=[args.store] if args.store else None, days=days)
+    except psycopg.errors.LockNotAvailable:
+        print("error: another reconciliation is still running (a collector's round or another "
+              "`footfall hq reconcile`); try again later", file=sys.stderr)
+        return EXIT_FAIL
     finally:
         pool.close()
     if args.json:

@@ -1,6 +1,7 @@
 """Reconciliation: each store's own hourly counts (counts/get) against what HQ ingested.
 
-HQ publishes one `counts/get` per store day (`from` = the day's local midnight, `to` = the
+HQ publishes, as its own broker user (`reconcile.mqtt_username`, never the collector's), one
+`counts/get` per store day (`from` = the day's local midnight, `to` = the
 next, `by` = "hour") with an MQTT 5 Response Topic under the store's `replies/` branch (the
 one branch the broker ACL lets a box publish answers on) and Correlation Data. Each answer's
 hourly buckets are summed per store-local hour and compared with HQ's `hourly` roll-up;
@@ -27,7 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from psycopg_pool import ConnectionPool
 
-from footfall.config.hq import HqConfig
+from footfall.config.hq import HqConfig, reconcile_mqtt
 from footfall.hq.ingest import zone_of
 from footfall.sync import events
 from footfall.sync.mqtt_client import make_client, parse_broker_url
@@ -130,7 +131,10 @@ class Reconciler:
         done = threading.Condition()
         subscribed = threading.Event()
         host, port, _ = parse_broker_url(self.config.mqtt.url)
-        client = make_client(self.config.mqtt, f"hq-reconcile-{run_id}", protocol="5")
+        # Its own user and client id: under use_username_as_clientid the collector's user would
+        # take the collector's connection, and the clean start below would discard its session.
+        client_id = self.config.reconcile.mqtt_client_id or f"hq-reconcile-{run_id}"
+        client = make_client(reconcile_mqtt(self.config), client_id, protocol="5")
 
         def on_connect(c: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
             if not reason.is_failure:
@@ -183,6 +187,22 @@ class Reconciler:
         finally:
             client.disconnect()
             client.loop_stop()
+
+    def run_alone(self, stores: list[str] | None = None, days: list[date] | None = None) -> list[Result]:
+        """`run` while holding the reconcilers' advisory lock, waiting for a round in progress to end:
+        two reconcilers never share reconciliation's broker user (and so its client id) at once.
+        psycopg.errors.LockNotAvailable when the lock is still held after twice `reconcile.timeout` + 30 s."""
+        wait_ms = int((2 * self.config.reconcile.timeout + timedelta(seconds=30)).total_seconds() * 1000)
+        with self.pool.connection() as conn:
+            conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{wait_ms}ms",))
+            try:
+                conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+            finally:
+                conn.execute("RESET lock_timeout")
+            try:
+                return self.run(stores, days)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
 
     def every(self, interval: timedelta, stop: threading.Event) -> None:
         """Reconcile every `interval` until `stop`; one reconciler of the database at a time (advisory lock)."""
