@@ -29,6 +29,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import cv2
+import numpy as np
 
 from footfall.config.schema import Config
 from footfall.edge.metrics import process_cpu_s, rss_bytes
@@ -190,7 +191,7 @@ def ort_bound(config: Config, clip: Path, size: str, frames: int = 30) -> dict[s
     detector = person_detector_from_config(config)
     width, height = (int(v) for v in size.split("x"))
     cap = cv2.VideoCapture(str(clip))
-    images = []
+    images: list[np.ndarray] = []
     while len(images) < frames:
         ok, image = cap.read()
         if not ok:
