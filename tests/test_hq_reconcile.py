@@ -124,7 +124,8 @@ def test_a_day_replayed_across_a_broker_outage_reconciles_to_zero_differences(
         tmp_path, hq_db, store_day_clips, default_analyzer):
     broker = Broker(tmp_path / "mosquitto", extra_conf="max_queued_messages 1000000\n").start()
     hq = parse_hq_config({"database": {"url": hq_db}, "mqtt": {"url": broker.url, "username": None},
-                          "collector": {"batch_interval": "0.05s", "client_id": "hq-reconcile-test"},
+                          "collector": {"batch_interval": "0.05s", "client_id": "hq-reconcile-test",
+                                        "max_past": "87840h"},  # the clips' fixed day stays inside the window
                           "reconcile": {"timeout": "5s"}, "timezones": {"sh-001": "Asia/Shanghai"}})
     hq_file = tmp_path / "hq.toml"
     hq_file.write_text(f'[database]\nurl = "{hq_db}"\n[mqtt]\nurl = "{broker.url}"\n'
