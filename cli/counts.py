@@ -33,13 +33,14 @@ def counts_table(config: Config, start: str | None, end: str | None, by: str,
         buckets = store.buckets(begin, finish, by)
     finally:
         store.close()
-    # unidentified: visits counted without a usable face (turned away, blurred), part of `visits`
-    columns = (("visits", 7), ("reentries", 11), ("member_visits", 14), ("unidentified", 13))
+    # unidentified: visits counted without a usable face (turned away, blurred), part of `visits`;
+    # exits: people out through an entry line
+    columns = (("visits", 7), ("reentries", 11), ("member_visits", 14), ("unidentified", 13), ("exits", 6))
 
     def line(start: str, values: list) -> str:
         return f"{start:<30} " + " ".join(f"{v:>{w}}" for v, (_, w) in zip(values, columns))
 
-    rows = [line("start", ["visits", "re-entries", "member visits", "unidentified"])]
+    rows = [line("start", ["visits", "re-entries", "member visits", "unidentified", "exits"])]
     rows += [line(b["start"], [b[k] for k, _ in columns]) for b in buckets]
     rows.append(line("total", [sum(b[k] for b in buckets) for k, _ in columns]))
     return "\n".join(rows)

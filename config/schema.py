@@ -320,7 +320,7 @@ class MetricsConfig(_Section):
 
 
 class Config(_Section):
-    store_id: str = Field("demo-store", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="Store id; part of every MQTT topic.")
+    store_id: str = Field("demo-store", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="Store id; part of every MQTT topic.")
     timezone: str = Field("UTC", description="IANA time zone of the store: day boundaries and hourly counts.")
     models: ModelsConfig = ModelsConfig()
     recognition: RecognitionConfig = RecognitionConfig()

@@ -378,7 +378,8 @@ def _counts(name: str, m: dict, window: Window, ts: datetime, tz: tzinfo) -> dic
             or any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**31 for v in by_hour)):
         raise Reject("by_hour must be 24 non-negative integers")
     return {"store_day": window.check_day("date", day), "visits": _int(m, "visits"),
-            "reentries": _int(m, "reentries"), "member_visits": _int(m, "member_visits"), "by_hour": by_hour}
+            "reentries": _int(m, "reentries"), "member_visits": _int(m, "member_visits"), "by_hour": by_hour,
+            "exits": _int(m, "exits", required=False) or 0}
 
 
 _VALUES: dict[str, Callable[[str, dict, Window, datetime, tzinfo], dict[str, Any]]] = {

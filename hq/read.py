@@ -43,7 +43,8 @@ def chain_by_day(conn: psycopg.Connection, day_from: date, day_to: date) -> list
 
 
 def store_table(conn: psycopg.Connection, day: date, silent_after: timedelta, now: datetime) -> list[dict]:
-    """One row per known store: the day's totals and the box's health.
+    """One row per known store: the day's totals (and `exits`, from the box's own counts: people
+    crossing an entry line outwards) and the box's health.
 
     `state` is the last status ("online"/"offline"/"stopped", "unknown" before any);
     `silent` is true when nothing at all came from the box for longer than `silent_after`.
@@ -51,13 +52,15 @@ def store_table(conn: psycopg.Connection, day: date, silent_after: timedelta, no
     rows = _rows(conn, """
         SELECT s.store_id, coalesce(t.visits, 0)::int AS visits, coalesce(t.reentries, 0)::int AS reentries,
                coalesce(t.member_visits, 0)::int AS member_visits, coalesce(t.unidentified, 0)::int AS unidentified,
+               coalesce(sc.exits, 0)::int AS exits,
                coalesce(st.state, 'unknown') AS state, s.last_seen, st.outbox_backlog, st.cameras, st.storage
         FROM stores s
         LEFT JOIN (SELECT store_id, sum(visits) AS visits, sum(reentries) AS reentries,
                           sum(member_visits) AS member_visits, sum(unidentified) AS unidentified
                    FROM hourly WHERE store_day = %s GROUP BY store_id) t ON t.store_id = s.store_id
+        LEFT JOIN store_counts sc ON sc.store_id = s.store_id AND sc.store_day = %s
         LEFT JOIN store_status st ON st.store_id = s.store_id
-        ORDER BY s.store_id""", (day,))
+        ORDER BY s.store_id""", (day, day))
     for r in rows:
         r["silent"] = (now - r["last_seen"]) > silent_after
         r["last_seen"] = _iso(r["last_seen"])

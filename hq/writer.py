@@ -93,10 +93,11 @@ _LATEST = ("INSERT INTO store_status (store_id, event_id, state, version, camera
            "event_id = EXCLUDED.event_id, state = EXCLUDED.state, version = EXCLUDED.version, "
            "cameras = EXCLUDED.cameras, storage = EXCLUDED.storage, outbox_backlog = EXCLUDED.outbox_backlog, "
            "ts = EXCLUDED.ts, received_at = EXCLUDED.received_at WHERE store_status.ts <= EXCLUDED.ts")
-_COUNTS = ("INSERT INTO store_counts (store_id, store_day, event_id, visits, reentries, member_visits, by_hour, ts) "
-           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (store_id, store_day) DO UPDATE SET "
+_COUNTS = ("INSERT INTO store_counts (store_id, store_day, event_id, visits, reentries, member_visits, by_hour, ts, "
+           "exits) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (store_id, store_day) DO UPDATE SET "
            "event_id = EXCLUDED.event_id, visits = EXCLUDED.visits, reentries = EXCLUDED.reentries, "
            "member_visits = EXCLUDED.member_visits, by_hour = EXCLUDED.by_hour, ts = EXCLUDED.ts, "
+           "exits = EXCLUDED.exits, "
            "received_at = now() WHERE store_counts.ts < EXCLUDED.ts "
            "OR (store_counts.ts = EXCLUDED.ts AND store_counts.event_id <> EXCLUDED.event_id) RETURNING 1")
 _APPOINTMENT = ("INSERT INTO appointments (store_id, appointment_id, member_id, scheduled_at, channel, advisor, "
@@ -174,7 +175,8 @@ def _params(row: Row) -> tuple[str, tuple[Any, ...]]:
     if row.table == "status":
         return _STATUS, (s, e, v["state"], v["version"], Jsonb(v["cameras"]), v["storage"], v["outbox_backlog"], ts)
     if row.table == "counts":
-        return _COUNTS, (s, v["store_day"], e, v["visits"], v["reentries"], v["member_visits"], v["by_hour"], ts)
+        return _COUNTS, (s, v["store_day"], e, v["visits"], v["reentries"], v["member_visits"], v["by_hour"], ts,
+                         v["exits"])
     if row.table == "appointments":
         return _APPOINTMENT, (s, v["appointment_id"], v["member_id"], v["scheduled_at"], v["channel"],
                               v["advisor"], v["store_day"])
@@ -200,12 +202,12 @@ def write_batch(conn: psycopg.Connection, rows: list[Row], rejections: list[Reje
         if stores:
             cur.executemany(_STORE, [(s, *store_zones[s]) for s in stores])
         by_statement: dict[str, list[tuple[Any, ...]]] = {}
-        statuses: list[tuple[Any, ...]] = []
         for row in sorted(events, key=lambda r: (r.table, r.store_id, r.event_id, r.ts)):
             sql, params = _params(row)
             by_statement.setdefault(sql, []).append(params)
-            if row.table == "status":
-                statuses.append(params)
+        # In the order received: of two statuses with one ts (a connection's online and its will),
+        # the later to arrive is the box's latest word.
+        statuses = [_params(row)[1] for row in events if row.table == "status"]
         for table, bulk in _BULK.items():
             params_list = by_statement.pop(_SINGLE[table], [])
             if not params_list:

@@ -102,17 +102,18 @@ def test_counts_prints_hourly_and_daily_buckets_in_store_time(tmp_path):
                                              (50, "visit", True, True), (55, "visit", False, False)):
         store.record(datetime(2026, 11, 23, 10, minute, tzinfo=SH), kind, member, identified)
     store.record(datetime(2026, 11, 23, 23, 59, tzinfo=SH), "visit", False)
+    store.record(datetime(2026, 11, 23, 10, 58, tzinfo=SH), "exit", False)
     store.close()
     hourly = footfall("counts", "--config", config, "--from", "2026-11-23T10:00", "--to", "2026-11-23T12:00")
     assert hourly.returncode == 0, hourly.stderr
     rows = [line.split() for line in hourly.stdout.splitlines()]
-    assert rows[0] == ["start", "visits", "re-entries", "member", "visits", "unidentified"]
-    assert rows[1] == ["2026-11-23T10:00:00.000+08:00", "3", "1", "1", "1"]
-    assert rows[2] == ["2026-11-23T11:00:00.000+08:00", "0", "0", "0", "0"]
+    assert rows[0] == ["start", "visits", "re-entries", "member", "visits", "unidentified", "exits"]
+    assert rows[1] == ["2026-11-23T10:00:00.000+08:00", "3", "1", "1", "1", "1"]
+    assert rows[2] == ["2026-11-23T11:00:00.000+08:00", "0", "0", "0", "0", "0"]
     daily = footfall("counts", "--config", config, "--from", "2026-11-23", "--to", "2026-11-25", "--by", "day")
     rows = [line.split() for line in daily.stdout.splitlines()]
-    assert rows[1][1:] == ["4", "1", "1", "1"] and rows[2][1:] == ["0", "0", "0", "0"]
-    assert rows[-1] == ["total", "4", "1", "1", "1"]
+    assert rows[1][1:] == ["4", "1", "1", "1", "1"] and rows[2][1:] == ["0", "0", "0", "0", "0"]
+    assert rows[-1] == ["total", "4", "1", "1", "1", "1"]
     bad = footfall("counts", "--config", config, "--from", "yesterday")
     assert bad.returncode == 1 and "not an ISO 8601 date" in bad.stderr
 

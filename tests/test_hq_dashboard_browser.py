@@ -232,9 +232,9 @@ def test_each_view_shows_the_figures_in_postgresql(driver, english, tmp_path):
 
     open_view(driver, english.url, "stores")
     rows = {r[0]: r for r in cells(driver, "#stores-table tbody tr")}
-    assert rows["sh-001"][1:6] == ["10", "1", "2", "1", "online"] and rows["sh-001"][7:] == ["0", "1/1", "ok"]
-    assert rows["sh-002"][1:6] == ["4", "0", "1", "0", "online"] and rows["sh-002"][7:] == ["12", "1/2", "ok"]
-    assert rows["bj-003"][1] == "1" and rows["bj-003"][5] == "offline silent" and rows["bj-003"][7:] == ["—", "—", "ok"]
+    assert rows["sh-001"][1:7] == ["10", "1", "2", "1", "0", "online"] and rows["sh-001"][8:] == ["0", "1/1", "ok"]
+    assert rows["sh-002"][1:7] == ["4", "0", "1", "0", "0", "online"] and rows["sh-002"][8:] == ["12", "1/2", "ok"]
+    assert rows["bj-003"][1] == "1" and rows["bj-003"][6] == "offline silent" and rows["bj-003"][8:] == ["—", "—", "ok"]
     assert driver.find_elements(By.CSS_SELECTOR, 'tr.is-silent[data-store="bj-003"]')
     shown = lambda: [r[0] for r in cells(driver, "#stores-table tbody tr")]  # noqa: E731
     driver.find_element(By.ID, "problems-only").click()           # silent and offline; a camera reconnecting
@@ -304,7 +304,7 @@ def test_chinese_labels_and_a_phone_wide_screen_without_horizontal_scrolling(dri
                 driver.find_element(By.CSS_SELECTOR, 'tr[data-store="sh-002"] .store-link').click()
                 wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '#hourly-svg[data-store="sh-002"]'), 5, "hours")
                 assert driver.execute_script("return document.documentElement.scrollWidth") <= 360
-                assert cells(driver, 'tr[data-store="bj-003"]')[0][5] == "离线 失联"
+                assert cells(driver, 'tr[data-store="bj-003"]')[0][6] == "离线 失联"
             screenshot(driver, tmp_path, f"hq-zh-360-{view}")
         assert [th.text for th in driver.find_elements(By.CSS_SELECTOR, "#checks-table th")][:3] == ["门店", "日期", "时段"]
         assert cells(driver, "#checks-table tr.no-answer")[0][2] == "门店未应答"

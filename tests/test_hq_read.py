@@ -46,6 +46,9 @@ def chain(hq_db):
               cameras={"door-1": "streaming"}, storage="ok"),
         event("sh-002", "status", "2026-11-23T09:00:00.000+08:00", state="stopped", version="0.1.0",
               cameras={}, storage="ok"),
+        # the box's own counts: sh-001 has an entry line, 2 people left through it
+        event("sh-001", "counts", "2026-11-23T11:30:00.000+08:00", date="2026-11-23", visits=2, reentries=1,
+              member_visits=1, unidentified=0, exits=2, by_hour=[0] * 10 + [1, 1] + [0] * 12),
         # conversion: wechat 2 booked (1 came, 1 no-show), phone 1 booked (flagged, then came late)
         appointment("sh-001", "a1", "wechat", "2026-11-23T11:00:00.000+08:00"),
         appointment("sh-001", "a2", "wechat", "2026-11-23T14:00:00.000+08:00"),
@@ -93,6 +96,7 @@ def test_store_table_has_the_days_totals_state_and_silence(chain):
     assert rows["sh-001"]["cameras"] == {"door-1": "streaming"} and rows["sh-001"]["storage"] == "ok"
     assert (rows["sh-002"]["state"], rows["sh-002"]["silent"]) == ("stopped", True)
     assert rows["sh-002"]["unidentified"] == 1
+    assert (rows["sh-001"]["exits"], rows["sh-002"]["exits"]) == (2, 0)  # sh-002 sent no counts
     assert datetime.fromisoformat(rows["sh-002"]["last_seen"]) == NOW - timedelta(hours=1)
     json.dumps(list(rows.values()))
 

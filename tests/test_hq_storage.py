@@ -148,6 +148,19 @@ def test_the_latest_status_is_the_newest_by_the_boxes_clock_whatever_the_arrival
     assert query(hq_db, "SELECT count(*) FROM status_history") == [(2,)]
 
 
+@pytest.mark.parametrize("run", range(8))  # event ids are random: the order they sort in must not matter
+def test_a_last_will_with_the_connections_own_time_wins_over_its_online_in_the_same_batch(hq_db, run):
+    connected = "2026-11-23T10:00:00.000+08:00"  # the online statuses and the will of one connection share it
+
+    def status(state: str) -> tuple[str, bytes]:
+        return "footfall/sh-001/status", json.dumps(
+            {"event_id": str(uuid.uuid4()), "store_id": "sh-001", "ts": connected, "state": state,
+             "version": "0.1.0", "cameras": {}, "storage": "ok"}).encode()
+
+    ingest(hq_db, [status("online"), status("online"), status("offline")])  # SIGKILL: the broker sends the will
+    assert query(hq_db, "SELECT state FROM store_status") == [("offline",)]
+
+
 @pytest.mark.parametrize("payload", [b"", b"\xff\xfe", b"null", b'{"store_id": 5}', b"1e999"])
 def test_parse_never_raises(payload):
     result = parse("footfall/sh-001/visits", payload, prefix="footfall", now=NOW, tz_for=Zones({}, {}),

@@ -9,7 +9,7 @@ const LABELS = {
     login_failed: "姓名或密码不正确。", too_many: "登录失败次数过多，请稍后再试。", from: "从", to: "至",
     apply: "查询", view_chain: "全连锁", view_stores: "门店", view_conversion: "预约转化", view_no_shows: "未到店",
     view_response: "响应时间", view_checks: "数据核对", chain_title: "全连锁每日客流", day: "日期", visits: "到访",
-    reentries: "再次进店", member_visits: "会员到访", unidentified: "未识别", stores_title: "门店一览",
+    reentries: "再次进店", member_visits: "会员到访", unidentified: "未识别", exits: "离店", stores_title: "门店一览",
     stores_hint: "点击门店查看分时客流。", filter_stores: "按门店编号筛选", problems_only: "只看有问题的设备", store: "门店", state: "状态", last_seen: "最后消息", outbox: "待发送", cameras: "摄像头在线", storage: "存储",
     hourly_title: "分时客流", conversion_title: "按预约渠道的到店转化", channel: "渠道", booked: "预约",
     arrived: "到店", no_show: "未到店", conversion: "转化率", no_shows_title: "待跟进的未到店预约",
@@ -28,7 +28,7 @@ const LABELS = {
     from: "From", to: "To", apply: "Show", view_chain: "Chain", view_stores: "Stores", view_conversion: "Appointments",
     view_no_shows: "No-shows", view_response: "Response time", view_checks: "Count checks",
     chain_title: "Chain totals by day", day: "Day", visits: "Visits", reentries: "Re-entries",
-    member_visits: "Member visits", unidentified: "Unidentified", stores_title: "Stores",
+    member_visits: "Member visits", unidentified: "Unidentified", exits: "Exits", stores_title: "Stores",
     stores_hint: "Click a store for its hours.", filter_stores: "Filter by store id",
     problems_only: "Only boxes with a problem", store: "Store", state: "State", last_seen: "Last seen",
     outbox: "Outbox backlog", cameras: "Cameras streaming", storage: "Storage", hourly_title: "Visits by hour", conversion_title: "Appointment conversion by booking channel",
@@ -292,7 +292,7 @@ function renderStores() {
     const row = el("tr", { "data-store": r.store_id, class: r.silent ? "is-silent" : null },
       el("td", { class: "store" }, el("button", { type: "button", class: "store-link" }, String(r.store_id))),
       tdNum(r.visits, "visits"), tdNum(r.reentries, "reentries"), tdNum(r.member_visits, "member-visits"),
-      tdNum(r.unidentified, "unidentified"), stateCell, td(stamp(r.last_seen), "last-seen"),
+      tdNum(r.unidentified, "unidentified"), tdNum(r.exits, "exits"), stateCell, td(stamp(r.last_seen), "last-seen"),
       tdNum(r.outbox_backlog, "outbox"), camerasCell(r.cameras), storageCell(r.storage));
     row.classList.toggle("selected", r.store_id === state.store);
     row.addEventListener("click", () => showHourly(r.store_id));
