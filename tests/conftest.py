@@ -104,7 +104,7 @@ SLOW_MODULES = {
     "test_scenarios", "test_soak", "test_storage_faults", "test_downlink_attacks", "test_downlink_retained",
     "test_mqtt_dead_letter", "test_install", "test_calibration", "test_hq_reconcile", "test_hq_dashboard",
     "test_hq_dashboard_browser", "test_hq_dashboard_hardening", "test_hq_collector", "test_hq_read",
-    "test_hq_storage", "test_hq_erasure",
+    "test_hq_storage", "test_hq_erasure", "test_real_clips", "test_snapshot",
 }
 
 # Live cameras: each starts GStreamer's RTSP server (and a daemon).
