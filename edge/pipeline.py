@@ -65,19 +65,23 @@ def head_region(box: np.ndarray, w: int, h: int) -> tuple[int, int, int, int]:
 
 def faces_to_persons(faces: list[Detection], regions: list[tuple[int, int, int, int]],
                      persons: list[PersonBox]) -> dict[int, int]:
-    """Face index -> person index: each face goes to the person whose head region holds its centre
-    and whose box top is nearest above it; each person takes one face (the best scored)."""
+    """Face index -> person index: a face goes to a person whose head region holds its centre,
+    the nearest first (a head sits centred on top of its body: horizontal offset from the box's
+    centre in box widths plus vertical offset from its top in box heights); one face a person."""
+    pairs = []
+    for fi, face in enumerate(faces):
+        cx, cy = float(face.box[0] + face.box[2]) / 2, float(face.box[1] + face.box[3]) / 2
+        for pi, (x1, y1, x2, y2) in enumerate(regions):
+            if x1 <= cx <= x2 and y1 <= cy <= y2:
+                bx1, by1, bx2, by2 = (float(v) for v in persons[pi].box)
+                off = abs(cx - (bx1 + bx2) / 2) / max(bx2 - bx1, 1.0) + abs(float(face.box[1]) - by1) / max(by2 - by1, 1.0)
+                pairs.append((off, fi, pi))
     owner: dict[int, int] = {}
     taken: set[int] = set()
-    for fi in sorted(range(len(faces)), key=lambda i: -faces[i].score):
-        cx = float(faces[fi].box[0] + faces[fi].box[2]) / 2
-        cy = float(faces[fi].box[1] + faces[fi].box[3]) / 2
-        holders = [pi for pi, (x1, y1, x2, y2) in enumerate(regions)
-                   if pi not in taken and x1 <= cx <= x2 and y1 <= cy <= y2]
-        if holders:
-            best = min(holders, key=lambda pi: abs(float(faces[fi].box[1] - persons[pi].box[1])))
-            owner[fi] = best
-            taken.add(best)
+    for _, fi, pi in sorted(pairs):
+        if fi not in owner and pi not in taken:
+            owner[fi] = pi
+            taken.add(pi)
     return owner
 
 
