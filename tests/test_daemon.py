@@ -154,12 +154,13 @@ def test_count_only_counts_every_entry_and_computes_and_keeps_no_face_template(
     try:
         footfall_run_once(config, sub)
         visits = [m.payload for m in sub.on(PREFIX + "visits")]
-        # Five walk-ins, each a visit: nobody is told apart, so no re-entry, no member and no staff.
-        assert [(v["kind"], v["role"], v["identified"]) for v in visits] == [("visit", "visitor", True)] * 5
+        # Five walk-ins, each a visit counted from the body alone: no face is looked for, nobody is
+        # told apart, so no re-entry, no member and no staff.
+        assert [(v["kind"], v["role"], v["identified"]) for v in visits] == [("visit", "visitor", False)] * 5
         assert len({v["visitor_id"] for v in visits}) == 5
         assert sub.on(PREFIX + "alerts/arrival") == []
         counts = sub.on(PREFIX + "counts")[-1].payload
-        assert (counts["visits"], counts["reentries"], counts["member_visits"], counts["unidentified"]) == (5, 0, 0, 0)
+        assert (counts["visits"], counts["reentries"], counts["member_visits"], counts["unidentified"]) == (5, 0, 0, 5)
         state = tmp_path / "state"
         with sqlite3.connect(state / "windows.db") as conn:
             assert conn.execute("SELECT count(*) FROM window_vectors").fetchone() == (0,)
