@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -481,6 +481,14 @@ def _paint(mask: np.ndarray, shapes: list[Shape], unit: float, origin: tuple[flo
                 cv2.circle(mask, px(x, y), round(w / 2 * unit), 255, -1)
 
 
+@lru_cache(maxsize=4)
+def _textures(seed: int, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(fabric, hair) brightness textures of one person, shared by all their poses."""
+    rng = np.random.default_rng([seed, 7])
+    # hair: long thin streaks, no blotches that a face detector takes for eyes on the back of a head
+    return _noise(rng, shape, (12, 12)), _noise(rng, shape, (40, 3))
+
+
 def _noise(rng: np.random.Generator, shape: tuple[int, int], grain: tuple[int, int]) -> np.ndarray:
     """Smooth unit noise over `shape` with features about `grain` (rows, columns) px apart."""
     h, w = shape
@@ -499,21 +507,22 @@ def draw_body(look: Look, phase: float, facing: Facing, seed: int = 0) -> Body:
     width = math.ceil(2 * (BODY_HALF_WIDTH + 0.15) * unit)
     height = math.ceil((SOLES_Y - CROWN_Y + 0.6) * unit)
     chin = (width / 2, (0.2 - CROWN_Y) * unit)
-    rng = np.random.default_rng([seed, 7])
-    fabric = _noise(rng, (height, width), (12, 12))
-    strands = _noise(rng, (height, width), (40, 3))  # hair: long thin streaks, no blotches a face detector takes for eyes
+    fabric, strands = _textures(seed, (height, width))
     light = np.linspace(1.1, 0.88, height, dtype=np.float32)[:, None]
     canvas = np.zeros((height, width, 3), np.float32)
     covered = np.zeros((height, width), np.float32)
+    mask = np.zeros((height, width), np.uint8)
     for material, shapes, half_width in body_steps(phase, facing, look.short_sleeves):
-        mask = np.zeros((height, width), np.uint8)
+        mask[:] = 0
         _paint(mask, shapes, unit, chin)
-        inside = mask > 0
-        depth = np.clip(cv2.distanceTransform(mask, cv2.DIST_L2, 3) / (half_width * unit), 0.0, 1.0)
-        grain = 1 + (0.12 * strands if material == "hair" else FABRIC_GRAIN * fabric)
-        shade = (0.62 + 0.38 * depth * depth * (3 - 2 * depth)) * light * grain
-        canvas[inside] = (shade[..., None] * np.array(getattr(look, material), np.float32))[inside]
-        covered[inside] = 1.0
+        x, y, w, h = cv2.boundingRect(mask)
+        part = (slice(max(0, y - 1), y + h + 1), slice(max(0, x - 1), x + w + 1))
+        inside = mask[part] > 0
+        depth = np.clip(cv2.distanceTransform(mask[part], cv2.DIST_L2, 3) / (half_width * unit), 0.0, 1.0)
+        grain = 1 + (0.12 * strands[part] if material == "hair" else FABRIC_GRAIN * fabric[part])
+        shade = (0.62 + 0.38 * depth * depth * (3 - 2 * depth)) * light[part[0]] * grain
+        canvas[part][inside] = (shade[..., None] * np.array(getattr(look, material), np.float32))[inside]
+        covered[part][inside] = 1.0
     small = (width // SUPERSAMPLE, height // SUPERSAMPLE)
     bgra = np.dstack([canvas, 255.0 * covered[..., None]])  # colour is 0 wherever alpha is: premultiplied
     image = np.clip(cv2.resize(bgra, small, interpolation=cv2.INTER_AREA) + 0.5, 0, 255).astype(np.uint8)
@@ -891,11 +900,27 @@ DEFAULT_DAY = date(2026, 11, 23)  # tests and benchmarks replay a fixed day; the
 CAMERA = "door-1"
 CLIP_FPS = 10.0
 SAMPLE_FPS = 5.0
+# Each walk of the store day, door to gone: long enough for the feet to show in at least two
+# frames sampled at SAMPLE_FPS on each side of the entry line.
+WALK_S = 4.0
+# The rendered camera's entry line, in fractions of the frame: across the floor below the door
+# (whose threshold is at DOOR[3]); the store is below it, towards the camera. A walker's feet are
+# at 0.67 in the door and leave the frame at the bottom after a fifth of the walk.
+ENTRY_LINE = (0.05, 0.85, 0.95, 0.85)
+INSIDE = (0.5, 0.95)
+DOOR_NAME = "main"
+# A second camera on the same door: mounted across from the first (lanes mirrored), a little
+# closer (a larger frame: people are bigger in pixels, the same in fractions) and a little
+# farther inside (people pass it later), so the same walk is seen twice.
+SECOND_CAMERA = "door-1b"
+SECOND_CAMERA_SIZE = (1024, 576)
+SECOND_CAMERA_LAG_S = 0.4
 
 
 @dataclass(frozen=True)
 class Walk:
-    """Ground truth: who walks in, when, with which photo, in which clip."""
+    """Ground truth: who walks in or out, when, with which photo, in which clip (and the clips of
+    the door's other cameras showing the same walk), facing the camera or not."""
 
     identity: str
     photo: str
@@ -903,6 +928,15 @@ class Walk:
     at: datetime
     leave: datetime
     role: str  # "visitor" | "member" | "staff"
+    facing: Facing = "front"
+    direction: Direction = "in"
+    face_unusable: bool = False
+    clips: tuple[int, ...] = ()  # every clip showing this walk, `clip` first
+
+    @property
+    def unidentified(self) -> bool:
+        """A walk-in that no face tells who it was: seen from behind, or no usable face."""
+        return self.direction == "in" and (self.facing == "back" or self.face_unusable)
 
 
 @dataclass
@@ -918,70 +952,129 @@ class Scenario:
         return [FileSource(c.camera_id, p, c.start_time, SAMPLE_FPS) for c, p in self.clips]
 
 
-def build_scenario(bank: SpriteBank, out_dir: Path, window: timedelta, *, size: str = "day",
-                   day: date = DEFAULT_DAY, past_midnight: bool = True) -> Scenario:
-    """The store day: every identity with enough photos takes a role; entries spread over the day.
+def camera_settings(clip: Clip, source: Path | str | None = None) -> dict[str, object]:
+    """The config keys of the camera that filmed `clip` (a `cameras` entry), with `source` when given."""
+    settings: dict[str, object] = {"id": clip.camera_id}
+    if source is not None:
+        settings["source"] = str(source)
+    settings.update({"fps": min(SAMPLE_FPS, clip.fps), "start_time": clip.start_time.isoformat(),
+                     "entry_line": list(ENTRY_LINE), "inside": list(INSIDE), "door": clip.door})
+    return settings
 
-    With `past_midnight`, a stranger also comes back just after the store day ends (a new visit).
-    """
-    tz = ZoneInfo(STORE_TZ)
+
+def second_view(clip: Clip) -> Clip:
+    """The same walks through the door's second camera: mirrored lanes, a larger frame, a small lag."""
+    mirrored = tuple(replace(a, lane=1.0 - a.lane) for a in clip.appearances)
+    return Clip(SECOND_CAMERA, clip.start_time + timedelta(seconds=SECOND_CAMERA_LAG_S), clip.duration, mirrored,
+                fps=clip.fps, size=SECOND_CAMERA_SIZE, door=DOOR_NAME)
+
+
+# One walk of the plan: who, and how ("face": walks in facing the camera; "back": walks in seen
+# from behind; "out": walks out, seen from behind).
+Planned = tuple[str, str]
+
+
+def _day_plan(bank: SpriteBank, start: datetime, size: str,
+              past_midnight: bool) -> tuple[list[tuple[datetime, list[Planned]]], list[str], str]:
+    """(when and who, members, staff): every identity with enough photos takes a role."""
     people = [i for i in bank.identities() if len(bank.photos(i)) >= 3]
     portraits = [i for i in people if i.startswith("deepface")]
     members, staff = portraits[:2], portraits[2]
     strangers = [i for i in people if i not in members and i != staff]
     if size == "small":
         strangers = strangers[:4]
-    start = datetime(day.year, day.month, day.day, tzinfo=tz)
     h = lambda hh, mm=0: start + timedelta(hours=hh, minutes=mm)  # noqa: E731
-    plan: list[tuple[datetime, list[str]]] = [(h(9, 30), [staff])]
+    plan: list[tuple[datetime, list[Planned]]] = [(h(9, 30), [(staff, "face")])]
     # each stranger: a first entry, most come back; the gaps walk the counting rule's edges
     returns = [timedelta(minutes=40), timedelta(hours=2, minutes=50), timedelta(hours=3, minutes=10), None]
     for k, who in enumerate(strangers):
         first = h(10) + timedelta(minutes=37 * k)
-        plan.append((first, [who]))
+        plan.append((first, [(who, "face")]))
         gap = returns[k % len(returns)]
         if gap is not None:
-            plan.append((first + gap, [who]))
+            plan.append((first + gap, [(who, "face")]))
     # two strangers walking in together, and one coming back just after midnight
     if len(strangers) >= 2:
-        plan.append((h(19), [strangers[0], strangers[1]]))
-    plan.append((h(23, 50), [strangers[-1]]))
+        plan.append((h(19), [(strangers[0], "face"), (strangers[1], "face")]))
+    plan.append((h(23, 50), [(strangers[-1], "face")]))
     if past_midnight:
-        plan.append((h(24, 20), [strangers[-1]]))
+        plan.append((h(24, 20), [(strangers[-1], "face")]))
     for k, who in enumerate(members):
-        plan.append((h(11 + 3 * k, 15), [who]))
-        plan.append((h(12 + 3 * k, 5), [who]))
-    clips, walks = [], []
-    for n, (start, group) in enumerate(sorted(plan, key=lambda p: p[0])):
-        appearances = tuple(Appearance(who, bank.photos(who)[0], enter_at=0.4 + 0.6 * i, walk=3.0,
-                                       lane=0.3 + 0.4 * i) for i, who in enumerate(group))
-        clip = Clip(CAMERA, start, 5.0, appearances, fps=CLIP_FPS)
-        clips.append((clip, render_clip(clip, out_dir / f"clip{n:03d}.avi", bank, seed=n)))
-        for a in appearances:
+        plan.append((h(11 + 3 * k, 15), [(who, "face")]))
+        plan.append((h(12 + 3 * k, 5), [(who, "face")]))
+    # two walking in with their backs to the camera, two leaving (seen from behind)
+    plan += [(h(12, 40), [(strangers[1], "back")]), (h(16, 25), [(strangers[2 % len(strangers)], "back")]),
+             (h(10, 25), [(strangers[0], "out")]), (h(13, 0), [(members[0], "out")])]
+    return sorted(plan, key=lambda p: p[0]), members, staff
+
+
+def _appearances(bank: SpriteBank, group: list[Planned]) -> tuple[Appearance, ...]:
+    return tuple(Appearance(who, bank.photos(who)[0], enter_at=0.4 + 0.6 * i, walk=WALK_S, lane=0.3 + 0.4 * i,
+                            facing="front" if how == "face" else "back", direction="out" if how == "out" else "in")
+                 for i, (who, how) in enumerate(group))
+
+
+def build_scenario(bank: SpriteBank, out_dir: Path, window: timedelta, *, size: str = "day",
+                   day: date = DEFAULT_DAY, past_midnight: bool = True, door_cameras: int = 1) -> Scenario:
+    """The store day: every identity with enough photos takes a role; entries spread over the day.
+
+    Besides the face walk-ins (strangers coming back, two walking in together, members, staff),
+    two people walk in with their backs to the camera and two walk out. With `past_midnight`, a
+    stranger also comes back just after the store day ends (a new visit). With `door_cameras=2`
+    every walk is also filmed by the door's second camera (`second_view`): still one walk each.
+    """
+    if door_cameras not in (1, 2):
+        raise ValueError(f"door_cameras must be 1 or 2, got {door_cameras}")
+    tz = ZoneInfo(STORE_TZ)
+    plan, members, staff = _day_plan(bank, datetime(day.year, day.month, day.day, tzinfo=tz), size, past_midnight)
+    clips: list[tuple[Clip, Path]] = []
+    walks: list[Walk] = []
+    for n, (start, group) in enumerate(plan):
+        clip = Clip(CAMERA, start, 5.0, _appearances(bank, group), fps=CLIP_FPS,
+                    door=DOOR_NAME if door_cameras == 2 else None)
+        views = [clip] + ([second_view(clip)] if door_cameras == 2 else [])
+        first = len(clips)
+        for v, view in enumerate(views):
+            name = f"clip{n:03d}.avi" if v == 0 else f"clip{n:03d}b.avi"
+            clips.append((view, render_clip(view, out_dir / name, bank, seed=n + 1000 * v)))
+        for a in clip.appearances:
             role = "member" if a.identity in members else "staff" if a.identity == staff else "visitor"
-            walks.append(Walk(a.identity, a.photo, n, start + timedelta(seconds=a.enter_at),
-                              start + timedelta(seconds=a.leave_at), role))
+            walks.append(Walk(a.identity, a.photo, first, start + timedelta(seconds=a.enter_at),
+                              start + timedelta(seconds=a.leave_at), role, a.facing, a.direction, a.face_unusable,
+                              tuple(range(first, len(clips)))))
     enrol = [(Person(m, m, "member", tier="gold", consent=True), bank.photos(m)[1:3]) for m in members]
     enrol.append((Person(staff, staff, "staff", consent=True), bank.photos(staff)[1:3]))
     return Scenario(clips, walks, enrol, window, tz, bank.faces_dir)
 
 
 def expected_counts(walks: list[Walk], window: timedelta, tz: ZoneInfo) -> dict[str, int]:
-    """The counting rule applied to the ground truth."""
+    """The counting rule applied to the ground truth.
+
+    visits: walk-ins that start a visit, unidentified ones included (`unidentified`: seen from
+    behind or with no usable face; nobody can tell who they were, so each is a new visit and
+    never a re-entry, and it does not count as anyone's last entry); reentries: face walk-ins
+    within `window` of the same person's last identified entry on the same store day;
+    member_visits: visits of members recognised by face; exits: walks out. Staff walking in
+    with their face shown are not counted.
+    """
     last: dict[str, datetime] = {}
-    counts: defaultdict[str, int] = defaultdict(int)
+    counts = dict.fromkeys(("visits", "reentries", "member_visits", "exits", "unidentified"), 0)
     for w in sorted(walks, key=lambda w: w.at):
-        if w.role == "staff":
-            continue
-        prev = last.get(w.identity)
-        same_day = prev is not None and prev.astimezone(tz).date() == w.at.astimezone(tz).date()
-        if prev is not None and same_day and w.at - prev < window:
-            counts["reentries"] += 1
-        else:
+        if w.direction == "out":
+            counts["exits"] += 1
+        elif w.unidentified:
             counts["visits"] += 1
-            counts["member_visits"] += w.role == "member"
-        last[w.identity] = w.at
-    return dict(counts)
+            counts["unidentified"] += 1
+        elif w.role != "staff":
+            prev = last.get(w.identity)
+            same_day = prev is not None and prev.astimezone(tz).date() == w.at.astimezone(tz).date()
+            if prev is not None and same_day and w.at - prev < window:
+                counts["reentries"] += 1
+            else:
+                counts["visits"] += 1
+                counts["member_visits"] += w.role == "member"
+            last[w.identity] = w.at
+    return counts
 
 
 def enrolment(scenario: Scenario, analyzer: FaceAnalyzer) -> list[tuple[Person, np.ndarray]]:
@@ -989,5 +1082,3 @@ def enrolment(scenario: Scenario, analyzer: FaceAnalyzer) -> list[tuple[Person, 
     return [(person, embeddings_from_photos(
                 analyzer, [(p, read_image(scenario.faces_dir / person.person_id / p)) for p in photos]))
             for person, photos in scenario.enrol]
-
-
