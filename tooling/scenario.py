@@ -791,9 +791,10 @@ def _draw_body(frame: np.ndarray, body: Body, placed: Placement, blur: int) -> N
                            borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
     if blur > 1:
         layer = cv2.blur(layer, (1, blur))
-    keep = 1.0 - layer[..., 3:].astype(np.float32) * (1 / 255)
-    roi = frame[top:bottom, left:right]
-    frame[top:bottom, left:right] = np.clip(roi * keep + layer[..., :3] + 0.5, 0, 255).astype(np.uint8)
+    colour, alpha = layer[..., :3], layer[..., 3]
+    keep = cv2.merge([cv2.bitwise_not(alpha)] * 3)  # 255 - alpha: premultiplied "over"
+    roi = np.ascontiguousarray(frame[top:bottom, left:right])
+    frame[top:bottom, left:right] = cv2.add(cv2.multiply(roi, keep, scale=1 / 255), np.ascontiguousarray(colour))
 
 
 def _unusable(image: np.ndarray, face_width: float) -> np.ndarray:
