@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from footfall.benchmarks import three_columns
 from footfall.benchmarks.recognition import _insightface_eligible, _NaiveOnnx
-from footfall.config.schema import Config
+from footfall.config.schema import CameraConfig, Config
 from footfall.dedup.enrol import embeddings_from_photos
 from footfall.dedup.gallery import Person
 from footfall.edge import rules
@@ -244,7 +244,8 @@ def bench_pipeline(config: Config, faces_dir: Path, *, size: str = "day", progre
         truth = expected_counts(scenario.walks, scenario.window, scenario.tz)
         oracle = Oracle(scenario, analyzer, bank)
         run_config = config.model_copy(update={
-            "timezone": STORE_TZ, "storage": config.storage.model_copy(update={"dir": tmp / "state"})})
+            "timezone": STORE_TZ, "storage": config.storage.model_copy(update={"dir": tmp / "state"}),
+            "cameras": [CameraConfig.model_validate(c) for c in scenario.cameras()]})
         decisions, frames, seconds, pipeline = run_ours(run_config, scenario, analyzer, progress)
         counted = [d for d in decisions if rules.counted(d)]
         ours = score([(d.kind, d.visitor_id, d.passage.best_shot_ts, d.passage.embedding) for d in counted], oracle)

@@ -174,7 +174,11 @@ class Pipeline:
         started = time.perf_counter()
         self.person_runs += 1
         x1, y1, x2, y2 = region
-        found = self.persons.detect(image[y1:y2, x1:x2] if (x1, y1, x2, y2) != (0, 0, w, h) else image)
+        if (x1, y1, x2, y2) == (0, 0, w, h):
+            found = self.persons.detect(image)
+        else:  # the region at the frame's scale: a small region costs little
+            side = -(-round(max(x2 - x1, y2 - y1) * self.persons.long_side / max(w, h)) // 32) * 32
+            found = self.persons.detect(image[y1:y2, x1:x2], long_side=max(side, 64))
         self._timed("persons", started)
         if (x1, y1) == (0, 0):
             return found

@@ -43,8 +43,9 @@ class PersonDetector(Protocol):
 
     entry: ModelEntry
     score_threshold: float
+    long_side: int
 
-    def detect(self, image: np.ndarray) -> list[PersonBox]: ...
+    def detect(self, image: np.ndarray, *, long_side: int | None = None) -> list[PersonBox]: ...
 
 
 def _kept(boxes: np.ndarray, scores: np.ndarray, score_threshold: float, nms_threshold: float,
@@ -72,11 +73,12 @@ class YoloxPersonDetector:
         self.score_threshold = entry.score_threshold if score_threshold is None else score_threshold
         self.nms_threshold = entry.nms_threshold
 
-    def detect(self, image: np.ndarray) -> list[PersonBox]:
-        """People in `image`, in its pixels."""
+    def detect(self, image: np.ndarray, *, long_side: int | None = None) -> list[PersonBox]:
+        """People in `image`, in its pixels; `long_side` sets a smaller input for a region cut
+        from a frame (so the region is seen at the frame's scale, not enlarged)."""
         h, w = image.shape[:2]
         if self.entry.relax_input:
-            in_w, in_h = fit_input(w, h, self.long_side)
+            in_w, in_h = fit_input(w, h, min(long_side or self.long_side, self.long_side))
         else:
             in_w, in_h = self.entry.input_size
         scale = min(in_w / w, in_h / h)
@@ -110,11 +112,12 @@ class RetailPersonDetector:
         self.entry = entry
         self.session = open_session(path, threads)
         self.input_name = self.session.get_inputs()[0].name
+        self.long_side = max(entry.input_size)
         self.score_threshold = entry.score_threshold if score_threshold is None else score_threshold
         self.nms_threshold = entry.nms_threshold
 
-    def detect(self, image: np.ndarray) -> list[PersonBox]:
-        """People in `image`, in its pixels."""
+    def detect(self, image: np.ndarray, *, long_side: int | None = None) -> list[PersonBox]:
+        """People in `image`, in its pixels (a fixed input: `long_side` is ignored)."""
         h, w = image.shape[:2]
         in_w, in_h = self.entry.input_size
         resized = cv2.resize(image, (in_w, in_h), interpolation=cv2.INTER_AREA if in_w < w / 2

@@ -437,6 +437,6 @@ def test_expected_counts_of_a_hand_written_day():
 
 def test_an_unknown_facing_or_direction_is_refused():
     with pytest.raises(ValueError, match="facing"):
-        Appearance("obama", "1.jpg", enter_at=0.0, facing="side")  # type: ignore[arg-type]
+        Appearance("obama", "1.jpg", enter_at=0.0, facing="side")
     with pytest.raises(ValueError, match="direction"):
-        Appearance("obama", "1.jpg", enter_at=0.0, direction="through")  # type: ignore[arg-type]
+        Appearance("obama", "1.jpg", enter_at=0.0, direction="through")

@@ -952,6 +952,13 @@ class Scenario:
     def sources(self) -> list[FileSource]:
         return [FileSource(c.camera_id, p, c.start_time, SAMPLE_FPS) for c, p in self.clips]
 
+    def cameras(self) -> list[dict[str, object]]:
+        """One `cameras` config entry per camera of the day (its entry line and door)."""
+        settings: dict[str, dict[str, object]] = {}
+        for clip, path in self.clips:
+            settings.setdefault(clip.camera_id, camera_settings(clip, path))
+        return list(settings.values())
+
 
 def camera_settings(clip: Clip, source: Path | str | None = None) -> dict[str, object]:
     """The config keys of the camera that filmed `clip` (a `cameras` entry), with `source` when given."""
