@@ -5,7 +5,8 @@ once, come back within and after 3 hours, and after midnight; two members enroll
 photos than the camera sees; one member of staff. Both sides decode the same files at the same
 sampled rate. Ours: people detected where something moved -> tracked -> faces looked for on
 them -> best shots embedded once per passage -> window. The naive loop, what a user would write:
-both detectors (people and faces) on every whole frame, every face embedded, each matched against
+both detectors (people and faces) on every whole frame, as the models declare their inputs, in
+default onnxruntime sessions; every face embedded, each matched against
 the enrolled people and the visitors seen so far. Costs are reported per stage.
 """
 
@@ -32,9 +33,10 @@ from footfall.edge.decisions import Decision
 from footfall.edge.pipeline import STAGES, Pipeline
 from footfall.edge.sources import FileSource, Frame, merge_by_time
 from footfall.edge.store import Store, open_gallery
+from footfall.models.manifest import entry_for, locate
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.recognition.images import read_image
-from footfall.recognition.persons import person_detector_from_config
+from footfall.recognition.persons import PersonDetector, create_person_detector
 from footfall.sync import events
 from footfall.sync.mqtt_client import local_config, make_client
 from footfall.tooling.scenario import (
@@ -110,7 +112,7 @@ class NaiveLoop:
 
     def __init__(self, analyzer: FaceAnalyzer, config: Config) -> None:
         pack = analyzer.pack
-        self.persons = person_detector_from_config(config)
+        self.persons = naive_person_detector(config)
         self.threshold = pack.match_threshold
         self.window, self.tz = config.dedup.window, ZoneInfo(config.timezone)
         self.same_entry = config.dedup.same_entry
@@ -167,6 +169,21 @@ class NaiveLoop:
                 known["start"] = frame.ts
                 events.append(("visit", key, frame.ts, vec))
         return events
+
+
+def naive_person_detector(config: Config) -> PersonDetector:
+    """The configured person detector as a user would run it: the same ONNX file in a default
+    onnxruntime session, at the input size the model declares."""
+    import dataclasses
+
+    import onnxruntime as ort
+
+    entry = entry_for(config.models.person_detector, "person_detector")
+    path = locate(entry.file, config.models.dir)
+    detector = create_person_detector(dataclasses.replace(entry, relax_input=False), path,
+                                      score_threshold=config.tracking.person_score)
+    setattr(detector, "session", ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))  # noqa: B010
+    return detector
 
 
 def member_days(bank: SpriteBank, out_dir: Path, members: int = 5,

@@ -101,7 +101,7 @@ class RecognitionConfig(_Section):
     det_score: float | None = Field(None, ge=0, le=1, description="Detector score threshold; default: the model's manifest value.")
     match_threshold: float | None = Field(None, ge=-1, le=1, description="Cosine similarity for 'same person'; default: the recognizer's measured manifest value.")
     batch_size: int = Field(8, gt=0, description="Faces embedded per network run.")
-    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = one per core.")
+    threads: int = Field(1, ge=0, description="onnxruntime intra-op threads of each session; 0 = one per core. One is fastest on a 2-core box: the sessions run one after another and a second thread costs more to hand work to than it saves (docs/recognition.md).")
     motion_share: float = Field(0.002, ge=0, le=1, description="Share of a frame that must move before faces are looked for (0 = look in every frame).")
     quality: QualityConfig = QualityConfig()
 

@@ -240,7 +240,7 @@ class Daemon:
                         self.store.outbox.stats().pending)
         self.publisher.stop(timeout=5.0)
         self.close()
-        for camera in sorted(self.pipeline.people):
+        for camera in sorted({c.id for c in self.config.cameras} | set(self.pipeline.people)):
             log.info("camera %s: %d people tracked, %d passage(s)", camera, self.pipeline.people[camera],
                      self.pipeline.passed[camera])
         log.info("stopped: %d decision(s)", self.decisions)

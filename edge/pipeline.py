@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 # the next count): a member's arrival pop-up need not wait for them to walk out of view.
 EARLY_SHOTS = (2, 3)
 STAGES = ("motion", "persons", "faces", "align", "tracking", "embed")
+FACE_DETECT_PX = 24  # px: how tall the smallest usable face (quality min_face_px) is in the face detector's input
 
 def aggregate(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Weighted mean of unit embeddings, renormalised: one vector for a track's shots."""
@@ -196,8 +197,11 @@ class Pipeline:
         if x2 - x1 < 8 or y2 - y1 < 8:
             return {}
         started = time.perf_counter()
-        # The region at no more than native resolution: its faces are as large as in the frame.
-        found = self.faces.detector.detect(image[y1:y2, x1:x2], long_side=-(-max(x2 - x1, y2 - y1) // 32) * 32)
+        # Faces smaller than the quality gate's minimum are never used: the region is shrunk as
+        # far as keeps that minimum FACE_DETECT_PX tall for the detector.
+        scale = min(1.0, FACE_DETECT_PX / self.faces.limits.min_face_px)
+        side = max(32, -(-round(max(x2 - x1, y2 - y1) * scale) // 32) * 32)
+        found = self.faces.detector.detect(image[y1:y2, x1:x2], long_side=side)
         offset = np.array([x1, y1], dtype=np.float32)
         found = [Detection(d.box + np.tile(offset, 2), d.landmarks + offset, d.score) for d in found]
         self._timed("faces", started)

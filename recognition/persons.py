@@ -10,6 +10,7 @@ Two families, both Apache-2.0 (models/manifest.toml, role "person_detector"):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -88,8 +89,7 @@ class YoloxPersonDetector:
                                       else cv2.INTER_LINEAR)
         blob = canvas.transpose(2, 0, 1)[None].astype(np.float32)
         out = self.session.run(None, {self.input_name: blob})[0][0]
-        grids = np.concatenate([_grid(in_w, in_h, s) for s in YOLOX_STRIDES])
-        strides = np.concatenate([np.full(((in_h // s) * (in_w // s), 1), s, np.float32) for s in YOLOX_STRIDES])
+        grids, strides = _anchors(in_w, in_h)
         if len(grids) != len(out):
             raise ModelError(f"{self.entry.file}: {len(out)} outputs for a {in_w}x{in_h} input, "
                              f"expected {len(grids)}")
@@ -99,9 +99,15 @@ class YoloxPersonDetector:
         return _kept(boxes, out[:, 4] * out[:, 5], self.score_threshold, self.nms_threshold, w, h)
 
 
-def _grid(width: int, height: int, stride: int) -> np.ndarray:
-    ys, xs = np.mgrid[: height // stride, : width // stride]
-    return np.stack([xs, ys], axis=-1).reshape(-1, 2).astype(np.float32)
+@functools.lru_cache(maxsize=64)
+def _anchors(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """The cell of every output row of a `width` x `height` input and its stride."""
+    grids, strides = [], []
+    for stride in YOLOX_STRIDES:
+        ys, xs = np.mgrid[: height // stride, : width // stride]
+        grids.append(np.stack([xs, ys], axis=-1).reshape(-1, 2).astype(np.float32))
+        strides.append(np.full((len(grids[-1]), 1), stride, np.float32))
+    return np.concatenate(grids), np.concatenate(strides)
 
 
 class RetailPersonDetector:

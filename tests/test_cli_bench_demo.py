@@ -53,9 +53,10 @@ def test_demo_runs_with_zero_configuration_and_ends_with_a_summary(faces_dir, tm
     assert "broker: mosquitto on mqtt://127.0.0.1:" in out, "the demo publishes through a broker it starts"
     assert "guide console: http://127.0.0.1:" in out, "and shows the guide console's address"
     summary = out[out.index("summary of"):].splitlines()
-    for line in summary[2:6]:  # visits, re-entries, member visits, arrival alerts
-        counted, expected = line.split()[-2:]
-        assert counted == expected, line
+    rows = {line.rsplit(maxsplit=2)[0].strip(): line.split()[-2:] for line in summary[2:8]}
+    assert list(rows) == ["visits", "re-entries", "member visits", "unidentified", "exits", "arrival alerts"]
+    for label, (counted, expected) in rows.items():
+        assert counted == expected, label
     if hq_unavailable() is None:
         assert "HQ dashboard:  http://127.0.0.1:" in out, "with PostgreSQL, the HQ dashboard's address too"
         hq_line = next(line for line in summary if line.strip().startswith("HQ (PostgreSQL):"))
@@ -80,6 +81,8 @@ def test_bench_pipeline_counts_a_generated_store_day_like_the_ground_truth(faces
     assert result["visits_counted"] == result["visits_true"] > 0
     assert result["reentries_counted"] == result["reentries_true"] > 0
     assert result["member_visits_counted"] == result["member_visits_true"] == 2
+    assert result["unidentified_counted"] == result["unidentified_true"]
+    assert result["exits_counted"] == result["exits_true"]
     assert result["merges_of_different_people"] == 0
     # once per passage (3 best shots) plus at most two early refreshes, never once per frame
     assert result["embedded_faces"] <= 6 * result["walks"] < result["frames"]

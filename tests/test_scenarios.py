@@ -22,7 +22,16 @@ from footfall.edge.pipeline import Pipeline, replay
 from footfall.edge.sources import FileSource
 from footfall.edge.store import Store as BoxStore
 from footfall.recognition.images import read_image
-from footfall.tooling.scenario import Appearance, Clip, SpriteBank, render_clip
+from footfall.tooling.scenario import (
+    DOOR_NAME,
+    SECOND_CAMERA,
+    Appearance,
+    Clip,
+    SpriteBank,
+    camera_settings,
+    render_clip,
+    second_view,
+)
 
 TZ = ZoneInfo("Asia/Shanghai")
 
@@ -53,17 +62,27 @@ class Store:
         self.clips = 0
 
     def clip(self, when: datetime, *walkers: tuple[str, str], camera: str = "door-1", lanes=None,
-             unusable: tuple[int, ...] = ()) -> FileSource:
-        """A 4-second clip starting at `when` with each (identity, photo) walking in; the walkers
-        numbered in `unusable` never show a usable face."""
+             unusable: tuple[int, ...] = (), together: bool = False, **how) -> FileSource:
+        """A 4-second clip starting at `when` with each (identity, photo) walking in (`how`: facing,
+        direction); the walkers numbered in `unusable` never show a usable face; `together`: side
+        by side, stepping in at the same moment."""
+        return self.render(self.scene(when, *walkers, camera=camera, lanes=lanes, unusable=unusable,
+                                      together=together, **how))
+
+    def scene(self, when: datetime, *walkers: tuple[str, str], camera: str = "door-1", lanes=None,
+              unusable: tuple[int, ...] = (), together: bool = False, **how) -> Clip:
+        """The clip `clip` renders."""
         lanes = lanes or [0.3 + 0.4 * i for i in range(len(walkers))]
-        appearances = tuple(Appearance(ident, photo, enter_at=0.3 + 0.4 * i, walk=3.0, lane=lane,
-                                       face_unusable=i in unusable)
+        appearances = tuple(Appearance(ident, photo, enter_at=0.3 + (0.0 if together else 0.4 * i), walk=3.0,
+                                       lane=lane, face_unusable=i in unusable, **how)
                             for i, ((ident, photo), lane) in enumerate(zip(walkers, lanes)))
+        return Clip(camera, when, 4.5, appearances, fps=10)
+
+    def render(self, clip: Clip) -> FileSource:
+        """`clip` rendered into a file the pipeline replays."""
         self.clips += 1
-        path = render_clip(Clip(camera, when, 4.5, appearances, fps=10), self.tmp / f"clip{self.clips}.avi",
-                           self.bank, seed=self.clips)
-        return FileSource(camera, path, when, fps=5)
+        path = render_clip(clip, self.tmp / f"clip{self.clips}.avi", self.bank, seed=self.clips)
+        return FileSource(clip.camera_id, path, clip.start_time, fps=5)
 
     def run(self, *sources: FileSource, enrol=()):
         with BoxStore(self.config, self.analyzer, media_clock=True) as box:
@@ -213,3 +232,49 @@ def test_a_member_recognised_late_is_a_reentry_of_the_visit_they_started_unrecog
     assert (late.kind, late.member_id, late.visitor_id) == ("reentry", member, first.visitor_id)
     assert late.visit_started == first.visit_started
     assert late.recognised_late  # the daemon sends the arrival pop-up for it
+
+
+# -- bodies, the entry line and the door ---------------------------------------------------------
+
+@pytest.fixture
+def door(tmp_path, bank, default_analyzer) -> Store:
+    """A store whose door has two cameras, each with the rendered entry line."""
+    cameras = [camera_settings(Clip(cam, at(0, 0), 1.0, (), door=DOOR_NAME), f"{cam}.avi")
+               for cam in ("door-1", SECOND_CAMERA)]
+    return Store(tmp_path, bank, default_analyzer, cameras=cameras)
+
+
+def test_someone_seen_only_from_behind_is_one_visit_counted_unidentified(door, people):
+    decisions = door.run(door.clip(at(10, 0), (people[10], door.bank.photos(people[10])[0]), facing="back"))
+    assert [(d.kind, d.identified, d.member_id) for d in decisions] == [("visit", False, None)]
+
+
+def test_people_walking_out_across_the_entry_line_are_exits_not_visits(door, people, bank):
+    a, b = people[11], people[12]
+    decisions = door.run(door.clip(at(10, 0), (a, bank.photos(a)[0]), (b, bank.photos(b)[0]),
+                                   facing="back", direction="out"))
+    assert kinds(decisions) == ["exit", "exit"]
+
+
+def test_two_people_stepping_in_side_by_side_are_two_visits(door, people, bank):
+    a, b = people[13], people[14]
+    decisions = door.run(door.clip(at(10, 0), (a, bank.photos(a)[0]), (b, bank.photos(b)[0]),
+                                   lanes=[0.35, 0.65], together=True))
+    assert kinds(decisions) == ["visit", "visit"]
+    assert decisions[0].visitor_id != decisions[1].visitor_id
+
+
+def test_one_person_filmed_by_both_cameras_of_a_door_is_one_visit(door, people, bank):
+    me = (people[15], bank.photos(people[15])[0])
+    first = door.scene(at(10, 0), me)
+    behind = door.scene(at(10, 30), me, facing="back")  # no face on either camera: joined by time and place
+    decisions = door.run(door.render(first), door.render(second_view(first)),
+                         door.render(behind), door.render(second_view(behind)))
+    assert [(d.kind, d.identified) for d in decisions] == [("visit", True), ("visit", False)]
+
+
+def test_two_people_stepping_in_together_on_both_cameras_of_a_door_stay_two_visits(door, people, bank):
+    a, b = people[16], people[17]
+    clip = door.scene(at(10, 0), (a, bank.photos(a)[0]), (b, bank.photos(b)[0]), lanes=[0.35, 0.65], together=True)
+    decisions = door.run(door.render(clip), door.render(second_view(clip)))
+    assert kinds(decisions) == ["visit", "visit"]

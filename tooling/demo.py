@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from footfall.config.schema import parse_config
+from footfall.config.schema import CameraConfig, parse_config
 from footfall.console.server import Console, hash_password
 from footfall.edge.daemon import Daemon
 from footfall.edge.decisions import Decision
@@ -92,6 +92,8 @@ def _demo(config, faces_dir: Path, tmp: Path, broker: LocalBroker | None) -> int
     today = datetime.now(ZoneInfo(STORE_TZ)).date()
     scenario = build_scenario(SpriteBank(faces_dir, analyzer), tmp, config.dedup.window, size="small",
                               day=today, past_midnight=False)
+    # The rendered cameras' entry lines and door, as an installer would configure them.
+    config = config.model_copy(update={"cameras": [CameraConfig.model_validate(c) for c in scenario.cameras()]})
     people = list(enrolment(scenario, analyzer))
     _enrol(config, analyzer, people)
     for person, _ in people:
@@ -156,7 +158,8 @@ def _with_console(config, analyzer, scenario, broker: LocalBroker, console: Cons
     print(f"summary of {len(scenario.clips)} clips, {len(scenario.walks)} walk-ins "
           f"(from the visit events received):")
     print(f"  {'':<14}{'counted':>8}{'expected':>10}")
-    for label, key in (("visits", "visits"), ("re-entries", "reentries"), ("member visits", "member_visits")):
+    for label, key in (("visits", "visits"), ("re-entries", "reentries"), ("member visits", "member_visits"),
+                       ("unidentified", "unidentified"), ("exits", "exits")):
         print(f"  {label:<14}{counts.get(key, 0):>8}{truth.get(key, 0):>10}")
     print(f"  {'arrival alerts':<14}{watcher.arrivals:>8}{truth.get('member_visits', 0):>10}")
     if hq is not None:
@@ -192,7 +195,7 @@ class Watcher:
     def __init__(self, port: int, prefix: str, store_id: str) -> None:
         """Watch every topic of store `store_id` under `prefix` (mqtt.topic_prefix)."""
         self.prefix, self.store_id = prefix, store_id
-        self.tally = {"visits": 0, "reentries": 0, "member_visits": 0}
+        self.tally = {"visits": 0, "reentries": 0, "member_visits": 0, "unidentified": 0, "exits": 0}
         self.arrivals = 0
         self._stopped = threading.Event()
         self.client = make_client(local_config(port), "footfall-demo-watcher", protocol="5")
@@ -213,13 +216,17 @@ class Watcher:
         if name == "visits":
             self.tally["visits" if p["kind"] == "visit" else "reentries"] += 1
             self.tally["member_visits"] += p["kind"] == "visit" and p["member_id"] is not None
-            who = f"member {p['member_id']}" if p["member_id"] else f"visitor {p['visitor_id'][:8]}"
+            self.tally["unidentified"] += p.get("identified") is False
+            who = (f"member {p['member_id']}" if p["member_id"] else f"visitor {p['visitor_id'][:8]}"
+                   + ("" if p.get("identified", True) else " (no face seen)"))
             line = f"{p['first_seen_ts'][5:19].replace('T', ' ')}  {p['kind']:<8} {who}"
         elif name == "alerts/arrival":
             self.arrivals += 1
             line = f"{p['ts'][5:19].replace('T', ' ')}  ARRIVAL  {p['name']} ({p['tier']}) -> guides' devices"
         elif name.startswith("alerts/"):
             line = f"{p['ts'][5:19].replace('T', ' ')}  {name}: {p}"
+        elif name == "counts":
+            self.tally["exits"] = p.get("exits", 0)  # the day's running count, retained
         elif name == "status" and p.get("state") == "stopped":
             self._stopped.set()
         if line:
