@@ -251,13 +251,14 @@ def alert_latency(config: Config, bank: SpriteBank, analyzer: FaceAnalyzer, tmp:
 
 
 def bench_pipeline(config: Config, faces_dir: Path, *, size: str = "day", progress: bool = True,
-                   with_latency: bool = True) -> dict:
-    """Run the scenario through both sides and return speed and counting accuracy."""
+                   with_latency: bool = True, door_cameras: int = 1) -> dict:
+    """Run the scenario through both sides and return speed and counting accuracy; with
+    `door_cameras=2` a second camera on the door films every walk again (joins are counted)."""
     analyzer = FaceAnalyzer.from_config(config)
     bank = SpriteBank(faces_dir, analyzer)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        scenario = build_scenario(bank, tmp, config.dedup.window, size=size)
+        scenario = build_scenario(bank, tmp, config.dedup.window, size=size, door_cameras=door_cameras)
         truth = expected_counts(scenario.walks, scenario.window, scenario.tz)
         oracle = Oracle(scenario, analyzer, bank)
         run_config = config.model_copy(update={

@@ -104,7 +104,8 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from footfall.benchmarks.pipeline import bench_pipeline, format_table
 
     faces = _scenario_faces(args)
-    result = bench_pipeline(_bench_config(args), faces, size=args.size, progress=not args.json)
+    result = bench_pipeline(_bench_config(args), faces, size=args.size, progress=not args.json,
+                            door_cameras=args.door_cameras)
     print(json.dumps(result) if args.json else format_table(result))
     return EXIT_OK
 
@@ -332,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = bench.add_parser("pipeline", help="a generated store day: frames/s and counting accuracy against a naive loop")
     _bench_options(p, faces_required=False)
     p.add_argument("--size", choices=["day", "small"], default="day", help="scenario size")
+    p.add_argument("--door-cameras", type=int, choices=[1, 2], default=1,
+                   help="2: a second camera on the door films every walk again (one person, one passage)")
     p.set_defaults(func=cmd_bench_pipeline)
     p = bench.add_parser("soak", help="the daemon on a generated store day looped for N minutes: memory, "
                                       "threads, files, outbox backlog and lost events")
