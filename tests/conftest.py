@@ -108,7 +108,7 @@ SLOW_MODULES = {
 }
 
 # Live cameras: each starts GStreamer's RTSP server (and a daemon).
-SLOW_MODULES |= {"test_rtsp_live"}
+SLOW_MODULES |= {"test_rtsp_live", "test_decided_on_time"}
 
 # HQ hardening: each starts PostgreSQL and Mosquitto.
 SLOW_MODULES |= {"test_hq_poison", "test_hq_identities", "test_hq_bounds"}
