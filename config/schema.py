@@ -194,7 +194,7 @@ class DownlinkConfig(_Section):
     max_id_length: int = Field(128, ge=1, le=4096, description="Longest member_id or appointment_id, characters.")
     max_text_length: int = Field(256, ge=1, le=65536, description="Longest name, tier, channel or advisor, characters.")
     max_profile_bytes: int = Field(16 * 1024, ge=2, le=1024 * 1024, description="Largest CRM profile object (JSON bytes) held per member and sent in arrival alerts.")
-    inbox: int = Field(1000, ge=1, le=1_000_000, description="Downlink messages waiting for the decision loop; beyond, new ones are dropped (counted, reported on errors).")
+    inbox: int = Field(1000, ge=1, le=1_000_000, description="Downlink messages waiting for the decision loop (also the MQTT 5 Receive Maximum); while full, nothing more is read from the broker, and a QoS 0 message that still arrives is dropped (counted, reported on errors).")
     error_reports_per_minute: int = Field(60, ge=1, le=60_000, description="Most `errors` events per minute; the rest are counted and the next report carries `suppressed`.")
     counts_max_buckets: int = Field(400, ge=1, le=100_000, description="Most buckets in one counts/get answer.")
     counts_requests_per_minute: int = Field(30, ge=1, le=60_000, description="Most counts/get requests answered per minute; the rest are refused on errors.")

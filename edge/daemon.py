@@ -3,7 +3,8 @@
 The store (`edge/store.py`) owns the state and decides; the daemon moves things between threads.
 One thread runs the pipeline and feeds the store: passages, clock ticks, downlink messages and
 operator commands (handed over from the MQTT thread and the admin channel through a bounded
-inbox). Camera readers, the admin channel and the publisher, which only drains the outbox, have
+inbox; a QoS 1 downlink message is acknowledged to the broker only once the store handled it).
+Camera readers, the admin channel and the publisher, which only drains the outbox, have
 threads of their own. File sources replay on the media clock (`run --once` processes them to the
 end, flushes and exits); live sources run on the wall clock until SIGTERM.
 """
@@ -22,7 +23,7 @@ from typing import Any
 
 from footfall import __version__
 from footfall.config.schema import Config, ConfigError
-from footfall.edge.admin import AdminRequest, AdminServer
+from footfall.edge.admin import MAX_CLIENTS, AdminRequest, AdminServer
 from footfall.edge.decisions import Decision, Passage
 from footfall.edge.metrics import CameraMeter, MetricsServer, render
 from footfall.edge.notify import Notifier
@@ -33,7 +34,7 @@ from footfall.edge.store import Store
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.recognition.persons import person_detector_from_config
 from footfall.sync import events
-from footfall.sync.mqtt import Publisher
+from footfall.sync.mqtt import Ack, Publisher
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class Inbound:
     properties: Any
     rejected: str | None = None  # refused on arrival (too large, retained); the payload was not kept
     admin: AdminRequest | None = None
+    ack: Ack | None = None       # a QoS 1 message: acknowledged to the broker once handled
 
 
 class Daemon:
@@ -103,11 +105,17 @@ class Daemon:
         self.metrics: MetricsServer | None = None
         if config.metrics.port and not self.replay:
             self.metrics = MetricsServer(config.metrics.host, config.metrics.port, self.metrics_text)
-        # Bounded: a flood is dropped (and counted) at the door instead of growing memory.
-        self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=config.downlink.inbox)
-        self.inbox_dropped = 0      # written by the MQTT thread only
+        # Bounded: the MQTT thread reads nothing while `inbox_limit` messages wait (the broker keeps
+        # the rest). One read may bring a few more: a QoS 0 one is then dropped and counted, a QoS 1
+        # one (acknowledged only once handled) has room of its own, as do the admin channel's clients.
+        self.inbox_limit = config.downlink.inbox
+        self.receive_maximum = min(65535, self.inbox_limit)
+        self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=self.inbox_limit + self.receive_maximum + MAX_CLIENTS)
+        self.inbox_dropped = 0      # QoS 0 messages dropped; written by the MQTT thread only
+        self.inbox_deferred = 0     # QoS 1 messages left unacknowledged for the broker to redeliver; likewise
         self._inbox_reported = 0
-        self._dropped_topic = ""    # the topic of the last one dropped
+        self._deferred_reported = 0
+        self._dropped_topic = ""    # the topic of the last one dropped or deferred
         storage = Path(config.storage.dir)
         self.admin = AdminServer(storage, lambda request: self.inbox.put(  # waits while the inbox is full
             Inbound(request.topic, request.payload, None, admin=request)))
@@ -117,7 +125,9 @@ class Daemon:
                                    on_message=self._receive,
                                    subscriptions=[events.topic(config.mqtt.topic_prefix, self.store_id, t)
                                                   for t in downlink_topics],
-                                   max_incoming=config.downlink.max_payload + PACKET_HEADROOM)
+                                   max_incoming=config.downlink.max_payload + PACKET_HEADROOM,
+                                   receive_maximum=self.receive_maximum,
+                                   room=self._inbox_room)
         self.store.on_stored = self.publisher.notify
         self._with_camera_stats(self.publisher)
         self._next_stats = time.monotonic() + STATS_EVERY_S
@@ -234,6 +244,7 @@ class Daemon:
             self.metrics.stop()
         self._enter(self.pipeline.finish())
         self.store.finish()
+        self._drain_inbox()  # while the publisher can still acknowledge; the rest is redelivered at the next start
         flushed = self.publisher.wait_sent(timeout=10.0)
         if not flushed:
             log.warning("shutdown: %d event(s) not yet acknowledged stay in the outbox for the next start",
@@ -321,12 +332,20 @@ class Daemon:
 
     # -- downlink and operator commands ----------------------------------------------
 
-    def _receive(self, message: Any) -> None:
-        """Called on the MQTT thread: hand over, decide on the main thread.
+    def _inbox_room(self) -> bool:
+        """Whether the MQTT thread may read more. Always while stopping: the loop no longer drains
+        the inbox, and the publisher must still read its PUBACKs (what then does not fit is left
+        unacknowledged, for the broker to redeliver at the next start)."""
+        return self._stopping or self.inbox.qsize() < self.inbox_limit
+
+    def _receive(self, message: Any, ack: Ack | None = None) -> None:
+        """Called on the MQTT thread: hand over, decide (and acknowledge) on the main thread.
 
         A payload over `downlink.max_payload` and a retained message (a stale command the broker
-        keeps) are refused here, without keeping their payload; when the inbox is full the message
-        is dropped and counted.
+        keeps) are refused here, without keeping their payload. The MQTT thread stops reading while
+        `downlink.inbox` messages wait; a QoS 0 message that arrives all the same is dropped and
+        counted, a QoS 1 message is queued in the room kept for it. Should even that be full, it is
+        left unacknowledged: the broker keeps it and redelivers it after the next reconnect.
         """
         size = len(message.payload)
         limit = self.store.limits.max_payload
@@ -338,11 +357,19 @@ class Daemon:
                                                        f"{limit} bytes (downlink.max_payload)")
         else:
             inbound = Inbound(message.topic, bytes(message.payload), getattr(message, "properties", None))
+        inbound.ack = ack
+        if ack is None and self.inbox.qsize() >= self.inbox_limit:
+            self._dropped_topic = message.topic
+            self.inbox_dropped += 1
+            return
         try:
             self.inbox.put_nowait(inbound)
         except queue.Full:
             self._dropped_topic = message.topic
-            self.inbox_dropped += 1
+            if ack is None:
+                self.inbox_dropped += 1
+            else:
+                self.inbox_deferred += 1
 
     def _drain_inbox(self) -> None:
         """Hand waiting messages to the store for at most INBOX_BUDGET_S (plus the one in hand):
@@ -350,8 +377,14 @@ class Daemon:
         dropped = self.inbox_dropped - self._inbox_reported
         if dropped:
             self._inbox_reported += dropped
-            self.store.reject(self._dropped_topic, f"{dropped} downlink message(s) dropped: the inbox was full "
-                                                   f"(downlink.inbox = {self.inbox.maxsize})", count=dropped)
+            self.store.reject(self._dropped_topic, f"{dropped} QoS 0 downlink message(s) dropped: the inbox was "
+                                                   f"full (downlink.inbox = {self.inbox_limit})", count=dropped)
+        deferred = self.inbox_deferred - self._deferred_reported
+        if deferred:
+            self._deferred_reported += deferred
+            self.store.reject(self._dropped_topic, f"{deferred} QoS 1 downlink message(s) left unacknowledged: the "
+                                                   f"inbox was full; the broker redelivers them after a reconnect",
+                              count=deferred)
         self.store.report_suppressed()
         deadline = time.monotonic() + INBOX_BUDGET_S
         while time.monotonic() < deadline:
@@ -369,8 +402,11 @@ class Daemon:
                 reply = self.store.receive(message.topic, message.payload, message.properties)
                 if reply is not None:
                     self.publisher.publish_now(reply.topic, reply.payload, qos=1, properties=reply.properties)
-            except Exception:  # one bad message never stops the daemon
+            except Exception:  # one bad message never stops the daemon (nor comes back at every reconnect)
                 log.exception("downlink %s: not handled", message.topic)
+            finally:
+                if message.ack is not None:
+                    self.publisher.ack(message.ack)
 
     def _handle_admin(self, request: AdminRequest) -> None:
         """An operator command from the admin channel: applied by the store, answered to the caller."""

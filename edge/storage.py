@@ -206,6 +206,17 @@ class StoreFile:
             if self._conn is not None:
                 self._conn.close()
 
+    def checkpoint(self) -> bool:
+        """`purge` the store's file now: what was deleted leaves its WAL too, the file staying open.
+
+        True when done, or when there is nothing to do (a store in memory, or closed); False if a
+        reader kept the checkpoint from completing.
+        """
+        with self._lock:
+            if self._closed or self._conn is None or not db_file(self._conn):
+                return True
+            return purge(self._conn)
+
     def _release(self) -> None:
         """Called once by `close()` before the file closes; nothing by default."""
 

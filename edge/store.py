@@ -38,7 +38,7 @@ from footfall.dedup.gallery import EnrolmentError, Gallery, Person
 from footfall.dedup.window import VisitWindow
 from footfall.edge import rules
 from footfall.edge.decisions import Decision, Passage, decide
-from footfall.edge.storage import StorageError
+from footfall.edge.storage import StorageError, StoreFile
 from footfall.edge.storage_lock import StorageLock
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.sync import events
@@ -164,6 +164,8 @@ class Store:
         self._flag_unsaved: set[str] = set()      # no-shows raised whose flag appointments.db refused
         self._next_storage_retry = 0.0
         self._next_state_retry = 0.0
+        self._unscrubbed: list[StoreFile] = []  # state files whose checkpoint after an erasure was held up
+        self._next_scrub = 0.0
 
     def _forget_anonymous_vectors(self) -> None:
         """count_only keeps no template: windows left open by an earlier recognise run go at once,
@@ -208,6 +210,7 @@ class Store:
         windows closed every second (frames or not) and no-shows and counts every minute."""
         self._retry_unstored()
         self._retry_state_files()
+        self._retry_scrub()
         if self.now is None:
             return
         if self._next_expiry is None or self.now >= self._next_expiry:
@@ -335,6 +338,8 @@ class Store:
         if self.count_only and name == events.MEMBERS_UPSERT:
             return Outcome(False, COUNT_ONLY)
         outcome = self.downlink.handle(name, payload)
+        if outcome.ok and name == events.MEMBERS_DELETE:
+            self._scrub_files()
         if announce and outcome.ok and outcome.reply is not None and name == events.MEMBERS_DELETE:
             self._emit(events.MemberDeleted(store_id=self.store_id, ts=self.clock(),
                                             member_id=outcome.reply["member_id"]))
@@ -406,6 +411,34 @@ class Store:
         if unsent:  # the id itself never goes to the journal: it would outlive the erasure there
             log.warning("members/delete: %d unsent event(s) naming the member were erased with them", unsent)
         return held
+
+    def _scrub_files(self, *, again: bool = False) -> None:
+        """After an erasure: checkpoint every state file (`secure_delete` is on), so neither a file
+        nor its -wal keeps a page image naming the member, whether or not the erasure found rows
+        there. A file a reader kept from it (`footfall doctor`) is tried again from `tick`."""
+        parts = self._unscrubbed if again else self._opened
+        self._unscrubbed = [part for part in parts if not self._checkpointed(part, quiet=again)]
+        self._next_scrub = time.monotonic() + RETRY_EVERY_S
+        if again and not self._unscrubbed:
+            log.info("erasure: every state file checkpointed at last; no WAL holds the erased pages")
+
+    def _retry_scrub(self) -> None:
+        """Once a second: the checkpoints after an erasure that a reader held up, tried again."""
+        if self._unscrubbed and time.monotonic() >= self._next_scrub:
+            self._scrub_files(again=True)
+
+    @staticmethod
+    def _checkpointed(part: StoreFile, *, quiet: bool = False) -> bool:
+        try:
+            if part.checkpoint():
+                return True
+            reason = "a reader kept the WAL checkpoint from completing"
+        except STORAGE_ERRORS as exc:
+            reason = f"WAL checkpoint failed: {exc}"
+        if not quiet:
+            log.warning("erasure: %s: %s; the erased pages stay in its WAL until it succeeds (tried every "
+                        "second)", type(part).__name__, reason)
+        return False
 
     # -- the outbox, and what the disk refused -----------------------------------------
 

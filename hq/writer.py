@@ -10,17 +10,23 @@ A batch the database refuses because of what one of its rows holds (`is_refusal`
 halves, and each half written again, until the refused row stands alone (`write_bisecting`):
 the good rows are stored, and the caller keeps the refused one as an ingest error. Any other
 failure (the database unreachable, full, shutting down) is the caller's to retry, whole.
+
+A batch that took an erased member's id out of rows vacuums those tables right after its commit
+(`vacuum`), so the old row versions holding the id leave the heap and index pages at once.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.pq import TransactionStatus
+from psycopg.sql import SQL, Identifier
 from psycopg.types.json import Jsonb
 
 from footfall.hq.ingest import Rejection, Row
@@ -36,6 +42,7 @@ class Written:
 
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # SQLSTATE classes that speak of the values sent: data exceptions (22), integrity constraint
 # violations (23), program limits such as an index row too large (54).
@@ -144,19 +151,25 @@ _ERASED = (f"SELECT m.id, e.erased_at FROM erasure_salt s CROSS JOIN unnest(%s::
 _GONE = "unnest(%s::text[], %s::timestamptz[]) AS g(id, erased_at)"
 # The store's events up to the erasure lose the id, whenever they arrive (an outbox replaying an old
 # day); a member visit's visitor id is the member id, so it becomes a fresh anonymous one.
+# Each statement with the table it changes: the old row versions there hold the id until a VACUUM.
 _SCRUB_EVENTS = (
-    f"UPDATE visits v SET member_id = NULL, visitor_id = CASE WHEN v.visitor_id = g.id "
-    f"THEN replace(gen_random_uuid()::text, '-', '') ELSE v.visitor_id END FROM {_GONE} "
-    "WHERE v.member_id = g.id AND v.ts <= g.erased_at",
-    f"UPDATE alerts a SET member_id = NULL, tier = NULL FROM {_GONE} WHERE a.member_id = g.id AND a.ts <= g.erased_at",
-    f"UPDATE no_shows n SET member_id = NULL FROM {_GONE} WHERE n.member_id = g.id AND n.ts <= g.erased_at",
+    ("visits", f"UPDATE visits v SET member_id = NULL, visitor_id = CASE WHEN v.visitor_id = g.id "
+               f"THEN replace(gen_random_uuid()::text, '-', '') ELSE v.visitor_id END FROM {_GONE} "
+               "WHERE v.member_id = g.id AND v.ts <= g.erased_at"),
+    ("alerts", f"UPDATE alerts a SET member_id = NULL, tier = NULL FROM {_GONE} "
+               "WHERE a.member_id = g.id AND a.ts <= g.erased_at"),
+    ("no_shows", f"UPDATE no_shows n SET member_id = NULL FROM {_GONE} WHERE n.member_id = g.id AND n.ts <= g.erased_at"),
 )
 # At the erasure itself, also the CRM's bookings and every rejected message quoting the id.
 _SCRUB_AT_ERASURE = (
-    f"UPDATE appointments p SET member_id = NULL FROM {_GONE} WHERE p.member_id = g.id",
-    "DELETE FROM ingest_errors WHERE EXISTS (SELECT 1 FROM unnest(%s::text[], %s::timestamptz[]) AS g(id, at) "
-    "WHERE strpos(payload_excerpt, g.id) > 0 OR strpos(reason, g.id) > 0 OR strpos(topic, g.id) > 0)",
+    ("appointments", f"UPDATE appointments p SET member_id = NULL FROM {_GONE} WHERE p.member_id = g.id"),
+    ("ingest_errors", "DELETE FROM ingest_errors WHERE EXISTS (SELECT 1 FROM unnest(%s::text[], %s::timestamptz[]) "
+                      "AS g(id, at) WHERE strpos(payload_excerpt, g.id) > 0 OR strpos(reason, g.id) > 0 "
+                      "OR strpos(topic, g.id) > 0)"),
 )
+# Not only the heap: an index of the table (visits_member, ...) holds the id too, and a plain VACUUM
+# skips the indexes when few pages have dead rows (INDEX_CLEANUP AUTO), as after one erasure.
+_VACUUM = "VACUUM (INDEX_CLEANUP ON) {}"
 
 
 def _params(row: Row) -> tuple[str, tuple[Any, ...]]:
@@ -238,16 +251,18 @@ def write_batch(conn: psycopg.Connection, rows: list[Row], rejections: list[Reje
             keys = sorted({k[:3] for k in rollup})
             cur.executemany(_HOURLY, [(*k, rollup[(*k, "visits")], rollup[(*k, "reentries")],
                                        rollup[(*k, "member_visits")], rollup[(*k, "unidentified")]) for k in keys])
-        inserted += _erase(cur, erasures, events)
+        erased, scrubbed = _erase(cur, erasures, events)
+        inserted += erased
         if rejections:
             cur.executemany(_ERROR, [(r.topic, r.topic_store_id, r.reason, r.payload_bytes,
                                       r.payload_excerpt.replace("\x00", "\ufffd")) for r in rejections])
+    vacuum(conn, scrubbed)
     return Written(inserted, len(rows) - inserted, len(rejections))
 
 
-def _erase(cur: psycopg.Cursor, erasures: dict[str, datetime], events: list[Row]) -> int:
+def _erase(cur: psycopg.Cursor, erasures: dict[str, datetime], events: list[Row]) -> tuple[int, set[str]]:
     """Record the batch's erasures, then take the id of every erased member out of what the chain
-    holds of them; returns how many erasures were new."""
+    holds of them; returns how many erasures were new, and the tables where rows changed."""
     new = 0
     if erasures:
         ids = sorted(erasures)
@@ -257,18 +272,49 @@ def _erase(cur: psycopg.Cursor, erasures: dict[str, datetime], events: list[Row]
                        if r.table in ("visits", "alerts", "no_shows") and r.values.get("member_id")}
     named |= set(erasures)
     if not named:
-        return new
+        return new, set()
     cur.execute(_ERASED, (sorted(named),))
     gone = sorted(cur.fetchall())
-    if gone:
-        columns = ([g[0] for g in gone], [g[1] for g in gone])
-        for sql in _SCRUB_EVENTS:
-            cur.execute(sql, columns)
-        at_erasure = [g for g in gone if g[0] in erasures]
-        if at_erasure:
-            for sql in _SCRUB_AT_ERASURE:
-                cur.execute(sql, ([g[0] for g in at_erasure], [g[1] for g in at_erasure]))
-    return new
+    at_erasure = [g for g in gone if g[0] in erasures]
+    statements = [(s, gone) for s in _SCRUB_EVENTS] + [(s, at_erasure) for s in _SCRUB_AT_ERASURE]
+    scrubbed: set[str] = set()
+    for (table, statement), members in statements:
+        if members:
+            cur.execute(statement, ([g[0] for g in members], [g[1] for g in members]))
+            if cur.rowcount > 0:
+                scrubbed.add(table)
+    return new, scrubbed
+
+
+def vacuum(conn: psycopg.Connection, tables: Iterable[str]) -> bool:
+    """`VACUUM (INDEX_CLEANUP ON)` each table, on `conn` outside any transaction (VACUUM cannot run
+    in one): the row versions an erasure left dead, which still hold the id, leave the heap and
+    index pages at once rather than when autovacuum comes by. Returns False when it did not run.
+
+    Only what no transaction may still see is removed (one begun before the erasure keeps the old
+    rows until autovacuum); WAL and backups are out of its reach (docs/security.md). A failure is
+    logged, never raised: the erasure itself is committed already.
+    """
+    names = sorted(set(tables))
+    if not names:
+        return True
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        log.warning("erasure: VACUUM of %s left to autovacuum: the connection is inside a transaction",
+                    ", ".join(names))
+        return False
+    autocommit = conn.autocommit
+    try:
+        conn.autocommit = True
+        for table in names:
+            conn.execute(SQL(_VACUUM).format(Identifier(table)))
+        return True
+    except psycopg.Error as exc:
+        log.warning("erasure: VACUUM of %s failed (%s); autovacuum clears the old rows later",
+                    ", ".join(names), str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        return False
+    finally:
+        if not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE:
+            conn.autocommit = autocommit
 
 
 def now_utc(conn: psycopg.Connection) -> datetime:

@@ -17,6 +17,17 @@ keeps the newest status (ties going to the later message, as head office does)
 ends with the will when the box dies, and a later connection's "online" is newer. The
 session is persistent (stable client id, no clean start, MQTT 5 session
 expiry), so downlink messages sent while the box is offline wait at the broker.
+
+Downlink messages are acknowledged by hand (`manual_ack`): the handler gets an `Ack` with each
+QoS 1 message and hands it to `ack()` once the message was handled. Until then the broker
+keeps it, and redelivers it after a reconnect or a restart; with `receive_maximum` (MQTT 5) the
+broker sends no more than that many unacknowledged at once, so a burst waits at the broker
+instead of in the box's memory. As a broker may send more than that (Mosquitto 2.0 does once
+acknowledgements flow), the thread also stops reading from the socket while `room()` says the
+handler is full: TCP then holds the broker back, and the box's memory stays bounded whatever the
+broker does. Acknowledgements, publishes and keepalives still go out meanwhile. An acknowledgement is sent only on the connection the message
+came on (a packet id means nothing on the next one): a message handled across a reconnect is
+redelivered and handled again, so downlink handling must be idempotent.
 """
 
 from __future__ import annotations
@@ -56,6 +67,7 @@ KEEPALIVE_S = 30
 CONNECT_TIMEOUT_S = 10.0
 _TICK_S = 0.05   # longest network-loop wait: bounds how late a new outbox row is noticed
 _POLL_S = 0.5    # rows added without submit() are found at least this often
+_HOLD_S = 0.005  # while the downlink handler is full: how often room() is asked again
 _AUTH_REASONS = {"Bad user name or password", "Not authorized"}
 
 
@@ -105,6 +117,15 @@ def _json_bytes(payload: dict[str, Any] | str | bytes) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
+@dataclass(frozen=True)
+class Ack:
+    """What acknowledges one QoS 1 downlink message: the connection it came on and its packet id."""
+
+    connection: int
+    mid: int
+    qos: int
+
+
 @dataclass
 class _Direct:
     """A message that is not an event (a counts reply, a status): sent once if connected, never stored."""
@@ -122,15 +143,21 @@ class Publisher:
     def __init__(self, config: MqttConfig, store_id: str, outbox: Outbox, *, version: str,
                  cameras: Callable[[], dict[str, events.CameraState]],
                  storage: Callable[[], str] | None = None,
-                 on_message: Callable[[paho.MQTTMessage], None] | None = None,
+                 on_message: Callable[[paho.MQTTMessage, Ack | None], None] | None = None,
                  subscriptions: Sequence[str] = (),
                  max_in_flight: int = MAX_IN_FLIGHT, keepalive: int = KEEPALIVE_S,
                  reconnect_min: float = 1.0, reconnect_max: float = 60.0,
                  session_expiry: int = SESSION_EXPIRY_S, max_attempts: int | None = None,
-                 max_incoming: int | None = None) -> None:
+                 max_incoming: int | None = None, receive_maximum: int | None = None,
+                 room: Callable[[], bool] | None = None) -> None:
         """`max_attempts` (default `mqtt.max_attempts`): a row the broker refused, or that was alone in
         flight when the connection dropped, this many times is dead-lettered. `max_incoming`: the
-        largest packet this client takes (sent to an MQTT 5 broker as Maximum Packet Size)."""
+        largest packet this client takes (sent to an MQTT 5 broker as Maximum Packet Size).
+        `on_message(message, ack)` is called on the publisher thread for each downlink message;
+        `ack` (None for QoS 0) must be passed to `ack()` once the message was handled.
+        `receive_maximum`: QoS 1 messages the broker may have unacknowledged with this client
+        (sent to an MQTT 5 broker as Receive Maximum; a 3.1.1 broker applies its own limit).
+        `room()`: whether the downlink handler takes messages now; while it says no, nothing is read."""
         self.host, self.port, _ = parse_broker_url(config.url)
         self.store_id = store_id
         self.prefix = config.topic_prefix
@@ -143,10 +170,12 @@ class Publisher:
         self._cameras = cameras
         self._storage = storage
         self._on_message = on_message
+        self._room = room
         self._max_in_flight = max(1, max_in_flight)
         self._reconnect_min, self._reconnect_max = reconnect_min, max(reconnect_min, reconnect_max)
         self._max_attempts = max(1, max_attempts if max_attempts is not None else config.max_attempts)
         self._max_incoming = max_incoming
+        self._receive_maximum = None if receive_maximum is None else max(1, min(65535, receive_maximum))
 
         # Observable state, written by the publisher thread only.
         self.last_error: str | None = None
@@ -178,6 +207,8 @@ class Publisher:
         self._deadline = 0.0      # stop(): the "stopped" status and the DISCONNECT by then
         self._drain_until = 0.0   # stop(): new rows are sent until then
         self._direct: queue.SimpleQueue[_Direct] = queue.SimpleQueue()
+        self._acks: queue.SimpleQueue[Ack] = queue.SimpleQueue()
+        self._connection = 0  # counts successful connections: an Ack is valid on its own only
 
         self._client = self._make_client(config, keepalive, session_expiry)
 
@@ -225,6 +256,14 @@ class Publisher:
         self._direct.put(_Direct(topic, _json_bytes(payload), retain, qos, properties if self._v5 else None))
         self._wake.set()
 
+    def ack(self, ack: Ack) -> None:
+        """Acknowledge a downlink message that was handled (thread-safe; sent by the publisher thread).
+
+        Dropped if the connection it came on has gone: the broker redelivers the message.
+        """
+        self._acks.put(ack)
+        self._wake.set()
+
     def refresh_status(self) -> None:
         """Publish "online" again with the cameras' current states (call when a camera changes state)."""
         self.publish_now(self.status_topic, self._status("online").to_json(), retain=True, qos=1)
@@ -241,7 +280,8 @@ class Publisher:
     # -- setup -----------------------------------------------------------------------
 
     def _make_client(self, config: MqttConfig, keepalive: int, session_expiry: int) -> paho.Client:
-        client = make_client(config, self.client_id, protocol="5" if self._v5 else "3.1.1", persistent=True)
+        client = make_client(config, self.client_id, protocol="5" if self._v5 else "3.1.1", persistent=True,
+                             manual_ack=True)
         client.on_log = self._on_log
         client.suppress_exceptions = True  # a bug in a callback is logged, never unwinds the network loop
         client.max_inflight_messages_set(0)  # the window is ours (it must survive replays), not paho's
@@ -252,6 +292,8 @@ class Publisher:
             props.SessionExpiryInterval = session_expiry
             if self._max_incoming is not None:
                 props.MaximumPacketSize = self._max_incoming  # the broker drops larger messages for us
+            if self._receive_maximum is not None:
+                props.ReceiveMaximum = self._receive_maximum
             client.connect_async(self.host, self.port, keepalive, clean_start=False, properties=props)
         else:
             client.connect_async(self.host, self.port, keepalive)
@@ -300,12 +342,16 @@ class Publisher:
                 if self._client.socket() is None:  # paho closed it while we published
                     self._lost(MQTTErrorCode.MQTT_ERR_CONN_LOST)
                     continue
+                if self._connected and self._room is not None and not self._stop.is_set() and not self._room():
+                    self._hold()
+                    continue
                 rc = self._client.loop(_TICK_S)
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     self._lost(rc)
                     continue
                 self._record_acks()
                 if self._connected:
+                    self._send_acks()
                     self._send_direct()
                     if self._stopped_mid is None:
                         self._fill_window()
@@ -319,6 +365,18 @@ class Publisher:
                 if self._stop.is_set():
                     return  # what is unsent stays in the outbox
                 self._schedule_retry()
+
+    def _hold(self) -> None:
+        """The downlink handler is full: read nothing (the broker keeps the rest), write what is due."""
+        self._send_acks()
+        rc = self._client.loop_write() if self._client.want_write() else MQTTErrorCode.MQTT_ERR_SUCCESS
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            rc = self._client.loop_misc()  # keepalive: a hold longer than it drops the connection
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._lost(rc)
+            return
+        self.last_progress = time.monotonic()
+        self._stop.wait(_HOLD_S)
 
     def _connect_when_due(self) -> None:
         self.last_progress = time.monotonic()  # waiting for the broker is not a wedged thread
@@ -430,6 +488,15 @@ class Publisher:
         self._in_flight[info.mid] = row.seq
         return True
 
+    def _send_acks(self) -> None:
+        while True:
+            try:
+                ack = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            if ack.connection == self._connection:
+                self._client.ack(ack.mid, ack.qos)
+
     def _drop_direct(self) -> None:
         while True:
             try:
@@ -462,6 +529,7 @@ class Publisher:
             self._stopped_mid = info.mid
         if self._stopped_mid is not None and (self._stopped_acked or time.monotonic() >= self._deadline):
             self._record_acks()
+            self._send_acks()
             self._client.disconnect()  # a normal DISCONNECT: the broker discards the last will
             self._close()
             return True
@@ -491,6 +559,7 @@ class Publisher:
         # Unacknowledged messages are replayed from the outbox rather than by paho, so that an
         # alert gets its remaining lifetime again, and one that ran out is not sent at all.
         client.drop_out_messages()
+        self._connection += 1
         self._in_flight.clear()
         self._cursor = 0
         self._more = True
@@ -549,9 +618,16 @@ class Publisher:
         paho_log.log(logging.ERROR if important else logging.DEBUG, "%s", message)
 
     def _on_downlink(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        ack = Ack(self._connection, message.mid, message.qos) if message.qos else None
         if self._on_message is None:
+            if ack is not None:
+                self.ack(ack)
             return
         try:
-            self._on_message(message)
+            self._on_message(message, ack)
         except Exception:
-            log.exception("mqtt: handler failed on a message on %s", message.topic)
+            # Acknowledged all the same: a message that breaks the handler would otherwise come back
+            # at every reconnect, and hold one of the broker's Receive Maximum slots meanwhile.
+            log.exception("mqtt: handler failed on a message on %s; acknowledged, not handled", message.topic)
+            if ack is not None:
+                self.ack(ack)

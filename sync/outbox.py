@@ -60,6 +60,14 @@ def _cause(exc: BaseException) -> BaseException:
     return exc
 
 
+def _confirms_erasure(conn: sqlite3.Connection, seqs: tuple[int, ...]) -> bool:
+    """Whether any of these unsent rows is a `members/deleted` confirmation (it names the member)."""
+    suffix = "/" + events.MEMBERS_DELETED
+    return any(topic.endswith(suffix) for (topic,) in conn.execute(
+        "SELECT topic FROM outbox WHERE sent_at IS NULL AND seq IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(seqs)),)))
+
+
 def _abandon(conn: sqlite3.Connection) -> None:
     """Leave no transaction open after a failed COMMIT, so the next write can try again."""
     if conn.in_transaction:
@@ -238,6 +246,7 @@ class Outbox(StoreFile):
             conn = self._open()
             try:
                 with transaction(conn):
+                    confirms_erasure = _confirms_erasure(conn, seqs)
                     # Once the broker has it, the box keeps only the row's place in the sequence:
                     # names, CRM profiles and erasure confirmations do not linger in sent rows.
                     conn.executemany("""UPDATE outbox SET sent_at = ?, payload = json_object('event_id', event_id)
@@ -248,6 +257,9 @@ class Outbox(StoreFile):
                 # The rows stay unsent and go out again later: a duplicate, never a loss.
                 self._last_error = f"{self.path}: cannot mark rows sent: {_cause(exc)}"
                 raise StorageError(self._last_error) from None
+            if confirms_erasure:
+                # The confirmation was the last row naming an erased member: its WAL frames go too.
+                self._purge_after_erasure(conn)
 
     def dead_letter(self, seq: int, why: str) -> None:
         """Take an unsent row out of the queue for good (it can never be delivered), keeping it, counted.
@@ -318,6 +330,16 @@ class Outbox(StoreFile):
             log.warning("outbox %s: WAL checkpoint at close failed: %s", self.path, exc)
 
     # -- internals -------------------------------------------------------------------
+
+    def _purge_after_erasure(self, conn: sqlite3.Connection) -> None:
+        try:
+            done = purge(conn)
+        except (OSError, sqlite3.DatabaseError) as exc:
+            log.warning("outbox %s: WAL checkpoint after sending an erasure confirmation failed: %s", self.path, exc)
+            return
+        if not done:
+            log.warning("outbox %s: a reader kept the WAL checkpoint after sending an erasure confirmation from "
+                        "completing; the next checkpoint takes it", self.path)
 
     def _load(self, conn: sqlite3.Connection) -> None:
         self._rows = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]

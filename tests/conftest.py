@@ -110,6 +110,9 @@ SLOW_MODULES = {
 # Live cameras: each starts GStreamer's RTSP server (and a daemon).
 SLOW_MODULES |= {"test_rtsp_live", "test_decided_on_time"}
 
+# Downlink bursts: Mosquitto and a daemon (restarted once).
+SLOW_MODULES |= {"test_downlink_burst"}
+
 # HQ hardening: each starts PostgreSQL and Mosquitto.
 SLOW_MODULES |= {"test_hq_poison", "test_hq_identities", "test_hq_bounds"}
 

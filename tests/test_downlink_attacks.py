@@ -2,9 +2,10 @@
 
 Whoever can publish on a store's downlink topics (the CRM, head office, or anyone holding their
 credentials) must not be able to exhaust the box: images are counted and sized from their headers
-before anything is decoded, a flood is dropped at a bounded inbox and its error reports are rate
-limited, ids have a length cap, counts/get answers go only under the store's `replies/` branch and
-are rate limited, and a person holds a bounded number of vectors. Each refusal is shown next to a
+before anything is decoded, a QoS 0 flood is dropped at a bounded inbox (QoS 1 messages wait at
+the broker instead: tests/test_downlink_burst.py) and its error reports are rate limited, ids
+have a length cap, counts/get answers go only under the store's `replies/` branch and are rate
+limited, and a person holds a bounded number of vectors. Each refusal is shown next to a
 message that was applied afterwards, so the daemon is known to be alive.
 """
 
@@ -210,7 +211,9 @@ def test_a_flood_is_dropped_at_a_bounded_inbox_with_rate_limited_reports_and_the
         rejected = daemon.store.rejected
         elapsed = time.monotonic() - started
         error_rows = daemon.store.outbox.stats().sent + daemon.store.outbox.stats().pending - 1  # minus the first counts
-    assert daemon.inbox.maxsize == 50 and peak[0] <= 50
+    # QoS 0 messages are dropped once 50 wait (and the MQTT thread stops reading); the QoS 1 message
+    # sent after the flood may come on top.
+    assert daemon.inbox_limit == 50 and peak[0] <= 51
     assert rejected > 0
     # At most the burst plus one a second were reported; the rest are counted in `suppressed`.
     allowed = 6 + elapsed + 1

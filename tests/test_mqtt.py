@@ -401,7 +401,7 @@ def test_the_watchdog_sees_progress_while_idle(broker, outbox, closing):
 def test_downlink_sent_while_the_box_was_offline_arrives_when_it_reconnects(broker, outbox, closing):
     upserts = topic("footfall", STORE, events.MEMBERS_UPSERT)
     received: list[paho.MQTTMessage] = []
-    first = make_publisher(broker.url, outbox, subscriptions=[upserts], on_message=received.append)
+    first = make_publisher(broker.url, outbox, subscriptions=[upserts], on_message=lambda m, ack: received.append(m))
     first.start()
     wait_until(lambda: first.connected, 5, "the publisher to connect")
     time.sleep(0.1)  # let the SUBACK land
@@ -414,7 +414,7 @@ def test_downlink_sent_while_the_box_was_offline_arrives_when_it_reconnects(brok
     crm.disconnect()
     crm.loop_stop()
 
-    again = make_publisher(broker.url, outbox, subscriptions=[upserts], on_message=received.append)
+    again = make_publisher(broker.url, outbox, subscriptions=[upserts], on_message=lambda m, ack: received.append(m))
     closing(again)
     again.start()
     wait_until(lambda: received, 5, "the upsert queued by the broker")
@@ -424,7 +424,7 @@ def test_downlink_sent_while_the_box_was_offline_arrives_when_it_reconnects(brok
 def test_a_failing_downlink_handler_does_not_stop_the_publisher(broker, outbox, closing):
     requests = topic("footfall", STORE, events.COUNTS_GET)
 
-    def broken(message: paho.MQTTMessage) -> None:
+    def broken(message: paho.MQTTMessage, ack: object) -> None:
         raise RuntimeError("bug in a handler")
 
     pub = make_publisher(broker.url, outbox, subscriptions=[requests], on_message=broken)
