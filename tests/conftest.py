@@ -113,6 +113,9 @@ SLOW_MODULES |= {"test_rtsp_live", "test_decided_on_time"}
 # Downlink bursts: Mosquitto and a daemon (restarted once).
 SLOW_MODULES |= {"test_downlink_burst"}
 
+# Erasure on disk: PostgreSQL, and daemons whose files are read while they run.
+SLOW_MODULES |= {"test_erasure_on_disk"}
+
 # HQ hardening: each starts PostgreSQL and Mosquitto.
 SLOW_MODULES |= {"test_hq_poison", "test_hq_identities", "test_hq_bounds"}
 
