@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import cv2
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
-from footfall.config.schema import Config
+from footfall.config.schema import Config, MqttConfig
 from footfall.edge.sources import source_kind
 from footfall.edge.storage_lock import current_holder, describe
 from footfall.models.fetch import verify_file
 from footfall.models.manifest import ModelError, entry_for, locate
+from footfall.sync.mqtt import SESSION_EXPIRY_S as BOX_SESSION_S
 from footfall.sync.mqtt_client import make_client, parse_broker_url
 
 MIN_FREE_BYTES = 512 * 1024 * 1024
@@ -133,25 +138,88 @@ def _camera(index: int, source: str) -> str:
         raise OSError(f"cameras[{index}].source: {url.hostname}:{port} unreachable ({exc})") from None
 
 
-def _broker(config: Config) -> str:
-    host, port, _ = parse_broker_url(config.mqtt.url)
-    client = make_client(config.mqtt, f"footfall-doctor-{os.getpid()}")
-    answer: dict[str, str] = {}
-    client.on_connect = lambda c, u, f, reason, p: answer.update(reason=str(reason))
+STORE_KEYS = ("mqtt.username", "mqtt.password")
+
+
+class Refused(PermissionError):
+    """The broker refused a login: the message names the user and the key holding its password."""
+
+
+def password_source(mq: MqttConfig, key: str) -> str:
+    """Where the password `mq` logs in with comes from (`key` when it is `mq.password`), never its value."""
+    if mq.password is not None:
+        return key
+    if mq.password_file is not None:
+        return f"mqtt.password_file ({mq.password_file})"
+    if "FOOTFALL_MQTT_PASSWORD" in os.environ:
+        return "$FOOTFALL_MQTT_PASSWORD"
+    if os.environ.get("CREDENTIALS_DIRECTORY") and mq.secret() is not None:
+        return "the systemd credential mqtt-password"
+    return f"no password is set ({key})"
+
+
+@contextlib.contextmanager
+def _logged_in(mq: MqttConfig, client_id: str, keep_s: int, keys: tuple[str, str]) -> Iterator[paho.Client]:
+    """A connection as `mq`'s user for a check; `keys` are the config keys of its user name and
+    password, named when the broker refuses the login.
+
+    Where the broker makes each user name its client id (use_username_as_clientid), this login
+    takes the running daemon's (or console's) place for a moment. So it never starts clean: the
+    session is resumed and kept `keep_s` as its owner keeps it, nothing is acknowledged, and
+    what the broker had queued goes to the owner when it reconnects. Under MQTT 5 a session of
+    its own is not kept (3.1.1 cannot say so: one, empty, stays per client id).
+    """
+    host, port, _ = parse_broker_url(mq.url)
+    v5 = mq.protocol == "5"
+    client = make_client(mq, client_id, persistent=True, manual_ack=True)
+    answer: dict[str, object] = {}
+    client.on_connect = lambda c, u, flags, reason, p: answer.update(reason=reason, resumed=flags.session_present)
     try:
-        client.connect(host, port, keepalive=10)
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = keep_s
+            client.connect(host, port, keepalive=10, clean_start=False, properties=properties)
+        else:
+            client.connect(host, port, keepalive=10)
     except OSError as exc:
         raise OSError(f"mqtt.url: {host}:{port} unreachable ({exc})") from None
-    deadline = time.monotonic() + 5
-    while "reason" not in answer and time.monotonic() < deadline:
-        client.loop(0.1)
-    client.disconnect()
-    reason = answer.get("reason")
-    if reason is None:
-        raise TimeoutError(f"mqtt.url: {host}:{port} did not answer the MQTT handshake within 5 s")
-    if reason != "Success":
-        raise PermissionError(f"mqtt: the broker refused the connection: {reason}")
+    try:
+        deadline = time.monotonic() + 5
+        while "reason" not in answer and time.monotonic() < deadline:
+            client.loop(0.1)
+        reason = answer.get("reason")
+        if reason is None:
+            raise TimeoutError(f"mqtt.url: {host}:{port} did not answer the MQTT handshake within 5 s")
+        if getattr(reason, "is_failure", True):
+            user = f"user {mq.username!r}" if mq.username else "a login without user name"
+            raise Refused(f"the broker refused {user} ({reason}): check {keys[0]} and {password_source(mq, keys[1])}")
+        yield client
+    finally:
+        if v5 and answer.get("resumed") is False:
+            goodbye = Properties(PacketTypes.DISCONNECT)
+            goodbye.SessionExpiryInterval = 0
+            client.disconnect(properties=goodbye)
+        else:
+            client.disconnect()
+
+
+def _broker(config: Config) -> str:
+    with _logged_in(config.mqtt, f"footfall-doctor-{config.store_id}", BOX_SESSION_S, STORE_KEYS):
+        pass
     return f"{config.mqtt.url} accepts this store's credentials"
+
+
+def _console_broker(config: Config) -> str:
+    """The guide console's login (console.mqtt_username and its password, else the store's)."""
+    from footfall.console.server import SESSION_EXPIRY_S as CONSOLE_SESSION_S
+
+    cc, mq = config.console, config.console_mqtt()
+    keys = ("console.mqtt_username" if cc.mqtt_username is not None else "mqtt.username",
+            "console.mqtt_password" if (cc.mqtt_username, cc.mqtt_password) != (None, None) else "mqtt.password")
+    with _logged_in(mq, f"footfall-doctor-console-{config.store_id}", CONSOLE_SESSION_S, keys):
+        pass
+    own = "its own user" if config.console.mqtt_username is not None else "the store's user (no console.mqtt_username)"
+    return f"{mq.url} accepts the guide console's credentials: {own} {mq.username or '(none)'}"
 
 
 def _live_figures(config: Config) -> str:
@@ -160,20 +228,18 @@ def _live_figures(config: Config) -> str:
 
     from footfall.sync import events
 
-    host, port, _ = parse_broker_url(config.mqtt.url)
-    client = make_client(config.mqtt, f"footfall-doctor-live-{os.getpid()}")
     got: dict[str, dict] = {}
     topic = events.topic(config.mqtt.topic_prefix, config.store_id, events.STATUS)
-    client.on_connect = lambda c, u, f, reason, p: c.subscribe(topic, qos=0)
-    client.on_message = lambda c, u, m: got.update(status=json.loads(m.payload or b"{}"))
     try:
-        client.connect(host, port, keepalive=10)
+        with _logged_in(config.mqtt, f"footfall-doctor-{config.store_id}", BOX_SESSION_S, STORE_KEYS) as client:
+            client.on_message = lambda c, u, m: got.update(status=json.loads(m.payload or b"{}"))
+            client.subscribe(topic, qos=0)
+            deadline = time.monotonic() + 3
+            while "status" not in got and time.monotonic() < deadline:
+                client.loop(0.1)
+            client.unsubscribe(topic)  # the session may be the daemon's: leave it as it was
     except OSError:
-        return "no figures (the broker is unreachable: see the broker line)"
-    deadline = time.monotonic() + 3
-    while "status" not in got and time.monotonic() < deadline:
-        client.loop(0.1)
-    client.disconnect()
+        return "no figures (the broker is unreachable or refuses the login: see the broker line)"
     return describe_live(got.get("status", {}), {c.id: c.fps for c in config.cameras})
 
 
@@ -198,6 +264,7 @@ CHECKS: list[tuple[str, Callable[[Config], str]]] = [
     ("models load", _load),
     ("cameras", _cameras),
     ("broker", _broker),
+    ("console broker login", _console_broker),
     ("live cameras", _live_figures),
     ("storage and disk", _storage),
     ("state files", _state_files),

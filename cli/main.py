@@ -17,6 +17,9 @@ from footfall.edge.storage_lock import StorageBusy
 from footfall.models.manifest import ModelError, load_manifest, search_dirs
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
+# Packages that only head office or the benchmarks import, and the extra that installs them
+# (pyproject.toml): the store box's install leaves them out.
+EXTRAS = {"psycopg": "hq", "psycopg_pool": "hq", "insightface": "bench", "scipy": "bench"}
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -172,6 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     from footfall.edge.daemon import Daemon
     from footfall.edge.logs import log_to_stdout
+    from footfall.edge.sources import SourceError
 
     log_to_stdout(logging.DEBUG if args.verbose else logging.INFO)
     try:
@@ -179,6 +183,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StorageError as exc:  # never recreated behind the operator's back
         print(f"error: {exc}\n`footfall doctor --config {args.config}` checks every state file and says how "
               f"to recover", file=sys.stderr)
+        return EXIT_FAIL
+    except SourceError as exc:  # a camera's video file missing or unreadable: one line of the log
+        logging.getLogger("footfall.edge.daemon").error("not started: %s", exc)
         return EXIT_FAIL
     return daemon.run()
 
@@ -206,10 +213,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    imported, rejected = import_file(load_config(args.config), path, topic,
-                                     report=lambda line: print(line, file=sys.stderr))
-    print(f"{path}: {imported} imported, {rejected} skipped")
-    return EXIT_OK if imported or not rejected else EXIT_FAIL
+    done = import_file(load_config(args.config), path, topic, report=lambda line: print(line, file=sys.stderr))
+    print(done.summary(path))
+    return EXIT_FAIL if done.skipped else EXIT_OK
 
 
 def cmd_counts(args: argparse.Namespace) -> int:
@@ -246,7 +252,33 @@ def cmd_console(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from footfall.tooling.demo import run_demo
 
-    return run_demo()
+    return run_demo(keep=args.keep)
+
+
+def _keep_seconds(text: str) -> float:
+    """`demo --keep`: 0 to 86400 seconds."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 <= seconds <= 86400:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0 to 86400 seconds")
+    return seconds
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from footfall.sync.events import parse_iso
+    from footfall.tooling.render import RenderError, parse_resolution, render
+
+    try:
+        start = parse_iso(args.start) if args.start else None
+    except ValueError as exc:
+        raise RenderError(f"--start {exc}, got {args.start!r}") from None
+    done = render(Path(args.out), seconds=args.seconds, people=args.people, fps=args.fps,
+                  size=parse_resolution(args.resolution), start=start,
+                  faces_dir=Path(args.faces) if args.faces else None, config=_config(args))
+    print(done.summary(), end="")
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,7 +300,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_console)
 
     p = sub.add_parser("demo", help="zero-configuration demo")
+    p.add_argument("--keep", type=_keep_seconds, metavar="SECONDS",
+                   help="keep the console, dashboard, broker and database up this long after the day "
+                        "(default: until Enter in a terminal, else 0)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("render", help="write a test entrance clip (people walking in) to try a box without a camera")
+    p.add_argument("out", metavar="OUT.avi", help="the video file to write (MJPG in .avi)")
+    p.add_argument("--seconds", type=float, default=30.0, help="length of the clip (5 to 600)")
+    p.add_argument("--people", type=int, default=6, help="people walking in, one every 4 s")
+    p.add_argument("--resolution", default="540p", help="360p, 540p, 720p, 1080p or WIDTHxHEIGHT")
+    p.add_argument("--fps", type=float, default=10.0, help="frames per second of the clip (5 to 30)")
+    p.add_argument("--faces", metavar="DIR", help="photos DIR/<person>/<photo>: walkers show these faces "
+                                                  "(default: everyone seen from behind, no face)")
+    p.add_argument("--start", metavar="ISO",
+                   help="wall-clock time of the first frame, with offset (default: the clip ends now)")
+    p.add_argument("--config", help="a config whose models cut the faces out (default: the shipped pack)")
+    p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("enroll", help="enrol a member or staff from photos")
     p.add_argument("--config", required=True)
@@ -396,6 +444,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAIL
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        command = " ".join(str(getattr(args, a)) for a in ("command", "action", "suite") if getattr(args, a, None))
+        print(f"error: `footfall {command}` needs {exc.name}, which comes with the extra footfall[{extra}]: "
+              f"pip install 'footfall[{extra}]'", file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130

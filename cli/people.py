@@ -70,26 +70,38 @@ def erase(config: Config, person_id: str) -> str:
     too, in the running daemon if there is one; returns a confirmation.
 
     Both ways go through the store's rules for `members/delete`: an erasure tombstone keeps a stale
-    CRM upsert from enrolling the person again. The running daemon publishes `members/deleted`;
-    with none running, nothing is announced (the notice would keep the id on disk until a start).
+    CRM upsert from enrolling the person again, and `members/deleted` tells head office (queued in
+    the outbox when no daemon runs, published at its next start). No face model is opened. An id
+    the box does not hold raises `NotHeld` (its tombstone is recorded all the same).
     """
     payload = json.dumps({"member_id": person_id}).encode()
 
     def local() -> str:
-        with Store(config, FaceAnalyzer.from_config(config), command="footfall erase") as store:
-            outcome = store.command(events.MEMBERS_DELETE, payload, announce=False)
+        with Store(config, command="footfall erase") as store:
+            outcome = store.command(events.MEMBERS_DELETE, payload, operator=True)
         if not outcome.ok or outcome.reply is None:
             raise ValueError(f"{person_id} not erased: {outcome.reason}")
-        return _erased(person_id, "", outcome.reply)
+        return _erased(person_id, "", outcome.reply, "head office is told at the daemon's next start (the "
+                       "members/deleted notice, the id alone, waits in the outbox until the broker has it)")
 
     def through_daemon() -> str:
         answer = admin.apply(config.storage.dir, events.MEMBERS_DELETE, payload)
-        return _erased(person_id, " in the running daemon", answer.get("reply") or {})
+        return _erased(person_id, " in the running daemon", answer.get("reply") or {},
+                       "members/deleted is on its way to head office")
 
     return admin.with_state(local=local, daemon=through_daemon)
 
 
-def _erased(person_id: str, where: str, reply: dict) -> str:
+class NotHeld(ValueError):
+    """An erasure of an id the box holds nowhere: most likely a mistyped id."""
+
+
+def _erased(person_id: str, where: str, reply: dict, notice: str) -> str:
     held = reply.get("held_in") or []
-    removed = f"removed from {', '.join(held)}" if held else "nothing was held"
-    return f"erased {person_id}{where}: {removed}; no trace of it remains on this box"
+    if not held:
+        known = "to the running daemon on this box" if where else "on this box"
+        raise NotHeld(f"{person_id} is not known {known}: not in the gallery, an open visit window, the "
+                      f"appointments or the outbox; check the id. The erasure is recorded all the same (a CRM "
+                      f"upsert sent before now will not enrol it), but head office is not told: it erases an id "
+                      f"across the chain, and a mistyped id may be another member's")
+    return f"erased {person_id}{where}: removed from {', '.join(held)}; {notice}"

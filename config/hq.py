@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from footfall.config.hq_dashboard import DashboardConfig
 from footfall.config.schema import (
     ConfigError,
+    CredentialPath,
     Duration,
     MqttConfig,
     _Section,
@@ -35,7 +36,7 @@ _GROUP = re.compile(r"^[A-Za-z0-9_.-]+$")
 class DatabaseConfig(_Section):
     url: str = Field("postgresql://footfall@127.0.0.1:5432/footfall",
                      description="libpq URL of the HQ database, without a password.")
-    password_file: Path | None = Field(None, description=f"File holding the password (else ${PASSWORD_ENV}).")
+    password_file: CredentialPath | None = Field(None, description=f"File holding the password (else ${PASSWORD_ENV}); under a systemd unit, the credential of the same file name if the unit loads one.")
     pool_size: int = Field(4, ge=1, le=64, description="Connections kept open by the collector.")
 
     @field_validator("url")
@@ -82,7 +83,7 @@ class ReconcileConfig(_Section):
     timeout: Duration = Field(timedelta(seconds=10), description="How long to wait for the stores' counts/get answers.")
     mqtt_username: str | None = Field(RECONCILE_USER, description="Reconciliation's own broker user (never the collector's: with use_username_as_clientid a shared user would take the collector's session).")
     mqtt_password: str | None = Field(None, repr=False, description="Password of reconcile.mqtt_username. Better kept out of this file: see mqtt_password_file.")
-    mqtt_password_file: Path | None = Field(None, description="File holding that password (first line); without either, $FOOTFALL_MQTT_PASSWORD or the systemd credential mqtt-password.")
+    mqtt_password_file: CredentialPath | None = Field(None, description="File holding that password (first line); under a systemd unit, the credential of the same file name if the unit loads one. Without either, $FOOTFALL_MQTT_PASSWORD or the systemd credential mqtt-password.")
     mqtt_client_id: str | None = Field(None, description="Reconciliation's client id; default hq-reconcile-<run> (under use_username_as_clientid the broker uses the user name).")
 
 
@@ -149,6 +150,16 @@ def reconcile_mqtt(config: HqConfig) -> MqttConfig:
 def load_hq_config(path: str | Path) -> HqConfig:
     """Read and validate hq.toml; ConfigError names the file and the key."""
     return load_toml(path, parse_hq_config)
+
+
+def password_source(config: DatabaseConfig, env: dict[str, str] | None = None) -> str:
+    """Where `database_password` takes the password from, in words an operator can act on."""
+    if config.password_file is not None:
+        return f"database.password_file ({config.password_file})"
+    if PASSWORD_ENV in (os.environ if env is None else env):
+        return f"${PASSWORD_ENV}"
+    return (f"no password given (neither database.password_file nor ${PASSWORD_ENV} is set; "
+            f"libpq's ~/.pgpass or $PGPASSWORD, if any)")
 
 
 def database_password(config: DatabaseConfig, env: dict[str, str] | None = None) -> str | None:

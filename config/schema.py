@@ -14,7 +14,7 @@ import re
 import tomllib
 import zoneinfo
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -140,14 +140,28 @@ class TrackingConfig(_Section):
     door_join: Duration = Field(timedelta(seconds=3), description="Passages on cameras of one door (cameras[].door) this close in time are one person seen twice, joined unless their faces tell them apart.")
 
 
+def from_credentials(path: Path) -> Path:
+    """`path`, or the copy a systemd unit handed over as the credential of the same file name
+    (`LoadCredential=mqtt-password:/etc/footfall/mqtt-password`): the service's dynamic user reads
+    that copy where the root-only original is out of its reach (docs/deploy.md)."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if directory and (Path(directory) / path.name).is_file():
+        return Path(directory) / path.name
+    return path
+
+
+# A file the config names that a unit may hand over as a credential (passwords, TLS files).
+CredentialPath = Annotated[Path, AfterValidator(from_credentials)]
+
+
 class MqttConfig(_Section):
     url: str = Field("mqtt://127.0.0.1:1883", description="Broker URL: mqtt://host[:port] or mqtts://host[:port].")
     username: str | None = None
     password: str | None = Field(None, repr=False, description="Broker password. Better kept out of this file: see password_file.")
-    password_file: Path | None = Field(None, description="File holding the broker password (first line). Without password or password_file: $FOOTFALL_MQTT_PASSWORD, then the systemd credential `mqtt-password` ($CREDENTIALS_DIRECTORY).")
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    password_file: CredentialPath | None = Field(None, description="File holding the broker password (first line); under a systemd unit, the credential of the same file name if the unit loads one. Without password or password_file: $FOOTFALL_MQTT_PASSWORD, then the systemd credential `mqtt-password` ($CREDENTIALS_DIRECTORY).")
+    ca_file: CredentialPath | None = None
+    cert_file: CredentialPath | None = None
+    key_file: CredentialPath | None = None
     client_id: str | None = Field(None, description="Stable client id; default: footfall-<store_id>.")
     topic_prefix: str = "footfall"
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version.")
@@ -219,6 +233,29 @@ class PrivacyConfig(_Section):
 
 
 _LISTEN = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+_HOURS = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def parse_opening_hours(value: Any) -> tuple[time, time] | None:
+    """"10:00-22:00" -> (10:00, 22:00); "" -> None (not known). A closing time before the opening
+    one runs past midnight; equal times mean always open."""
+    if value is None or isinstance(value, tuple):
+        return value
+    if not isinstance(value, str):
+        raise ValueError('must be opening hours such as "10:00-22:00", or ""')
+    if not value.strip():
+        return None
+    m = _HOURS.match(value)
+    if m is None:
+        raise ValueError(f'must be opening hours such as "10:00-22:00", or "", got {value!r}')
+    h1, m1, h2, m2 = (int(g) for g in m.groups())
+    try:
+        return time(h1, m1), time(h2, m2)
+    except ValueError:
+        raise ValueError(f"not a clock time (00:00 to 23:59) in {value!r}") from None
+
+
+OpeningHours = Annotated[tuple[time, time] | None, BeforeValidator(parse_opening_hours)]
 
 
 class ConsoleConfig(_Section):
@@ -227,7 +264,8 @@ class ConsoleConfig(_Section):
     password_hash: str | None = Field(None, description="Salted hash of the shared console password (footfall console --hash-password).")
     guides: dict[str, str] = Field(default_factory=dict, description="Per-guide login: guide name -> hash of that guide's token (footfall console --hash-password). A guide listed here logs in only with that token, never with the shared password.")
     mqtt_username: str | None = Field(None, description="The console's own broker user; default: mqtt.username.")
-    mqtt_password: str | None = Field(None, description="Password of console.mqtt_username; default: mqtt.password.")
+    mqtt_password: str | None = Field(None, repr=False, description="Password of console.mqtt_username; default: mqtt.password. Better kept out of this file: see mqtt_password_file.")
+    mqtt_password_file: CredentialPath | None = Field(None, description="File holding the password of console.mqtt_username (first line); under a systemd unit, the credential of the same file name if the unit loads one.")
     mqtt_client_id: str | None = Field(None, description="The console's client id; default: footfall-console-<store_id>.")
     allowed_hosts: list[str] = Field(default_factory=list, description="Host names (besides IP addresses and localhost) the console answers to, e.g. the name a TLS proxy serves it under; any other Host header is refused (DNS rebinding).")
     max_connections: int = Field(64, ge=2, le=4096, description="Open HTTP connections at most; when full, the oldest connection still sending its request is closed for a new one.")
@@ -241,6 +279,8 @@ class ConsoleConfig(_Section):
     max_message_bytes: int = Field(65536, ge=1024, le=4 * 1024 * 1024, description="Largest broker message the console accepts; larger ones are dropped.")
     max_acks: int = Field(1000, ge=10, le=1_000_000, description="Acknowledgements kept in memory (only today's, store time); the oldest go first.")
     stream_queue_bytes: int = Field(1024 * 1024, ge=4096, le=256 * 1024 * 1024, description="Bytes queued for one page's stream; a page that falls this far behind is disconnected (the browser reconnects and gets the replay).")
+    opening_hours: OpeningHours = Field((time(10), time(22)), description='The store\'s opening hours, store time: "HH:MM-HH:MM" (closing before opening runs past midnight; equal times: always open; "": not known, never flagged). Within them, a box online that counts nobody for quiet_after is flagged on the console.')
+    quiet_after: Duration = Field(timedelta(hours=1), description="Within opening hours, a box online with no passage counted for this long is flagged on the console.")
 
     @field_validator("listen")
     @classmethod
@@ -351,6 +391,17 @@ class Config(_Section):
                 raise ValueError(f"camera id {cam.id!r} appears twice")
             seen.add(cam.id)
         return v
+
+    def console_mqtt(self) -> MqttConfig:
+        """The guide console's broker settings: `mqtt`, with the console's own user and password
+        (`console.mqtt_username`, `console.mqtt_password` or `mqtt_password_file`) where they are set."""
+        cc = self.console
+        secret = {"password": cc.mqtt_password, "password_file": cc.mqtt_password_file}
+        if cc.mqtt_username is not None:
+            return self.mqtt.model_copy(update={"username": cc.mqtt_username, **secret})
+        if cc.mqtt_password is not None or cc.mqtt_password_file is not None:
+            return self.mqtt.model_copy(update=secret)
+        return self.mqtt
 
 
 def key_path(loc: tuple[int | str, ...]) -> str:

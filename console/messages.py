@@ -15,6 +15,7 @@ from typing import Any
 
 MAX_ID = 128
 MAX_GUIDE = 80
+MAX_CAMERAS = 64
 ACK_FIELDS = ("visit_event_id", "guide", "ts", "event_id", "store_id")
 
 # Fields the page reads, by topic name, and their types.
@@ -105,7 +106,12 @@ def parse_message(kind: str, body: bytes, max_bytes: int) -> dict[str, Any]:
         state = payload.get("state")
         if not isinstance(state, str) or not 0 < len(state) <= 32:
             raise Dropped("state: not a short string")
-        _text(payload, "version", "ts", "store_id")
+        _text(payload, "version", "ts", "store_id", "storage")
+        cameras = payload.get("cameras", {})
+        if not isinstance(cameras, dict) or len(cameras) > MAX_CAMERAS or not all(
+                0 < len(c) <= MAX_ID and c.isprintable() and isinstance(v, str) and 0 < len(v) <= 32
+                for c, v in cameras.items()):
+            raise Dropped(f"cameras: not at most {MAX_CAMERAS} camera ids with their states")
     else:
         raise ValueError(f"unknown message kind {kind!r}")
     return payload

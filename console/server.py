@@ -5,7 +5,8 @@ alerts, counts and status on the broker (its own paho client, never the
 daemon's), keeps a short replay in memory, and streams everything to the
 browsers over Server-Sent Events (`GET /events`). A guide who presses "taking
 care of it" sends `POST /ack`, which is published on `alerts/ack` (QoS 1) and
-shown on every open page. See docs/console.md.
+shown on every open page. From the box's retained status and counts it works out what keeps an
+online box from counting (console/health.py) and shows it too. See docs/console.md.
 
 Access: a login page (the shared password, or a guide's own token) gives an
 HttpOnly, SameSite=Strict session cookie holding a random token kept in memory
@@ -40,7 +41,9 @@ from paho.mqtt.properties import Properties
 
 from footfall import __version__
 from footfall.config.schema import Config, ConfigError
+from footfall.console import icons
 from footfall.console.access import Logins, host_allowed, same_origin
+from footfall.console.health import box_problems
 from footfall.console.limits import AckBook, HashingBusy, HashingGate, LoginLimiter
 from footfall.console.messages import MAX_ID, Dropped, parse_message
 from footfall.console.pages import PageHandler, PageServer
@@ -58,6 +61,7 @@ MAX_BODY = 4096
 LOGIN_FAILURE_DELAY_S = 0.5        # slows down password guessing (per request thread)
 MAX_SESSIONS = 1000                # logged-in sessions kept; logins are rate-limited anyway
 SESSION_EXPIRY_S = 600             # the broker keeps our subscriptions (and queued alerts) through a short outage
+HEALTH_EVERY_S = 15.0              # the box's problems are looked at again this often (time alone can raise one)
 
 # Topics streamed to the page, and the SSE event each becomes.
 ALERT_KINDS = {events.ALERT_ARRIVAL: "arrival", events.ALERT_APPOINTMENT: "appointment",
@@ -229,6 +233,9 @@ class Console:
         self._acks = AckBook(cc.max_acks, lambda: datetime.now(self.zone).date())
         self._counts: dict[str, Any] | None = None
         self._status: dict[str, Any] | None = None
+        self._health: list[dict[str, Any]] = []   # what keeps the box from counting (console/health.py)
+        self._broker_since: datetime | None = None
+        self._stopping = threading.Event()
         self._broker_connected = False
         self._broker_error: str | None = None
         self.dropped: Counter[str] = Counter()   # broker messages dropped, by reason
@@ -248,11 +255,13 @@ class Console:
         self.port = self._httpd.server_address[1]
         self._http_thread = threading.Thread(target=self._httpd.serve_forever, name="console-http", daemon=True)
         self._http_thread.start()
+        threading.Thread(target=self._watch_health, name="console-health", daemon=True).start()
         self._client.loop_start()
         log.info("console: listening on http://%s:%d, broker %s", self.host, self.port, self.config.mqtt.url)
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         with self._lock:
             listeners, self._listeners = self._listeners, []
         for listener in listeners:
@@ -292,12 +301,8 @@ class Console:
         return events.topic(self.prefix, self.store_id, name)
 
     def _make_client(self) -> paho.Client:
-        mq, cc = self.config.mqtt, self.config.console
-        if cc.mqtt_username is not None:
-            # The console's own broker user (its ACL allows only what the console needs).
-            mq = mq.model_copy(update={"username": cc.mqtt_username, "password": cc.mqtt_password})
-        elif cc.mqtt_password is not None:
-            mq = mq.model_copy(update={"password": cc.mqtt_password})
+        # The console's own broker user (its ACL allows only what the console needs).
+        mq, cc = self.config.console_mqtt(), self.config.console
         host, port, _ = parse_broker_url(mq.url)
         v5 = mq.protocol == "5"
         client = make_client(mq, cc.mqtt_client_id or f"footfall-console-{self.store_id}", persistent=True)
@@ -328,9 +333,11 @@ class Console:
         with self._lock:
             changed = connected != self._broker_connected
             self._broker_connected, self._broker_error = connected, error
+            self._broker_since = datetime.now(self.zone) if connected else None
         if changed:
             log.info("console: broker %s", "connected" if connected else f"lost ({error})")
         self._broadcast(sse_frame("broker", {"connected": connected}))
+        self.check_health()
 
     def _on_message(self, client, userdata, message: paho.MQTTMessage) -> None:
         name = events.store_topic_name(self.prefix, self.store_id, message.topic)
@@ -354,14 +361,33 @@ class Console:
             with self._lock:
                 self._counts = payload
             self._broadcast(sse_frame("counts", payload))
+            self.check_health()
         elif kind == "status":
             with self._lock:
                 self._status = payload
             self._broadcast(sse_frame("status", payload))
+            self.check_health()
         elif kind == "erasure":
             self.forget_member(payload["member_id"])
         else:
             self._record_ack(payload)
+
+    def check_health(self) -> list[dict[str, Any]]:
+        """Look again at what keeps the box from counting (console/health.py); open pages hear of
+        a change (the `health` event). Returns the problems."""
+        cc = self.config.console
+        with self._lock:
+            problems = box_problems(self._status, self._counts, datetime.now(self.zone), hours=cc.opening_hours,
+                                    quiet_after=cc.quiet_after, broker_since=self._broker_since)
+            changed, self._health = problems != self._health, problems
+        if changed:
+            log.info("console: store box problems: %s", ", ".join(p["problem"] for p in problems) or "none")
+            self._broadcast(sse_frame("health", {"problems": problems}))
+        return problems
+
+    def _watch_health(self) -> None:
+        while not self._stopping.wait(HEALTH_EVERY_S):
+            self.check_health()
 
     def forget_member(self, member_id: str) -> int:
         """An erased member: their alerts leave the replay, and every open page drops their cards
@@ -432,6 +458,7 @@ class Console:
                 frames.append(sse_frame("status", self._status))
             if self._counts is not None:
                 frames.append(sse_frame("counts", self._counts))
+            frames.append(sse_frame("health", {"problems": self._health}))
             frames += [sse_frame("alert", a, a["event_id"]) for a in self._alerts]
             visits = {a["visit_event_id"] for a in self._alerts if a.get("visit_event_id")}
             frames += [sse_frame("ack", a) for a in self._acks.for_visits(visits)]
@@ -471,7 +498,9 @@ class Console:
 # -- HTTP ----------------------------------------------------------------------------------
 
 _STATIC = {"/console.js": ("console.js", "text/javascript; charset=utf-8"),
-           "/console.css": ("console.css", "text/css; charset=utf-8")}
+           "/console.css": ("console.css", "text/css; charset=utf-8"),
+           "/icon.svg": ("icon.svg", "image/svg+xml")}
+_ICONS = {f"/icon-{size}.png": size for size in icons.PNG_SIZES}
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                "connect-src 'self'; frame-ancestors 'none'; form-action 'self'",
@@ -535,9 +564,14 @@ class _Handler(PageHandler):
         if not self._host_ok():
             return
         path = urlsplit(self.path).path
+        # The page's assets, its icons and manifest need no session (a manifest is fetched without cookies).
         if path in _STATIC:
             name, content_type = _STATIC[path]
             self._send(HTTPStatus.OK, static_text(name).encode("utf-8"), content_type)
+        elif path in _ICONS:
+            self._send(HTTPStatus.OK, icons.png(_ICONS[path]), "image/png")
+        elif path == "/manifest.webmanifest":
+            self._send(HTTPStatus.OK, icons.manifest(self.console.language), "application/manifest+json")
         elif path == "/login":
             self._page("login.html")
         elif self._session() is None:

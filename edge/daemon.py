@@ -28,7 +28,15 @@ from footfall.edge.decisions import Decision, Passage
 from footfall.edge.metrics import CameraMeter, MetricsServer, render
 from footfall.edge.notify import Notifier
 from footfall.edge.pipeline import Pipeline
-from footfall.edge.sources import ENDED, FileSource, Frame, LiveSource, merge_by_time, source_kind
+from footfall.edge.sources import (
+    ENDED,
+    FileSource,
+    Frame,
+    LiveSource,
+    SourceError,
+    merge_by_time,
+    source_kind,
+)
 from footfall.edge.storage_lock import busy, current_holder
 from footfall.edge.store import Store
 from footfall.recognition.analyzer import FaceAnalyzer
@@ -127,7 +135,7 @@ class Daemon:
                                                   for t in downlink_topics],
                                    max_incoming=config.downlink.max_payload + PACKET_HEADROOM,
                                    receive_maximum=self.receive_maximum,
-                                   room=self._inbox_room)
+                                   room=self._inbox_room, timezone=config.timezone)
         self.store.on_stored = self.publisher.notify
         self._with_camera_stats(self.publisher)
         self._next_stats = time.monotonic() + STATS_EVERY_S
@@ -176,7 +184,8 @@ class Daemon:
         self._stopping = True
 
     def run(self) -> int:
-        """Run until the file sources end (`--once`) or until stopped; returns the exit code."""
+        """Run until the file sources end (`--once`) or until stopped; returns the exit code: 1 when
+        a video file could not be read to the end, or when `--once` leaves events unsent."""
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
@@ -192,23 +201,33 @@ class Daemon:
         broker = "connected" if self.publisher.connected else f"not reachable ({self.publisher.last_error})"
         log.info("started: store %s, %d camera(s), broker %s", self.store_id, len(self.config.cameras), broker)
         self.notifier.ready(f"{len(self.config.cameras)} camera(s); broker {broker}")
+        read = True
         try:
             if self.replay:
-                self._replay()
+                read = self._replay()
             else:
                 self._live()
         finally:
-            self._shutdown()
-        return 0
+            unsent = self._shutdown()
+        if self.once and unsent:
+            # What --once was for did not happen: a script must not take the day as delivered.
+            log.error("run --once: %d event(s) not sent stay in the outbox %s (broker: %s); the next start "
+                      "sends them", unsent, self.store.outbox.path, self.publisher.last_error or "no acknowledgement")
+        return 0 if read and not (self.once and unsent) else 1
 
-    def _replay(self) -> None:
-        for frame in merge_by_time(self.file_sources):
-            self._expire_tracks(frame.ts)
-            self._advance(frame.ts)
-            self._process(frame)
-            self._housekeeping()
-            if self._stopping:
-                return
+    def _replay(self) -> bool:
+        """Replay the files in media-clock order; False if one could not be read (logged in one line)."""
+        try:
+            for frame in merge_by_time(self.file_sources):
+                self._expire_tracks(frame.ts)
+                self._advance(frame.ts)
+                self._process(frame)
+                self._housekeeping()
+                if self._stopping:
+                    return True
+        except SourceError as exc:  # what was read until then is decided at shutdown, and sent
+            log.error("%s", exc)
+            return False
         self._enter(self.pipeline.finish())
         self._refresh_status()
         if not self.once:  # a replay without --once stays up for the downlink until stopped
@@ -216,6 +235,7 @@ class Daemon:
                 self._advance(max(self.store.clock(), datetime.now(UTC)))
                 self._housekeeping()
                 time.sleep(IDLE_SLEEP_S * 10)
+        return True
 
     def _live(self) -> None:
         while not self._stopping:
@@ -236,7 +256,8 @@ class Daemon:
                 time.sleep(IDLE_SLEEP_S)
             self._housekeeping()
 
-    def _shutdown(self) -> None:
+    def _shutdown(self) -> int:
+        """Stop everything, flushing the outbox for a while; returns the events left unsent."""
         self.notifier.stopping()
         for source in self.live_sources:
             source.stop()
@@ -250,11 +271,13 @@ class Daemon:
             log.warning("shutdown: %d event(s) not yet acknowledged stay in the outbox for the next start",
                         self.store.outbox.stats().pending)
         self.publisher.stop(timeout=5.0)
+        unsent = self.store.outbox.stats().pending
         self.close()
         for camera in sorted({c.id for c in self.config.cameras} | set(self.pipeline.people)):
             log.info("camera %s: %d people tracked, %d passage(s)", camera, self.pipeline.people[camera],
                      self.pipeline.passed[camera])
         log.info("stopped: %d decision(s)", self.decisions)
+        return unsent
 
     def close(self) -> None:
         """Stop the admin channel, answer what waits in the inbox, close the store (and its lock)."""
@@ -411,7 +434,7 @@ class Daemon:
     def _handle_admin(self, request: AdminRequest) -> None:
         """An operator command from the admin channel: applied by the store, answered to the caller."""
         try:
-            outcome = self.store.command(request.topic, request.payload)
+            outcome = self.store.command(request.topic, request.payload, operator=True)
             request.finish(outcome.ok, outcome.reason, outcome.reply)
         except Exception as exc:  # answered, never fatal
             log.exception("admin %s: not handled", request.topic)

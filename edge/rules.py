@@ -23,7 +23,7 @@ The rules, in the order the daemon applies them to one decision:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,6 +32,7 @@ from footfall.sync.appointments import Appointment, Arrival
 from footfall.sync.counts import Counted
 
 if TYPE_CHECKING:  # Decision is plain data; its module brings numpy and the gallery
+    from footfall.dedup.gallery import Person
     from footfall.edge.decisions import Decision
 
 SETTLED_KEPT_DAYS = 1  # settled appointments stay this many store days after theirs, then go
@@ -144,12 +145,22 @@ def arrival_alert(decision: Decision, store_id: str, visit: events.VisitEvent,
 
 
 def no_show_alerts(store_id: str, now: datetime, due: Iterable[Appointment], grace: timedelta,
-                   raised: Collection[str] = ()) -> list[events.NoShowAlert]:
+                   raised: Collection[str] = (),
+                   person: Callable[[str], Person | None] = lambda _: None) -> list[events.NoShowAlert]:
     """One no-show alert per due appointment (scheduled_at + grace reached, no arrival), in their order,
-    except those in `raised`: a no-show already raised is never raised again."""
-    return [events.NoShowAlert(store_id=store_id, ts=now, appointment_id=a.appointment_id, member_id=a.member_id,
-                               scheduled_at=a.scheduled_at, grace_minutes=round(grace.total_seconds() / 60))
-            for a in due if a.appointment_id not in raised]
+    except those in `raised`: a no-show already raised is never raised again. The booking's channel
+    and advisor ride along, and the name, tier and CRM profile of the member `person` finds."""
+    alerts = []
+    for a in due:
+        if a.appointment_id in raised:
+            continue
+        member = person(a.member_id)
+        alerts.append(events.NoShowAlert(
+            store_id=store_id, ts=now, appointment_id=a.appointment_id, member_id=a.member_id,
+            scheduled_at=a.scheduled_at, grace_minutes=round(grace.total_seconds() / 60), channel=a.channel,
+            advisor=a.advisor, name=member.name if member else None, tier=member.tier if member else None,
+            profile=dict(member.profile) if member else {}))
+    return alerts
 
 
 def settled_kept_from(today: date) -> date:

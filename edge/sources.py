@@ -51,6 +51,12 @@ DECODE_THREADS = 1
 # RTSP over TCP: no frame lost to a full UDP buffer while the box is busy (a lost packet smears
 # every frame up to the next key frame). Set OPENCV_FFMPEG_CAPTURE_OPTIONS to choose otherwise.
 RTSP_OPTIONS = "rtsp_transport;tcp"
+# FFmpeg and OpenCV write lines of their own to stderr (a damaged packet, a refused RTSP request),
+# which would land between the daemon's JSON log lines; a lost, stalled or unreadable source is
+# reported by the readers themselves, in the log. AV_LOG_QUIET, read when FFmpeg first opens
+# something: set OPENCV_FFMPEG_LOGLEVEL (16 = errors) to see FFmpeg's own lines again.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 def open_capture(source: str | int, *, open_timeout: float = OPEN_TIMEOUT_S,
@@ -111,14 +117,29 @@ class FileSource:
         self.start_time = start_time
         self.fps = fps
         self.state = STREAMING
+        self._open().release()  # a file that cannot be read is refused at start, before any frame
+
+    def _open(self) -> cv2.VideoCapture:
+        """The file opened for reading; SourceError naming the camera, the path and what is wrong."""
         if not self.path.is_file():
-            raise SourceError(f"camera {camera_id}: video file {self.path} not found")
+            what = "is not a file" if self.path.exists() else "not found"
+            raise SourceError(f"camera {self.camera_id}: video file {self.path} {what}")
+        try:
+            with open(self.path, "rb"):
+                pass
+        except OSError as exc:
+            raise SourceError(f"camera {self.camera_id}: video file {self.path} cannot be read: "
+                              f"{exc.strerror}") from None
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"camera {self.camera_id}: cannot open video file {self.path} "
+                              f"(not a video format OpenCV reads, or damaged)")
+        return cap
 
     def frames(self) -> Iterator[Frame]:
         """Every sampled frame, stamped start_time + position in the file."""
-        cap = cv2.VideoCapture(str(self.path))
-        if not cap.isOpened():
-            raise SourceError(f"camera {self.camera_id}: cannot open video file {self.path}")
+        cap = self._open()
         native = cap.get(cv2.CAP_PROP_FPS) or 0.0
         sampler = FpsSampler(self.fps)
         index = 0

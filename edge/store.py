@@ -40,7 +40,9 @@ from footfall.edge import rules
 from footfall.edge.decisions import Decision, Passage, decide
 from footfall.edge.storage import StorageError, StoreFile
 from footfall.edge.storage_lock import StorageLock
+from footfall.models.manifest import ModelError
 from footfall.recognition.analyzer import FaceAnalyzer
+from footfall.recognition.spec import RecognizerSpec, recognizer_spec
 from footfall.sync import events
 from footfall.sync.appointments import AppointmentStore
 from footfall.sync.counts import Counted, CountStore
@@ -51,6 +53,7 @@ from footfall.sync.downlink import (
     Rejected,
     check_reply_topic,
     counts_reply,
+    decode_object,
     parse_counts_request,
     replies_prefix,
 )
@@ -73,21 +76,26 @@ def wall_clock() -> datetime:
     return datetime.now(UTC)
 
 
-def open_gallery(config: Config, analyzer: FaceAnalyzer) -> Gallery:
-    """The store's member and staff gallery, in `storage.dir/gallery.db`."""
-    pack = analyzer.pack
-    return Gallery(dim=analyzer.embedder.dim, threshold=pack.threshold("members.threshold"),
-                   margin=pack.threshold("members.margin"), model_sha256=pack.recognizer.sha256,
+def recognizer(config: Config, analyzer: FaceAnalyzer | None = None) -> RecognizerSpec:
+    """The recognizer's facts: the loaded analyzer's, or, without one, from config and manifest alone."""
+    return analyzer.pack.spec if analyzer is not None else recognizer_spec(config)
+
+
+def open_gallery(config: Config, analyzer: FaceAnalyzer | None = None) -> Gallery:
+    """The store's member and staff gallery, in `storage.dir/gallery.db`; no model file is needed."""
+    spec = recognizer(config, analyzer)
+    return Gallery(dim=spec.dim, threshold=spec.threshold("members.threshold"),
+                   margin=spec.threshold("members.margin"), model_sha256=spec.sha256,
                    db_path=Path(config.storage.dir) / "gallery.db", max_vectors=config.members.max_vectors,
                    max_tombstones=config.downlink.tombstones)
 
 
-def open_window(config: Config, analyzer: FaceAnalyzer, now: datetime | None = None) -> VisitWindow:
+def open_window(config: Config, analyzer: FaceAnalyzer | None = None, now: datetime | None = None) -> VisitWindow:
     """The store's visit window: `storage.dir/windows.db`, or memory only by config."""
-    pack = analyzer.pack
+    spec = recognizer(config, analyzer)
     db = None if config.privacy.anonymous_store == "memory" else Path(config.storage.dir) / "windows.db"
-    return VisitWindow(dim=analyzer.embedder.dim, window=config.dedup.window, timezone=config.timezone,
-                       threshold=pack.threshold("dedup.threshold"), margin=pack.threshold("dedup.margin"),
+    return VisitWindow(dim=spec.dim, window=config.dedup.window, timezone=config.timezone,
+                       threshold=spec.threshold("dedup.threshold"), margin=spec.threshold("dedup.margin"),
                        same_entry=config.dedup.same_entry, db_path=db, now=now, late=decision_delay(config))
 
 
@@ -111,14 +119,18 @@ class Reply:
 class Store:
     """The one owner of a store box's state. Open it, feed it, `close()` it (or use `with`)."""
 
-    def __init__(self, config: Config, analyzer: FaceAnalyzer, *, command: str = "footfall run",
+    def __init__(self, config: Config, analyzer: FaceAnalyzer | None = None, *, command: str = "footfall run",
                  media_clock: bool = False, wall: Callable[[], datetime] = wall_clock) -> None:
         """Take the storage lock (or raise `StorageBusy` naming the holder) and open every state file.
 
         `command` is what the lock names as its holder. With `media_clock` the store clock follows
         replayed frames only; otherwise windows that closed while the box was off close now.
+        Without `analyzer` (`footfall erase`, the imports) no face model is opened: the recognizer's
+        facts come from config and manifest, and the models load only for photos to embed.
         """
         self.config = config
+        self._analyzer = analyzer
+        spec = recognizer(config, analyzer)
         self.store_id = config.store_id
         self.prefix = config.mqtt.topic_prefix
         self.wall = wall
@@ -139,9 +151,8 @@ class Store:
             self._forget_anonymous_vectors()
         self.limits = Limits.from_config(config)
         self.downlink = Downlink(gallery=self.gallery, appointments=self.appointments,
-                                 embed_photos=lambda photos: embeddings_from_photos(analyzer, photos),
-                                 forget_visitor=self._forget_member, recognizer_sha256=analyzer.pack.recognizer.sha256,
-                                 dim=analyzer.embedder.dim, clock=wall, limits=self.limits)
+                                 embed_photos=self._embed_photos, forget_visitor=self._forget_member,
+                                 recognizer_sha256=spec.sha256, dim=spec.dim, clock=wall, limits=self.limits)
         self.now: datetime | None = None
         # Called after rows were added to the outbox (the publisher looks at once), and on each
         # arrival alert raised (the alert-latency benchmark).
@@ -166,6 +177,15 @@ class Store:
         self._next_state_retry = 0.0
         self._unscrubbed: list[StoreFile] = []  # state files whose checkpoint after an erasure was held up
         self._next_scrub = 0.0
+
+    def _embed_photos(self, photos: list[tuple[str, np.ndarray]]) -> np.ndarray:
+        """A members/upsert's photos as one template; a store opened without the models loads them now."""
+        if self._analyzer is None:
+            try:
+                self._analyzer = FaceAnalyzer.from_config(self.config)
+            except ModelError as exc:
+                raise Rejected(f"the photos cannot be embedded on this box: {exc}") from None
+        return embeddings_from_photos(self._analyzer, photos)
 
     def _forget_anonymous_vectors(self) -> None:
         """count_only keeps no template: windows left open by an earlier recognise run go at once,
@@ -302,7 +322,8 @@ class Store:
         self.appointments.prune(rules.settled_kept_from(self.appointments.day_of(now)))
         due = self.appointments.due_no_shows(now, grace)
         alerts = {a.appointment_id: a for a in rules.no_show_alerts(self.store_id, now, due, grace,
-                                                                    raised=self._flag_unsaved)}
+                                                                    raised=self._flag_unsaved,
+                                                                    person=self.gallery.get)}
         for appointment in due:
             alert = alerts.get(appointment.appointment_id)
             if alert is not None:
@@ -328,22 +349,41 @@ class Store:
 
     # -- downlink messages and operator commands ---------------------------------------
 
-    def command(self, name: str, payload: bytes, *, announce: bool = True) -> Outcome:
-        """A downlink message by its topic name ("members/delete", ...), from the broker or the
-        admin channel: the downlink's rules, and `members/deleted` raised for an erasure.
+    def command(self, name: str, payload: bytes, *, operator: bool = False) -> Outcome:
+        """A downlink message by its topic name ("members/delete", ...), from the broker or, with
+        `operator`, from the operator's command line: the downlink's rules, and `members/deleted`
+        raised for an erasure.
 
-        Without `announce` (an operator's erasure with no daemon running) no `members/deleted` is
-        raised: nothing would send it before the next start, and until then it would keep the id on disk.
+        The notice goes to the outbox whether or not a daemon runs: after a `footfall erase` on a
+        stopped box it is published at the next start, so head office erases the member too. It
+        holds the id alone, and loses it once the broker has it. An operator's erasure of an id the
+        box does not hold (`held_in` empty) is recorded (the tombstone) but not announced: head
+        office erases an id across the chain, and a mistyped id may be another store's member.
         """
         if self.count_only and name == events.MEMBERS_UPSERT:
             return Outcome(False, COUNT_ONLY)
         outcome = self.downlink.handle(name, payload)
-        if outcome.ok and name == events.MEMBERS_DELETE:
+        if outcome.ok and outcome.reply is not None and name == events.MEMBERS_DELETE:
             self._scrub_files()
-        if announce and outcome.ok and outcome.reply is not None and name == events.MEMBERS_DELETE:
-            self._emit(events.MemberDeleted(store_id=self.store_id, ts=self.clock(),
-                                            member_id=outcome.reply["member_id"]))
+            if outcome.reply.get("held_in") or not operator:
+                self._emit(events.MemberDeleted(store_id=self.store_id, ts=self.clock(),
+                                                member_id=outcome.reply["member_id"]))
+        if outcome.ok and name == events.APPOINTMENTS_UPSERT:
+            self._announce_booking(payload)
         return outcome
+
+    def _announce_booking(self, payload: bytes) -> None:
+        """`appointments/booked` for a booking just stored (the CRM's, or imported on the box), so head
+        office counts every booking: ids, channel and slot, through the outbox like any event."""
+        try:
+            booked = self.appointments.get(str(decode_object(payload, self.limits.max_payload)["appointment_id"]))
+        except STORAGE_ERRORS as exc:
+            log.error("appointments: the booking was stored but could not be read back for head office: %s", exc)
+            return
+        if booked is not None:
+            self._emit(events.AppointmentBooked(store_id=self.store_id, ts=self.clock(),
+                                                appointment_id=booked.appointment_id, member_id=booked.member_id,
+                                                scheduled_at=booked.scheduled_at, channel=booked.channel))
 
     def receive(self, topic: str, payload: bytes, properties: Any = None) -> Reply | None:
         """A message from the broker on one of the store's downlink topics. A refused one is

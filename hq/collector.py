@@ -38,8 +38,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from psycopg_pool import ConnectionPool
 
-from footfall.config.hq import HqConfig, database_password
+from footfall.config.hq import HqConfig
 from footfall.hq.bounds import BoundedLog, Qos0Buffer, message_cost, prune_ingest_errors
+from footfall.hq.db import Login
 from footfall.hq.ingest import TOPICS, Rejection, Row, offset_name, parse, rejection, zone_of
 from footfall.hq.migrate import migrate
 from footfall.hq.writer import Written, add, is_refusal, write_batch, write_bisecting
@@ -59,11 +60,15 @@ def shared_filters(group: str, prefix: str) -> list[str]:
 
 
 def connect_pool(config: HqConfig, *, min_size: int = 1) -> ConnectionPool:
-    """A psycopg pool on `database.url` with the password from the environment or the password file."""
+    """A psycopg pool on `database.url` with the password from the environment or the password file.
+
+    One login is tried first: LoginRefused (naming where the password came from) at once, rather
+    than a pool retrying a password that cannot pass."""
+    login = Login.of(config.database)
+    login.check()
     kwargs: dict[str, Any] = {"autocommit": True}
-    password = database_password(config.database)
-    if password is not None:
-        kwargs["password"] = password
+    if login.password is not None:
+        kwargs["password"] = login.password
     pool = ConnectionPool(config.database.url, min_size=min_size, max_size=max(min_size, config.database.pool_size),
                           kwargs=kwargs, open=False, name="hq")
     pool.open(wait=True, timeout=30)
@@ -101,7 +106,8 @@ class Stats:
 
 
 class Zones:
-    """Store id -> the zone its days and hours are computed in: configured, known, or from the event offset."""
+    """Store id -> the zone its days and hours are computed in: configured, reported by the box's
+    status (`learn`), known from `stores`, or from the event offset."""
 
     def __init__(self, configured: dict[str, str], known: dict[str, str]) -> None:
         self.configured = dict(configured)
@@ -115,6 +121,13 @@ class Zones:
         if store_id not in self._zones:
             self._zones[store_id] = zone_of(self.names[store_id][0])
         return self._zones[store_id]
+
+    def learn(self, store_id: str, name: str) -> None:
+        """The zone a box's status reports: it replaces any but a configured one, for the rows after it."""
+        if store_id in self.configured or self.names.get(store_id) == (name, "status"):
+            return
+        self.names[store_id] = (name, "status")
+        self._zones.pop(store_id, None)
 
 
 def load_zones(conn: psycopg.Connection, configured: dict[str, str]) -> Zones:
@@ -134,6 +147,7 @@ class Collector:
         c = config.collector
         self.client_id = client_id or c.client_id or f"hq-{c.group}-{socket.gethostname()}-{os.getpid()}"
         self.on_batch = on_batch
+        self.login = Login.of(config.database)
         self.stats = Stats()
         self._inbox: queue.Queue[_Message] = queue.Queue()
         self.qos0 = Qos0Buffer(c.qos0_buffer_bytes)
@@ -252,6 +266,7 @@ class Collector:
             except psycopg.Error as exc:  # not a refusal of the data: the database may take it later
                 failures += 1
                 self.stats.db_failures += 1
+                self.login.check_refused()  # a password changed under us will not pass by waiting
                 delay = min(_RETRY_MAX_S, 0.2 * 2 ** min(failures, 6))
                 log.warning("database write of %d message(s) failed (%s); retry in %.1f s, nothing acknowledged",
                             len(batch), _first_line(exc), delay)
@@ -298,6 +313,8 @@ class Collector:
                             max_booking_ahead=c.max_booking_ahead)
             if isinstance(outcome, Rejection):
                 self._rejections.warning("rejected %s: %s", outcome.topic, outcome.reason)
+            elif outcome.table == "status" and outcome.values["timezone"]:
+                self.zones.learn(outcome.store_id, outcome.values["timezone"])
             checked.append(_Checked(m, outcome))
         return checked
 

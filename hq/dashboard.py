@@ -45,6 +45,7 @@ from footfall.console.pages import PageHandler, PageServer
 from footfall.console.server import parse_listen, verify_password
 from footfall.console.sessions import Session, SessionBook, token_in
 from footfall.hq import read
+from footfall.hq.db import Login, LoginRefused
 from footfall.sync.events import is_store_id
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,9 @@ MAX_SESSIONS = 1000                  # logged-in sessions kept (logins are rate-
 MAX_BODY = 4096
 LOGIN_FAILURE_DELAY_S = 0.5        # slows down password guessing (per request thread)
 MAX_NO_SHOWS = 500
+FAILURES = {"password_refused": "the database refused the dashboard's password",
+            "unreachable": "the database is not reachable",
+            "no_answer": "the database did not answer"}
 
 
 # -- the read side ------------------------------------------------------------------------
@@ -65,17 +69,26 @@ class ReadSide(Protocol):
     def chain_by_day(self, day_from: date, day_to: date) -> list[dict[str, Any]]: ...
     def store_table(self, day: date, silent_after: timedelta, now: datetime) -> list[dict[str, Any]]: ...
     def store_hourly(self, store_id: str, day: date) -> list[int]: ...
+    def adopted_hours(self, store_id: str, day: date) -> list[int]: ...
     def conversion_by_channel(self, day_from: date, day_to: date) -> list[dict[str, Any]]: ...
     def no_show_list(self, day_from: date, day_to: date, limit: int = MAX_NO_SHOWS) -> list[dict[str, Any]]: ...
     def response_times(self, day_from: date, day_to: date) -> list[dict[str, Any]]: ...
     def disagreements(self, day_from: date, day_to: date) -> list[dict[str, Any]]: ...
+    def diagnose(self) -> tuple[str, str] | None: ...
 
 
 class PostgresReadSide:
-    """ReadSide over a psycopg connection pool: each call borrows one connection for hq/read.py."""
+    """ReadSide over a psycopg connection pool: each call borrows one connection for hq/read.py.
+    `login` (how the pool logs in) lets a failure be told apart: a refused password or a database
+    out of reach (`diagnose`)."""
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, login: Login | None = None) -> None:
         self.pool = pool
+        self.login = login
+
+    def diagnose(self) -> tuple[str, str] | None:
+        """("password_refused" | "unreachable", words), or None when a login works (or cannot be tried)."""
+        return self.login.diagnose() if self.login is not None else None
 
     def chain_by_day(self, day_from: date, day_to: date) -> list[dict[str, Any]]:
         with self.pool.connection() as conn:
@@ -88,6 +101,10 @@ class PostgresReadSide:
     def store_hourly(self, store_id: str, day: date) -> list[int]:
         with self.pool.connection() as conn:
             return read.store_hourly(conn, store_id, day)
+
+    def adopted_hours(self, store_id: str, day: date) -> list[int]:
+        with self.pool.connection() as conn:
+            return read.adopted_hours(conn, store_id, day)
 
     def conversion_by_channel(self, day_from: date, day_to: date) -> list[dict[str, Any]]:
         with self.pool.connection() as conn:
@@ -107,7 +124,8 @@ class PostgresReadSide:
 
 
 def open_pool(url: str, password: str | None, config: DashboardConfig) -> Any:
-    """A psycopg pool of read-only sessions in the dashboard's time zone, statements cancelled after query_timeout."""
+    """A psycopg pool of read-only sessions in the dashboard's time zone, statements cancelled after
+    query_timeout. It connects in the background: a database out of reach is retried, not fatal."""
     from psycopg_pool import ConnectionPool
 
     # Instants come back in the dashboard's zone, so the page shows every time as HQ reads its clock.
@@ -116,8 +134,10 @@ def open_pool(url: str, password: str | None, config: DashboardConfig) -> Any:
     kwargs: dict[str, Any] = {"options": options, "application_name": "footfall-hq-dashboard"}
     if password is not None:
         kwargs["password"] = password
+    # A request waits for a connection no longer than a query may run (and at most 10 s).
+    wait = min(10.0, config.query_timeout.total_seconds())
     return ConnectionPool(url, min_size=1, max_size=config.pool_size, kwargs=kwargs, open=True,
-                          name="hq-dashboard", timeout=10)
+                          name="hq-dashboard", timeout=wait)
 
 
 # -- sessions and logins -------------------------------------------------------------------
@@ -275,7 +295,7 @@ class Dashboard:
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="hq-dashboard", daemon=True)
         self._thread.start()
-        log.info("hq dashboard: listening on %s", self.url)
+        log.info("HQ dashboard: %s", self.url)
         return self
 
     def stop(self) -> None:
@@ -302,6 +322,21 @@ class Dashboard:
     def today(self) -> date:
         return self.clock().astimezone(self.zone).date()
 
+    def failure(self, exc: Exception) -> tuple[str, str]:
+        """Why a view could not be read, as (reason, words): "password_refused", "unreachable" (the
+        database's login, tried again), else "no_answer" (a query that failed or timed out)."""
+        import psycopg
+
+        if isinstance(exc, psycopg.OperationalError):  # a pool that cannot connect says only "timeout"
+            try:
+                found = self.read.diagnose()
+            except Exception:  # the diagnosis must never be the reason a request is not answered
+                log.exception("hq dashboard: could not tell why the database failed")
+                found = None
+            if found is not None:
+                return found
+        return "no_answer", "the database did not answer"
+
     def login(self, name: str, secret: str) -> str | None:
         """The user's name if `secret` is that user's own token, or the shared password for a name
         that is not a user's; else None. Every call with a secret verifies exactly one hash."""
@@ -326,7 +361,8 @@ class Dashboard:
                     "rows": self.read.store_table(day, self.silent_after, self.clock())}
         if path == "hourly":
             store, day = parse_store(query), parse_day(query, "day", today)
-            return {"store_id": store, "day": day, "hours": self.read.store_hourly(store, day)}
+            return {"store_id": store, "day": day, "hours": self.read.store_hourly(store, day),
+                    "adopted": self.read.adopted_hours(store, day)}
         day_from, day_to = parse_range(query, today, self.config.max_days)
         span = {"from": day_from, "to": day_to}
         if path == "chain":
@@ -459,8 +495,12 @@ class _Handler(PageHandler):
         except (BadRequest, ValueError) as exc:
             self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
         except Exception as exc:  # the database is down, a query timed out: the page shows it, the server lives
-            log.warning("hq dashboard: /api/%s failed: %s: %s", name, type(exc).__name__, exc)
-            self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "the database did not answer"})
+            reason, words = self.dashboard.failure(exc)
+            log.warning("hq dashboard: /api/%s failed: %s (%s: %s)", name, words, type(exc).__name__,
+                        str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "")
+            # The page gets the kind of failure; who was refused and where the password came from
+            # are for the log, not for every analyst's screen.
+            self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": FAILURES[reason], "reason": reason})
         else:
             self._json(HTTPStatus.OK, answer)
 
@@ -527,8 +567,9 @@ def cmd_serve(args: Any) -> int:
     """`footfall hq serve`: the dashboard until Ctrl-C (or `--hash-password`: print a hash and exit)."""
     import sys
 
-    from footfall.config.hq import database_password, load_hq_config
+    from footfall.config.hq import load_hq_config
     from footfall.console.server import hash_password
+    from footfall.edge.logs import log_to_stdout
 
     if args.hash_password:
         if sys.stdin.isatty():
@@ -549,13 +590,18 @@ def cmd_serve(args: Any) -> int:
     require_login(config.dashboard)
     if args.listen:
         parse_listen(args.listen)
-    pool = open_pool(config.dashboard.database_url or config.database.url, database_password(config.database),
-                     config.dashboard)
+    log_to_stdout(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
+    login = Login.of(config.database, config.dashboard.database_url)
+    found = login.diagnose()
+    if found is not None and found[0] == "password_refused":
+        raise LoginRefused(f"database: {found[1]}")  # waiting will not make it pass
+    if found is not None:
+        log.warning("hq dashboard: %s; the views say so until it answers", found[1])
+    pool = open_pool(login.url, login.password, config.dashboard)
     try:
-        dashboard = Dashboard(config.dashboard, PostgresReadSide(pool), listen=args.listen,
+        dashboard = Dashboard(config.dashboard, PostgresReadSide(pool, login), listen=args.listen,
                               silent_after=config.silent_after)
         dashboard.start()
-        print(f"HQ dashboard: {dashboard.url}", flush=True)
         try:
             while True:
                 time.sleep(3600)
@@ -565,13 +611,3 @@ def cmd_serve(args: Any) -> int:
             dashboard.stop()
     finally:
         pool.close()
-
-
-def add_serve_parser(group: Any) -> None:
-    """Register `footfall hq serve` on the `footfall hq` subcommands."""
-    p = group.add_parser("serve", help="the HQ dashboard in a browser (login required)")
-    p.add_argument("--config", help="hq.toml")
-    p.add_argument("--listen", metavar="HOST:PORT", help="overrides dashboard.listen")
-    p.add_argument("--hash-password", action="store_true",
-                   help="read a password (or a user's token) from stdin, print its hash for the config, exit")
-    p.set_defaults(func=cmd_serve)

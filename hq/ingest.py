@@ -29,6 +29,7 @@ from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from footfall.config.schema import check_timezone
 from footfall.sync import events
 
 MAX_ID = 200            # characters of an id or short text field
@@ -50,7 +51,8 @@ TOPICS = {  # topic name -> the table its messages go to; the collector subscrib
     events.ALERT_ACK: "acks",
     events.STATUS: "status",
     events.COUNTS: "counts",
-    events.APPOINTMENTS_UPSERT: "appointments",
+    events.APPOINTMENTS_UPSERT: "appointments",  # the CRM's own message, no event envelope
+    events.APPOINTMENTS_BOOKED: "appointments",  # the box's word of a booking it holds (imported there too)
     events.MEMBERS_DELETED: "erasures",
 }
 
@@ -269,24 +271,28 @@ def _decode(payload: bytes) -> dict:
 
 
 def _row(table: str, name: str, store: str, m: dict, window: Window, tz_for: TzLookup) -> Row:
-    if table == "appointments":  # the CRM's downlink: no event envelope
-        return _booking(store, m, window, tz_for)
+    if name == events.APPOINTMENTS_UPSERT:  # the CRM's downlink: no event envelope
+        return _booking(store, m, window, tz_for, window.now)
     claimed = _text(m, "store_id")
     if claimed != store:
         raise Reject(f"payload store_id {str(claimed)[:80]!r} differs from the topic's store {store!r}")
     event_id = _text(m, "event_id")
     assert event_id is not None
     ts = _required_time(m, "ts", window)
+    if table == "appointments":  # appointments/booked: the booking, in the event's envelope
+        return _booking(store, m, window, tz_for, ts)
     tz = tz_for(store, ts)
     values = _VALUES[table](name, m, window, ts, tz)
     return Row(table, store, event_id, ts, values)
 
 
-def _booking(store: str, m: dict, window: Window, tz_for: TzLookup) -> Row:
+def _booking(store: str, m: dict, window: Window, tz_for: TzLookup, ts: datetime) -> Row:
+    """A booking, from the CRM's appointments/upsert (stamped with the HQ clock) or from the box's
+    appointments/booked event (its own ts); either way one row per (store, appointment_id)."""
     appointment_id = _text(m, "appointment_id")
     assert appointment_id is not None
     scheduled = _required_time(m, "scheduled_at", window, booked=True)
-    return Row("appointments", store, appointment_id, window.now, {
+    return Row("appointments", store, appointment_id, ts, {
         "appointment_id": appointment_id, "member_id": _text(m, "member_id"), "scheduled_at": scheduled,
         "channel": _text(m, "channel", required=False), "advisor": _text(m, "advisor", required=False),
         "store_day": local(scheduled, tz_for(store, scheduled))[0]})
@@ -353,7 +359,21 @@ def _status(name: str, m: dict, window: Window, ts: datetime, tz: tzinfo) -> dic
         raise Reject(f"unknown status state {str(state)[:40]!r}")
     return {"state": state, "version": _text(m, "version", required=False, limit=64),
             "cameras": _cameras(m.get("cameras")), "storage": _text(m, "storage", required=False, limit=500),
-            "outbox_backlog": _int(m, "outbox_backlog", required=False)}
+            "outbox_backlog": _int(m, "outbox_backlog", required=False),
+            "dead_letters": _int(m, "dead_letters", required=False), "timezone": _zone_name(m)}
+
+
+def _zone_name(m: dict) -> str | None:
+    """The status's `timezone` (the box's IANA zone), or None when not sent; Reject for a name no
+    zone has (it would set the store's days)."""
+    name = _text(m, "timezone", required=False, limit=64)
+    if name is None:
+        return None
+    try:
+        check_timezone(name)
+    except ValueError as exc:
+        raise Reject(f"timezone {exc}") from None
+    return name
 
 
 def _cameras(cameras: Any) -> dict[str, str]:

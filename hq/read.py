@@ -3,17 +3,21 @@
 Every function returns JSON-serialisable values: days as "YYYY-MM-DD", instants as ISO 8601
 with offset. Days are store days (each store's own time zone); ranges are inclusive.
 Used by `footfall hq counts` and by the dashboard.
+
+Counts come from the view `hourly_counts`: the roll-up of the events head office holds, raised
+to a box's own figures where reconciliation adopted them (`footfall hq reconcile --adopt`);
+`adopted_hours` says how many hours of a row are such.
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import Any
-
-import psycopg
-from psycopg.rows import dict_row
+from typing import TYPE_CHECKING, Any
 
 from footfall.hq.ingest import zone_of
+
+if TYPE_CHECKING:  # imported for its types only: `footfall --help` loads this module without footfall[hq]
+    import psycopg
 
 BY = ("store", "day", "hour")
 _TOTALS = ("visits", "reentries", "member_visits", "unidentified")
@@ -24,20 +28,24 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _rows(conn: psycopg.Connection, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+    from psycopg.rows import dict_row
+
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(sql, params)
         return list(cur.fetchall())
 
 
 def chain_by_day(conn: psycopg.Connection, day_from: date, day_to: date) -> list[dict]:
-    """`[{day, visits, reentries, member_visits, unidentified}]`, one row per day of the range, zeros filled."""
+    """`[{day, visits, reentries, member_visits, unidentified, adopted_hours}]`, one row per day of
+    the range, zeros filled."""
     rows = _rows(conn, """
         SELECT d::date AS day, coalesce(sum(h.visits), 0)::int AS visits,
                coalesce(sum(h.reentries), 0)::int AS reentries,
                coalesce(sum(h.member_visits), 0)::int AS member_visits,
-               coalesce(sum(h.unidentified), 0)::int AS unidentified
+               coalesce(sum(h.unidentified), 0)::int AS unidentified,
+               count(*) FILTER (WHERE h.adopted)::int AS adopted_hours
         FROM generate_series(%s::date, %s::date, interval '1 day') AS d
-        LEFT JOIN hourly h ON h.store_day = d::date
+        LEFT JOIN hourly_counts h ON h.store_day = d::date
         GROUP BY d ORDER BY d""", (day_from, day_to))
     return [{**r, "day": r["day"].isoformat()} for r in rows]
 
@@ -47,17 +55,20 @@ def store_table(conn: psycopg.Connection, day: date, silent_after: timedelta, no
     crossing an entry line outwards) and the box's health.
 
     `state` is the last status ("online"/"offline"/"stopped", "unknown" before any);
-    `silent` is true when nothing at all came from the box for longer than `silent_after`.
+    `silent` is true when nothing at all came from the box for longer than `silent_after`;
+    `outbox_backlog` and `dead_letters` are what that status reported (None when it did not).
     """
     rows = _rows(conn, """
         SELECT s.store_id, coalesce(t.visits, 0)::int AS visits, coalesce(t.reentries, 0)::int AS reentries,
                coalesce(t.member_visits, 0)::int AS member_visits, coalesce(t.unidentified, 0)::int AS unidentified,
-               coalesce(sc.exits, 0)::int AS exits,
-               coalesce(st.state, 'unknown') AS state, s.last_seen, st.outbox_backlog, st.cameras, st.storage
+               coalesce(t.adopted_hours, 0)::int AS adopted_hours, coalesce(sc.exits, 0)::int AS exits,
+               coalesce(st.state, 'unknown') AS state, s.last_seen, st.outbox_backlog, st.dead_letters,
+               st.cameras, st.storage
         FROM stores s
         LEFT JOIN (SELECT store_id, sum(visits) AS visits, sum(reentries) AS reentries,
-                          sum(member_visits) AS member_visits, sum(unidentified) AS unidentified
-                   FROM hourly WHERE store_day = %s GROUP BY store_id) t ON t.store_id = s.store_id
+                          sum(member_visits) AS member_visits, sum(unidentified) AS unidentified,
+                          count(*) FILTER (WHERE adopted) AS adopted_hours
+                   FROM hourly_counts WHERE store_day = %s GROUP BY store_id) t ON t.store_id = s.store_id
         LEFT JOIN store_counts sc ON sc.store_id = s.store_id AND sc.store_day = %s
         LEFT JOIN store_status st ON st.store_id = s.store_id
         ORDER BY s.store_id""", (day, day))
@@ -71,10 +82,24 @@ def store_table(conn: psycopg.Connection, day: date, silent_after: timedelta, no
 def store_hourly(conn: psycopg.Connection, store_id: str, day: date) -> list[int]:
     """24 visit counts, by store-local hour (a repeated DST hour adds up in one slot)."""
     hours = [0] * 24
-    for hour, visits in conn.execute("SELECT store_hour, visits FROM hourly WHERE store_id = %s AND store_day = %s",
-                                     (store_id, day)):
+    for hour, visits in conn.execute("SELECT store_hour, visits FROM hourly_counts "
+                                     "WHERE store_id = %s AND store_day = %s", (store_id, day)):
         hours[hour] = visits
     return hours
+
+
+def adopted_hours(conn: psycopg.Connection, store_id: str, day: date) -> list[int]:
+    """The store-local hours of the day whose figures were adopted from the box's own counts."""
+    return [hour for (hour,) in conn.execute("SELECT store_hour FROM hourly_counts WHERE store_id = %s "
+                                             "AND store_day = %s AND adopted ORDER BY store_hour", (store_id, day))]
+
+
+def store_days(conn: psycopg.Connection, now: datetime, configured: dict[str, str] | None = None) -> dict[str, date]:
+    """Each known store's own date at `now`, in its zone (`timezones` of hq.toml first, then the one
+    recorded in `stores`: reported by the box, or the offset of its events)."""
+    zones = dict(conn.execute("SELECT store_id, timezone FROM stores").fetchall())
+    zones.update(configured or {})
+    return {store: now.astimezone(zone_of(name)).date() for store, name in sorted(zones.items())}
 
 
 _BOOKED = """
@@ -156,9 +181,10 @@ def response_times(conn: psycopg.Connection, day_from: date, day_to: date) -> li
 def disagreements(conn: psycopg.Connection, day_from: date, day_to: date) -> list[dict]:
     """The latest reconciliation of each store day in the range, where it found a problem.
 
-    `[{store_id, day, hour, hq_visits, store_visits, checked_at, reason}]`: one row per hour
-    whose visits (or re-entries) differ (`reason` "differs"), and one row per store day whose
-    box did not answer (`reason` "no answer", hour and counts None).
+    `[{store_id, day, hour, hq_visits, store_visits, checked_at, reason, adopted}]`: one row per hour
+    whose visits (or re-entries) differ (`reason` "differs"; `adopted` when that check took the box's
+    figures for it), and one row per store day whose box did not answer (`reason` "no answer", hour
+    and counts None).
     """
     rows = _rows(conn, """
         WITH latest AS (
@@ -167,7 +193,7 @@ def disagreements(conn: psycopg.Connection, day_from: date, day_to: date) -> lis
             ORDER BY store_id, store_day, checked_at DESC, id DESC
         )
         SELECT l.store_id, l.store_day AS day, d.store_hour AS hour, d.hq_visits, d.store_visits,
-               d.hq_reentries, d.store_reentries, l.checked_at,
+               d.hq_reentries, d.store_reentries, coalesce(d.adopted, false) AS adopted, l.checked_at,
                CASE WHEN l.answered THEN 'differs' ELSE coalesce(l.reason, 'no answer') END AS reason
         FROM latest l LEFT JOIN reconcile_differences d ON d.check_id = l.id
         WHERE NOT l.answered OR d.check_id IS NOT NULL
@@ -178,16 +204,29 @@ def disagreements(conn: psycopg.Connection, day_from: date, day_to: date) -> lis
     return rows
 
 
-def counts(conn: psycopg.Connection, day_from: date, day_to: date, by: str, store_id: str | None = None) -> list[dict]:
-    """Totals of the range grouped by store, by store day or by (store day, hour); optionally one store."""
+def counts(conn: psycopg.Connection, day_from: date, day_to: date, by: str, store_id: str | None = None,
+           *, days: dict[str, date] | None = None) -> list[dict]:
+    """Totals of the range grouped by store, by store day or by (store day, hour), with the hours
+    among them adopted from a box's own counts (`adopted_hours`); optionally one store. With `days`
+    (store id -> one store day, e.g. each store's today: `store_days`) those replace the range."""
     if by not in BY:
         raise ValueError(f"by must be one of {', '.join(BY)}, got {by!r}")
     keys = {"store": ["store_id"], "day": ["store_day"], "hour": ["store_day", "store_hour"]}[by]
     group = ", ".join(keys)
-    sums = ", ".join(f"sum({t})::int AS {t}" for t in _TOTALS)
-    where = "store_day BETWEEN %s AND %s" + (" AND store_id = %s" if store_id else "")
-    params: tuple[Any, ...] = (day_from, day_to, store_id) if store_id else (day_from, day_to)
-    rows = _rows(conn, f"SELECT {group}, {sums} FROM hourly WHERE {where} GROUP BY {group} ORDER BY {group}", params)
+    sums = ", ".join(f"sum({t})::int AS {t}" for t in _TOTALS) + ", count(*) FILTER (WHERE adopted)::int AS adopted_hours"
+    params: list[Any] = []
+    if days is None:
+        where = "store_day BETWEEN %s AND %s"
+        params += [day_from, day_to]
+    else:
+        stores = sorted(days)
+        where = "(store_id, store_day) IN (SELECT * FROM unnest(%s::text[], %s::date[]))"
+        params += [stores, [days[s] for s in stores]]
+    if store_id:
+        where += " AND store_id = %s"
+        params.append(store_id)
+    rows = _rows(conn, f"SELECT {group}, {sums} FROM hourly_counts WHERE {where} GROUP BY {group} ORDER BY {group}",
+                 tuple(params))
     for r in rows:
         if "store_day" in r:
             r["day"] = r.pop("store_day").isoformat()
@@ -198,14 +237,15 @@ def counts(conn: psycopg.Connection, day_from: date, day_to: date, by: str, stor
 
 def fleet(conn: psycopg.Connection, silent_after: timedelta, now: datetime) -> list[dict]:
     """Every box's last status and whether it is silent: `[{store_id, state, last_seen, silent, version,
-    cameras, storage, outbox_backlog, status_ts}]`."""
+    cameras, storage, outbox_backlog, dead_letters, timezone, status_ts}]`; times in the store's zone."""
     rows = _rows(conn, """
         SELECT s.store_id, coalesce(st.state, 'unknown') AS state, s.last_seen, st.version, st.cameras,
-               st.storage, st.outbox_backlog, st.ts AS status_ts
+               st.storage, st.outbox_backlog, st.dead_letters, s.timezone, st.ts AS status_ts
         FROM stores s LEFT JOIN store_status st ON st.store_id = s.store_id ORDER BY s.store_id""")
     for r in rows:
+        zone = zone_of(r["timezone"])
         r["silent"] = (now - r["last_seen"]) > silent_after
-        r["last_seen"] = _iso(r["last_seen"])
-        r["status_ts"] = _iso(r["status_ts"])
+        r["last_seen"] = _iso(r["last_seen"].astimezone(zone))
+        r["status_ts"] = _iso(r["status_ts"].astimezone(zone) if r["status_ts"] is not None else None)
         r["cameras"] = r["cameras"] or {}
     return rows

@@ -8,6 +8,12 @@ hourly buckets are summed per store-local hour and compared with HQ's `hourly` r
 every check is recorded in `reconcile_checks`, every differing hour in
 `reconcile_differences`, and a store that does not answer within `reconcile.timeout` is
 recorded as such. `compare` is the pure rule.
+
+HQ's side of the comparison is what the count views show (`hourly_counts`). With `adopt`
+(`footfall hq reconcile --adopt`) a gap is closed: for each differing hour where the box counts
+at least what HQ's own events give (events lost on the way, never more at HQ), the box's figures
+go to `adopted_hours`, marked with the check that adopted them, and the hour reads as the box
+counted it. An hour where HQ holds more than the box is left as it is, and reported.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from datetime import time as dtime
@@ -39,19 +46,29 @@ _LOCK_KEY = 0x72656363  # one reconciler of a collector group at a time
 MAX_REPLY_BYTES = 1024 * 1024
 
 
+Figures = tuple[int, int, int, int]  # visits, re-entries, member visits, unidentified visits of one hour
+
+
 @dataclass
 class Result:
-    """One store day checked: whether the box answered, and the hours that differ."""
+    """One store day checked: whether the box answered, the hours that differ (each with
+    `adopted`: whether this check closed it), and the box's figures adopted, by hour."""
 
     store_id: str
     day: date
     answered: bool
     reason: str | None = None
-    differences: list[dict[str, int]] = field(default_factory=list)
+    differences: list[dict[str, Any]] = field(default_factory=list)
+    adopted: dict[int, Figures] = field(default_factory=dict)
+
+    @property
+    def open(self) -> bool:
+        """Whether a problem is left: no answer, or an hour that still differs."""
+        return not self.answered or any(not d.get("adopted") for d in self.differences)
 
     def to_json(self) -> dict[str, Any]:
         return {"store_id": self.store_id, "day": self.day.isoformat(), "answered": self.answered,
-                "reason": self.reason, "differences": self.differences}
+                "reason": self.reason, "differences": self.differences, "adopted_hours": sorted(self.adopted)}
 
 
 def day_range(day: date, tz: tzinfo) -> tuple[datetime, datetime]:
@@ -60,27 +77,35 @@ def day_range(day: date, tz: tzinfo) -> tuple[datetime, datetime]:
             datetime.combine(day + timedelta(days=1), dtime(0), tz))
 
 
-def store_hours(buckets: list[dict[str, Any]], day: date, tz: tzinfo) -> dict[int, tuple[int, int]]:
-    """A counts/get answer's hourly buckets as {local hour: (visits, reentries)} of `day`."""
-    hours: dict[int, tuple[int, int]] = {}
+def store_hours(buckets: list[dict[str, Any]], day: date, tz: tzinfo) -> dict[int, Figures]:
+    """A counts/get answer's hourly buckets as {local hour: (visits, reentries, member_visits,
+    unidentified)} of `day` (a figure the box did not send counts 0)."""
+    hours: dict[int, Figures] = {}
     for b in buckets:
         start = datetime.fromisoformat(b["start"]).astimezone(tz)
         if start.date() != day:
             continue
-        visits, reentries = hours.get(start.hour, (0, 0))
-        hours[start.hour] = (visits + int(b["visits"]), reentries + int(b["reentries"]))
+        old = hours.get(start.hour, (0, 0, 0, 0))
+        new = tuple(int(b.get(k) or 0) for k in ("visits", "reentries", "member_visits", "unidentified"))
+        hours[start.hour] = (old[0] + new[0], old[1] + new[1], old[2] + new[2], old[3] + new[3])
     return hours
 
 
-def compare(hq: dict[int, tuple[int, int]], store: dict[int, tuple[int, int]]) -> list[dict[str, int]]:
-    """The hours whose visits or re-entries differ, in hour order."""
+def compare(hq: Mapping[int, tuple[int, ...]], store: Mapping[int, tuple[int, ...]]) -> list[dict[str, int]]:
+    """The hours whose visits or re-entries (the first two figures) differ, in hour order."""
     out = []
     for hour in sorted(set(hq) | set(store)):
-        h, s = hq.get(hour, (0, 0)), store.get(hour, (0, 0))
+        h, s = hq.get(hour, (0, 0))[:2], store.get(hour, (0, 0))[:2]
         if h != s:
             out.append({"hour": hour, "hq_visits": h[0], "store_visits": s[0], "hq_reentries": h[1],
                         "store_reentries": s[1]})
     return out
+
+
+def adoptable(own: tuple[int, ...], box: tuple[int, ...]) -> bool:
+    """Whether adopting the box's figures closes an hour: the box counts at least HQ's own events
+    (visits and re-entries), so the hour can read as the box counted it."""
+    return box[0] >= own[0] and box[1] >= own[1]
 
 
 class Reconciler:
@@ -92,8 +117,9 @@ class Reconciler:
         self.prefix = config.mqtt.topic_prefix
 
     def run(self, stores: list[str] | None = None, days: list[date] | None = None,
-            now: datetime | None = None) -> list[Result]:
-        """Check `stores` (default: every store HQ knows) for `days` (default: today and yesterday, store time)."""
+            now: datetime | None = None, *, adopt: bool = False) -> list[Result]:
+        """Check `stores` (default: every store HQ knows) for `days` (default: today and yesterday,
+        store time); with `adopt`, close the gaps the box's counts can close (see the module)."""
         now = now or datetime.now(UTC)
         with self.pool.connection() as conn:
             known: dict[str, str] = dict(conn.execute("SELECT store_id, timezone FROM stores").fetchall())
@@ -117,10 +143,14 @@ class Reconciler:
                 elif "error" in answer:
                     result = Result(store, day, False, str(answer["error"])[:300])
                 else:
-                    hq = {h: (v, r) for h, v, r in conn.execute(
-                        "SELECT store_hour, visits, reentries FROM hourly WHERE store_id = %s AND store_day = %s",
-                        (store, day))}
-                    result = Result(store, day, True, None, compare(hq, store_hours(answer["buckets"], day, tz)))
+                    box = store_hours(answer["buckets"], day, tz)
+                    result = Result(store, day, True, None, compare(_hours(conn, "hourly_counts", store, day), box))
+                    own = _hours(conn, "hourly", store, day)
+                    for d in result.differences:
+                        figures = box.get(d["hour"], (0, 0, 0, 0))
+                        d["adopted"] = adopt and store in known and adoptable(own.get(d["hour"], (0, 0)), figures)
+                        if d["adopted"]:
+                            result.adopted[d["hour"]] = figures
                 results.append(result)
             record(conn, results)
         return results
@@ -188,7 +218,8 @@ class Reconciler:
             client.disconnect()
             client.loop_stop()
 
-    def run_alone(self, stores: list[str] | None = None, days: list[date] | None = None) -> list[Result]:
+    def run_alone(self, stores: list[str] | None = None, days: list[date] | None = None, *,
+                  adopt: bool = False) -> list[Result]:
         """`run` while holding the reconcilers' advisory lock, waiting for a round in progress to end:
         two reconcilers never share reconciliation's broker user (and so its client id) at once.
         psycopg.errors.LockNotAvailable when the lock is still held after twice `reconcile.timeout` + 30 s."""
@@ -200,7 +231,7 @@ class Reconciler:
             finally:
                 conn.execute("RESET lock_timeout")
             try:
-                return self.run(stores, days)
+                return self.run(stores, days, adopt=adopt)
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
 
@@ -222,8 +253,22 @@ class Reconciler:
                 log.warning("reconcile failed: %s", exc)
 
 
+_ADOPT = ("INSERT INTO adopted_hours (store_id, store_day, store_hour, visits, reentries, member_visits, "
+          "unidentified, check_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+          "ON CONFLICT (store_id, store_day, store_hour) DO UPDATE SET visits = EXCLUDED.visits, "
+          "reentries = EXCLUDED.reentries, member_visits = EXCLUDED.member_visits, "
+          "unidentified = EXCLUDED.unidentified, check_id = EXCLUDED.check_id, adopted_at = now()")
+
+
+def _hours(conn: psycopg.Connection, table: str, store: str, day: date) -> dict[int, tuple[int, int]]:
+    """{hour: (visits, reentries)} of one store day: `hourly` (HQ's own events) or `hourly_counts`
+    (what the count views show)."""
+    return {h: (v, r) for h, v, r in conn.execute(
+        f"SELECT store_hour, visits, reentries FROM {table} WHERE store_id = %s AND store_day = %s", (store, day))}
+
+
 def record(conn: psycopg.Connection, results: list[Result]) -> None:
-    """Store the checks and their differing hours."""
+    """Store the checks, their differing hours and what they adopted, in one transaction."""
     with conn.transaction(), conn.cursor() as cur:
         for r in results:
             cur.execute("INSERT INTO reconcile_checks (store_id, store_day, answered, differences, reason) "
@@ -232,6 +277,10 @@ def record(conn: psycopg.Connection, results: list[Result]) -> None:
             row = cur.fetchone()
             assert row is not None
             if r.differences:
-                cur.executemany("INSERT INTO reconcile_differences VALUES (%s, %s, %s, %s, %s, %s)",
+                cur.executemany("INSERT INTO reconcile_differences (check_id, store_hour, hq_visits, store_visits, "
+                                "hq_reentries, store_reentries, adopted) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                                 [(row[0], d["hour"], d["hq_visits"], d["store_visits"], d["hq_reentries"],
-                                  d["store_reentries"]) for d in r.differences])
+                                  d["store_reentries"], bool(d.get("adopted"))) for d in r.differences])
+            if r.adopted:
+                cur.executemany(_ADOPT, [(r.store_id, r.day, hour, *figures, row[0])
+                                         for hour, figures in sorted(r.adopted.items())])

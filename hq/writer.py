@@ -93,12 +93,14 @@ _NO_SHOW = ("INSERT INTO no_shows (store_id, event_id, appointment_id, member_id
             "channel, ts, store_day) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1")
 _ACK = ("INSERT INTO acks (store_id, event_id, visit_event_id, guide, ts) VALUES (%s, %s, %s, %s, %s) "
         "ON CONFLICT DO NOTHING RETURNING 1")
-_STATUS = ("INSERT INTO status_history (store_id, event_id, state, version, cameras, storage, outbox_backlog, ts) "
-           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1")
-_LATEST = ("INSERT INTO store_status (store_id, event_id, state, version, cameras, storage, outbox_backlog, ts, "
-           "received_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now()) ON CONFLICT (store_id) DO UPDATE SET "
+_STATUS = ("INSERT INTO status_history (store_id, event_id, state, version, cameras, storage, outbox_backlog, "
+           "dead_letters, ts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1")
+_LATEST = ("INSERT INTO store_status (store_id, event_id, state, version, cameras, storage, outbox_backlog, "
+           "dead_letters, ts, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now()) "
+           "ON CONFLICT (store_id) DO UPDATE SET "
            "event_id = EXCLUDED.event_id, state = EXCLUDED.state, version = EXCLUDED.version, "
            "cameras = EXCLUDED.cameras, storage = EXCLUDED.storage, outbox_backlog = EXCLUDED.outbox_backlog, "
+           "dead_letters = EXCLUDED.dead_letters, "
            "ts = EXCLUDED.ts, received_at = EXCLUDED.received_at WHERE store_status.ts <= EXCLUDED.ts")
 _COUNTS = ("INSERT INTO store_counts (store_id, store_day, event_id, visits, reentries, member_visits, by_hour, ts, "
            "exits) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (store_id, store_day) DO UPDATE SET "
@@ -110,17 +112,20 @@ _COUNTS = ("INSERT INTO store_counts (store_id, store_day, event_id, visits, ree
 _APPOINTMENT = ("INSERT INTO appointments (store_id, appointment_id, member_id, scheduled_at, channel, advisor, "
                 "store_day) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (store_id, appointment_id) DO UPDATE "
                 "SET member_id = EXCLUDED.member_id, scheduled_at = EXCLUDED.scheduled_at, "
-                "channel = EXCLUDED.channel, advisor = EXCLUDED.advisor, store_day = EXCLUDED.store_day, "
+                "channel = coalesce(EXCLUDED.channel, appointments.channel), "
+                "advisor = coalesce(EXCLUDED.advisor, appointments.advisor), store_day = EXCLUDED.store_day, "
                 "received_at = now() RETURNING 1")
 _HOURLY = ("INSERT INTO hourly (store_id, store_day, store_hour, visits, reentries, member_visits, unidentified) "
            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (store_id, store_day, store_hour) DO UPDATE SET "
            "visits = hourly.visits + EXCLUDED.visits, reentries = hourly.reentries + EXCLUDED.reentries, "
            "member_visits = hourly.member_visits + EXCLUDED.member_visits, "
            "unidentified = hourly.unidentified + EXCLUDED.unidentified")
+# A zone from config replaces any other; one from the box's status replaces an event offset.
+_OUTRANKS = ("(EXCLUDED.tz_source = 'config' OR (EXCLUDED.tz_source = 'status' AND stores.tz_source <> 'config'))")
 _STORE = ("INSERT INTO stores (store_id, timezone, tz_source) VALUES (%s, %s, %s) ON CONFLICT (store_id) DO UPDATE "
           "SET last_seen = now(), "
-          "timezone = CASE WHEN EXCLUDED.tz_source = 'config' THEN EXCLUDED.timezone ELSE stores.timezone END, "
-          "tz_source = CASE WHEN EXCLUDED.tz_source = 'config' THEN 'config' ELSE stores.tz_source END")
+          f"timezone = CASE WHEN {_OUTRANKS} THEN EXCLUDED.timezone ELSE stores.timezone END, "
+          f"tz_source = CASE WHEN {_OUTRANKS} THEN EXCLUDED.tz_source ELSE stores.tz_source END")
 # The high-volume tables go in one statement per batch: arrays of columns, unnested.
 _BULK = {
     "visits": ("INSERT INTO visits (store_id, event_id, kind, visitor_id, member_id, role, camera_id, identified, "
@@ -167,6 +172,10 @@ _SCRUB_AT_ERASURE = (
                       "AS g(id, at) WHERE strpos(payload_excerpt, g.id) > 0 OR strpos(reason, g.id) > 0 "
                       "OR strpos(topic, g.id) > 0)"),
 )
+# A box's booking (appointments/booked) from before an erasure that arrives after it loses the id too.
+_SCRUB_BOOKINGS = ("UPDATE appointments p SET member_id = NULL FROM unnest(%s::text[], %s::text[], %s::text[]) "
+                   "AS b(store_id, appointment_id, id) WHERE p.store_id = b.store_id "
+                   "AND p.appointment_id = b.appointment_id AND p.member_id = b.id")
 # Not only the heap: an index of the table (visits_member, ...) holds the id too, and a plain VACUUM
 # skips the indexes when few pages have dead rows (INDEX_CLEANUP AUTO), as after one erasure.
 _VACUUM = "VACUUM (INDEX_CLEANUP ON) {}"
@@ -186,7 +195,8 @@ def _params(row: Row) -> tuple[str, tuple[Any, ...]]:
     if row.table == "acks":
         return _ACK, (s, e, v["visit_event_id"], v["guide"], ts)
     if row.table == "status":
-        return _STATUS, (s, e, v["state"], v["version"], Jsonb(v["cameras"]), v["storage"], v["outbox_backlog"], ts)
+        return _STATUS, (s, e, v["state"], v["version"], Jsonb(v["cameras"]), v["storage"], v["outbox_backlog"],
+                         v["dead_letters"], ts)
     if row.table == "counts":
         return _COUNTS, (s, v["store_day"], e, v["visits"], v["reentries"], v["member_visits"], v["by_hour"], ts,
                          v["exits"])
@@ -244,7 +254,7 @@ def write_batch(conn: psycopg.Connection, rows: list[Row], rejections: list[Reje
         if statuses:
             latest: dict[str, tuple[Any, ...]] = {}
             for p in statuses:  # the newest of the batch per store; the SQL keeps the newest overall
-                if p[0] not in latest or p[7] >= latest[p[0]][7]:
+                if p[0] not in latest or p[8] >= latest[p[0]][8]:
                     latest[p[0]] = p
             cur.executemany(_LATEST, [latest[s] for s in sorted(latest)])
         if rollup:
@@ -269,7 +279,7 @@ def _erase(cur: psycopg.Cursor, erasures: dict[str, datetime], events: list[Row]
         cur.execute(_TOMBSTONE, (ids, [erasures[m] for m in ids]))
         new = sum(1 for (fresh,) in cur.fetchall() if fresh)
     named: set[str] = {r.values["member_id"] for r in events
-                       if r.table in ("visits", "alerts", "no_shows") and r.values.get("member_id")}
+                       if r.table in ("visits", "alerts", "no_shows", "appointments") and r.values.get("member_id")}
     named |= set(erasures)
     if not named:
         return new, set()
@@ -283,6 +293,14 @@ def _erase(cur: psycopg.Cursor, erasures: dict[str, datetime], events: list[Row]
             cur.execute(statement, ([g[0] for g in members], [g[1] for g in members]))
             if cur.rowcount > 0:
                 scrubbed.add(table)
+    erased_at: dict[str, datetime] = dict(gone)
+    late = sorted((r.store_id, r.values["appointment_id"], r.values["member_id"]) for r in events
+                  if r.table == "appointments" and r.values["member_id"] in erased_at
+                  and r.ts <= erased_at[r.values["member_id"]])
+    if late:
+        cur.execute(_SCRUB_BOOKINGS, [list(column) for column in zip(*late)])
+        if cur.rowcount > 0:
+            scrubbed.add("appointments")
     return new, scrubbed
 
 

@@ -13,6 +13,7 @@ from footfall.recognition.align import align_face
 from footfall.recognition.detect import Detection, Detector, create_detector
 from footfall.recognition.embed import OnnxEmbedder
 from footfall.recognition.quality import Quality, assess
+from footfall.recognition.spec import RecognizerSpec
 
 
 @dataclass
@@ -36,21 +37,14 @@ class ModelPack:
     match_threshold: float
     config: Config = field(repr=False)
 
-    def threshold(self, key: str) -> float:
-        """A recognizer-specific threshold: the config's value if set, else the calibrated manifest value.
+    @property
+    def spec(self) -> RecognizerSpec:
+        """The recognizer's facts the store needs (dimension, checksum, thresholds), file or not."""
+        return RecognizerSpec(self.recognizer, self.config)
 
-        `key` is a config key path such as "dedup.threshold" or "members.margin".
-        """
-        section, name = key.split(".")
-        configured = getattr(getattr(self.config, section), name)
-        if configured is not None:
-            return configured
-        manifest_key = {"dedup": "dedup_", "members": "member_"}[section] + name
-        value = getattr(self.recognizer, manifest_key)
-        if value is None:
-            raise ModelError(f"{self.recognizer.file} has no calibrated {manifest_key} in the manifest; "
-                             f"set {key} in the config after calibrating (footfall bench calibration)")
-        return value
+    def threshold(self, key: str) -> float:
+        """A recognizer-specific threshold (`RecognizerSpec.threshold`), e.g. "dedup.threshold"."""
+        return self.spec.threshold(key)
 
 
 def resolve_pack(config: Config) -> ModelPack:

@@ -30,9 +30,11 @@ MEMBERS_DELETE = "members/delete"
 MEMBERS_DELETED = "members/deleted"
 APPOINTMENTS_UPSERT = "appointments/upsert"
 APPOINTMENTS_DELETE = "appointments/delete"
+APPOINTMENTS_BOOKED = "appointments/booked"  # added to the contract: the bookings a box holds, for head office
 ERRORS = "errors"
 
-UPLINK = (STATUS, VISITS, ALERT_ARRIVAL, ALERT_APPOINTMENT, ALERT_NO_SHOW, COUNTS, MEMBERS_DELETED, ERRORS)
+UPLINK = (STATUS, VISITS, ALERT_ARRIVAL, ALERT_APPOINTMENT, ALERT_NO_SHOW, COUNTS, MEMBERS_DELETED, ERRORS,
+          APPOINTMENTS_BOOKED)
 # Published by the guide console (console/server.py), not the daemon: a guide took care of an arrival.
 ALERT_ACK = "alerts/ack"
 
@@ -254,23 +256,34 @@ class AppointmentAlert(Event):
 
 @dataclass(frozen=True)
 class NoShowAlert(Event):
-    """No arrival by scheduled_at + grace."""
+    """No arrival by scheduled_at + grace. Beyond the contract's fields, the booking's channel and
+    advisor, and the member's name, tier and CRM profile (at the top level, as in the arrival
+    alert) when the gallery holds the member, so the guide knows whom to call (name None if not)."""
 
     TOPIC: ClassVar[str] = ALERT_NO_SHOW
-    ALERT: ClassVar[bool] = True
+    # Not an expiring alert: head office follows no-shows up, so one raised while it (or the broker)
+    # was away must still reach it; the outbox keeps it until the broker has it.
+    ALERT: ClassVar[bool] = False
 
     appointment_id: str
     member_id: str
     scheduled_at: datetime
     grace_minutes: int
+    channel: str | None = None
+    advisor: str | None = None
+    name: str | None = None
+    tier: str | None = None
+    profile: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         iso(self.scheduled_at)
 
     def fields(self) -> dict[str, Any]:
-        return {"appointment_id": self.appointment_id, "member_id": self.member_id,
-                "scheduled_at": iso(self.scheduled_at), "grace_minutes": self.grace_minutes}
+        required = {"appointment_id": self.appointment_id, "member_id": self.member_id,
+                    "scheduled_at": iso(self.scheduled_at), "grace_minutes": self.grace_minutes,
+                    "channel": self.channel, "advisor": self.advisor, "name": self.name, "tier": self.tier}
+        return {**self.profile, **required}  # profile first: a CRM field never replaces one of ours
 
 
 @dataclass(frozen=True)
@@ -284,6 +297,27 @@ class MemberDeleted(Event):
 
     def fields(self) -> dict[str, Any]:
         return {"member_id": self.member_id, "removed": self.removed}
+
+
+@dataclass(frozen=True)
+class AppointmentBooked(Event):
+    """A booking the box holds (from the CRM's appointments/upsert or `footfall appointments import`),
+    so head office counts every booking in its conversion: ids, channel and slot, never a name."""
+
+    TOPIC: ClassVar[str] = APPOINTMENTS_BOOKED
+
+    appointment_id: str
+    member_id: str
+    scheduled_at: datetime
+    channel: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        iso(self.scheduled_at)
+
+    def fields(self) -> dict[str, Any]:
+        return {"appointment_id": self.appointment_id, "member_id": self.member_id,
+                "scheduled_at": iso(self.scheduled_at), "channel": self.channel}
 
 
 @dataclass(frozen=True)
@@ -319,6 +353,8 @@ class Status(Event):
     cameras: dict[str, CameraState] = field(default_factory=dict)
     storage: str | None = None  # "ok" or "error: <reason>"; left out when not known (the last will)
     dead_letters: int | None = None  # outbox rows the broker could never take (kept, not sent)
+    outbox_backlog: int | None = None  # outbox rows waiting to be sent when the status was made
+    timezone: str | None = None  # the store's IANA zone (config `timezone`): its days and hours at head office
     # Live cameras, by id: analysed_fps, skipped (due frames never analysed), received, decode_ms,
     # inference_ms (per analysed frame) and frame_age_s; absent when no camera is live.
     camera_stats: dict[str, dict[str, float]] | None = None
@@ -337,6 +373,10 @@ class Status(Event):
             out["storage"] = self.storage
         if self.dead_letters is not None:
             out["dead_letters"] = self.dead_letters
+        if self.outbox_backlog is not None:
+            out["outbox_backlog"] = self.outbox_backlog
+        if self.timezone is not None:
+            out["timezone"] = self.timezone
         if self.camera_stats is not None:
             out["camera_stats"] = {k: dict(v) for k, v in self.camera_stats.items()}
         return out

@@ -149,7 +149,7 @@ class Publisher:
                  reconnect_min: float = 1.0, reconnect_max: float = 60.0,
                  session_expiry: int = SESSION_EXPIRY_S, max_attempts: int | None = None,
                  max_incoming: int | None = None, receive_maximum: int | None = None,
-                 room: Callable[[], bool] | None = None) -> None:
+                 room: Callable[[], bool] | None = None, timezone: str | None = None) -> None:
         """`max_attempts` (default `mqtt.max_attempts`): a row the broker refused, or that was alone in
         flight when the connection dropped, this many times is dead-lettered. `max_incoming`: the
         largest packet this client takes (sent to an MQTT 5 broker as Maximum Packet Size).
@@ -157,7 +157,8 @@ class Publisher:
         `ack` (None for QoS 0) must be passed to `ack()` once the message was handled.
         `receive_maximum`: QoS 1 messages the broker may have unacknowledged with this client
         (sent to an MQTT 5 broker as Receive Maximum; a 3.1.1 broker applies its own limit).
-        `room()`: whether the downlink handler takes messages now; while it says no, nothing is read."""
+        `room()`: whether the downlink handler takes messages now; while it says no, nothing is read.
+        `timezone`: the store's zone, sent in every status (head office places its days by it)."""
         self.host, self.port, _ = parse_broker_url(config.url)
         self.store_id = store_id
         self.prefix = config.topic_prefix
@@ -169,6 +170,7 @@ class Publisher:
         self._v5 = config.protocol == "5"
         self._cameras = cameras
         self._storage = storage
+        self._timezone = timezone
         self._on_message = on_message
         self._room = room
         self._max_in_flight = max(1, max_in_flight)
@@ -324,10 +326,16 @@ class Publisher:
             except Exception:
                 log.exception("mqtt: cannot read the storage state for the status message")
         dead = self.outbox.dead_letters if state != "offline" else None
+        backlog = None
+        if state != "offline":  # the will is armed before the connection: its backlog would be stale
+            try:
+                backlog = self.outbox.stats().pending
+            except Exception:
+                log.exception("mqtt: cannot count the outbox backlog for the status message")
         # "stopped" is the box's last word at its own time; "online" and the will share the connection's.
         ts = self._opened_at if state != "stopped" and self._opened_at is not None else self.outbox.now()
-        return events.Status(state, self.version, cameras, storage, dead_letters=dead,
-                             store_id=self.store_id, ts=ts)
+        return events.Status(state, self.version, cameras, storage, dead_letters=dead, outbox_backlog=backlog,
+                             timezone=self._timezone, store_id=self.store_id, ts=ts)
 
     # -- the publisher thread ------------------------------------------------------------
 

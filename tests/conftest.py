@@ -116,8 +116,27 @@ SLOW_MODULES |= {"test_downlink_burst"}
 # Erasure on disk: PostgreSQL, and daemons whose files are read while they run.
 SLOW_MODULES |= {"test_erasure_on_disk"}
 
+# Erasure on a stopped box, and failures on the box that must be seen: Mosquitto, daemons, `footfall` processes.
+SLOW_MODULES |= {"test_erasure_offline", "test_box_failures"}
+
+# The guide console fed by a real daemon: Mosquitto, `footfall run`, Chromium.
+SLOW_MODULES |= {"test_console_daemon"}
+
 # HQ hardening: each starts PostgreSQL and Mosquitto.
 SLOW_MODULES |= {"test_hq_poison", "test_hq_identities", "test_hq_bounds"}
+
+# HQ logins refused by PostgreSQL (`footfall hq` processes), and a store's bookings and no-shows
+# through a real daemon, Mosquitto and the collector.
+SLOW_MODULES |= {"test_hq_login", "test_hq_bookings"}
+
+# Each unit run as its service: Mosquitto, PostgreSQL and a `footfall` process per service.
+SLOW_MODULES |= {"test_units"}
+
+# The TLS proxy example: nginx in front of a console and a dashboard (PostgreSQL).
+SLOW_MODULES |= {"test_tls_proxy"}
+
+# `footfall render` clips replayed by `footfall run --once` through Mosquitto.
+SLOW_MODULES |= {"test_render"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
+
+import pytest
 
 from footfall.hq.local_hq import hq_unavailable
 
@@ -46,17 +52,22 @@ def test_bench_names_an_unknown_model(faces_dir):
 
 
 def test_demo_runs_with_zero_configuration_and_ends_with_a_summary(faces_dir, tmp_path):
-    done = footfall("demo", env={"FOOTFALL_SAMPLE_FACES": str(faces_dir)}, cwd=tmp_path)
+    done = footfall("demo", "--keep", "0", env={"FOOTFALL_SAMPLE_FACES": str(faces_dir)}, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "reentry" in out and "member deepface_p01" in out and "ARRIVAL" in out
     assert "broker: mosquitto on mqtt://127.0.0.1:" in out, "the demo publishes through a broker it starts"
     assert "guide console: http://127.0.0.1:" in out, "and shows the guide console's address"
     summary = out[out.index("summary of"):].splitlines()
-    rows = {line.rsplit(maxsplit=2)[0].strip(): line.split()[-2:] for line in summary[2:8]}
-    assert list(rows) == ["visits", "re-entries", "member visits", "unidentified", "exits", "arrival alerts"]
+    rows = {line.rsplit(maxsplit=2)[0].strip(): line.split()[-2:] for line in summary[2:11]}
+    assert list(rows) == ["visits", "re-entries", "member visits", "unidentified", "exits", "arrival alerts",
+                          "appointment alerts", "no-show alerts", "guide acks"]
     for label, (counted, expected) in rows.items():
         assert counted == expected, label
+    # the CRM's bookings were imported: members arrive for theirs, one never comes, a guide answers
+    assert "imported booking demo-1: deepface_p01" in out
+    assert [int(rows[k][0]) for k in ("appointment alerts", "no-show alerts", "guide acks")] == [2, 1, 1]
+    assert "BOOKED   deepface_p01" in out and "NO-SHOW" in out and "ACK      Wang Fang" in out
     if hq_unavailable() is None:
         assert "HQ dashboard:  http://127.0.0.1:" in out, "with PostgreSQL, the HQ dashboard's address too"
         hq_line = next(line for line in summary if line.strip().startswith("HQ (PostgreSQL):"))
@@ -66,7 +77,54 @@ def test_demo_runs_with_zero_configuration_and_ends_with_a_summary(faces_dir, tm
         table = out[out.index("HQ, by store:"):].splitlines()[2:5]
         assert [line.split()[0] for line in table] == ["demo-store", "demo-store-2", "demo-store-3"]
         assert all(line.split()[1] == visits_counted for line in table), "three stores, the same day"
+        # three stores booked the same three appointments; only the first store's console was answered
+        assert ("HQ appointments, all stores: 9 booked, 6 arrived, 3 no-shows; guides answered 1 of 6 arrival "
+                "alerts (median 45 s)") in out
     assert not any(tmp_path.iterdir()), "the demo leaves nothing on disk"
+
+
+def test_demo_keep_holds_the_console_and_the_dashboard_up_for_the_seconds_asked(faces_dir, tmp_path):
+    if hq_unavailable() is not None:
+        pytest.skip(f"the dashboard needs PostgreSQL: {hq_unavailable()}")
+    keep = 12.0
+    proc = subprocess.Popen([sys.executable, "-m", "footfall", "demo", "--keep", f"{keep:g}"], cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "FOOTFALL_SAMPLE_FACES": str(faces_dir), "PYTHONUNBUFFERED": "1"})
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 300
+        while not any("stays at" in line for line in lines):
+            assert proc.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.1)
+        kept_from = time.monotonic()
+        out = "".join(lines)
+        servers = [re.search(rf"{what}:\s+(http://\S+)", out).group(1)
+                   for what in ("guide console", "HQ dashboard")]
+        answers: list[tuple[float, bool]] = []  # (seconds into the keep, every server answered)
+        while proc.poll() is None:
+            answers.append((time.monotonic() - kept_from, all(_answers(url + "/login") for url in servers)))
+            time.sleep(0.5)
+        ended = time.monotonic() - kept_from
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
+    assert proc.returncode == 0, "".join(lines)
+    during = [ok for at, ok in answers if at < keep - 1]
+    assert len(during) >= keep - 2 and all(during), answers
+    assert keep - 1 <= ended < keep + 30, f"the demo ended {ended:.1f} s into a keep of {keep:g} s"
+    assert "demo ended: console, dashboard, broker and database stopped" in "".join(lines)
+    assert not any(_answers(url + "/login") for url in servers), "nothing answers once the demo has ended"
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 PIPELINE_KEYS = {"fps", "naive_fps", "visits_true", "visits_counted", "reentries_true", "reentries_counted",

@@ -47,8 +47,8 @@ def test_members_import_enrols_good_lines_and_names_the_bad_ones(tmp_path, faces
                     "images": ["photos/obama1.jpg"]}),
     ]) + "\n")
     done = footfall("members", "import", "--config", config, str(export))
-    assert done.returncode == 0, done.stderr
-    assert "1 imported, 2 skipped" in done.stdout
+    assert done.returncode == 1, done.stderr  # the good line imported, the skipped ones make it fail
+    assert f"{export}: 1 imported, 2 skipped (lines 2, 3)" in done.stdout
     assert f"{export}:2: skipped:" in done.stderr and f"{export}:3: skipped:" in done.stderr
     assert "consent" in done.stderr
     cfg = load_config(config)
@@ -85,7 +85,7 @@ def test_appointments_import_keeps_the_valid_ones(tmp_path):
                       + json.dumps({"appointment_id": "a-2", "member_id": "m-1", "channel": "phone",
                                     "advisor": "Li", "scheduled_at": "tomorrow"}) + "\n")
     done = footfall("appointments", "import", "--config", config, str(export))
-    assert done.returncode == 0 and "1 imported, 1 skipped" in done.stdout
+    assert done.returncode == 1 and f"{export}: 1 imported, 1 skipped (line 2)" in done.stdout
     assert "scheduled_at" in done.stderr
     store = AppointmentStore(tmp_path / "state" / "appointments.db", "Asia/Shanghai")
     try:

@@ -20,6 +20,7 @@ import pytest
 from footfall.sync import events
 from footfall.sync.events import (
     AppointmentAlert,
+    AppointmentBooked,
     ArrivalAlert,
     Counts,
     ErrorEvent,
@@ -54,6 +55,7 @@ def every_event() -> list[events.Event]:
         ErrorEvent("footfall/sh-001/members/upsert", "consent must be true", **STORE),
         Status("online", "0.1.0", {"door-1": "streaming"}, **STORE),
         Counts(date(2026, 11, 23), 12, 3, 4, [0] * 10 + [12] + [0] * 13, **STORE),
+        AppointmentBooked("a-3", "m-45", AT + timedelta(days=1), "wechat", **STORE),
     ]
 
 
@@ -66,6 +68,7 @@ REQUIRED = {
     ErrorEvent: {"topic", "reason"},
     Status: {"state", "version", "cameras"},
     Counts: {"date", "visits", "reentries", "member_visits", "unidentified", "by_hour"},
+    AppointmentBooked: {"appointment_id", "member_id", "scheduled_at", "channel"},
 }
 
 
@@ -80,7 +83,7 @@ def test_every_topic_of_the_contract_is_named_once():
     assert set(events.UPLINK) | set(events.DOWNLINK) == {
         "status", "visits", "alerts/arrival", "alerts/appointment", "alerts/no_show", "counts", "counts/get",
         "members/upsert", "members/delete", "members/deleted", "appointments/upsert", "appointments/delete",
-        "errors"}
+        "errors", "appointments/booked"}
 
 
 @pytest.mark.parametrize("bad", ["", "sh+1", "sh#", "a\0b"])
@@ -151,7 +154,7 @@ def test_the_name_of_a_topic_is_given_only_for_the_store_asked_about():
 def test_each_event_knows_its_topic():
     assert [type(e).TOPIC for e in every_event()] == [
         "visits", "alerts/arrival", "alerts/appointment", "alerts/no_show", "members/deleted", "errors",
-        "status", "counts"]
+        "status", "counts", "appointments/booked"]
 
 
 # -- payloads --------------------------------------------------------------------------
@@ -267,9 +270,9 @@ def test_only_state_is_retained_never_an_event_or_an_alert():
     assert retained == {"Status", "Counts"}
 
 
-def test_only_guide_alerts_expire_visits_never():
+def test_only_pop_up_alerts_expire_no_shows_and_visits_never():
     alerts = {type(e).__name__ for e in every_event() if type(e).ALERT}
-    assert alerts == {"ArrivalAlert", "AppointmentAlert", "NoShowAlert"}
+    assert alerts == {"ArrivalAlert", "AppointmentAlert"}  # a no-show is followed up at head office, however late
 
 
 def test_events_are_immutable_so_a_resend_is_the_same_message():

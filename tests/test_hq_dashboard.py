@@ -52,11 +52,18 @@ class MemoryReadSide:
         self._called("store_table", day, silent_after, now)
         return [{"store_id": "sh-001", "visits": 41, "reentries": 5, "member_visits": 7, "unidentified": 2,
                  "state": "online", "last_seen": "2026-11-23T11:58:00+08:00", "silent": False,
-                 "outbox_backlog": 0, "cameras": {"door-1": "streaming"}, "storage": "ok"}]
+                 "outbox_backlog": 0, "dead_letters": 0, "cameras": {"door-1": "streaming"}, "storage": "ok"}]
 
     def store_hourly(self, store_id: str, day: date) -> list[int]:
         self._called("store_hourly", store_id, day)
         return [0] * 10 + [4, 9] + [0] * 12
+
+    def adopted_hours(self, store_id: str, day: date) -> list[int]:
+        self._called("adopted_hours", store_id, day)
+        return [11]
+
+    def diagnose(self) -> tuple[str, str] | None:
+        return None  # the rows are in memory: nothing to log in to
 
     def conversion_by_channel(self, day_from: date, day_to: date) -> list[dict[str, Any]]:
         self._called("conversion_by_channel", day_from, day_to)
@@ -253,7 +260,8 @@ def test_each_endpoint_answers_its_read_function_for_the_asked_range(served):
 
     status, hourly = get_json(d, "/api/hourly?store=sh-001&day=2026-11-23", cookie)
     assert status == 200 and hourly["hours"][10:12] == [4, 9] and len(hourly["hours"]) == 24
-    assert read.calls[-1] == ("store_hourly", ("sh-001", TODAY))
+    assert hourly["adopted"] == [11]
+    assert read.calls[-2:] == [("store_hourly", ("sh-001", TODAY)), ("adopted_hours", ("sh-001", TODAY))]
 
     for path, name, key, value in (("conversion", "conversion_by_channel", "conversion", 0.75),
                                    ("response-times", "response_times", "p95_s", 29.0),
@@ -290,7 +298,7 @@ def test_a_database_failure_is_a_503_and_the_server_keeps_serving(served):
     cookie = log_in(d)
     read.fail = True
     status, answer = get_json(d, "/api/chain", cookie)
-    assert status == 503 and answer == {"error": "the database did not answer"}
+    assert status == 503 and answer == {"error": "the database did not answer", "reason": "no_answer"}
     read.fail = False
     assert get_json(d, "/api/chain", cookie)[0] == 200
 
@@ -328,9 +336,13 @@ def test_the_serve_command_reads_the_dashboards_database(hq_db, tmp_path):
     server = subprocess.Popen(run + ["--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
-        line = server.stdout.readline()
-        assert line.startswith("HQ dashboard: http://127.0.0.1:"), line
-        d = SimpleNamespace(port=int(line.rsplit(":", 1)[1]))
+        address = None
+        while address is None:  # the log: one JSON object a line, as the store daemon's
+            line = json.loads(server.stdout.readline())
+            assert {"ts", "level", "logger", "msg"} <= set(line), line
+            if line["msg"].startswith("HQ dashboard: http://127.0.0.1:"):
+                address = line["msg"]
+        d = SimpleNamespace(port=int(address.rsplit(":", 1)[1]))
         cookie = log_in(d)
         status, chain = get_json(d, "/api/chain?from=2026-11-22&to=2026-11-23", cookie)
         assert status == 200 and [r["visits"] for r in chain["rows"]] == [0, 0]
@@ -363,7 +375,7 @@ def test_visits_a_store_publishes_reach_the_local_hq_dashboard(tmp_path):
         publisher.loop_start()
         now = datetime.now(ZoneInfo("Asia/Shanghai")).isoformat(timespec="milliseconds")
         messages = [("status", {"state": "online", "version": "0.1.0", "cameras": {"door-1": "streaming"},
-                                "storage": "ok", "outbox_backlog": 2})]
+                                "storage": "ok", "outbox_backlog": 2, "dead_letters": 1})]
         messages += [("visits", {"kind": "visit", "visitor_id": f"v-{i}", "member_id": "m-1" if i == 0 else None,
                                  "role": "member" if i == 0 else "visitor", "camera_id": "door-1",
                                  "first_seen_ts": now, "identified": True}) for i in range(3)]
@@ -378,7 +390,8 @@ def test_visits_a_store_publishes_reach_the_local_hq_dashboard(tmp_path):
             return rows[0] if rows and rows[0]["visits"] == 3 and rows[0]["state"] == "online" else None
 
         row = wait_until(store_row, 15, "the published visits on the dashboard")
-        assert (row["store_id"], row["member_visits"], row["outbox_backlog"], row["silent"]) == ("demo-store", 1, 2, False)
+        assert (row["store_id"], row["member_visits"], row["outbox_backlog"], row["dead_letters"], row["silent"]) == (
+            "demo-store", 1, 2, 1, False)
     finally:
         publisher.loop_stop()
         publisher.disconnect()

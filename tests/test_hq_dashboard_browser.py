@@ -1,13 +1,15 @@
 """The HQ dashboard in headless Chromium over a real PostgreSQL, fed through the collector's own
-checks and writer: every view shows the seeded figures; a screenshot of each view is written to
-the test's temporary directory."""
+checks and writer and reconciliation's own record: every view shows the seeded figures, an hour
+adopted from a box's own counts is marked, every bar has its day or hour under it, and number
+columns line up under their headers; a screenshot of each view is written to the test's
+temporary directory."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from footfall.hq.collector import Zones
 from footfall.hq.ingest import Row, parse
 from footfall.hq.local_postgres import LocalPostgres
 from footfall.hq.migrate import migrate
+from footfall.hq.reconcile import Result, record
 from footfall.hq.writer import write_batch
 
 PASSWORD = "chain figures"
@@ -55,8 +58,9 @@ def _at(hhmm: str, day: str = DAY) -> str:
 
 def chain_messages() -> list[tuple[str, bytes]]:
     """sh-001: 10 visits (2 members, 1 unidentified) and 1 re-entry today, 6 visits yesterday;
-    sh-002: 4 visits (1 member); bj-003: 1 visit, then offline. Appointments by channel, two
-    no-shows, arrival alerts answered after 10 s, 30 s, never (sh-001) and 125 s (sh-002)."""
+    sh-002: 4 visits (1 member), 12 events in its outbox and 2 dead letters; bj-003: 1 visit, then
+    offline. Appointments by channel, two no-shows, arrival alerts answered after 10 s, 30 s, never
+    (sh-001) and 125 s (sh-002)."""
     m = [_visit("sh-001", "10:05") for _ in range(3)]
     m += [_visit("sh-001", "11:10") for _ in range(3)]
     m += [_visit("sh-001", "11:20", member="m-1"), _visit("sh-001", "11:40", member="m-2")]
@@ -66,9 +70,10 @@ def chain_messages() -> list[tuple[str, bytes]]:
     m += [_visit("sh-002", "15:00") for _ in range(3)] + [_visit("sh-002", "15:45", member="m-9")]
     m += [_visit("bj-003", "09:30")]
     m += [_message("sh-001", "status", ts=_at("09:00:00"), state="online", version="0.1.0",
-                   cameras={"door-1": "streaming"}, storage="ok", outbox_backlog=0),
+                   cameras={"door-1": "streaming"}, storage="ok", outbox_backlog=0, dead_letters=0),
           _message("sh-002", "status", ts=_at("09:00:00"), state="online", version="0.1.0",
-                   cameras={"door-1": "streaming", "door-2": "reconnecting"}, storage="ok", outbox_backlog=12),
+                   cameras={"door-1": "streaming", "door-2": "reconnecting"}, storage="ok", outbox_backlog=12,
+                   dead_letters=2),
           _message("bj-003", "status", ts=_at("09:40:00"), state="offline", version="0.1.0",
                    cameras={}, storage="ok")]
     for store, appointment, channel, hhmm in (("sh-001", "a1", "wechat", "11:00"), ("sh-001", "a2", "wechat", "14:00"),
@@ -116,6 +121,11 @@ def seed(url: str) -> None:
         conn.execute("INSERT INTO reconcile_checks (store_id, store_day, checked_at, answered, differences) "
                      "VALUES ('sh-002', %s, %s, true, 0), ('bj-003', %s, %s, false, 0)",
                      (DAY, datetime(2026, 11, 23, 5, 0, tzinfo=UTC), DAY, datetime(2026, 11, 23, 5, 0, tzinfo=UTC)))
+        # A later check found sh-002's box counting 6 visits (1 member) at 15h where HQ holds 4, and
+        # adopted the box's figures (footfall hq reconcile --adopt).
+        record(conn, [Result("sh-002", date(2026, 11, 23), True, None, [
+            {"hour": 15, "hq_visits": 4, "store_visits": 6, "hq_reentries": 0, "store_reentries": 0, "adopted": True}],
+            {15: (6, 0, 1, 0)})])
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +203,42 @@ def logged_in(driver, base: str) -> None:
     wait(driver, lambda d: d.find_element(By.ID, "who").text == "Wang Fang", 10, "the dashboard after login")
 
 
+def labels_under_bars(driver, chart: str) -> list[str]:
+    """The labels under a chart's axis, in order, each checked to sit under its own bar's middle."""
+    found = driver.execute_script(f"""
+        const box = document.querySelector('{chart} svg');
+        const axis = Number(box.querySelector('line.axis').getAttribute('y1'));
+        return [...box.querySelectorAll('text.tick')].map((t) => {{
+          const bar = box.querySelector(`rect.bar[data-key="${{t.dataset.key}}"]`);
+          const middle = Number(bar.getAttribute('x')) + Number(bar.getAttribute('width')) / 2;
+          return [t.textContent, Number(t.getAttribute('x')) - middle, Number(t.getAttribute('y')) - axis];
+        }});""")
+    assert all(abs(dx) < 0.05 and 0 < dy < 20 for _, dx, dy in found), found
+    return [text for text, _, _ in found]
+
+
+def overlapping_labels(driver, chart: str) -> list[str]:
+    """Labels under a chart's axis whose drawn text runs into the next one."""
+    return driver.execute_script(f"""
+        const ticks = [...document.querySelectorAll('{chart} svg text.tick')].map((t) => [t.textContent, t.getBoundingClientRect()]);
+        return ticks.slice(1).filter(([, r], i) => r.left < ticks[i][1].right).map(([text]) => text);""")
+
+
+def misaligned_numbers(driver, table: str) -> dict[str, float]:
+    """For every number column of a table: how far (px) the end of its header's text is from the end
+    of the first row's text, and for no column the header left-aligned over right-aligned numbers."""
+    return driver.execute_script(f"""
+        const table = document.querySelector('{table}');
+        const row = table.querySelector('tbody tr:not(.empty):not(.no-answer)');
+        const end = (node) => {{ const r = document.createRange(); r.selectNodeContents(node);
+                                 return r.getBoundingClientRect().right; }};
+        const out = {{}};
+        [...table.querySelectorAll('thead th')].forEach((th, i) => {{
+          if (getComputedStyle(row.children[i]).textAlign === 'right') out[th.textContent] = end(th) - end(row.children[i]);
+        }});
+        return out;""")
+
+
 # -- the tests --------------------------------------------------------------------------------
 
 def test_the_dashboard_requires_a_login(driver, english, tmp_path):
@@ -220,21 +266,31 @@ def test_each_view_shows_the_figures_in_postgresql(driver, english, tmp_path):
     open_view(driver, english.url, "chain")
     totals = {e.get_attribute("data-total"): e.find_element(By.TAG_NAME, "dd").text
               for e in driver.find_elements(By.CSS_SELECTOR, "#chain-totals .total")}
-    assert totals == {"visits": "21", "reentries": "1", "member_visits": "3", "unidentified": "1"}
+    assert totals == {"visits": "23", "reentries": "1", "member_visits": "3", "unidentified": "1"}
     bars = {b.get_attribute("data-key"): int(b.get_attribute("data-visits"))
             for b in driver.find_elements(By.CSS_SELECTOR, "#chain-chart rect.bar:not(.inner)")}
-    assert len(bars) == 7 and bars[PREV] == 6 and bars[DAY] == 15 and sum(bars.values()) == 21
+    assert len(bars) == 7 and bars[PREV] == 6 and bars[DAY] == 17 and sum(bars.values()) == 23
     heights = {b.get_attribute("data-key"): float(b.get_attribute("data-height"))
                for b in driver.find_elements(By.CSS_SELECTOR, "#chain-chart rect.bar:not(.inner)")}
-    assert heights[PREV] == pytest.approx(heights[DAY] * 6 / 15, abs=0.05)
-    assert cells(driver, "#chain-table tbody tr")[0] == [DAY, "15", "1", "3", "1"]
+    assert heights[PREV] == pytest.approx(heights[DAY] * 6 / 17, abs=0.05)
+    assert [b.get_attribute("data-key") for b in driver.find_elements(By.CSS_SELECTOR, "#chain-chart rect.adopted")] == [DAY]
+    assert cells(driver, "#chain-table tbody tr")[0] == [DAY, "17", "1", "3", "1"]
+    marked = driver.find_element(By.CSS_SELECTOR, f'#chain-table tr[data-day="{DAY}"] td.visits')
+    assert "adopted" in marked.get_attribute("class") and marked.get_attribute("data-adopted-hours") == "1"
+    assert driver.find_element(By.ID, "chain-adopted").is_displayed()
+    assert labels_under_bars(driver, "#chain-chart") == ["11-17", "11-18", "11-19", "11-20", "11-21", "11-22", "11-23"]
     shots.append(screenshot(driver, tmp_path, "hq-chain"))
 
     open_view(driver, english.url, "stores")
     rows = {r[0]: r for r in cells(driver, "#stores-table tbody tr")}
-    assert rows["sh-001"][1:7] == ["10", "1", "2", "1", "0", "online"] and rows["sh-001"][8:] == ["0", "1/1", "ok"]
-    assert rows["sh-002"][1:7] == ["4", "0", "1", "0", "0", "online"] and rows["sh-002"][8:] == ["12", "1/2", "ok"]
-    assert rows["bj-003"][1] == "1" and rows["bj-003"][6] == "offline silent" and rows["bj-003"][8:] == ["—", "—", "ok"]
+    # backlog and dead letters as the boxes' status reported them; bj-003's last word (its will) has neither
+    assert rows["sh-001"][1:7] == ["10", "1", "2", "1", "0", "online"] and rows["sh-001"][8:] == ["0", "0", "1/1", "ok"]
+    assert rows["sh-002"][1:7] == ["6", "0", "1", "0", "0", "online"] and rows["sh-002"][8:] == ["12", "2", "1/2", "ok"]
+    assert rows["bj-003"][1] == "1" and rows["bj-003"][6] == "offline silent" and rows["bj-003"][8:] == ["—", "—", "—", "ok"]
+    assert "warn" in driver.find_element(By.CSS_SELECTOR, 'tr[data-store="sh-002"] td.dead-letters').get_attribute("class")
+    adopted = driver.find_element(By.CSS_SELECTOR, 'tr[data-store="sh-002"] td.visits')
+    assert "adopted" in adopted.get_attribute("class") and "1 hour(s)" in adopted.get_attribute("title")
+    assert driver.find_element(By.ID, "stores-adopted").is_displayed()
     assert driver.find_elements(By.CSS_SELECTOR, 'tr.is-silent[data-store="bj-003"]')
     shown = lambda: [r[0] for r in cells(driver, "#stores-table tbody tr")]  # noqa: E731
     driver.find_element(By.ID, "problems-only").click()           # silent and offline; a camera reconnecting
@@ -251,6 +307,13 @@ def test_each_view_shows_the_figures_in_postgresql(driver, english, tmp_path):
     assert hours == [0] * 10 + [3, 5, 0, 0, 2] + [0] * 9
     labels = {t.get_attribute("data-key"): t.text for t in driver.find_elements(By.CSS_SELECTOR, "#hourly-chart text.count")}
     assert labels == {"10": "3", "11": "5", "14": "2"}
+    assert labels_under_bars(driver, "#hourly-chart") == [f"{h:02d}" for h in range(24)]
+    assert not driver.find_element(By.ID, "hourly-legend").is_displayed()
+    driver.find_element(By.CSS_SELECTOR, 'tr[data-store="sh-002"] .store-link').click()
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '#hourly-svg[data-store="sh-002"]'), 5, "sh-002's hours")
+    adopted_bars = driver.find_elements(By.CSS_SELECTOR, "#hourly-chart rect.bar.adopted")
+    assert [(b.get_attribute("data-key"), b.get_attribute("data-visits")) for b in adopted_bars] == [("15", "6")]
+    assert driver.find_element(By.ID, "hourly-legend").is_displayed()
     shots.append(screenshot(driver, tmp_path, "hq-stores-hourly"))
 
     open_view(driver, english.url, "conversion")
@@ -275,12 +338,28 @@ def test_each_view_shows_the_figures_in_postgresql(driver, english, tmp_path):
     shots.append(screenshot(driver, tmp_path, "hq-response"))
 
     open_view(driver, english.url, "checks")
-    assert cells(driver, "#checks-table tbody tr") == [
-        ["bj-003", DAY, "did not answer", f"{DAY} 13:00"],
-        ["sh-001", DAY, "11:00", "5", "6", "-1", f"{DAY} 13:00"]]
+    checks = cells(driver, "#checks-table tbody tr")
+    assert checks[:2] == [["bj-003", DAY, "did not answer", f"{DAY} 13:00"],
+                          ["sh-001", DAY, "11:00", "5", "6", "-1", f"{DAY} 13:00"]]
+    assert checks[2][:6] == ["sh-002", DAY, "15:00", "4", "6", "-2 adopted"] and len(checks) == 3
     shots.append(screenshot(driver, tmp_path, "hq-checks"))
     assert all(p.stat().st_size > 10_000 for p in shots)
     print("\nscreenshots:", *shots, sep="\n  ")
+
+
+def test_number_columns_line_up_under_their_headers(driver, english):
+    logged_in(driver, english.url)
+    numbers = {"chain": ("#chain-table", {"Visits", "Re-entries", "Member visits", "Unidentified"}),
+               "stores": ("#stores-table", {"Visits", "Re-entries", "Member visits", "Unidentified", "Exits",
+                                            "Outbox backlog", "Dead letters", "Cameras streaming"}),
+               "conversion": ("#conversion-table", {"Booked", "Arrived", "No-show", "Conversion"}),
+               "response": ("#response-table", {"Arrival alerts", "Answered", "p50", "p95"}),
+               "checks": ("#checks-table", {"HQ", "Store", "Difference"})}
+    for view, (table, columns) in numbers.items():
+        open_view(driver, english.url, view)
+        gaps = misaligned_numbers(driver, table)
+        assert set(gaps) == columns, view
+        assert all(abs(gap) < 1.5 for gap in gaps.values()), (view, gaps)
 
 
 def test_chinese_labels_and_a_phone_wide_screen_without_horizontal_scrolling(driver, chain_db, tmp_path):
@@ -310,6 +389,14 @@ def test_chinese_labels_and_a_phone_wide_screen_without_horizontal_scrolling(dri
         assert cells(driver, "#checks-table tr.no-answer")[0][2] == "门店未应答"
         open_view(driver, chinese.url, "conversion")
         assert cells(driver, "#conversion-table tbody tr")[0][0] == "微信"
+        # Three weeks on a phone: not every day has room for its label, the last one (today) always does.
+        driver.get(f"{chinese.url}/?from=2026-11-03&to={DAY}#chain")
+        wait(driver, lambda d: d.execute_script("return document.querySelector('#view-chain').dataset.loaded")
+             == f"2026-11-03/{DAY}", 10, "three weeks of the chain")
+        labels = labels_under_bars(driver, "#chain-chart")
+        assert labels[-1] == "11-23" and 5 <= len(labels) < 21, labels
+        assert overlapping_labels(driver, "#chain-chart") == []
+        screenshot(driver, tmp_path, "hq-zh-360-three-weeks")
         driver.find_element(By.ID, "lang-toggle").click()
         wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, '#tabs a[data-view="chain"]').text == "Chain", 5,
              "the English labels")

@@ -89,6 +89,19 @@ def test_a_day_replayed_after_the_erasure_does_not_bring_the_id_back_but_a_new_c
     assert holding(hq_db, MEMBER) == {"visits": 1}
 
 
+def test_a_booking_the_box_sent_before_the_erasure_that_arrives_after_it_loses_the_id(hq_db):
+    ingest(hq_db, [message("sh-001", "members/deleted", ts=ERASED_AT, member_id=MEMBER, removed=True)])
+
+    def booked(appointment: str, ts: str) -> tuple[str, bytes]:
+        return message("sh-001", "appointments/booked", ts=ts, appointment_id=appointment, member_id=MEMBER,
+                       scheduled_at="2026-11-24T10:00:00.000+08:00", channel="wechat")
+
+    ingest(hq_db, [booked("a-before", "2026-11-23T09:00:00.000+08:00"),   # in flight when the member was erased
+                   booked("a-after", "2026-11-23T16:00:00.000+08:00")])   # booked again after a new consent
+    assert query(hq_db, "SELECT appointment_id, member_id FROM appointments ORDER BY appointment_id") == [
+        ("a-after", MEMBER), ("a-before", None)]
+
+
 def test_the_collector_applies_a_members_deleted_from_the_broker(broker, hq_db):  # noqa: F811
     config = parse_hq_config(hq_config(broker, hq_db, client_id="hq-erasure-1"))
     pool = connect_pool(config)

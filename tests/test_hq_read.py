@@ -79,9 +79,9 @@ def chain(hq_db):
 
 def test_chain_by_day_fills_every_day_of_the_range(chain):
     assert read.chain_by_day(chain, date(2026, 11, 21), DAY) == [
-        {"day": "2026-11-21", "visits": 0, "reentries": 0, "member_visits": 0, "unidentified": 0},
-        {"day": "2026-11-22", "visits": 1, "reentries": 0, "member_visits": 0, "unidentified": 0},
-        {"day": "2026-11-23", "visits": 3, "reentries": 1, "member_visits": 1, "unidentified": 1},
+        {"day": "2026-11-21", "visits": 0, "reentries": 0, "member_visits": 0, "unidentified": 0, "adopted_hours": 0},
+        {"day": "2026-11-22", "visits": 1, "reentries": 0, "member_visits": 0, "unidentified": 0, "adopted_hours": 0},
+        {"day": "2026-11-23", "visits": 3, "reentries": 1, "member_visits": 1, "unidentified": 1, "adopted_hours": 0},
     ]
 
 
@@ -178,3 +178,34 @@ def test_hq_commands_name_an_unreachable_database(tmp_path, capsys):
     config.write_text('[database]\nurl = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"\n')
     assert main(["hq", "counts", "--config", str(config)]) == 1
     assert "HQ database is not reachable (database.url)" in capsys.readouterr().err
+
+
+def test_hq_counts_without_a_day_counts_each_stores_today_in_its_own_zone(hq_db, tmp_path, capsys):
+    """25 hours apart, Kiritimati's and Pago Pago's dates always differ, and one of them always
+    differs from the UTC date: HQ's own date would miss a store's day."""
+    from zoneinfo import ZoneInfo
+
+    from footfall.cli.main import main
+
+    now = datetime.now(UTC)
+    stores = {"ki-001": "Pacific/Kiritimati", "pp-001": "Pacific/Pago_Pago"}
+    messages = []
+    for store, zone in stores.items():
+        here = now.astimezone(ZoneInfo(zone)) - timedelta(minutes=1)
+        messages += [visit(store, here.isoformat(timespec="milliseconds")),  # today, there
+                     visit(store, (here - timedelta(days=1)).isoformat(timespec="milliseconds"))]  # yesterday
+    assert ingest(hq_db, messages, zones=Zones(stores, {}), now=now).rejected == 0
+    config = tmp_path / "hq.toml"
+    config.write_text(f'[database]\nurl = "{hq_db}"\n')  # the zones are those recorded in `stores`
+    assert main(["hq", "counts", "--config", str(config), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(r["store_id"], r["visits"]) for r in out["counts"]] == [("ki-001", 1), ("pp-001", 1)]
+    days = {store: date.fromisoformat(day) for store, day in out["today"].items()}
+    assert days == {store: datetime.now(UTC).astimezone(ZoneInfo(zone)).date() for store, zone in stores.items()}
+    assert days["ki-001"] != days["pp-001"]
+    assert main(["hq", "counts", "--config", str(config), "--by", "hour", "--store", "pp-001"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"each store's today, in its own time zone: {days['pp-001']}")
+    assert f"{days['pp-001']}" in text.splitlines()[2] and "ki-001" not in text
+    with psycopg.connect(hq_db) as conn:  # a zone in hq.toml comes first
+        assert read.store_days(conn, now, {"pp-001": "UTC"})["pp-001"] == now.date()

@@ -4,6 +4,7 @@ for its own hourly counts over counts/get."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -20,7 +21,7 @@ from footfall.config.schema import load_config
 from footfall.edge.daemon import Daemon
 from footfall.hq import read
 from footfall.hq.collector import Collector, connect_pool
-from footfall.hq.reconcile import Reconciler, compare, store_hours
+from footfall.hq.reconcile import Reconciler, adoptable, compare, store_hours
 from footfall.tooling.scenario import Appearance, Clip, SpriteBank, render_clip
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
@@ -37,10 +38,17 @@ def test_compare_reports_the_hours_that_differ():
 
 
 def test_store_hours_sum_buckets_by_local_hour_of_the_day():
-    buckets = [{"start": "2026-11-23T09:00:00.000+08:00", "visits": 2, "reentries": 0, "member_visits": 0},
+    buckets = [{"start": "2026-11-23T09:00:00.000+08:00", "visits": 2, "reentries": 0, "member_visits": 1,
+                "unidentified": 1},
                {"start": "2026-11-23T02:00:00.000+00:00", "visits": 1, "reentries": 1, "member_visits": 0},
                {"start": "2026-11-24T00:00:00.000+08:00", "visits": 5, "reentries": 0, "member_visits": 0}]
-    assert store_hours(buckets, DAY, SH) == {9: (2, 0), 10: (1, 1)}
+    assert store_hours(buckets, DAY, SH) == {9: (2, 0, 1, 1), 10: (1, 1, 0, 0)}
+
+
+def test_an_hour_is_adopted_only_where_the_box_counts_at_least_what_hq_holds():
+    assert adoptable((5, 1), (6, 1, 2, 0)) and adoptable((0, 0), (3, 0, 0, 0))
+    assert not adoptable((5, 1), (6, 0, 0, 0)), "HQ holds a re-entry the box does not: adopting would hide it"
+    assert not adoptable((7, 0), (6, 0, 0, 0))
 
 
 @pytest.fixture(scope="module")
@@ -236,5 +244,97 @@ def test_the_collectors_hourly_round_records_stores_that_do_not_answer(tmp_path,
         assert days[1] - days[0] == timedelta(days=1), "a round checks yesterday and today"
     finally:
         stop.set()
+        pool.close()
+        broker.stop()
+
+
+def test_a_gap_of_lost_events_is_closed_by_adopting_the_boxs_own_hours(
+        tmp_path, hq_db, store_day_clips, default_analyzer, capsys):
+    """The afternoon's visits are lost on the way (the broker restarted while head office was away:
+    Mosquitto 2.0 then forgets the collector's shared subscriptions, docs/hq.md). Reconciliation
+    finds the gap; `--adopt` closes it with the box's own hourly counts, marked as adopted, and a
+    visit that turns up afterwards does not count twice."""
+    broker = Broker(tmp_path / "mosquitto", extra_conf="max_queued_messages 1000000\n").start()
+    hq = parse_hq_config({"database": {"url": hq_db}, "mqtt": {"url": broker.url, "username": None},
+                          "collector": {"batch_interval": "0.05s", "client_id": "hq-adopt-test", "reconcile": False,
+                                        "max_past": "87840h"}, "timezones": {"sh-001": "Asia/Shanghai"}})
+    hq_file = tmp_path / "hq.toml"
+    hq_file.write_text(f'[database]\nurl = "{hq_db}"\n[mqtt]\nurl = "{broker.url}"\n'
+                       f'[reconcile]\ntimeout = "5s"\n[timezones]\n"sh-001" = "Asia/Shanghai"\n')
+    morning, afternoon = store_day_clips
+    pool = connect_pool(hq)
+
+    def replay(clip: tuple[Path, datetime]) -> None:
+        assert Daemon(load_config(store_config(tmp_path, broker, [clip])), once=True,
+                      analyzer=default_analyzer).run() == 0
+
+    def reconcile(*flags: str) -> tuple[int, dict]:
+        code = main(["hq", "reconcile", "--config", str(hq_file), "--day", DAY.isoformat(), "--json", *flags])
+        (result,) = json.loads(capsys.readouterr().out)
+        return code, result
+
+    collector = Collector(hq, pool)
+    collecting = threading.Thread(target=collector.run)
+    collecting.start()
+    live = None
+    try:
+        assert collector.wait_connected(10)
+        time.sleep(0.3)
+        replay(morning)
+        wait_until(lambda: scalar(hq_db, "SELECT state FROM store_status") == "stopped", 30, "the morning at HQ")
+        collector.stop()
+        collecting.join(10)
+        broker.stop()
+        broker.start()
+        replay(afternoon)  # delivered to the broker, which has no subscriber for it: lost
+        collector = Collector(hq, pool)
+        collecting = threading.Thread(target=collector.run)
+        collecting.start()
+        assert collector.wait_connected(10)
+        with psycopg.connect(hq_db) as conn:
+            own = read.store_hourly(conn, "sh-001", DAY)
+        assert own[10] >= 1 and own[15] == 0, "the afternoon never reached head office"
+
+        serving = store_config(tmp_path, broker, [])
+        # this test asks four times in a few seconds; a box answers three at once by default
+        serving.write_text(serving.read_text() + "[downlink]\ncounts_requests_per_minute = 600\n")
+        live = Daemon(load_config(serving), analyzer=default_analyzer)
+        threading.Thread(target=live.run, daemon=True).start()
+        wait_until(lambda: scalar(hq_db, "SELECT state FROM store_status") == "online", 30, "the store online")
+        code, found = reconcile()
+        assert code == 1 and [d["hour"] for d in found["differences"]] == [15] and found["adopted_hours"] == []
+        box = found["differences"][0]["store_visits"]
+        assert box >= 1 and not found["differences"][0]["adopted"]
+
+        code, closed = reconcile("--adopt")
+        assert code == 0 and closed["adopted_hours"] == [15] and closed["differences"][0]["adopted"]
+        with psycopg.connect(hq_db) as conn:
+            assert read.store_hourly(conn, "sh-001", DAY)[15] == box and read.adopted_hours(conn, "sh-001", DAY) == [15]
+            assert read.chain_by_day(conn, DAY, DAY)[0]["adopted_hours"] == 1
+            (check,) = [r for r in read.disagreements(conn, DAY, DAY) if r["hour"] == 15]
+            assert check["adopted"] and check["store_visits"] == box
+        assert main(["hq", "counts", "--config", str(hq_file), "--from", DAY.isoformat(), "--by", "hour", "--json"]) == 0
+        hours = {r["hour"]: r for r in json.loads(capsys.readouterr().out)["counts"]}
+        assert (hours[15]["visits"], hours[15]["adopted_hours"]) == (box, 1) and hours[10]["adopted_hours"] == 0
+        assert main(["hq", "counts", "--config", str(hq_file), "--from", DAY.isoformat(), "--by", "day"]) == 0
+        assert "adopted_hours: hours whose figures are the box's own counts" in capsys.readouterr().out
+        code, again = reconcile()
+        assert code == 0 and again["differences"] == [], "the gap stays closed"
+
+        # One of the lost visits turns up after all (a box's outbox replay): counted once, not twice.
+        late = Subscriber(broker.port, "footfall/sh-001/visits")
+        late.client.publish("footfall/sh-001/visits", json.dumps({
+            "event_id": "late-1", "store_id": "sh-001", "ts": "2026-11-23T15:00:20.000+08:00", "kind": "visit",
+            "visitor_id": "v-late", "member_id": None, "role": "visitor", "camera_id": "door-1",
+            "first_seen_ts": "2026-11-23T15:00:10.000+08:00", "identified": True}), qos=1).wait_for_publish(5)
+        late.close()
+        wait_until(lambda: scalar(hq_db, "SELECT count(*) FROM visits WHERE event_id = 'late-1'") == 1, 20, "the late visit")
+        with psycopg.connect(hq_db) as conn:
+            assert read.store_hourly(conn, "sh-001", DAY)[15] == box
+    finally:
+        if live is not None:
+            live.stop()
+        collector.stop()
+        collecting.join(10)
         pool.close()
         broker.stop()

@@ -84,6 +84,34 @@ def test_store_day_and_hour_follow_the_configured_zone_else_the_event_offset(hq_
         ("ny-001", "-05:00", "offset"), ("sh-001", "Asia/Shanghai", "config")]
 
 
+def test_a_zone_reported_by_the_box_outranks_an_event_offset_but_not_the_config(hq_db):
+    """Berlin keeps summer time: by its offset alone (+01:00 in winter) a July visit at 23:30 would
+    be placed at 22h. Once the box's status names its zone, the hours are Berlin's own."""
+    zones = Zones({"sh-001": "Asia/Shanghai"}, {})
+    ingest(hq_db, [visit("de-001", "2026-01-10T10:00:00.000+01:00")], zones=zones)
+    status = ("footfall/de-001/status", json.dumps({
+        "event_id": str(uuid.uuid4()), "store_id": "de-001", "ts": "2026-07-10T09:00:00.000+02:00", "state": "online",
+        "version": "0.1.0", "cameras": {}, "timezone": "Europe/Berlin", "outbox_backlog": 3, "dead_letters": 1}).encode())
+    (row,) = [parse(*status, prefix="footfall", now=NOW, tz_for=zones, max_bytes=65536, max_future=timedelta(hours=2),
+                    max_past=timedelta(days=3000))]
+    assert isinstance(row, Row) and row.values["timezone"] == "Europe/Berlin"
+    zones.learn("de-001", row.values["timezone"])  # what the collector does with a status it checked
+    zones.learn("sh-001", "Europe/Paris")  # a configured zone stays
+    assert ingest(hq_db, [visit("de-001", "2026-07-10T23:30:00.000+02:00"),
+                          visit("sh-001", "2026-07-10T10:00:00.000+00:00")],
+                  zones=zones, now=datetime(2026, 7, 11, tzinfo=UTC)).rejected == 0
+    with psycopg.connect(hq_db) as conn:
+        write_batch(conn, [row], [], {"de-001": zones.names["de-001"]})
+    assert query(hq_db, "SELECT store_id, store_day, store_hour FROM visits ORDER BY ts") == [
+        ("de-001", date(2026, 1, 10), 10), ("sh-001", date(2026, 7, 10), 18), ("de-001", date(2026, 7, 10), 23)]
+    assert query(hq_db, "SELECT store_id, timezone, tz_source FROM stores ORDER BY store_id") == [
+        ("de-001", "Europe/Berlin", "status"), ("sh-001", "Asia/Shanghai", "config")]
+    assert query(hq_db, "SELECT outbox_backlog, dead_letters FROM store_status") == [(3, 1)]
+    refused = parse("footfall/de-001/status", status[1].replace(b"Europe/Berlin", b"Mars/Olympus"), prefix="footfall",
+                    now=NOW, tz_for=zones, max_bytes=65536, max_future=timedelta(hours=2), max_past=timedelta(days=3000))
+    assert isinstance(refused, Rejection) and "timezone" in refused.reason and "Mars/Olympus" in refused.reason
+
+
 BAD = {
     "malformed JSON": ("footfall/sh-001/visits", b'{"event_id": "x", '),
     "unknown message kind": ("footfall/sh-001/alerts/teleport", b"{}"),

@@ -110,7 +110,9 @@ def test_erase_leaves_no_trace_of_a_member_who_visited_in_any_file(replayed_day)
     # The day's windows closed by the clock when the store opened (retention); the erasure took the rest.
     assert "gallery" in done.stdout and "appointments" in done.stdout
     for path, raw in raw_files(state).items():
-        assert needle not in raw, f"{MEMBER} still in {path.name}"
+        # The one copy left on purpose: the members/deleted notice queued for head office, until
+        # the next start sends it (docs/security.md, erasure on a stopped box).
+        assert raw.count(needle) == (1 if path.name == "outbox.db" else 0), f"{MEMBER} still in {path.name}"
         for i, vector in enumerate(vectors):
             assert vector not in raw, f"vector {i} of {MEMBER} still in {path.name}"
     assert b"Ms Five" not in b"".join(raw_files(state).values())

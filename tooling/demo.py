@@ -1,7 +1,9 @@
 """`footfall demo`: a store day replayed through the whole daemon, zero configuration.
 
 It starts Mosquitto on loopback (when installed), runs the daemon on generated entrance clips,
-and prints the visits and alerts a subscriber receives, then the counts against the truth.
+and prints the visits and alerts a subscriber receives, then the counts against the truth. The
+CRM's side (bookings, a no-show, a guide's ack) is played by `demo_crm.py`. The console, the
+dashboard, the broker and PostgreSQL then stay up until Enter in a terminal, or `--keep` seconds.
 
 The package ships no face photos (their rights belong to their owners). The demo builds its
 entrance clips from a labelled photo set: $FOOTFALL_SAMPLE_FACES, or `shared/data/faces`
@@ -15,12 +17,14 @@ import json
 import logging
 import os
 import secrets
+import select
 import sys
 import tempfile
 import threading
 import time
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from footfall.config.schema import CameraConfig, parse_config
@@ -29,12 +33,15 @@ from footfall.edge.daemon import Daemon
 from footfall.edge.decisions import Decision
 from footfall.edge.pipeline import Pipeline, replay
 from footfall.edge.store import Store
-from footfall.hq.local_hq import LocalHq, hq_unavailable
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.sync import events
 from footfall.sync.mqtt_client import local_config, make_client
+from footfall.tooling.demo_crm import CrmDay, guide_ack, import_crm_day, plan_crm_day
 from footfall.tooling.local_broker import LocalBroker, mosquitto_binary
 from footfall.tooling.scenario import STORE_TZ, SpriteBank, build_scenario, enrolment, expected_counts
+
+if TYPE_CHECKING:
+    from footfall.hq.local_hq import LocalHq
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 
@@ -61,9 +68,13 @@ def describe(d: Decision) -> str:
     return f"{when}  {d.passage.camera_id}  {kind}  {who}{since}"
 
 
-def run_demo() -> int:
+def run_demo(keep: float | None = None) -> int:
     """Replay a generated store day through the daemon and a broker on loopback; print what guides
-    and HQ would receive, then a summary against the ground truth."""
+    and HQ would receive, then a summary against the ground truth.
+
+    The console, the dashboard, the broker and PostgreSQL then stay up: in a terminal until Enter
+    (or Ctrl-C), at most `keep` seconds when given; without a terminal `keep` seconds (default 0).
+    """
     faces_dir = sample_faces_dir()
     if faces_dir is None:
         print("footfall demo needs labelled photos to build its entrance clips: "
@@ -76,13 +87,13 @@ def run_demo() -> int:
         config = parse_config({"store_id": "demo-store", "timezone": STORE_TZ, "storage": {"dir": f"{tmp}/state"},
                                "mqtt": {"url": broker.url if broker else "mqtt://127.0.0.1:1"}})
         try:
-            return _demo(config, faces_dir, Path(tmp), broker)
+            return _demo(config, faces_dir, Path(tmp), broker, keep)
         finally:
             if broker:
                 broker.stop()
 
 
-def _demo(config, faces_dir: Path, tmp: Path, broker: LocalBroker | None) -> int:
+def _demo(config, faces_dir: Path, tmp: Path, broker: LocalBroker | None, keep: float | None) -> int:
     analyzer = FaceAnalyzer.from_config(config)
     pack = analyzer.pack
     print(f"footfall demo: {pack.detector.file} + {pack.recognizer.file}; today's store day in {STORE_TZ}")
@@ -90,14 +101,20 @@ def _demo(config, faces_dir: Path, tmp: Path, broker: LocalBroker | None) -> int
     # Today in the store's time zone, ending before midnight: the console's TODAY panel then shows
     # the very day the terminal summary counts.
     today = datetime.now(ZoneInfo(STORE_TZ)).date()
-    scenario = build_scenario(SpriteBank(faces_dir, analyzer), tmp, config.dedup.window, size="small",
-                              day=today, past_midnight=False)
+    bank = SpriteBank(faces_dir, analyzer)
+    scenario = build_scenario(bank, tmp, config.dedup.window, size="small", day=today, past_midnight=False)
     # The rendered cameras' entry lines and door, as an installer would configure them.
     config = config.model_copy(update={"cameras": [CameraConfig.model_validate(c) for c in scenario.cameras()]})
     people = list(enrolment(scenario, analyzer))
-    _enrol(config, analyzer, people)
+    crm = plan_crm_day(scenario, bank)
+    _enrol(config, analyzer, people, crm)
     for person, _ in people:
         print(f"enrolled {person.role} {person.person_id}")
+    if crm.absent is not None:
+        print(f"imported from the CRM: member {crm.absent['member_id']} ({crm.absent['tier']}, with a profile)")
+    for b in crm.bookings:
+        print(f"imported booking {b.appointment_id}: {b.member_id} at {b.scheduled_at:%H:%M} "
+              f"({b.channel}, advisor {b.advisor})")
     if broker is None:
         print("mosquitto is not installed: decisions are printed, nothing is published")
         return _offline(config, analyzer, scenario)
@@ -108,17 +125,20 @@ def _demo(config, faces_dir: Path, tmp: Path, broker: LocalBroker | None) -> int
     console = Console(console_config, listen="127.0.0.1:0").start()
     hq = _start_hq(broker, config)
     try:
-        return _with_console(config, analyzer, scenario, broker, console, password, people, hq)
+        return _with_console(config, analyzer, scenario, broker, console, password, people, crm, hq, keep)
     finally:
         console.stop()
         if hq is not None:
             hq.stop()
 
 
-def _enrol(config, analyzer, people) -> None:
+def _enrol(config, analyzer, people, crm: CrmDay) -> None:
+    """The scenario's members and staff, then the CRM's exports (a member, the bookings), written
+    beside the store's state."""
     with Store(config, analyzer, command="footfall demo") as store:
         for person, vectors in people:
             store.enroll(person, vectors)
+    import_crm_day(config, crm, config.storage.dir.parent / f"crm-{config.store_id}")
 
 
 HQ_STORES = ("demo-store-2", "demo-store-3")  # two more stores replay the same day into head office
@@ -126,6 +146,11 @@ HQ_STORES = ("demo-store-2", "demo-store-3")  # two more stores replay the same 
 
 def _start_hq(broker: LocalBroker, config) -> LocalHq | None:
     """Head office on this machine (PostgreSQL, a collector, the dashboard) when PostgreSQL is installed."""
+    try:
+        from footfall.hq.local_hq import LocalHq, hq_unavailable
+    except ModuleNotFoundError as exc:  # psycopg: a store box's install has no head office
+        print(f"HQ dashboard: not started ({exc.name} is not installed: pip install 'footfall[hq]')")
+        return None
     reason = hq_unavailable()
     if reason:
         print(f"HQ dashboard: not started ({reason})")
@@ -138,7 +163,7 @@ def _start_hq(broker: LocalBroker, config) -> LocalHq | None:
 
 
 def _with_console(config, analyzer, scenario, broker: LocalBroker, console: Console, password: str,
-                  people, hq: LocalHq | None = None) -> int:
+                  people, crm: CrmDay, hq: LocalHq | None, keep: float | None) -> int:
     print(f"guide console: {console.url}  (password {password}; any guide name)")
     if hq is not None:
         print(f"HQ dashboard:  {hq.url}  (password {hq.password}; any name); "
@@ -150,6 +175,7 @@ def _with_console(config, analyzer, scenario, broker: LocalBroker, console: Cons
     try:
         Daemon(config, once=True, analyzer=analyzer, replay=scenario.sources()).run()
         watcher.wait_stopped(15)
+        watcher.take_first_arrival()
     finally:
         watcher.close()
     counts = watcher.tally
@@ -157,11 +183,15 @@ def _with_console(config, analyzer, scenario, broker: LocalBroker, console: Cons
     print()
     print(f"summary of {len(scenario.clips)} clips, {len(scenario.walks)} walk-ins "
           f"(from the visit events received):")
-    print(f"  {'':<14}{'counted':>8}{'expected':>10}")
+    print(f"  {'':<18}{'counted':>8}{'expected':>10}")
     for label, key in (("visits", "visits"), ("re-entries", "reentries"), ("member visits", "member_visits"),
                        ("unidentified", "unidentified"), ("exits", "exits")):
-        print(f"  {label:<14}{counts.get(key, 0):>8}{truth.get(key, 0):>10}")
-    print(f"  {'arrival alerts':<14}{watcher.arrivals:>8}{truth.get('member_visits', 0):>10}")
+        print(f"  {label:<18}{counts.get(key, 0):>8}{truth.get(key, 0):>10}")
+    for label, got, expected in (("arrival alerts", len(watcher.arrivals), truth.get("member_visits", 0)),
+                                 ("appointment alerts", watcher.appointments, crm.arrivals),
+                                 ("no-show alerts", watcher.no_shows, crm.no_shows),
+                                 ("guide acks", watcher.acks, min(1, len(watcher.arrivals)))):
+        print(f"  {label:<18}{got:>8}{expected:>10}")
     if hq is not None:
         received = {k: counts.get(k, 0) for k in ("visits", "reentries", "member_visits")}
         deadline = time.monotonic() + 10
@@ -176,17 +206,64 @@ def _with_console(config, analyzer, scenario, broker: LocalBroker, console: Cons
             print(f"store {store_id}: replaying the same day ...", flush=True)
             other = config.model_copy(update={"store_id": store_id, "storage": config.storage.model_copy(
                 update={"dir": config.storage.dir.parent / f"state-{store_id}"})})
-            _enrol(other, analyzer, people)
+            _enrol(other, analyzer, people, crm)
             Daemon(other, once=True, analyzer=analyzer, replay=scenario.sources()).run()
         hq.wait_idle()
         print("\nHQ, by store:")
         print(f"  {'store':<14}{'visits':>8}{'re-entries':>12}{'members':>9}")
         for row in hq.by_store():
             print(f"  {row['store_id']:<14}{row['visits']:>8}{row['reentries']:>12}{row['member_visits']:>9}")
-    if sys.stdin.isatty():
-        where = console.url + (f" and the HQ dashboard at {hq.url}" if hq is not None else "")
-        input(f"\nthe guide console stays at {where}; press Enter to end the demo ... ")
+        print(_hq_appointments(hq, scenario.clips[0][0].start_time.date(), len(HQ_STORES) + 1, crm))
+    where = console.url + (f" and the HQ dashboard at {hq.url}" if hq is not None else "")
+    keep_up(f"the guide console stays at {where}", keep)
     return 0
+
+
+def _hq_appointments(hq: LocalHq, day: date, stores: int, crm: CrmDay) -> str:
+    """One line: the chain's bookings, arrivals and no-shows of `day` and the guides' answers, as HQ
+    holds them once the collector has caught up (its dashboard's appointment and response views)."""
+    import psycopg
+
+    from footfall.hq.read import conversion_by_channel, response_times
+
+    assert hq.postgres is not None, "HQ is not started"
+    expected = (stores * len(crm.bookings), stores * crm.no_shows)
+    deadline = time.monotonic() + 10
+    while True:  # the last store's alerts may still be on their way
+        with psycopg.connect(hq.postgres.url) as conn:
+            booked = conversion_by_channel(conn, day, day)
+            answered = response_times(conn, day, day)
+        got = (sum(r["booked"] for r in booked), sum(r["no_show"] for r in booked))
+        if got == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    arrived, alerts = sum(r["arrived"] for r in booked), sum(r["alerts"] for r in answered)
+    acked = sum(r["acked"] for r in answered)
+    medians = [r["p50_s"] for r in answered if r["p50_s"] is not None]
+    median = f" (median {medians[0]:.0f} s)" if len(medians) == 1 else ""
+    return (f"\nHQ appointments, all stores: {got[0]} booked, {arrived} arrived, {got[1]} no-shows; "
+            f"guides answered {acked} of {alerts} arrival alerts{median}")
+
+
+def keep_up(servers: str, keep: float | None) -> None:
+    """Hold the servers up: in a terminal until Enter or Ctrl-C (at most `keep` seconds when given),
+    else for `keep` seconds (default 0: scripts and CI end at once)."""
+    terminal = sys.stdin.isatty()
+    if not terminal and not keep:
+        return
+    try:
+        if terminal and keep is None:
+            input(f"\n{servers}; press Enter to end the demo ... ")
+        elif terminal:
+            print(f"\n{servers}; press Enter to end the demo (it ends by itself in {keep:g} s) ... ", flush=True)
+            if select.select([sys.stdin], [], [], keep)[0]:
+                sys.stdin.readline()
+        else:
+            print(f"\n{servers} for {keep:g} s (Ctrl-C ends the demo) ...", flush=True)
+            time.sleep(keep or 0)
+    except (KeyboardInterrupt, EOFError):
+        print()
+    print("demo ended: console, dashboard, broker and database stopped", flush=True)
 
 
 class Watcher:
@@ -196,7 +273,9 @@ class Watcher:
         """Watch every topic of store `store_id` under `prefix` (mqtt.topic_prefix)."""
         self.prefix, self.store_id = prefix, store_id
         self.tally = {"visits": 0, "reentries": 0, "member_visits": 0, "unidentified": 0, "exits": 0}
-        self.arrivals = 0
+        self.arrivals: list[dict] = []  # the arrival alerts received, in order
+        self.appointments = self.no_shows = self.acks = 0
+        self._acked = threading.Event()
         self._stopped = threading.Event()
         self.client = make_client(local_config(port), "footfall-demo-watcher", protocol="5")
         self.client.on_message = self._on_message
@@ -221,10 +300,22 @@ class Watcher:
                    + ("" if p.get("identified", True) else " (no face seen)"))
             line = f"{p['first_seen_ts'][5:19].replace('T', ' ')}  {p['kind']:<8} {who}"
         elif name == "alerts/arrival":
-            self.arrivals += 1
+            self.arrivals.append(p)
             line = f"{p['ts'][5:19].replace('T', ' ')}  ARRIVAL  {p['name']} ({p['tier']}) -> guides' devices"
-        elif name.startswith("alerts/"):
-            line = f"{p['ts'][5:19].replace('T', ' ')}  {name}: {p}"
+        elif name == "alerts/appointment":
+            self.appointments += 1
+            early = p["minutes_early"]
+            when = f"{early} min early" if early >= 0 else f"{-early} min late"
+            line = (f"{p['ts'][5:19].replace('T', ' ')}  BOOKED   {p['member_id']} for {p['scheduled_at'][11:16]} "
+                    f"({p['channel']}, advisor {p['advisor']}): {when}")
+        elif name == "alerts/no_show":
+            self.no_shows += 1
+            line = (f"{p['ts'][5:19].replace('T', ' ')}  NO-SHOW  {p['member_id']} booked for "
+                    f"{p['scheduled_at'][11:16]}, not here {p['grace_minutes']} min later -> follow-up")
+        elif name == "alerts/ack":
+            self.acks += 1
+            self._acked.set()
+            line = f"{p['ts'][5:19].replace('T', ' ')}  ACK      {p['guide']} takes care of the arrival"
         elif name == "counts":
             self.tally["exits"] = p.get("exits", 0)  # the day's running count, retained
         elif name == "status" and p.get("state") == "stopped":
@@ -234,6 +325,16 @@ class Watcher:
 
     def wait_stopped(self, timeout: float) -> bool:
         return self._stopped.wait(timeout)
+
+    def take_first_arrival(self, timeout: float = 10) -> bool:
+        """A guide takes the day's first arrival: its ack, published as the console does, is back
+        from the broker (and seen by the console and HQ) before this returns True."""
+        if not self.arrivals:
+            return False
+        ack = guide_ack(self.arrivals[0])
+        topic = events.topic(self.prefix, self.store_id, events.ALERT_ACK)
+        self.client.publish(topic, json.dumps(ack), qos=1).wait_for_publish(timeout)
+        return self._acked.wait(timeout)
 
     def close(self) -> None:
         self.client.disconnect()

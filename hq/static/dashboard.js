@@ -21,6 +21,10 @@ const LABELS = {
     loading: "加载中…", db_error: "无法读取数据：", minutes: "分钟", none_channel: "（未注明）", ch_unknown: "（未注明）",
     ch_wechat: "微信", ch_phone: "电话", ch_mini_program: "小程序", ch_miniprogram: "小程序", ch_web: "网站",
     ch_walk_in: "到店预约", ch_app: "App", switch_lang: "English", conversion_total: "合计",
+    dead_letters: "发送失败", adopted: "已采用门店计数", adopted_key: "采用门店自身的计数",
+    adopted_note: "标记的数字包含采用门店自身计数的时段（footfall hq reconcile --adopt）。",
+    adopted_title: "个时段采用了门店自身的计数", axis_day: "门店日期", axis_hour: "时段（门店时间）",
+    db_password_refused: "数据库拒绝了看板的密码", db_unreachable: "无法连接数据库", db_no_answer: "数据库没有响应",
   },
   en: {
     title: "Chain dashboard", your_name: "Your name", password: "Password or token", log_in: "Log in",
@@ -43,6 +47,11 @@ const LABELS = {
     loading: "Loading…", db_error: "Cannot read the data: ", minutes: "min", none_channel: "(not given)", ch_unknown: "(not given)",
     ch_wechat: "WeChat", ch_phone: "Phone", ch_mini_program: "Mini-program", ch_miniprogram: "Mini-program",
     ch_web: "Web", ch_walk_in: "Walk-in", ch_app: "App", switch_lang: "中文", conversion_total: "Total",
+    dead_letters: "Dead letters", adopted: "adopted", adopted_key: "Taken from the box's own counts",
+    adopted_note: "Marked figures include hours taken from the box's own counts (footfall hq reconcile --adopt).",
+    adopted_title: "hour(s) taken from the box's own counts", axis_day: "Store day", axis_hour: "Hour, store time",
+    db_password_refused: "the database refused the dashboard's password", db_unreachable:
+    "the database is not reachable", db_no_answer: "the database did not answer",
   },
 };
 
@@ -115,25 +124,33 @@ function channelName(ch) {
 
 // -- charts ----------------------------------------------------------------------------
 
-// A bar chart of `items` ([{key, label, value, inner}]): one rect.bar per item (data-key, data-visits,
-// data-height), an optional inner bar (member visits), value labels when there is room.
+// A bar chart of `items` ([{key, label, value, inner, adopted}]): one rect.bar per item (data-key,
+// data-visits, data-height; class "adopted" for figures taken from a box's own counts), an optional
+// inner bar (member visits), value labels when there is room, and under the axis a label (day or
+// hour) for every bar, or for every n-th counted back from the last (today) when they would
+// overlap, with `opts.axis` as the axis's caption.
 function barChart(items, opts) {
   // Drawn at the width of its box (text stays at its CSS size); scaled if the box changes later.
-  const W = Math.max(280, Math.round(opts.width || 720)), H = W < 500 ? 180 : 240;
-  const top = 16, bottom = 28, left = 8, right = 8;
+  const W = Math.max(280, Math.round(opts.width || 720)), H = W < 500 ? 196 : 256;
+  const top = 16, bottom = 44, left = 8, right = 8;
   const plotH = H - top - bottom;
   const max = Math.max(1, ...items.map((i) => i.value));
   const step = (W - left - right) / Math.max(1, items.length);
   const barW = Math.max(1, step * 0.72);
-  const every = Math.max(1, Math.ceil(items.length / Math.max(2, Math.floor(opts.maxLabels || 14))));
+  const widest = Math.max(1, ...items.map((i) => String(i.label).length));
+  const every = Math.max(1, Math.ceil((widest * 6.5 + 8) / step));  // 11 px text: about 6.5 px a character
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": opts.title || "" });
   root.append(svg("line", { class: "axis", x1: left, x2: W - right, y1: top + plotH, y2: top + plotH }));
+  if (opts.axis) {
+    root.append(svg("text", { class: "caption", x: (W / 2).toFixed(2), y: H - 4 }, opts.axis));
+  }
   items.forEach((item, i) => {
     const h = (item.value / max) * plotH;
     const x = left + i * step + (step - barW) / 2;
-    root.append(svg("rect", { class: "bar", x: x.toFixed(2), y: (top + plotH - h).toFixed(2), width: barW.toFixed(2),
-      height: h.toFixed(2), "data-key": item.key, "data-visits": item.value, "data-height": h.toFixed(2) },
-    svg("title", {}, `${item.label}: ${item.value}`)));
+    root.append(svg("rect", { class: item.adopted ? "bar adopted" : "bar", x: x.toFixed(2), y: (top + plotH - h).toFixed(2),
+      width: barW.toFixed(2), height: h.toFixed(2), "data-key": item.key, "data-visits": item.value,
+      "data-height": h.toFixed(2), "data-adopted": item.adopted ? "true" : null },
+    svg("title", {}, `${item.label}: ${item.value}${item.adopted ? ` (${t("adopted_key")})` : ""}`)));
     if (item.inner !== undefined) {
       const ih = (item.inner / max) * plotH;
       root.append(svg("rect", { class: "bar inner", x: (x + barW * 0.2).toFixed(2), y: (top + plotH - ih).toFixed(2),
@@ -143,8 +160,9 @@ function barChart(items, opts) {
       root.append(svg("text", { class: "count", x: (x + barW / 2).toFixed(2), y: (top + plotH - h - 3).toFixed(2),
         "data-key": item.key }, String(item.value)));
     }
-    if (i % every === 0) {
-      root.append(svg("text", { class: "tick", x: (x + barW / 2).toFixed(2), y: H - bottom + 14 }, item.label));
+    if ((items.length - 1 - i) % every === 0) {
+      root.append(svg("text", { class: "tick", x: (x + barW / 2).toFixed(2), y: top + plotH + 14, "data-key": item.key },
+        item.label));
     }
   });
   return root;
@@ -161,7 +179,10 @@ async function api(path, params) {
   }
   let body = null;
   try { body = await response.json(); } catch (e) { body = null; }
-  if (!response.ok) throw new Error((body && body.error) || `HTTP ${response.status}`);
+  if (!response.ok) {
+    const reason = body && body.reason ? `db_${body.reason}` : "";
+    throw new Error(reason in L ? t(reason) : (body && body.error) || `HTTP ${response.status}`);
+  }
   return body;
 }
 
@@ -177,6 +198,15 @@ function fillTable(id, rows, makeRow, emptyKey) {
 
 const td = (value, cls) => el("td", { class: cls }, value === null || value === undefined ? "—" : String(value));
 const tdNum = (value, cls) => el("td", { class: `num ${cls || ""}`.trim() }, num(value));
+// A count that includes hours adopted from a box's own counts: marked, with how many in its tooltip.
+const adoptedNum = (value, cls, hours) => {
+  const cell = tdNum(value, hours > 0 ? `${cls} adopted` : cls);
+  if (hours > 0) {
+    cell.title = `${hours} ${t("adopted_title")}`;
+    cell.dataset.adoptedHours = String(hours);
+  }
+  return cell;
+};
 
 const state = { view: "chain", from: "", to: "", store: null, loaded: {} };
 
@@ -193,13 +223,15 @@ const VIEWS = {
     totals.replaceChildren(...["visits", "reentries", "member_visits", "unidentified"].map((k) =>
       el("div", { class: "total", "data-total": k }, el("dt", {}, t(k)), el("dd", {}, num(sum(k))))));
     const items = data.rows.map((r) => ({ key: r.day, label: r.day.slice(5), value: r.visits || 0,
-      inner: r.member_visits || 0 }));
+      inner: r.member_visits || 0, adopted: r.adopted_hours > 0 }));
     const box = document.getElementById("chain-chart");
-    box.replaceChildren(barChart(items, { title: t("chain_title"), maxLabels: Math.min(10, box.clientWidth / 60),
-      width: box.clientWidth }));
+    box.replaceChildren(barChart(items, { title: t("chain_title"), axis: t("axis_day"), width: box.clientWidth }));
     fillTable("chain-table", [...data.rows].reverse(), (r) => el("tr", { "data-day": r.day },
-      td(r.day), tdNum(r.visits, "visits"), tdNum(r.reentries, "reentries"),
+      td(r.day), adoptedNum(r.visits, "visits", r.adopted_hours), tdNum(r.reentries, "reentries"),
       tdNum(r.member_visits, "member-visits"), tdNum(r.unidentified, "unidentified")));
+    const adopted = data.rows.some((r) => r.adopted_hours > 0);
+    document.getElementById("chain-adopted").hidden = !adopted;
+    document.getElementById("chain-adopted-key").hidden = !adopted;
   },
 
   async stores() {
@@ -260,11 +292,12 @@ const VIEWS = {
           el("td", { colspan: 4, class: "reason" }, t("no_answer")), td(stamp(r.checked_at), "checked"));
       }
       const diff = (r.hq_visits || 0) - r.store_visits;
-      return el("tr", { class: "differs", "data-store": r.store_id },
+      const diffCell = el("td", { class: "num diff" }, diff > 0 ? `+${diff}` : String(diff));
+      if (r.adopted) diffCell.append(" ", el("span", { class: "badge adopted" }, t("adopted")));
+      return el("tr", { class: r.adopted ? "differs is-adopted" : "differs", "data-store": r.store_id },
         td(r.store_id, "store"), td(r.day, "day"),
         td(r.hour === null || r.hour === undefined ? null : `${String(r.hour).padStart(2, "0")}:00`, "hour"),
-        tdNum(r.hq_visits, "hq"), tdNum(r.store_visits, "store-count"),
-        el("td", { class: "num diff" }, diff > 0 ? `+${diff}` : String(diff)), td(stamp(r.checked_at), "checked"));
+        tdNum(r.hq_visits, "hq"), tdNum(r.store_visits, "store-count"), diffCell, td(stamp(r.checked_at), "checked"));
     }, "all_agree");
   },
 };
@@ -275,7 +308,7 @@ const KNOWN_STATES = ["online", "offline", "stopped"];
 function hasProblem(r) {
   const cameras = Object.values(r.cameras || {});
   return Boolean(r.silent) || r.state !== "online" || cameras.some((c) => c !== "streaming") ||
-    (r.storage !== null && r.storage !== undefined && r.storage !== "ok");
+    (r.storage !== null && r.storage !== undefined && r.storage !== "ok") || r.dead_letters > 0;
 }
 
 // The store table from the last answer, through the id filter and the "problems only" box.
@@ -291,19 +324,22 @@ function renderStores() {
     if (r.silent) stateCell.append(" ", el("span", { class: "badge silent" }, t("silent")));
     const row = el("tr", { "data-store": r.store_id, class: r.silent ? "is-silent" : null },
       el("td", { class: "store" }, el("button", { type: "button", class: "store-link" }, String(r.store_id))),
-      tdNum(r.visits, "visits"), tdNum(r.reentries, "reentries"), tdNum(r.member_visits, "member-visits"),
-      tdNum(r.unidentified, "unidentified"), tdNum(r.exits, "exits"), stateCell, td(stamp(r.last_seen), "last-seen"),
-      tdNum(r.outbox_backlog, "outbox"), camerasCell(r.cameras), storageCell(r.storage));
+      adoptedNum(r.visits, "visits", r.adopted_hours), tdNum(r.reentries, "reentries"),
+      tdNum(r.member_visits, "member-visits"), tdNum(r.unidentified, "unidentified"), tdNum(r.exits, "exits"),
+      stateCell, td(stamp(r.last_seen), "last-seen"), tdNum(r.outbox_backlog, "outbox"),
+      tdNum(r.dead_letters, r.dead_letters > 0 ? "dead-letters warn" : "dead-letters"), camerasCell(r.cameras),
+      storageCell(r.storage));
     row.classList.toggle("selected", r.store_id === state.store);
     row.addEventListener("click", () => showHourly(r.store_id));
     return row;
   });
+  document.getElementById("stores-adopted").hidden = !rows.some((r) => r.adopted_hours > 0);
 }
 
 // "2/3" cameras streaming (each camera's state in the tooltip); red when one is not streaming.
 function camerasCell(cameras) {
   const entries = Object.entries(cameras || {});
-  if (!entries.length) return td(null, "cameras");
+  if (!entries.length) return tdNum(null, "cameras");
   const streaming = entries.filter(([, state]) => state === "streaming").length;
   return el("td", { class: `num cameras${streaming < entries.length ? " warn" : ""}`,
     title: entries.map(([id, state]) => `${id}: ${state}`).join("\n") }, `${streaming}/${entries.length}`);
@@ -324,9 +360,12 @@ async function showHourly(store) {
   document.getElementById("hourly-store").textContent = data.store_id;
   document.getElementById("hourly-day").textContent = data.day;
   const box = document.getElementById("hourly-chart");
-  const items = data.hours.map((v, h) => ({ key: String(h), label: String(h), value: v || 0 }));
-  const chart = barChart(items, { title: `${t("hourly_title")} ${data.store_id}`,
-    maxLabels: Math.min(12, box.clientWidth / 40), width: box.clientWidth });
+  const adopted = new Set(data.adopted || []);
+  const items = data.hours.map((v, h) => ({ key: String(h), label: String(h).padStart(2, "0"), value: v || 0,
+    adopted: adopted.has(h) }));
+  const chart = barChart(items, { title: `${t("hourly_title")} ${data.store_id}`, axis: t("axis_hour"),
+    width: box.clientWidth });
+  document.getElementById("hourly-legend").hidden = adopted.size === 0;
   chart.setAttribute("id", "hourly-svg");
   chart.dataset.store = data.store_id;
   box.replaceChildren(chart);
