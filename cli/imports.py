@@ -78,7 +78,8 @@ def import_file(config: Config, path: Path, topic: str, *, progress: bool = True
             done.skipped += 1
             if len(done.named) < NAMED:
                 done.named.append(number)
-                report(f"{path}:{number}: skipped: {reason}")
+                with tqdm.external_write_mode():  # the bar is cleared, the line written, the bar drawn again
+                    report(f"{path}:{number}: skipped: {reason}")
         if done.skipped > len(done.named):
             report(f"{path}: {done.skipped - len(done.named)} more line(s) skipped, not listed one by one")
         return done

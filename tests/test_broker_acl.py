@@ -25,11 +25,12 @@ USERS = {"sh-001": "pw-a", "sh-002": "pw-b", "hq": "pw-hq", "sh-001-console": "p
 
 
 def shipped_settings() -> str:
-    """The settings lines of the shipped mosquitto.conf snippet, without the ones naming files
-    (this broker has its own password file and ACL)."""
+    """The settings lines of the shipped mosquitto.conf snippet, without its listener and the lines
+    naming files (this broker has its own listener, password file and ACL)."""
     lines = [line.strip() for line in CONF.read_text().splitlines()]
     return "".join(f"{line}\n" for line in lines if line and not line.startswith("#")
-                   and line.split()[0] not in ("password_file", "acl_file", "allow_anonymous"))
+                   and line.split()[0] not in ("listener", "certfile", "keyfile", "password_file", "acl_file",
+                                                   "allow_anonymous"))
 
 
 def publish(port: int, user: str, topic: str, body: bytes = b"{}") -> None:
