@@ -14,10 +14,9 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
+from broker import Broker, wait_until
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-
-from tests.broker import Broker, wait_until
-from tests.test_mqtt import make_ca_and_server_cert
+from test_mqtt import make_ca_and_server_cert
 
 SNIPPET = Path(__file__).resolve().parents[1] / "config" / "mosquitto-footfall.conf.example"
 ACL = Path(__file__).resolve().parents[1] / "config" / "mosquitto-acl.example"

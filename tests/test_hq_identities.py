@@ -27,6 +27,7 @@ import psycopg
 import pytest
 from broker import Broker, Subscriber, mosquitto_passwd_path, mosquitto_path, wait_until
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from test_broker_acl import shipped_settings
 
 from footfall.cli.main import main
 from footfall.config.hq import parse_hq_config
@@ -41,12 +42,9 @@ VISITS = 3000        # sent in 30 bursts over about 6 s, while reconciliation ru
 
 
 def shipped_broker_settings(acl: Path) -> str:
-    """The documented mosquitto settings (without the file paths of a real host) and the shipped ACL."""
+    """The documented mosquitto settings (without the listener and file paths of a real host) and the shipped ACL."""
     acl.write_text((REPO / "config" / "mosquitto-acl.example").read_text())
-    lines = [line.strip() for line in (REPO / "config" / "mosquitto-footfall.conf.example").read_text().splitlines()]
-    settings = [line for line in lines if line and not line.startswith("#")
-                and line.split()[0] not in ("password_file", "acl_file", "allow_anonymous")]
-    return f"acl_file {acl}\nmax_queued_messages 100000\n" + "".join(f"{line}\n" for line in settings)
+    return f"acl_file {acl}\nmax_queued_messages 100000\n" + shipped_settings()
 
 
 @pytest.fixture
