@@ -19,18 +19,26 @@ from paho.mqtt.properties import Properties
 
 from footfall.config.schema import Config, MqttConfig
 from footfall.edge.sources import source_kind
-from footfall.edge.storage_lock import current_holder, describe
 from footfall.models.fetch import verify_file
 from footfall.models.manifest import ModelError, entry_for, locate
+from footfall.storage.lock import current_holder, describe
 from footfall.sync.mqtt import SESSION_EXPIRY_S as BOX_SESSION_S
 from footfall.sync.mqtt_client import make_client, parse_broker_url
 
 MIN_FREE_BYTES = 512 * 1024 * 1024
 
 
+def _model_roles(config: Config) -> list[tuple[str, str]]:
+    """The models this config runs: the person detector always, the face models unless count_only."""
+    roles = [(config.models.person_detector, "person_detector")]
+    if config.privacy.mode != "count_only":
+        roles += [(config.models.detector, "detector"), (config.models.recognizer, "recognizer")]
+    return roles
+
+
 def _models(config: Config) -> str:
     lines = []
-    for name, role in ((config.models.detector, "detector"), (config.models.recognizer, "recognizer")):
+    for name, role in _model_roles(config):
         entry = entry_for(name, role)
         verdict = verify_file(entry, locate(name, config.models.dir))
         if not verdict.ok:
@@ -40,10 +48,15 @@ def _models(config: Config) -> str:
 
 
 def _load(config: Config) -> str:
+    from footfall.recognition.persons import person_detector_from_config
+
+    person_detector_from_config(config)
+    if config.privacy.mode == "count_only":
+        return "person detector open (count_only: no face model is loaded)"
     from footfall.recognition.analyzer import FaceAnalyzer
 
     analyzer = FaceAnalyzer.from_config(config)
-    return f"sessions open, match threshold {analyzer.pack.match_threshold:g}"
+    return f"person detector and face sessions open, match threshold {analyzer.pack.match_threshold:g}"
 
 
 def _storage(config: Config) -> str:

@@ -140,3 +140,22 @@ def test_doctor_passes_with_everything_in_place_and_names_what_is_missing(tmp_pa
         broker.stop()
     down = footfall("doctor", "--config", write_config(tmp_path, broker.url))
     assert down.returncode == 1 and "FAIL  broker: mqtt.url:" in down.stdout
+
+
+def test_doctor_checks_the_person_detector_every_mode_counts_with_and_no_face_model_in_count_only(tmp_path):
+    empty = tmp_path / "no-models"
+    empty.mkdir()
+    config = Path(write_config(tmp_path))
+    settings = config.read_text()
+    config.write_text(settings + f'[privacy]\nmode = "count_only"\n[models]\ndir = "{empty}"\n')
+    shipped = footfall("doctor", "--config", str(config))
+    lines = dict(line.split(None, 1)[1].split(":", 1) for line in shipped.stdout.splitlines()[1:])
+    assert "yolox_nano.onnx" in lines["models present and verified"], shipped.stdout
+    assert "yunet" not in shipped.stdout and "edgeface" not in shipped.stdout, "no face model in count_only"
+    assert "person detector open (count_only" in lines["models load"], shipped.stdout
+    config.write_text(settings + f'[privacy]\nmode = "count_only"\n[models]\ndir = "{empty}"\n'
+                      'person_detector = "person-detection-retail-0013.onnx"\n')
+    missing = footfall("doctor", "--config", str(config))
+    assert missing.returncode == 1
+    failed = [line for line in missing.stdout.splitlines() if line.startswith("FAIL")]
+    assert any("models present" in line and "person-detection-retail-0013.onnx" in line for line in failed), failed
