@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from datetime import time as dtime
@@ -77,17 +77,29 @@ def day_range(day: date, tz: tzinfo) -> tuple[datetime, datetime]:
             datetime.combine(day + timedelta(days=1), dtime(0), tz))
 
 
-def store_hours(buckets: list[dict[str, Any]], day: date, tz: tzinfo) -> dict[int, Figures]:
-    """A counts/get answer's hourly buckets as {local hour: (visits, reentries, member_visits,
-    unidentified)} of `day` (a figure the box did not send counts 0)."""
+def read_answer(store: str, payload: bytes) -> events.CountsReply | str:
+    """A store's counts/get answer (`events.CountsReply`), or why it cannot be used."""
+    try:
+        reply = events.CountsReply.from_json(events.decode_object(payload))
+    except events.PayloadError as exc:
+        return f"answer refused: {exc}"
+    if reply.store_id != store:
+        return f"answer names store {reply.store_id[:80]!r}"
+    return reply
+
+
+def store_hours(buckets: Iterable[events.CountsBucket | dict[str, Any]], day: date, tz: tzinfo) -> dict[int, Figures]:
+    """A counts/get answer's hourly buckets (read, or as JSON) as {local hour: (visits, reentries,
+    member_visits, unidentified)} of `day`."""
     hours: dict[int, Figures] = {}
     for b in buckets:
-        start = datetime.fromisoformat(b["start"]).astimezone(tz)
+        bucket = b if isinstance(b, events.CountsBucket) else events.CountsBucket.from_json(b)
+        start = bucket.start.astimezone(tz)
         if start.date() != day:
             continue
         old = hours.get(start.hour, (0, 0, 0, 0))
-        new = tuple(int(b.get(k) or 0) for k in ("visits", "reentries", "member_visits", "unidentified"))
-        hours[start.hour] = (old[0] + new[0], old[1] + new[1], old[2] + new[2], old[3] + new[3])
+        hours[start.hour] = (old[0] + bucket.visits, old[1] + bucket.reentries, old[2] + bucket.member_visits,
+                             old[3] + bucket.unidentified)
     return hours
 
 
@@ -106,6 +118,13 @@ def adoptable(own: tuple[int, ...], box: tuple[int, ...]) -> bool:
     """Whether adopting the box's figures closes an hour: the box counts at least HQ's own events
     (visits and re-entries), so the hour can read as the box counted it."""
     return box[0] >= own[0] and box[1] >= own[1]
+
+
+def hour_ended(day: date, hour: int, tz: tzinfo, now: datetime) -> bool:
+    """Whether the store hour `hour` of `day` is over at `now`: an hour still running is never
+    adopted, as its adopted snapshot would hide the visits the box counts after it."""
+    start = datetime.combine(day, dtime(hour), tz)
+    return start + timedelta(hours=1) <= now
 
 
 class Reconciler:
@@ -140,24 +159,25 @@ class Reconciler:
                 if answer is None:
                     result = Result(store, day, False,
                                     f"no answer within {self.config.reconcile.timeout.total_seconds():g} s")
-                elif "error" in answer:
-                    result = Result(store, day, False, str(answer["error"])[:300])
+                elif isinstance(answer, str):
+                    result = Result(store, day, False, answer[:300])
                 else:
-                    box = store_hours(answer["buckets"], day, tz)
+                    box = store_hours(answer.buckets, day, tz)
                     result = Result(store, day, True, None, compare(_hours(conn, "hourly_counts", store, day), box))
                     own = _hours(conn, "hourly", store, day)
                     for d in result.differences:
                         figures = box.get(d["hour"], (0, 0, 0, 0))
-                        d["adopted"] = adopt and store in known and adoptable(own.get(d["hour"], (0, 0)), figures)
+                        d["adopted"] = (adopt and store in known and hour_ended(day, d["hour"], tz, now)
+                                        and adoptable(own.get(d["hour"], (0, 0)), figures))
                         if d["adopted"]:
                             result.adopted[d["hour"]] = figures
                 results.append(result)
             record(conn, results)
         return results
 
-    def _ask(self, asks: list[tuple[str, date, tzinfo]]) -> dict[int, dict[str, Any]]:
+    def _ask(self, asks: list[tuple[str, date, tzinfo]]) -> dict[int, events.CountsReply | str]:
         run_id = uuid.uuid4().hex[:12]
-        answers: dict[int, dict[str, Any]] = {}
+        answers: dict[int, events.CountsReply | str] = {}
         done = threading.Condition()
         subscribed = threading.Event()
         host, port, _ = parse_broker_url(self.config.mqtt.url)
@@ -168,26 +188,19 @@ class Reconciler:
 
         def on_connect(c: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
             if not reason.is_failure:
-                c.subscribe(events.topic_filter(self.prefix, f"replies/hq-{run_id}/#"), qos=1)
+                c.subscribe(events.topic_filter(self.prefix, events.reply_name(f"hq-{run_id}", "#")), qos=1)
 
         def on_message(c: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-            try:
-                index = int(bytes(getattr(message.properties, "CorrelationData", b"") or b"-1"))
-                if not 0 <= index < len(asks) or len(message.payload) > MAX_REPLY_BYTES:
-                    return
-                body = json.loads(message.payload)
-                store = asks[index][0]
-                name = events.store_topic_name(self.prefix, store, message.topic)
-                if name is None or not name.startswith("replies/"):
-                    return  # an answer must come from the store's own branch (the ACL's guarantee)
-                if not isinstance(body, dict) or not isinstance(body.get("buckets"), list):
-                    body = {"error": "answer without buckets"}
-                elif body.get("store_id") != store:
-                    body = {"error": f"answer names store {str(body.get('store_id'))[:80]!r}"}
-            except (ValueError, TypeError):
+            index = _correlation(message.properties)
+            if index is None or not 0 <= index < len(asks) or len(message.payload) > MAX_REPLY_BYTES:
                 return
+            store = asks[index][0]
+            name = events.store_topic_name(self.prefix, store, message.topic)
+            if name is None or not events.is_reply(name):
+                return  # an answer must come from the store's own branch (the ACL's guarantee)
+            answer = read_answer(store, bytes(message.payload))
             with done:
-                answers.setdefault(index, body)
+                answers.setdefault(index, answer)
                 done.notify_all()
 
         client.on_connect = on_connect
@@ -203,7 +216,7 @@ class Reconciler:
             for i, (store, day, tz) in enumerate(asks):
                 start, end = day_range(day, tz)
                 props = Properties(PacketTypes.PUBLISH)
-                props.ResponseTopic = events.topic(self.prefix, store, f"replies/hq-{run_id}/{i}")
+                props.ResponseTopic = events.topic(self.prefix, store, events.reply_name(f"hq-{run_id}", str(i)))
                 props.CorrelationData = str(i).encode()
                 props.MessageExpiryInterval = max(1, int(timeout))
                 client.publish(events.topic(self.prefix, store, events.COUNTS_GET),
@@ -251,6 +264,14 @@ class Reconciler:
                 log.info("reconciled %d store day(s); %d with a problem", len(results), len(bad))
             except Exception as exc:  # the collector goes on; the next round tries again
                 log.warning("reconcile failed: %s", exc)
+
+
+def _correlation(properties: Any) -> int | None:
+    """The index of the request an answer's MQTT 5 Correlation Data names, or None."""
+    try:
+        return int(bytes(getattr(properties, "CorrelationData", b"") or b"-1"))
+    except (ValueError, TypeError):
+        return None
 
 
 _ADOPT = ("INSERT INTO adopted_hours (store_id, store_day, store_hour, visits, reentries, member_visits, "

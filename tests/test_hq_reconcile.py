@@ -8,8 +8,9 @@ import json
 import socket
 import threading
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -21,7 +22,7 @@ from footfall.config.schema import load_config
 from footfall.edge.daemon import Daemon
 from footfall.hq import read
 from footfall.hq.collector import Collector, connect_pool
-from footfall.hq.reconcile import Reconciler, adoptable, compare, store_hours
+from footfall.hq.reconcile import Reconciler, adoptable, compare, hour_ended, store_hours
 from footfall.tooling.scenario import Appearance, Clip, SpriteBank, render_clip
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
@@ -49,6 +50,14 @@ def test_an_hour_is_adopted_only_where_the_box_counts_at_least_what_hq_holds():
     assert adoptable((5, 1), (6, 1, 2, 0)) and adoptable((0, 0), (3, 0, 0, 0))
     assert not adoptable((5, 1), (6, 0, 0, 0)), "HQ holds a re-entry the box does not: adopting would hide it"
     assert not adoptable((7, 0), (6, 0, 0, 0))
+
+
+def test_only_an_hour_that_is_over_in_the_stores_zone_is_adopted():
+    shanghai = ZoneInfo("Asia/Shanghai")
+    now = datetime(2026, 12, 5, 7, 52, tzinfo=UTC)  # 15:52 in Shanghai
+    assert hour_ended(date(2026, 12, 5), 14, shanghai, now)
+    assert not hour_ended(date(2026, 12, 5), 15, shanghai, now), "the hour still running"
+    assert hour_ended(date(2026, 12, 4), 23, shanghai, now)
 
 
 @pytest.fixture(scope="module")
