@@ -93,7 +93,7 @@ def run_ours(config: Config, scenario: Scenario, analyzer: FaceAnalyzer,
              progress: bool) -> tuple[list[Decision], int, float, Pipeline]:
     """(decisions, frames, seconds, the pipeline with its stage costs) over the scenario."""
     pipeline = Pipeline(config, analyzer)
-    with Store(config, analyzer, media_clock=True) as store:
+    with Store(config, analyzer.pack.spec, media_clock=True) as store:
         for person, vectors in enrolment(scenario, analyzer):
             store.gallery.enroll(person, vectors)
         decisions, frames = [], 0

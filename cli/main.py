@@ -12,9 +12,9 @@ from footfall import __version__
 from footfall.config.schema import Config, ConfigError, load_config, parse_config
 from footfall.dedup.gallery import EnrolmentError
 from footfall.edge.admin import AdminUnavailable
-from footfall.edge.storage import StorageError
-from footfall.edge.storage_lock import StorageBusy
 from footfall.models.manifest import ModelError, load_manifest, search_dirs
+from footfall.storage.lock import StorageBusy
+from footfall.storage.sqlite import StorageError
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 # Packages that only head office or the benchmarks import, and the extra that installs them
@@ -227,19 +227,10 @@ def cmd_counts(args: argparse.Namespace) -> int:
 
 def cmd_console(args: argparse.Namespace) -> int:
     from footfall.console import server as console
+    from footfall.web.passwords import print_password_hash
 
     if args.hash_password:
-        if sys.stdin.isatty():
-            import getpass
-
-            password = getpass.getpass("password: ")
-            if getpass.getpass("again: ") != password:
-                print("error: the passwords differ", file=sys.stderr)
-                return EXIT_FAIL
-        else:
-            password = sys.stdin.readline().rstrip("\r\n")
-        print(console.hash_password(password))
-        return EXIT_OK
+        return print_password_hash()
     if not args.config:
         print("error: --config is required (or --hash-password)", file=sys.stderr)
         return EXIT_CONFIG

@@ -46,7 +46,7 @@ def enroll(config: Config, *, person_id: str, name: str, role: Role, tier: str |
     what = f"{person_id} ({role}{', ' + tier if tier else ''}) from {len(enrolment.used)} of {len(photos)} photo(s){skipped}"
 
     def local() -> str:
-        with Store(config, analyzer, command="footfall enroll") as store:
+        with Store(config, analyzer.pack.spec, command="footfall enroll") as store:
             store.enroll(person, vectors)
             total = len(store.gallery)
         note = f"; {total} people enrolled on this box"

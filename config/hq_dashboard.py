@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 
 from footfall.config.schema import Duration, _Section, check_timezone
-from footfall.console.access import Logins
+from footfall.web.access import Logins
 
 _LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 

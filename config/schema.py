@@ -205,8 +205,10 @@ class DownlinkConfig(_Section):
     max_images: int = Field(8, ge=1, le=100, description="Most images in one members/upsert.")
     max_image_pixels: int = Field(16_000_000, ge=10_000, description="Most pixels of one image (width x height from its header, checked before decoding).")
     max_total_pixels: int = Field(32_000_000, ge=10_000, description="Most pixels of all the images of one members/upsert together (from their headers, before decoding).")
-    max_id_length: int = Field(128, ge=1, le=4096, description="Longest member_id or appointment_id, characters.")
-    max_text_length: int = Field(256, ge=1, le=65536, description="Longest name, tier, channel or advisor, characters.")
+    # At most what the events carrying these fields hold (sync/events.py MAX_ID, MAX_TEXT): head office
+    # and the guide console read them with those bounds.
+    max_id_length: int = Field(128, ge=1, le=200, description="Longest member_id or appointment_id, characters (at most 200).")
+    max_text_length: int = Field(256, ge=1, le=256, description="Longest name, tier, channel or advisor, characters (at most 256).")
     max_profile_bytes: int = Field(16 * 1024, ge=2, le=1024 * 1024, description="Largest CRM profile object (JSON bytes) held per member and sent in arrival alerts.")
     inbox: int = Field(1000, ge=1, le=1_000_000, description="Downlink messages waiting for the decision loop (also the MQTT 5 Receive Maximum); while full, nothing more is read from the broker, and a QoS 0 message that still arrives is dropped (counted, reported on errors).")
     error_reports_per_minute: int = Field(60, ge=1, le=60_000, description="Most `errors` events per minute; the rest are counted and the next report carries `suppressed`.")

@@ -3,23 +3,25 @@
 Anyone who may publish on the store's topics can send the console anything. A
 message is kept only if it is a UTF-8 JSON object within the size limit, every
 string in it is encodable (no lone surrogate), it holds no NaN or infinity
-(which a page's JSON.parse refuses), its ids are printable and short (they
-become SSE `id:` lines), and the fields the page uses have the contract's
-types. Anything else raises `Dropped` naming the reason, and is dropped.
+(which a page's JSON.parse refuses), the contract's fields it holds are within
+the bounds of the class that writes them (`sync/events.py`, `check_fields`), and
+what the page needs is there: its ids printable and short (they become SSE `id:`
+lines and the page's keys). Anything else raises `Dropped` naming the reason, and
+is dropped. The page shows what it gets, so a field the contract requires but the
+page does not need may be missing.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
+
+from footfall.sync import events
 
 MAX_ID = 128
 MAX_GUIDE = 80
-MAX_CAMERAS = 64
 ACK_FIELDS = ("visit_event_id", "guide", "ts", "event_id", "store_id")
-
-# Fields the page reads, by topic name, and their types.
-_ALERT_TEXT = ("member_id", "name", "tier", "ts", "scheduled_at", "channel", "advisor", "appointment_id", "store_id")
 
 
 class Dropped(ValueError):
@@ -30,7 +32,50 @@ class Dropped(ValueError):
         self.reason = reason
 
 
-def _id(payload: dict[str, Any], key: str, required: bool = True) -> None:
+@dataclass(frozen=True)
+class _Kind:
+    """What the console takes of one kind of message: its topics, the ids the page keys on (name,
+    required), the other fields it needs, the longest texts it shows (name, characters) and the
+    fields it keeps (None: the whole payload)."""
+
+    topics: tuple[str, ...]
+    ids: tuple[tuple[str, bool], ...] = ()
+    needs: tuple[str, ...] = ()
+    longest: tuple[tuple[str, int], ...] = ()
+    keeps: tuple[str, ...] | None = None
+
+
+KINDS = {
+    "alert": _Kind((events.ALERT_ARRIVAL, events.ALERT_APPOINTMENT, events.ALERT_NO_SHOW),
+                   ids=(("event_id", True), ("visit_event_id", False))),
+    # Only what the page shows of an ack is kept: acks are held by the hundred.
+    "ack": _Kind((events.ALERT_ACK,), ids=(("visit_event_id", True), ("event_id", False)), needs=("guide",),
+                 longest=(("guide", MAX_GUIDE),), keeps=ACK_FIELDS),
+    "counts": _Kind((events.COUNTS,), needs=("visits", "reentries", "member_visits", "by_hour")),
+    "status": _Kind((events.STATUS,), needs=("state",)),
+    "erasure": _Kind((events.MEMBERS_DELETED,), ids=(("member_id", True),), keeps=("member_id",)),
+}
+
+
+def _decode(body: bytes, max_bytes: int) -> dict[str, Any]:
+    """The JSON object of a message, one a page can take whole; else Dropped."""
+    if len(body) > max_bytes:
+        raise Dropped(f"larger than {max_bytes} bytes")
+    try:
+        payload = events.decode_object(body)
+        json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except events.PayloadError as exc:
+        raise Dropped(exc.reason) from None
+    except UnicodeEncodeError:
+        raise Dropped("a string with a lone surrogate") from None
+    except ValueError:  # 1e999 reads as an infinite float
+        raise Dropped("NaN or infinity") from None
+    except RecursionError:
+        raise Dropped("nested too deeply") from None
+    return payload
+
+
+def _page_id(payload: dict[str, Any], key: str, required: bool) -> None:
     value = payload.get(key)
     if value is None and not required:
         return
@@ -38,80 +83,22 @@ def _id(payload: dict[str, Any], key: str, required: bool = True) -> None:
         raise Dropped(f"{key}: not a printable string of 1 to {MAX_ID} characters")
 
 
-def _text(payload: dict[str, Any], *keys: str, limit: int | None = None) -> None:
-    for key in keys:
-        value = payload.get(key)
-        if value is not None and (not isinstance(value, str) or (limit is not None and len(value) > limit)):
-            raise Dropped(f"{key}: not a string")
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def parse_message(kind: str, body: bytes, max_bytes: int) -> dict[str, Any]:
-    """The payload of a message on topic `kind` ("alert", "ack", "counts", "status", "erasure" for
-    members/deleted), checked; else Dropped."""
-    if len(body) > max_bytes:
-        raise Dropped(f"larger than {max_bytes} bytes")
+def parse_message(kind: str, body: bytes, max_bytes: int, topic: str | None = None) -> dict[str, Any]:
+    """The payload of a message of `kind` ("alert", "ack", "counts", "status", "erasure" for
+    members/deleted), checked by the class of `topic` (its topic name; by default by those of every
+    topic of the kind); else Dropped."""
+    spec = KINDS.get(kind)
+    if spec is None or (topic is not None and topic not in spec.topics):
+        raise ValueError(f"unknown message kind {kind!r} (topic {topic!r})")
+    payload = _decode(body, max_bytes)
+    for key, required in spec.ids:
+        _page_id(payload, key, required)
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise Dropped("not UTF-8") from None
-    try:
-        payload = json.loads(text)
-    except RecursionError:
-        raise Dropped("nested too deeply") from None
-    except ValueError:
-        raise Dropped("not JSON") from None
-    if not isinstance(payload, dict):
-        raise Dropped("not a JSON object")
-    try:
-        json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise Dropped("a string with a lone surrogate") from None
-    except ValueError:
-        raise Dropped("NaN or infinity") from None
-    except RecursionError:
-        raise Dropped("nested too deeply") from None
-    if kind == "alert":
-        _id(payload, "event_id")
-        _id(payload, "visit_event_id", required=False)
-        _text(payload, *_ALERT_TEXT)
-        if payload.get("appointment") is not None and not isinstance(payload["appointment"], dict):
-            raise Dropped("appointment: not an object")
-        minutes = payload.get("minutes_early")
-        if minutes is not None and (not isinstance(minutes, int) or isinstance(minutes, bool)):
-            raise Dropped("minutes_early: not an integer")
-    elif kind == "ack":
-        _id(payload, "visit_event_id")
-        _id(payload, "event_id", required=False)
-        guide = payload.get("guide")
-        if not isinstance(guide, str) or not 0 < len(guide) <= MAX_GUIDE:
-            raise Dropped(f"guide: not a string of 1 to {MAX_GUIDE} characters")
-        _text(payload, "ts", "store_id")
-        # Only what the page shows is kept: acks are held by the hundred.
-        return {k: payload[k] for k in ACK_FIELDS if k in payload}
-    elif kind == "counts":
-        by_hour = payload.get("by_hour")
-        if not isinstance(by_hour, list) or len(by_hour) != 24 or not all(_count(v) for v in by_hour):
-            raise Dropped("by_hour: not 24 counts")
-        if not all(_count(payload.get(k)) for k in ("visits", "reentries", "member_visits")):
-            raise Dropped("visits, reentries, member_visits: not counts")
-        _text(payload, "date", "ts", "store_id")
-    elif kind == "erasure":
-        _id(payload, "member_id")
-        return {"member_id": payload["member_id"]}
-    elif kind == "status":
-        state = payload.get("state")
-        if not isinstance(state, str) or not 0 < len(state) <= 32:
-            raise Dropped("state: not a short string")
-        _text(payload, "version", "ts", "store_id", "storage")
-        cameras = payload.get("cameras", {})
-        if not isinstance(cameras, dict) or len(cameras) > MAX_CAMERAS or not all(
-                0 < len(c) <= MAX_ID and c.isprintable() and isinstance(v, str) and 0 < len(v) <= 32
-                for c, v in cameras.items()):
-            raise Dropped(f"cameras: not at most {MAX_CAMERAS} camera ids with their states")
-    else:
-        raise ValueError(f"unknown message kind {kind!r}")
-    return payload
+        for name in (topic,) if topic is not None else spec.topics:
+            events.PAYLOADS[name].check_fields(payload, spec.needs)
+    except events.PayloadError as exc:
+        raise Dropped(exc.reason) from None
+    for key, limit in spec.longest:
+        if len(payload[key]) > limit:
+            raise Dropped(f"{key}: longer than {limit} characters")
+    return payload if spec.keeps is None else {k: payload[k] for k in spec.keeps if k in payload}

@@ -16,17 +16,10 @@ not start. No face image is ever received, shown or stored.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import logging
-import math
-import re
-import secrets
 import threading
 import time
-import uuid
 from collections import Counter, deque
 from datetime import datetime
 from http import HTTPStatus
@@ -42,14 +35,17 @@ from paho.mqtt.properties import Properties
 from footfall import __version__
 from footfall.config.schema import Config, ConfigError
 from footfall.console import icons
-from footfall.console.access import Logins, host_allowed, same_origin
 from footfall.console.health import box_problems
-from footfall.console.limits import AckBook, HashingBusy, HashingGate, LoginLimiter
+from footfall.console.limits import AckBook
 from footfall.console.messages import MAX_ID, Dropped, parse_message
-from footfall.console.pages import PageHandler, PageServer
-from footfall.console.sessions import Session, SessionBook, token_in
 from footfall.sync import events
 from footfall.sync.mqtt_client import make_client, parse_broker_url
+from footfall.web.access import Logins, host_allowed, same_origin
+from footfall.web.limits import HashingGate, LoginLimiter
+from footfall.web.login import LoginHandler, Refusal
+from footfall.web.passwords import verify_password
+from footfall.web.server import PageServer, parse_listen
+from footfall.web.sessions import Session, SessionBook
 
 log = logging.getLogger(__name__)
 
@@ -69,40 +65,6 @@ ALERT_KINDS = {events.ALERT_ARRIVAL: "arrival", events.ALERT_APPOINTMENT: "appoi
 # members/deleted: an erased member's cards leave the console and every open page at once.
 SUBSCRIBED = (*ALERT_KINDS, events.COUNTS, events.STATUS, events.ALERT_ACK, events.MEMBERS_DELETED)
 
-# -- passwords --------------------------------------------------------------------------
-
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2 ** 14, 8, 1
-_SCRYPT_MAXMEM = 64 * 1024 * 1024
-
-
-def hash_password(password: str, *, salt: bytes | None = None) -> str:
-    """A salted scrypt hash: "scrypt$N$r$p$salt$key" (salt and key in base64)."""
-    if not password:
-        raise ValueError("the password must not be empty")
-    salt = salt if salt is not None else secrets.token_bytes(16)
-    key = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P,
-                         maxmem=_SCRYPT_MAXMEM, dklen=32)
-    b64 = lambda b: base64.b64encode(b).decode("ascii")  # noqa: E731
-    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${b64(salt)}${b64(key)}"
-
-
-def verify_password(password: str, stored: str) -> bool:
-    """True if `password` matches a hash from hash_password(); a malformed hash never matches."""
-    try:
-        scheme, n, r, p, salt, key = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        n_, r_, p_ = int(n), int(r), int(p)
-        if not (2 <= n_ <= 2 ** 20 and 1 <= r_ <= 32 and 1 <= p_ <= 16):
-            return False
-        salt_b, key_b = base64.b64decode(salt, validate=True), base64.b64decode(key, validate=True)
-        got = hashlib.scrypt(password.encode("utf-8"), salt=salt_b, n=n_, r=r_, p=p_,
-                             maxmem=_SCRYPT_MAXMEM, dklen=len(key_b))
-    except (ValueError, TypeError):
-        return False
-    return hmac.compare_digest(got, key_b)
-
-
 # -- server-sent events -------------------------------------------------------------------
 
 def sse_frame(event: str, data: Any, event_id: str | None = None) -> bytes:
@@ -119,28 +81,7 @@ def sse_frame(event: str, data: Any, event_id: str | None = None) -> bytes:
     return ("\n".join(lines) + "\n\n").encode("utf-8")
 
 
-# -- sessions ------------------------------------------------------------------------------
-
-def cookie_token(cookie_header: str | None) -> str | None:
-    return token_in(cookie_header, COOKIE)
-
-
-def set_cookie_header(token: str, max_age: int = SESSION_TTL_S) -> str:
-    return SessionBook(COOKIE, max_age, MAX_SESSIONS).set_cookie(token)
-
-
 # -- the console ---------------------------------------------------------------------------
-
-_LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """"HOST:PORT" -> (host, port); "[::1]:8080" for IPv6."""
-    m = _LISTEN.match(value.strip())
-    if not m or not 0 <= int(m.group(2)) < 65536:
-        raise ValueError(f"listen address must look like HOST:PORT, e.g. 127.0.0.1:8080, got {value!r}")
-    return m.group(1).strip("[]"), int(m.group(2))
-
 
 def require_login(config: Config) -> None:
     """A guide console without a login must not exist."""
@@ -249,7 +190,7 @@ class Console:
 
     def start(self) -> Console:
         cc = self.config.console
-        handler = type("Handler", (_Handler,), {"console": self, "timeout": cc.request_timeout.total_seconds()})
+        handler = type("Handler", (_Handler,), {"app": self, "timeout": cc.request_timeout.total_seconds()})
         self._httpd = PageServer((self.host, self.port), handler, max_connections=cc.max_connections,
                                  request_timeout=cc.request_timeout.total_seconds(), label="console")
         self.port = self._httpd.server_address[1]
@@ -345,7 +286,7 @@ class Console:
         if name is None or kind is None:
             return
         try:
-            payload = parse_message(kind, bytes(message.payload), self.config.console.max_message_bytes)
+            payload = parse_message(kind, bytes(message.payload), self.config.console.max_message_bytes, name)
         except Dropped as exc:
             self._drop(name, exc.reason)
             return
@@ -422,8 +363,7 @@ class Console:
     def acknowledge(self, visit_event_id: str, guide: str) -> tuple[bool, dict[str, Any]]:
         """Publish `alerts/ack` for an arrival, once per visit: (False, existing ack) if someone took
         it already or is taking it right now."""
-        ack = {"visit_event_id": visit_event_id, "guide": guide,
-               "ts": events.iso(datetime.now(self.zone)), "event_id": str(uuid.uuid4()), "store_id": self.store_id}
+        ack = events.Ack(visit_event_id, guide, store_id=self.store_id, ts=datetime.now(self.zone)).to_json()
         with self._lock:
             existing = self._acks.reserve(visit_event_id, ack)
         if existing is not None:
@@ -485,10 +425,6 @@ class Console:
                     self.streams_dropped += 1
                 log.info("console: a page fell %d bytes behind; its stream is closed", listener.limit)
 
-    def check_login(self, name: str, secret: str) -> str | None:
-        """login() on one of the console's few hashing threads; HashingBusy if all are busy."""
-        return self.hashing.run(self.login, name, secret)
-
     def login(self, name: str, secret: str) -> str | None:
         """The guide's name if `secret` is that guide's own token, or the shared password for a name
         that is not a configured guide; else None. Every call with a secret verifies exactly one hash."""
@@ -514,8 +450,8 @@ def static_text(name: str) -> str:
     return resources.files("footfall.console").joinpath("static", name).read_text(encoding="utf-8")
 
 
-class _Handler(PageHandler):
-    console: Console
+class _Handler(LoginHandler):
+    app: Console
     server_version = f"footfall-console/{__version__}"
     security_headers = _SECURITY_HEADERS
     log_label = "console http"
@@ -528,7 +464,7 @@ class _Handler(PageHandler):
 
     def _page(self, name: str, status: int = HTTPStatus.OK, error: bool = False, wait: bool = False,
               headers: dict[str, str] | None = None) -> None:
-        html = (static_text(name).replace("{{lang}}", self.console.language)
+        html = (static_text(name).replace("{{lang}}", self.app.language)
                 .replace("{{error_hidden}}", "" if error else "hidden")
                 .replace("{{wait_hidden}}", "" if wait else "hidden"))
         self._send(status, html.encode("utf-8"), "text/html; charset=utf-8", headers)
@@ -544,12 +480,9 @@ class _Handler(PageHandler):
         self._request_read()
         return body
 
-    def _session(self) -> Session | None:
-        return self.console.sessions.check(self.headers.get("Cookie"))
-
     def _host_ok(self) -> bool:
         """Refuse a Host that is not this console's (DNS rebinding); answers 421 itself."""
-        if host_allowed(self.headers.get("Host"), self.console.config.console.allowed_hosts):
+        if host_allowed(self.headers.get("Host"), self.app.config.console.allowed_hosts):
             return True
         self._json(HTTPStatus.MISDIRECTED_REQUEST, {"error": "unknown Host; add it to console.allowed_hosts"})
         return False
@@ -571,7 +504,7 @@ class _Handler(PageHandler):
         elif path in _ICONS:
             self._send(HTTPStatus.OK, icons.png(_ICONS[path]), "image/png")
         elif path == "/manifest.webmanifest":
-            self._send(HTTPStatus.OK, icons.manifest(self.console.language), "application/manifest+json")
+            self._send(HTTPStatus.OK, icons.manifest(self.app.language), "application/manifest+json")
         elif path == "/login":
             self._page("login.html")
         elif self._session() is None:
@@ -595,7 +528,7 @@ class _Handler(PageHandler):
             return
         path = urlsplit(self.path).path
         if path == "/login":
-            self._login(body)
+            self._login(parse_qs(body.decode("utf-8", "replace")) if body is not None else {})
             return
         session = self._session()
         if session is None:
@@ -603,37 +536,12 @@ class _Handler(PageHandler):
         elif path == "/ack":
             self._ack(session, body)
         elif path == "/logout":
-            token = cookie_token(self.headers.get("Cookie"))
-            if token:
-                self.console.sessions.drop(token)
-            self._redirect("/login", {"Set-Cookie": set_cookie_header("", 0)})
+            self._logout()
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
 
-    def _login(self, body: bytes | None) -> None:
-        address = self.client_address[0]
-        wait = self.console.limiter.admit(address)
-        if wait > 0:
-            retry = str(max(1, math.ceil(wait)))
-            self._page("login.html", HTTPStatus.TOO_MANY_REQUESTS, wait=True, headers={"Retry-After": retry})
-            return
-        form = parse_qs(body.decode("utf-8", "replace")) if body is not None else {}
-        name = (form.get("name") or [""])[0]
-        secret = (form.get("password") or [""])[0]
-        try:
-            guide = self.console.check_login(name, secret)
-        except HashingBusy:
-            # Each hash takes 16 MiB: a crowd of logins waits outside rather than in memory.
-            self._page("login.html", HTTPStatus.SERVICE_UNAVAILABLE, wait=True, headers={"Retry-After": "1"})
-            return
-        if guide is None:
-            self.console.limiter.failed(address)
-            time.sleep(self.console.failure_delay)
-            self._page("login.html", HTTPStatus.UNAUTHORIZED, error=True)
-            return
-        self.console.limiter.succeeded(address)
-        token = self.console.sessions.create(guide)
-        self._redirect("/", {"Set-Cookie": set_cookie_header(token)})
+    def _login_page(self, status: int, refusal: Refusal, headers: dict[str, str] | None = None) -> None:
+        self._page("login.html", status, error=refusal == "failed", wait=refusal == "wait", headers=headers)
 
     def _ack(self, session: Session, body: bytes | None) -> None:
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -649,11 +557,11 @@ class _Handler(PageHandler):
         except (ValueError, KeyError, TypeError):
             self._json(HTTPStatus.BAD_REQUEST, {"error": "visit_event_id: a non-empty string is required"})
             return
-        if not self.console.broker_connected:
+        if not self.app.broker_connected:
             self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "broker offline"})
             return
         try:
-            taken, ack = self.console.acknowledge(visit_event_id, session.user)
+            taken, ack = self.app.acknowledge(visit_event_id, session.user)
         except ConnectionError as exc:
             self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc)})
             return
@@ -673,9 +581,9 @@ class _Handler(PageHandler):
         if self.command == "HEAD":
             return   # the headers only: a HEAD never becomes a stream
         self.server.streaming(self.connection)
-        listener = self.console.listen()
+        listener = self.app.listen()
         try:
-            self.wfile.write(b"retry: 2000\n\n" + b"".join(self.console.replay(session)))
+            self.wfile.write(b"retry: 2000\n\n" + b"".join(self.app.replay(session)))
             self.wfile.flush()
             while True:
                 frame = listener.take(HEARTBEAT_S)
@@ -683,11 +591,11 @@ class _Handler(PageHandler):
                     return
                 if frame is None:
                     frame = b": ping\n\n"
-                if self.console.sessions.check(self.headers.get("Cookie")) is None:
+                if self.app.sessions.check(self.headers.get("Cookie")) is None:
                     return  # logged out or expired: the page goes back to the login
                 self.wfile.write(frame)
                 self.wfile.flush()
         except OSError:
             return   # the page went away, or stalled past console.request_timeout on a write
         finally:
-            self.console.unlisten(listener)
+            self.app.unlisten(listener)

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 
 from footfall.dedup.vectors import OwnedVectors
-from footfall.edge.storage import StorageError, StoreFile, open_store, purge, transaction
+from footfall.storage.sqlite import StorageError, StoreFile, open_store, purge, transaction
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 
 from footfall.dedup.vectors import OwnedVectors
-from footfall.edge.storage import StorageError, StoreFile, db_file, open_store, purge, transaction
+from footfall.storage.sqlite import StorageError, StoreFile, db_file, open_store, purge, transaction
 
 log = logging.getLogger(__name__)
 

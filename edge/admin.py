@@ -1,6 +1,6 @@
 """The local admin channel: operator commands reach the running daemon, which owns the state.
 
-While the daemon runs it holds the lock on `storage.dir` (`edge/storage_lock.py`) and listens on
+While the daemon runs it holds the lock on `storage.dir` (`storage/lock.py`) and listens on
 `storage.dir/admin.sock`, a Unix socket only its own user and root may use. `footfall erase`,
 `enroll` and the imports send it the same messages the CRM sends over the downlink
 (`members/delete`, `members/upsert`, `appointments/upsert`, ...); the daemon applies them on its
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from footfall.edge.storage_lock import StorageBusy
+from footfall.storage.lock import StorageBusy
 
 T = TypeVar("T")
 

@@ -18,11 +18,13 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from footfall import __version__
 from footfall.config.schema import Config, ConfigError
+from footfall.dedup.enrol import embeddings_from_photos
 from footfall.edge.admin import MAX_CLIENTS, AdminRequest, AdminServer
 from footfall.edge.decisions import Decision, Passage
 from footfall.edge.metrics import CameraMeter, MetricsServer, render
@@ -37,11 +39,12 @@ from footfall.edge.sources import (
     merge_by_time,
     source_kind,
 )
-from footfall.edge.storage_lock import busy, current_holder
 from footfall.edge.store import Store
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.recognition.persons import person_detector_from_config
+from footfall.storage.lock import busy, current_holder
 from footfall.sync import events
+from footfall.sync.downlink import ReplyAddress
 from footfall.sync.mqtt import Ack, Publisher
 
 log = logging.getLogger(__name__)
@@ -60,7 +63,7 @@ class Inbound:
 
     topic: str
     payload: bytes
-    properties: Any
+    reply: ReplyAddress | None   # where a request asks to be answered (its MQTT 5 properties)
     rejected: str | None = None  # refused on arrival (too large, retained); the payload was not kept
     admin: AdminRequest | None = None
     ack: Ack | None = None       # a QoS 1 message: acknowledged to the broker once handled
@@ -87,7 +90,8 @@ class Daemon:
         self.analyzer = analyzer or FaceAnalyzer.from_config(config)
         self.persons = person_detector_from_config(config)
         # The one owner of the state; a second daemon, or a CLI command writing behind it, is refused.
-        self.store = Store(config, self.analyzer, media_clock=self.replay)
+        self.store = Store(config, self.analyzer.pack.spec, partial(embeddings_from_photos, self.analyzer),
+                           media_clock=self.replay)
         try:
             if self.store.count_only and self.store.knows_anyone:
                 raise ConfigError(f"privacy.mode: count_only, but storage.dir holds {len(self.store.gallery)} enrolled "
@@ -127,12 +131,11 @@ class Daemon:
         storage = Path(config.storage.dir)
         self.admin = AdminServer(storage, lambda request: self.inbox.put(  # waits while the inbox is full
             Inbound(request.topic, request.payload, None, admin=request)))
-        downlink_topics = [*self.store.downlink.topics, events.COUNTS_GET]
         self.publisher = Publisher(config.mqtt, self.store_id, self.store.outbox, version=__version__,
                                    cameras=self.camera_states, storage=self.store.storage_summary,
                                    on_message=self._receive,
                                    subscriptions=[events.topic(config.mqtt.topic_prefix, self.store_id, t)
-                                                  for t in downlink_topics],
+                                                  for t in self.store.downlink.topics],
                                    max_incoming=config.downlink.max_payload + PACKET_HEADROOM,
                                    receive_maximum=self.receive_maximum,
                                    room=self._inbox_room, timezone=config.timezone)
@@ -379,7 +382,10 @@ class Daemon:
             inbound = Inbound(message.topic, b"", None, f"payload is {size} bytes, over the limit of "
                                                        f"{limit} bytes (downlink.max_payload)")
         else:
-            inbound = Inbound(message.topic, bytes(message.payload), getattr(message, "properties", None))
+            properties = getattr(message, "properties", None)
+            inbound = Inbound(message.topic, bytes(message.payload),
+                              ReplyAddress(getattr(properties, "ResponseTopic", None),
+                                           getattr(properties, "CorrelationData", None)))
         inbound.ack = ack
         if ack is None and self.inbox.qsize() >= self.inbox_limit:
             self._dropped_topic = message.topic
@@ -422,9 +428,9 @@ class Daemon:
                 if message.rejected is not None:
                     self.store.reject(message.topic, message.rejected)
                     continue
-                reply = self.store.receive(message.topic, message.payload, message.properties)
+                reply = self.store.receive(message.topic, message.payload, message.reply)
                 if reply is not None:
-                    self.publisher.publish_now(reply.topic, reply.payload, qos=1, properties=reply.properties)
+                    self.publisher.publish_now(reply.topic, reply.payload, qos=1, correlation=reply.correlation)
             except Exception:  # one bad message never stops the daemon (nor comes back at every reconnect)
                 log.exception("downlink %s: not handled", message.topic)
             finally:

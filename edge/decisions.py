@@ -18,7 +18,6 @@ import numpy as np
 
 from footfall.dedup.gallery import Gallery, Match, Person
 from footfall.dedup.window import VisitWindow
-from footfall.edge import rules
 
 
 @dataclass(frozen=True)
@@ -59,8 +58,13 @@ class Decision:
 
     @property
     def role(self) -> str:
-        """"staff", else the role the visit is published with (`rules.role`)."""
-        return "staff" if self.kind == "staff" else rules.role(self.member_id)
+        """"staff", else the role the visit is published with (`role`)."""
+        return "staff" if self.kind == "staff" else role(self.member_id)
+
+
+def role(member_id: str | None) -> Literal["member", "visitor"]:
+    """The role a visit is published with: "member" when it carries a member id, else "visitor"."""
+    return "member" if member_id else "visitor"
 
 
 def decide(passages: Iterable[Passage], gallery: Gallery, window: VisitWindow) -> list[Decision]:

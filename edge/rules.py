@@ -10,7 +10,7 @@ The rules, in the order the daemon applies them to one decision:
 
 - a visit or a re-entry is published (`visit_event`) and counted (`entry_count`); staff and
   a second camera's view of the same entry produce nothing;
-- the role of a visit is "member" exactly when it carries a member id (`role`); an entrant
+- the role of a visit is "member" exactly when it carries a member id (`decisions.role`); an entrant
   without a usable face is counted apart (`identified` false) and never matched, so never alerted;
 - a member's entry marks their appointments of that store day arrived, and each one newly
   arrived raises an appointment alert (`appointment_alerts`);
@@ -25,15 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from footfall.dedup.gallery import Person
+from footfall.edge.decisions import Decision, role
 from footfall.sync import events
 from footfall.sync.appointments import Appointment, Arrival
 from footfall.sync.counts import Counted
-
-if TYPE_CHECKING:  # Decision is plain data; its module brings numpy and the gallery
-    from footfall.dedup.gallery import Person
-    from footfall.edge.decisions import Decision
 
 SETTLED_KEPT_DAYS = 1  # settled appointments stay this many store days after theirs, then go
 
@@ -49,11 +47,6 @@ def _entry_kind(decision: Decision) -> Literal["visit", "reentry"] | None:
     if decision.kind == "reentry":
         return "reentry"
     return None
-
-
-def role(member_id: str | None) -> Literal["member", "visitor"]:
-    """The role a visit is published with: "member" when it carries a member id, else "visitor"."""
-    return "member" if member_id else "visitor"
 
 
 def visit_event(decision: Decision, store_id: str) -> events.VisitEvent | None:

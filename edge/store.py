@@ -1,6 +1,6 @@
 """The store's state and its one owner: gallery, visit window, counts, appointments and outbox.
 
-A `Store` holds the exclusive lock on `storage.dir` while it is open (`edge/storage_lock.py`), so
+A `Store` holds the exclusive lock on `storage.dir` while it is open (`storage/lock.py`), so
 nothing else writes these files behind it: the daemon opens one for its lifetime, and `footfall
 erase`, `enroll` and the imports open one when no daemon runs (with a daemon running they reach
 its store over the admin channel). Everything that changes the state goes in here:
@@ -8,29 +8,27 @@ its store over the admin channel). Everything that changes the state goes in her
 - passages from the pipeline (`enter`: decided against the gallery and the window, then the
   rules of `edge/rules.py` say what is counted, published and alerted);
 - clock ticks (`advance`, `tick`): windows closed by the clock, no-shows, today's counts;
-- downlink messages and operator commands (`receive`, `command`), by the downlink's rules.
+- downlink messages and operator commands (`receive`, `command`): checked into typed commands by
+  the downlink (`sync/downlink.py`) and applied here, in `apply`; an erasure whole, in `erase`.
 
 Events come out as rows of the outbox, which the publisher only drains. The store clock (`now`)
 is the time of the frames: the media clock of a replay, the wall clock of live cameras; consent
 and erasure, legal records, are stamped by the wall clock. A disk that refuses writes never stops
-the store: events and counts wait in memory, in order, and are written when it accepts them again.
+the store: events, counts, no-show flags and open windows wait in memory, in order, and are
+written when it accepts them again (`edge/write_behind.py`).
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from footfall.config.schema import Config
 from footfall.dedup.enrol import embeddings_from_photos
@@ -38,23 +36,30 @@ from footfall.dedup.gallery import EnrolmentError, Gallery, Person
 from footfall.dedup.window import VisitWindow
 from footfall.edge import rules
 from footfall.edge.decisions import Decision, Passage, decide
-from footfall.edge.storage import StorageError, StoreFile
-from footfall.edge.storage_lock import StorageLock
+from footfall.edge.write_behind import RETRY_EVERY_S, STORAGE_ERRORS, WriteBehind
 from footfall.models.manifest import ModelError
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.recognition.spec import RecognizerSpec, recognizer_spec
+from footfall.storage.lock import StorageLock
+from footfall.storage.sqlite import StorageError, StoreFile
 from footfall.sync import events
 from footfall.sync.appointments import AppointmentStore
 from footfall.sync.counts import Counted, CountStore
 from footfall.sync.downlink import (
+    AppointmentDelete,
+    AppointmentUpsert,
+    Command,
+    CountsGet,
     Downlink,
+    EmbedPhotos,
     Limits,
+    MemberDelete,
+    MemberUpsert,
     Outcome,
     Rejected,
-    check_reply_topic,
+    Reply,
+    ReplyAddress,
     counts_reply,
-    decode_object,
-    parse_counts_request,
     replies_prefix,
 )
 from footfall.sync.limits import TokenBucket
@@ -66,8 +71,6 @@ _Closable = TypeVar("_Closable", Gallery, VisitWindow, CountStore, AppointmentSt
 TICK = timedelta(seconds=60)         # no-shows and counts are looked at once a minute (store clock)
 EXPIRE_EVERY = timedelta(seconds=1)  # how often open visit windows are closed by the clock, frames or not
 RETRY_MAX = 1000                     # events (and entries) held in memory while the disk refuses them
-RETRY_EVERY_S = 1.0                  # how often a refused write is tried again
-STORAGE_ERRORS = (StorageError, sqlite3.Error, OSError)  # what a full or failing disk raises
 COUNT_ONLY = "privacy.mode is count_only: this box computes and stores no face templates, so nobody is enrolled"
 
 
@@ -76,12 +79,14 @@ def wall_clock() -> datetime:
     return datetime.now(UTC)
 
 
-def recognizer(config: Config, analyzer: FaceAnalyzer | None = None) -> RecognizerSpec:
-    """The recognizer's facts: the loaded analyzer's, or, without one, from config and manifest alone."""
-    return analyzer.pack.spec if analyzer is not None else recognizer_spec(config)
+def recognizer(config: Config, source: FaceAnalyzer | RecognizerSpec | None = None) -> RecognizerSpec:
+    """The recognizer's facts: as given, the loaded analyzer's, or from config and manifest alone."""
+    if isinstance(source, RecognizerSpec):
+        return source
+    return source.pack.spec if source is not None else recognizer_spec(config)
 
 
-def open_gallery(config: Config, analyzer: FaceAnalyzer | None = None) -> Gallery:
+def open_gallery(config: Config, analyzer: FaceAnalyzer | RecognizerSpec | None = None) -> Gallery:
     """The store's member and staff gallery, in `storage.dir/gallery.db`; no model file is needed."""
     spec = recognizer(config, analyzer)
     return Gallery(dim=spec.dim, threshold=spec.threshold("members.threshold"),
@@ -90,7 +95,8 @@ def open_gallery(config: Config, analyzer: FaceAnalyzer | None = None) -> Galler
                    max_tombstones=config.downlink.tombstones)
 
 
-def open_window(config: Config, analyzer: FaceAnalyzer | None = None, now: datetime | None = None) -> VisitWindow:
+def open_window(config: Config, analyzer: FaceAnalyzer | RecognizerSpec | None = None,
+                now: datetime | None = None) -> VisitWindow:
     """The store's visit window: `storage.dir/windows.db`, or memory only by config."""
     spec = recognizer(config, analyzer)
     db = None if config.privacy.anonymous_store == "memory" else Path(config.storage.dir) / "windows.db"
@@ -107,30 +113,31 @@ def decision_delay(config: Config) -> timedelta:
     return config.tracking.max_gap + config.tracking.door_join + timedelta(seconds=max(1.0, 1 / slowest))
 
 
-@dataclass(frozen=True)
-class Reply:
-    """An answer to publish at once, not an event (a counts/get reply): topic, payload, properties."""
-
-    topic: str
-    payload: dict[str, Any]
-    properties: Properties | None
+def save_windows(window: VisitWindow) -> None:
+    """Write again, whole, the open windows `windows.db` refused (the window keeps them in memory)."""
+    if not window.retry_storage():
+        raise StorageError(window.storage_error or "windows.db: the open visit windows are not written")
 
 
 class Store:
     """The one owner of a store box's state. Open it, feed it, `close()` it (or use `with`)."""
 
-    def __init__(self, config: Config, analyzer: FaceAnalyzer | None = None, *, command: str = "footfall run",
-                 media_clock: bool = False, wall: Callable[[], datetime] = wall_clock) -> None:
+    def __init__(self, config: Config, spec: RecognizerSpec | None = None, embed_photos: EmbedPhotos | None = None,
+                 *, command: str = "footfall run", media_clock: bool = False,
+                 wall: Callable[[], datetime] = wall_clock) -> None:
         """Take the storage lock (or raise `StorageBusy` naming the holder) and open every state file.
 
-        `command` is what the lock names as its holder. With `media_clock` the store clock follows
-        replayed frames only; otherwise windows that closed while the box was off close now.
-        Without `analyzer` (`footfall erase`, the imports) no face model is opened: the recognizer's
-        facts come from config and manifest, and the models load only for photos to embed.
+        `spec` is the recognizer's (by default from config and manifest: no model file is opened);
+        `embed_photos` makes a template of a members/upsert's photos (by default the models load
+        from config at the first photos). `command` is what the lock names as its holder. With
+        `media_clock` the store clock follows replayed frames only; otherwise windows that closed
+        while the box was off close now.
         """
         self.config = config
-        self._analyzer = analyzer
-        spec = recognizer(config, analyzer)
+        if spec is None:
+            spec = recognizer_spec(config)
+        self.spec = spec
+        self._embed = embed_photos
         self.store_id = config.store_id
         self.prefix = config.mqtt.topic_prefix
         self.wall = wall
@@ -138,8 +145,8 @@ class Store:
         self.lock = StorageLock(storage, command).acquire()  # creates storage.dir (0700) if need be
         self._opened: list[Any] = []
         try:
-            self.gallery = self._own(open_gallery(config, analyzer))
-            self.window = self._own(open_window(config, analyzer, None if media_clock else wall()))
+            self.gallery = self._own(open_gallery(config, spec))
+            self.window = self._own(open_window(config, spec, None if media_clock else wall()))
             self.counts = self._own(CountStore(storage / "counts.db", config.timezone))
             self.appointments = self._own(AppointmentStore(storage / "appointments.db", config.timezone))
             self.outbox = self._own(Outbox.from_config(storage, config.alerts.ttl, now=wall))
@@ -150,9 +157,8 @@ class Store:
         if self.count_only:
             self._forget_anonymous_vectors()
         self.limits = Limits.from_config(config)
-        self.downlink = Downlink(gallery=self.gallery, appointments=self.appointments,
-                                 embed_photos=self._embed_photos, forget_visitor=self._forget_member,
-                                 recognizer_sha256=spec.sha256, dim=spec.dim, clock=wall, limits=self.limits)
+        self.downlink = Downlink(recognizer_sha256=spec.sha256, dim=spec.dim, limits=self.limits,
+                                 timezone=config.timezone, replies=replies_prefix(self.prefix, self.store_id))
         self.now: datetime | None = None
         # Called after rows were added to the outbox (the publisher looks at once), and on each
         # arrival alert raised (the alert-latency benchmark).
@@ -166,26 +172,27 @@ class Store:
         self._next_tick: datetime | None = None
         self._next_expiry: datetime | None = None
         self._counts_dirty = True
-        # What the disk refused, kept in memory and written again in order.
-        self.storage_state = "ok"                 # the outbox: "ok" or "error: ..."
-        self.state_errors: dict[str, str] = {}    # another state file -> why it refused writes
-        self.unstored: deque[events.Event] = deque()
-        self.unstored_dropped = 0
-        self.uncounted: deque[Counted] = deque()
-        self._flag_unsaved: set[str] = set()      # no-shows raised whose flag appointments.db refused
-        self._next_storage_retry = 0.0
-        self._next_state_retry = 0.0
+        # What the disk refused, kept in memory and written again in order; `status` reports the
+        # first of them that refuses writes.
+        self.unstored = WriteBehind[events.Event]("outbox.db", self._store_event, limit=RETRY_MAX,
+                                                  describe=lambda e: f"{e.TOPIC} {e.event_id}")
+        self.uncounted = WriteBehind[Counted]("counts.db", self._record, limit=RETRY_MAX)
+        # No-shows raised whose flag was refused (never raised twice); arrivals appointments.db
+        # refused to mark are reported here too.
+        self.unflagged = WriteBehind[str]("appointments.db", self.appointments.mark_flagged)
+        self.unsaved_windows = WriteBehind[VisitWindow]("windows.db", save_windows)
+        self._held = (self.unstored, self.uncounted, self.unflagged, self.unsaved_windows)
         self._unscrubbed: list[StoreFile] = []  # state files whose checkpoint after an erasure was held up
         self._next_scrub = 0.0
 
     def _embed_photos(self, photos: list[tuple[str, np.ndarray]]) -> np.ndarray:
-        """A members/upsert's photos as one template; a store opened without the models loads them now."""
-        if self._analyzer is None:
+        """A members/upsert's photos as one template; a store given no embedder loads the models now."""
+        if self._embed is None:
             try:
-                self._analyzer = FaceAnalyzer.from_config(self.config)
+                self._embed = partial(embeddings_from_photos, FaceAnalyzer.from_config(self.config))
             except ModelError as exc:
                 raise Rejected(f"the photos cannot be embedded on this box: {exc}") from None
-        return embeddings_from_photos(self._analyzer, photos)
+        return self._embed(photos)
 
     def _forget_anonymous_vectors(self) -> None:
         """count_only keeps no template: windows left open by an earlier recognise run go at once,
@@ -228,8 +235,7 @@ class Store:
     def tick(self) -> None:
         """Periodic work, called between frames: writes the disk refused, then, by the store clock,
         windows closed every second (frames or not) and no-shows and counts every minute."""
-        self._retry_unstored()
-        self._retry_state_files()
+        self._write_held()
         self._retry_scrub()
         if self.now is None:
             return
@@ -252,10 +258,9 @@ class Store:
     def finish(self) -> None:
         """Before closing: today's counts once more, and every held-back event stored if the disk allows."""
         self.publish_counts(force=True)
-        self._retry_unstored(force=True)
-        if self.unstored:
+        if not self.unstored.flush(force=True):
             log.error("shutdown: the outbox still refuses events; %d event(s) held in memory are lost: %s",
-                      len(self.unstored), self.storage_state)
+                      len(self.unstored), self.unstored.error)
 
     # -- passages ----------------------------------------------------------------------
 
@@ -281,7 +286,7 @@ class Store:
         for d in decisions:
             leaving = rules.exit_count(d)
             if leaving is not None:
-                self._count(leaving)
+                self.uncounted.add(leaving)
                 continue
             visit = rules.visit_event(d, self.store_id)
             entry = rules.entry_count(d)
@@ -289,13 +294,13 @@ class Store:
                 continue  # staff, or another view of an entry already counted
             self.decisions += 1
             self._emit(visit)
-            self._count(entry)
+            self.uncounted.add(entry)
             member_id = rules.member_entry(d)
             if member_id is not None:
                 try:
                     self._member_arrived(d, member_id, visit)
                 except STORAGE_ERRORS as exc:  # the visit itself is kept; a full disk never stops the store
-                    self._state_failed("appointments.db", exc)
+                    self.unflagged.refused(exc)
                     log.error("%s of a member: alerts not raised: %s", d.kind, exc)
         return decisions
 
@@ -303,7 +308,7 @@ class Store:
         try:
             arrivals = self.appointments.record_arrival(member_id, d.passage.first_seen)
         except STORAGE_ERRORS as exc:  # the arrival alert still goes out; only the appointment marks wait
-            self._state_failed("appointments.db", exc)
+            self.unflagged.refused(exc)
             arrivals = []
         for event in rules.appointment_alerts(self.store_id, visit.ts, arrivals):
             self._emit(event)
@@ -322,23 +327,14 @@ class Store:
         self.appointments.prune(rules.settled_kept_from(self.appointments.day_of(now)))
         due = self.appointments.due_no_shows(now, grace)
         alerts = {a.appointment_id: a for a in rules.no_show_alerts(self.store_id, now, due, grace,
-                                                                    raised=self._flag_unsaved,
+                                                                    raised=self.unflagged.held,
                                                                     person=self.gallery.get)}
         for appointment in due:
             alert = alerts.get(appointment.appointment_id)
             if alert is not None:
                 self._emit(alert)
-            self._flag(appointment.appointment_id)  # raised now, or raised before and only its flag is owed
-
-    def _flag(self, appointment_id: str) -> None:
-        try:
-            self.appointments.mark_flagged(appointment_id)
-        except STORAGE_ERRORS as exc:
-            self._flag_unsaved.add(appointment_id)  # never raised twice, even while the file refuses it
-            self._state_failed("appointments.db", exc)
-            return
-        self._flag_unsaved.discard(appointment_id)
-        self._state_ok("appointments.db")
+            if appointment.appointment_id not in self.unflagged.held:  # an owed flag is written by `tick`
+                self.unflagged.add(appointment.appointment_id)
 
     def publish_counts(self, force: bool = False) -> None:
         """Today's counts as the retained `counts` event, when they changed (or `force`)."""
@@ -349,34 +345,103 @@ class Store:
 
     # -- downlink messages and operator commands ---------------------------------------
 
+    def receive(self, topic: str, payload: bytes, reply: ReplyAddress | None = None) -> Reply | None:
+        """A message from the broker on one of the store's downlink topics, with where it asks to be
+        answered. A refused one is reported on `errors`; a counts/get request returns the `Reply`
+        to publish."""
+        # Another store's topic stays whole: the downlink refuses it as unknown.
+        name = events.store_topic_name(self.prefix, self.store_id, topic) or topic
+        outcome = self._handle(name, payload, reply=reply)
+        if not outcome.ok:
+            self.reject(topic, outcome.reason or "rejected")
+        return outcome.answer
+
     def command(self, name: str, payload: bytes, *, operator: bool = False) -> Outcome:
         """A downlink message by its topic name ("members/delete", ...), from the broker or, with
-        `operator`, from the operator's command line: the downlink's rules, and `members/deleted`
-        raised for an erasure.
+        `operator`, from the operator's command line: parsed and applied; never raises."""
+        if operator and name == events.COUNTS_GET:
+            return Outcome(False, "counts/get is answered only to requests from the broker")
+        return self._handle(name, payload, operator=operator)
 
-        The notice goes to the outbox whether or not a daemon runs: after a `footfall erase` on a
-        stopped box it is published at the next start, so head office erases the member too. It
-        holds the id alone, and loses it once the broker has it. An operator's erasure of an id the
-        box does not hold (`held_in` empty) is recorded (the tombstone) but not announced: head
-        office erases an id across the chain, and a mistyped id may be another store's member.
-        """
+    def _handle(self, name: str, payload: bytes, *, operator: bool = False,
+                reply: ReplyAddress | None = None) -> Outcome:
+        """Parse and apply one message: whatever goes wrong becomes a rejection with its reason."""
         if self.count_only and name == events.MEMBERS_UPSERT:
             return Outcome(False, COUNT_ONLY)
-        outcome = self.downlink.handle(name, payload)
-        if outcome.ok and outcome.reply is not None and name == events.MEMBERS_DELETE:
-            self._scrub_files()
-            if outcome.reply.get("held_in") or not operator:
-                self._emit(events.MemberDeleted(store_id=self.store_id, ts=self.clock(),
-                                                member_id=outcome.reply["member_id"]))
-        if outcome.ok and name == events.APPOINTMENTS_UPSERT:
-            self._announce_booking(payload)
-        return outcome
+        try:
+            return self.apply(self.downlink.parse(name, payload, now=self.clock(), consent_at=self.wall(),
+                                                  reply=reply), operator=operator)
+        except (Rejected, EnrolmentError) as exc:
+            return Outcome(False, str(exc) or type(exc).__name__)
+        except Exception as exc:
+            log.warning("downlink %s: failed: %s", name, exc, exc_info=True)
+            return Outcome(False, f"could not apply the message: {type(exc).__name__}: {exc}")
 
-    def _announce_booking(self, payload: bytes) -> None:
+    def apply(self, command: Command, *, operator: bool = False) -> Outcome:
+        """Apply a checked downlink command: the one place the downlink changes the state. Raises
+        `Rejected` (or a storage error) when it cannot be applied."""
+        match command:
+            case MemberUpsert():
+                self._upsert_member(command)
+            case MemberDelete():
+                return self.erase(command.member_id, command.ts, operator=operator)
+            case AppointmentUpsert():
+                self.appointments.upsert(command.appointment)
+                self._announce_booking(command.appointment.appointment_id)
+            case AppointmentDelete():
+                self.appointments.delete(command.appointment_id)
+            case CountsGet():
+                return Outcome(True, answer=self._answer_counts(command))
+        return Outcome(True)
+
+    def _upsert_member(self, upsert: MemberUpsert) -> None:
+        member_id = upsert.person.person_id
+        erased = self.gallery.erased_at(member_id)
+        if erased is not None and (upsert.ts is None or upsert.ts <= erased):
+            sent = "carries no ts" if upsert.ts is None else f"was sent at {events.iso(upsert.ts)}"
+            raise Rejected(f"{member_id} was erased at {events.iso(erased)} and this upsert {sent}: only an upsert "
+                           f"with a later ts (a new consent) enrols them again")
+        if upsert.photos is not None:
+            self.gallery.enroll(upsert.person, self._embed_photos(upsert.photos))
+        elif upsert.embeddings is not None:
+            self.gallery.enroll(upsert.person, upsert.embeddings, model_sha256=self.spec.sha256)
+
+    def erase(self, member_id: str, at: datetime | None = None, *, operator: bool = False) -> Outcome:
+        """Erase a person from every part of the state at once, and say where they were (`held_in`).
+
+        Gone: their gallery entry (a tombstone dated `at`, by default now on the wall clock, keeps a
+        stale CRM upsert from enrolling them again), their open visit window, every outbox row
+        naming them (events and `errors` reports, sent or not) and their appointments; then every
+        state file is checkpointed, so no WAL keeps a page naming them.
+
+        `members/deleted` goes to the outbox whether or not a daemon runs: after a `footfall erase`
+        on a stopped box it is published at the next start, so head office erases the member too.
+        It holds the id alone, and loses it once the broker has it. An operator's erasure of an id
+        the box does not hold is recorded (the tombstone) but not announced: head office erases an
+        id across the chain, and a mistyped id may be another store's member.
+        """
+        held = ["gallery"] if self.gallery.erase(member_id) else []
+        self.gallery.record_erasure(member_id, at or self.wall())
+        if self.window.forget(member_id):
+            held.append("open visit window")
+        sent, unsent = self.outbox.forget_member(member_id)
+        if sent or unsent:
+            held.append("outbox" + (f" ({unsent} event(s) not yet sent were dropped)" if unsent else ""))
+        if unsent:  # the id itself never goes to the journal: it would outlive the erasure there
+            log.warning("members/delete: %d unsent event(s) naming the member were erased with them", unsent)
+        if self.appointments.delete_member(member_id):
+            held.append("appointments")
+        self._scrub_files()
+        if held or not operator:
+            self._emit(events.MemberDeleted(store_id=self.store_id, ts=self.clock(), member_id=member_id))
+        # `held_in` (where the member was found) answers the operator; only the id is published.
+        return Outcome(True, reply={"member_id": member_id, "removed": True, "held_in": held})
+
+    def _announce_booking(self, appointment_id: str) -> None:
         """`appointments/booked` for a booking just stored (the CRM's, or imported on the box), so head
         office counts every booking: ids, channel and slot, through the outbox like any event."""
         try:
-            booked = self.appointments.get(str(decode_object(payload, self.limits.max_payload)["appointment_id"]))
+            booked = self.appointments.get(appointment_id)
         except STORAGE_ERRORS as exc:
             log.error("appointments: the booking was stored but could not be read back for head office: %s", exc)
             return
@@ -385,40 +450,13 @@ class Store:
                                                 appointment_id=booked.appointment_id, member_id=booked.member_id,
                                                 scheduled_at=booked.scheduled_at, channel=booked.channel))
 
-    def receive(self, topic: str, payload: bytes, properties: Any = None) -> Reply | None:
-        """A message from the broker on one of the store's downlink topics. A refused one is
-        reported on `errors`; a counts/get request returns the `Reply` to publish."""
-        # Another store's topic stays whole: the downlink refuses it as unknown.
-        name = events.store_topic_name(self.prefix, self.store_id, topic) or topic
-        if name == events.COUNTS_GET:
-            return self._answer_counts(topic, payload, properties)
-        outcome = self.command(name, payload)
-        if not outcome.ok:
-            self.reject(topic, outcome.reason or "rejected")
-        return None
-
-    def _answer_counts(self, topic: str, payload: bytes, props: Any) -> Reply | None:
-        response_topic = getattr(props, "ResponseTopic", None) if props is not None else None
-        try:
-            request = parse_counts_request(payload, self.clock(), self.config.timezone,
-                                           max_payload=self.limits.max_payload, max_buckets=self.limits.max_buckets)
-            target = response_topic or request.reply_to
-            if not target:
-                raise ValueError("no MQTT 5 response topic and no reply_to: nowhere to answer")
-            check_reply_topic(target, replies_prefix(self.prefix, self.store_id))
-            if not self._counts_requests.take():
-                raise Rejected(f"more than {self.config.downlink.counts_requests_per_minute} counts/get requests "
-                               f"a minute (downlink.counts_requests_per_minute); this one is not answered")
-            reply = counts_reply(self.store_id, request, self.counts.buckets(request.from_, request.to, request.by))
-        except Exception as exc:  # a bad request is answered on `errors`, never fatal
-            self.reject(topic, str(exc) or type(exc).__name__)
-            return None
-        properties = None
-        correlation = getattr(props, "CorrelationData", None) if props is not None else None
-        if correlation is not None:
-            properties = Properties(PacketTypes.PUBLISH)
-            properties.CorrelationData = correlation
-        return Reply(target, reply, properties)
+    def _answer_counts(self, get: CountsGet) -> Reply:
+        if not self._counts_requests.take():
+            raise Rejected(f"more than {self.config.downlink.counts_requests_per_minute} counts/get requests "
+                           f"a minute (downlink.counts_requests_per_minute); this one is not answered")
+        request = get.request
+        buckets = self.counts.buckets(request.from_, request.to, request.by)
+        return Reply(get.reply_topic, counts_reply(self.store_id, request, buckets), get.correlation)
 
     def reject(self, topic: str, reason: str, *, count: int = 1) -> None:
         """Report a refused downlink message on `errors`, at most `downlink.error_reports_per_minute`;
@@ -441,16 +479,6 @@ class Store:
         if self._error_reports.refused and self._error_reports.available():
             self.reject(self._rejected_topic, "downlink messages rejected and not reported one by one "
                                               "(downlink.error_reports_per_minute); see suppressed", count=0)
-
-    def _forget_member(self, member_id: str) -> list[str]:
-        """members/delete: the member's open window and every outbox row naming them; where they were."""
-        held = ["open visit window"] if self.window.forget(member_id) else []
-        sent, unsent = self.outbox.forget_member(member_id)
-        if sent or unsent:
-            held.append("outbox" + (f" ({unsent} event(s) not yet sent were dropped)" if unsent else ""))
-        if unsent:  # the id itself never goes to the journal: it would outlive the erasure there
-            log.warning("members/delete: %d unsent event(s) naming the member were erased with them", unsent)
-        return held
 
     def _scrub_files(self, *, again: bool = False) -> None:
         """After an erasure: checkpoint every state file (`secure_delete` is on), so neither a file
@@ -483,106 +511,28 @@ class Store:
     # -- the outbox, and what the disk refused -----------------------------------------
 
     def _emit(self, event: events.Event) -> None:
-        """Store an event in the outbox; if the disk refuses it, keep it in memory and try again later.
+        """Store an event in the outbox; if the disk refuses it, it waits in memory (`unstored`), and
+        later ones queue behind it: events leave in the order they were raised."""
+        self.unstored.add(event)
 
-        Events leave in the order they were raised: while any is held back, later ones queue behind it.
-        """
-        if self.unstored:
-            self._retry_unstored(force=True)
-        if not self.unstored:
-            try:
-                self._add(event)
-                self.on_stored()
-                return
-            except StorageError as exc:
-                self._storage_failed(exc)
-        if len(self.unstored) >= RETRY_MAX:
-            lost = self.unstored.popleft()
-            self.unstored_dropped += 1
-            log.error("outbox: %d events held in memory already; dropped %s %s", RETRY_MAX, lost.TOPIC,
-                      lost.event_id)
-        self.unstored.append(event)
-
-    def _add(self, event: events.Event) -> None:
+    def _store_event(self, event: events.Event) -> None:
         self.outbox.add_event(self.prefix, self.store_id, event)
-
-    def _retry_unstored(self, force: bool = False) -> None:
-        """Store the held-back events, oldest first, at most once a second unless `force`."""
-        if not self.unstored or (not force and time.monotonic() < self._next_storage_retry):
-            return
-        self._next_storage_retry = time.monotonic() + RETRY_EVERY_S
-        while self.unstored:
-            try:
-                self._add(self.unstored[0])
-            except StorageError as exc:
-                self._storage_failed(exc)
-                return
-            self.unstored.popleft()
         self.on_stored()
-        log.info("outbox: storing events again; every held-back event is now in the outbox")
-        self.storage_state = "ok"
 
-    def _storage_failed(self, exc: StorageError) -> None:
-        state = f"error: {exc}"
-        if state != self.storage_state:
-            log.error("outbox: %s; events are held in memory (up to %d) and stored when the disk "
-                      "accepts them again", exc, RETRY_MAX)
-        self.storage_state = state
-        self._next_storage_retry = time.monotonic() + RETRY_EVERY_S
+    def _record(self, entry: Counted) -> None:
+        self.counts.record(entry.ts, entry.kind, entry.member, entry.identified)
+        self._counts_dirty = True
+
+    def _write_held(self) -> None:
+        """Once a second: the events, entries, no-show flags and open windows the disk refused,
+        written again."""
+        if self.window.storage_error is not None and not self.unsaved_windows.held:
+            self.unsaved_windows.refused(self.window.storage_error)
+            self.unsaved_windows.hold(self.window)
+        for held in self._held:
+            held.flush()
 
     def storage_summary(self) -> str:
-        """The `storage` field of status: "ok", or the first refusal of the outbox or another state file."""
-        if self.storage_state != "ok":
-            return self.storage_state
-        for reason in self.state_errors.values():
-            return f"error: {reason}"
-        return "ok"
-
-    def _state_failed(self, name: str, exc: BaseException) -> None:
-        reason = str(exc) if name in str(exc) else f"{name}: {exc}"
-        if self.state_errors.get(name) != reason:
-            log.error("storage: %s; the store goes on and writes it again later", reason)
-        self.state_errors[name] = reason
-
-    def _state_ok(self, name: str) -> None:
-        if self.state_errors.pop(name, None) is not None:
-            log.info("storage: %s takes writes again", name)
-
-    def _retry_state_files(self) -> None:
-        """Once a second: the counts and open windows the disk refused, written again."""
-        if self.window.storage_error is None and not self.uncounted:
-            for name in ("windows.db", "counts.db"):
-                self._state_ok(name)
-            return
-        if time.monotonic() < self._next_state_retry:
-            return
-        self._next_state_retry = time.monotonic() + RETRY_EVERY_S
-        if self.window.retry_storage():
-            self._state_ok("windows.db")
-        elif self.window.storage_error:
-            self._state_failed("windows.db", RuntimeError(self.window.storage_error))
-        while self.uncounted:
-            entry = self.uncounted[0]
-            try:
-                self.counts.record(entry.ts, entry.kind, entry.member, entry.identified)
-            except STORAGE_ERRORS as exc:
-                self._state_failed("counts.db", exc)
-                return
-            self.uncounted.popleft()
-            self._counts_dirty = True
-        self._state_ok("counts.db")
-
-    def _count(self, entry: Counted) -> None:
-        """Record an entry in counts.db; while it refuses writes, entries wait in memory, in order."""
-        if not self.uncounted:
-            try:
-                self.counts.record(entry.ts, entry.kind, entry.member, entry.identified)
-                self._counts_dirty = True
-                return
-            except STORAGE_ERRORS as exc:
-                self._state_failed("counts.db", exc)
-                self._next_state_retry = time.monotonic() + RETRY_EVERY_S
-        if len(self.uncounted) >= RETRY_MAX:
-            self.uncounted.popleft()
-            log.error("counts: %d entries held in memory already; the oldest is not counted", RETRY_MAX)
-        self.uncounted.append(entry)
+        """The `storage` field of status: "ok", or why a state file refuses writes (the outbox first)."""
+        errors = [held.error for held in self._held if held.error is not None]
+        return f"error: {errors[0]}" if errors else "ok"

@@ -41,10 +41,10 @@ from psycopg_pool import ConnectionPool
 from footfall.config.hq import HqConfig
 from footfall.hq.bounds import BoundedLog, Qos0Buffer, message_cost, prune_ingest_errors
 from footfall.hq.db import Login
-from footfall.hq.ingest import TOPICS, Rejection, Row, offset_name, parse, rejection, zone_of
+from footfall.hq.ingest import TOPICS, Rejection, Row, parse, rejection, zone_of
 from footfall.hq.migrate import migrate
 from footfall.hq.writer import Written, add, is_refusal, write_batch, write_bisecting
-from footfall.sync.events import topic_filter
+from footfall.sync.events import offset_name, topic_filter
 from footfall.sync.mqtt_client import make_client, parse_broker_url
 
 log = logging.getLogger(__name__)

@@ -8,15 +8,14 @@ Access: a login page (the shared password with a name, or a user's own token) gi
 HttpOnly, SameSite=Strict session cookie holding a random token kept in memory only; every
 other route needs it. Without a configured login the dashboard does not start.
 
-Hardening, because it faces a head-office network, shared with the guide console
-(console/pages.py, console/access.py, console/limits.py): at most `max_connections`
-connections (`max_connections_per_address` from one address), each request must arrive whole
-within `request_timeout` (the oldest one still arriving makes room for a newcomer); only known
-Host names are answered (DNS rebinding); logins are limited per address and for everybody, at
-most `login_concurrency` passwords are hashed at once, every attempt costs one hash whatever the
-name, and the shared password never logs in under a user's name; POSTs must be same-origin form
-posts with a small body; date ranges are bounded; the database sessions are read-only with a
-statement timeout. See docs/security.md, "HQ dashboard".
+Hardening, because it faces a head-office network, shared with the guide console (`web/`): at
+most `max_connections` connections (`max_connections_per_address` from one address), each
+request must arrive whole within `request_timeout` (the oldest one still arriving makes room for
+a newcomer); only known Host names are answered (DNS rebinding); logins are limited per address
+and for everybody, at most `login_concurrency` passwords are hashed at once, every attempt costs
+one hash whatever the name, and the shared password never logs in under a user's name; POSTs
+must be same-origin form posts with a small body; date ranges are bounded; the database sessions
+are read-only with a statement timeout. See docs/security.md, "HQ dashboard".
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -39,14 +37,15 @@ from zoneinfo import ZoneInfo
 from footfall import __version__
 from footfall.config.hq_dashboard import DashboardConfig
 from footfall.config.schema import ConfigError
-from footfall.console.access import Logins, host_allowed, same_origin
-from footfall.console.limits import HashingBusy, HashingGate, LoginLimiter
-from footfall.console.pages import PageHandler, PageServer
-from footfall.console.server import parse_listen, verify_password
-from footfall.console.sessions import Session, SessionBook, token_in
 from footfall.hq import read
 from footfall.hq.db import Login, LoginRefused
 from footfall.sync.events import is_store_id
+from footfall.web.access import Logins, host_allowed, same_origin
+from footfall.web.limits import HashingGate, LoginLimiter
+from footfall.web.login import LoginHandler, Refusal
+from footfall.web.passwords import print_password_hash, verify_password
+from footfall.web.server import PageServer, parse_listen
+from footfall.web.sessions import Session, SessionBook
 
 log = logging.getLogger(__name__)
 
@@ -141,15 +140,6 @@ def open_pool(url: str, password: str | None, config: DashboardConfig) -> Any:
 
 
 # -- sessions and logins -------------------------------------------------------------------
-
-def cookie_token(cookie_header: str | None) -> str | None:
-    """The dashboard's session token from a Cookie header, if any."""
-    return token_in(cookie_header, COOKIE)
-
-
-def set_cookie_header(token: str, max_age: int = SESSION_TTL_S) -> str:
-    return SessionBook(COOKIE, max_age, MAX_SESSIONS).set_cookie(token)
-
 
 def login_limiter(config: DashboardConfig) -> LoginLimiter:
     """The guide console's login limiter, with the dashboard's keys."""
@@ -288,7 +278,7 @@ class Dashboard:
 
     def start(self) -> Dashboard:
         timeout = self.config.request_timeout.total_seconds()
-        handler = type("Handler", (_Handler,), {"dashboard": self, "timeout": timeout})
+        handler = type("Handler", (_Handler,), {"app": self, "timeout": timeout})
         self._httpd = _Server((self.host, self.port), handler, max_connections=self.config.max_connections,
                               max_per_address=self.config.max_connections_per_address,
                               request_timeout=timeout, label="hq dashboard")
@@ -341,10 +331,6 @@ class Dashboard:
         """The user's name if `secret` is that user's own token, or the shared password for a name
         that is not a user's; else None. Every call with a secret verifies exactly one hash."""
         return self._logins.check(name, secret, verify_password)
-
-    def check_login(self, name: str, secret: str) -> str | None:
-        """login() on one of the dashboard's few hashing threads; HashingBusy if all are busy."""
-        return self.hashing.run(self.login, name, secret)
 
     # -- the JSON endpoints ----------------------------------------------------------------
 
@@ -399,8 +385,8 @@ def static_text(name: str) -> str:
     return resources.files("footfall.hq").joinpath("static", name).read_text(encoding="utf-8")
 
 
-class _Handler(PageHandler):
-    dashboard: Dashboard
+class _Handler(LoginHandler):
+    app: Dashboard
     server_version = f"footfall-hq/{__version__}"
     security_headers = _SECURITY_HEADERS
     log_label = "hq dashboard http"
@@ -412,19 +398,13 @@ class _Handler(PageHandler):
 
     def _page(self, name: str, status: int = HTTPStatus.OK, error: str = "",
               headers: dict[str, str] | None = None) -> None:
-        html = (static_text(name).replace("{{lang}}", self.dashboard.config.language)
+        html = (static_text(name).replace("{{lang}}", self.app.config.language)
                 .replace("{{error}}", error).replace("{{error_hidden}}", "" if error else "hidden"))
         self._send(status, html.encode("utf-8"), "text/html; charset=utf-8", headers)
 
-    def _session(self) -> Session | None:
-        return self.dashboard.sessions.check(self.headers.get("Cookie"))
-
-    def _client(self) -> str:
-        return str(self.client_address[0])
-
     def _host_ok(self) -> bool:
         """Refuse a Host that is not this dashboard's (DNS rebinding); answers 421 itself."""
-        if host_allowed(self.headers.get("Host"), self.dashboard.allowed_hosts):
+        if host_allowed(self.headers.get("Host"), self.app.allowed_hosts):
             return True
         self._json(HTTPStatus.MISDIRECTED_REQUEST, {"error": "unknown Host; add it to dashboard.allowed_hosts"},
                    {"Connection": "close"})
@@ -489,13 +469,13 @@ class _Handler(PageHandler):
     def _api(self, name: str, query_string: str, session: Session) -> None:
         try:
             query = parse_qs(query_string, keep_blank_values=True, max_num_fields=16)
-            answer = self.dashboard.api(name, query, session)
+            answer = self.app.api(name, query, session)
         except KeyError:
             self._json(HTTPStatus.NOT_FOUND, {"error": f"no such view: {name[:40]}"})
         except (BadRequest, ValueError) as exc:
             self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
         except Exception as exc:  # the database is down, a query timed out: the page shows it, the server lives
-            reason, words = self.dashboard.failure(exc)
+            reason, words = self.app.failure(exc)
             log.warning("hq dashboard: /api/%s failed: %s (%s: %s)", name, words, type(exc).__name__,
                         str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "")
             # The page gets the kind of failure; who was refused and where the password came from
@@ -525,34 +505,11 @@ class _Handler(PageHandler):
         if self._session() is None:
             self._json(HTTPStatus.UNAUTHORIZED, {"error": "login required"})
             return
-        token = cookie_token(self.headers.get("Cookie"))
-        if token:
-            self.dashboard.sessions.drop(token)
-        self._redirect("/login", {"Set-Cookie": set_cookie_header("", 0)})
+        self._logout()
 
-    def _login(self, form: dict[str, list[str]]) -> None:
-        client = self._client()
-        wait = self.dashboard.limiter.admit(client)
-        if wait > 0:
-            self._page("login.html", HTTPStatus.TOO_MANY_REQUESTS, error="too_many",
-                       headers={"Retry-After": str(max(1, math.ceil(wait)))})
-            return
-        name = (form.get("name") or [""])[0]
-        secret = (form.get("password") or [""])[0]
-        try:
-            user = self.dashboard.check_login(name, secret)
-        except HashingBusy:
-            # Each hash takes 16 MiB: a crowd of logins waits outside rather than in memory.
-            self._page("login.html", HTTPStatus.SERVICE_UNAVAILABLE, error="too_many", headers={"Retry-After": "1"})
-            return
-        if user is None:
-            self.dashboard.limiter.failed(client)
-            time.sleep(self.dashboard.failure_delay)
-            self._page("login.html", HTTPStatus.UNAUTHORIZED, error="login_failed")
-            return
-        self.dashboard.limiter.succeeded(client)
-        token = self.dashboard.sessions.create(user)
-        self._redirect("/", {"Set-Cookie": set_cookie_header(token)})
+    def _login_page(self, status: int, refusal: Refusal, headers: dict[str, str] | None = None) -> None:
+        self._page("login.html", status, error="login_failed" if refusal == "failed" else "too_many",
+                   headers=headers)
 
     def handle_one_request(self) -> None:
         try:
@@ -568,21 +525,10 @@ def cmd_serve(args: Any) -> int:
     import sys
 
     from footfall.config.hq import load_hq_config
-    from footfall.console.server import hash_password
     from footfall.edge.logs import log_to_stdout
 
     if args.hash_password:
-        if sys.stdin.isatty():
-            import getpass
-
-            password = getpass.getpass("password: ")
-            if getpass.getpass("again: ") != password:
-                print("error: the passwords differ", file=sys.stderr)
-                return 1
-        else:
-            password = sys.stdin.readline().rstrip("\r\n")
-        print(hash_password(password))
-        return 0
+        return print_password_hash()
     if not args.config:
         print("error: --config is required (or --hash-password)", file=sys.stderr)
         return 2

@@ -10,11 +10,11 @@ import time
 from typing import Any
 
 from footfall.config.hq import parse_hq_config
-from footfall.console.server import hash_password
 from footfall.hq import read
 from footfall.hq.collector import Collector, connect_pool
 from footfall.hq.dashboard import Dashboard, PostgresReadSide, open_pool
 from footfall.hq.local_postgres import LocalPostgres, unavailable_reason
+from footfall.web.passwords import hash_password
 
 
 def hq_unavailable() -> str | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from footfall.edge.storage import StoreFile, db_file, open_store, purge, transaction
+from footfall.storage.sqlite import StoreFile, db_file, open_store, purge, transaction
 from footfall.sync.counts import aware, day_bounds, from_us, store_day, to_us, zone
 
 _SCHEMA = [

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from footfall.edge.storage import StoreFile, open_store, transaction
+from footfall.storage.sqlite import StoreFile, open_store, transaction
 from footfall.sync.events import iso as iso_ms
 
 KINDS = ("visit", "reentry", "exit")

@@ -1,12 +1,10 @@
-"""Downlink messages from the CRM and HQ: validate, then apply (CONTRACT, topics marked "down").
+"""Downlink messages from the CRM and HQ, checked into typed commands (CONTRACT, topics marked "down").
 
-A message is parsed and checked completely (fields, images decoded, photos
-embedded, vectors normalised) before anything is changed, so a rejected one
-leaves the gallery and the appointments as they were; the reason names the
-field (and the index of a bad image or vector) for the `errors` event.
-`Downlink.handle` never raises: whatever goes wrong becomes a rejection.
-`counts/get` is answered elsewhere; `parse_counts_request` and `counts_reply`
-are its two halves of the rules.
+`Downlink.parse` reads one message completely (fields, images decoded, vectors normalised) into
+the command of its topic, or raises `Rejected` with a reason that names the field (and the index
+of a bad image or vector) for the `errors` event. It changes nothing: the store applies the
+commands (`edge/store.py`), so a rejected message leaves the state as it was. `counts/get`
+becomes a `CountsGet` whose answer `counts_reply` shapes.
 """
 
 from __future__ import annotations
@@ -14,31 +12,30 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from datetime import datetime, timedelta
+from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from footfall.dedup.gallery import EnrolmentError, Gallery, Person, Role
+from footfall.dedup.gallery import Person, Role
 from footfall.recognition.images import decode_image
-from footfall.sync.appointments import Appointment, AppointmentStore
+from footfall.sync.appointments import Appointment
 from footfall.sync.counts import BY, bucket_floor, zone
 from footfall.sync.events import (
     APPOINTMENTS_DELETE,
     APPOINTMENTS_UPSERT,
+    COUNTS_GET,
     MEMBERS_DELETE,
     MEMBERS_UPSERT,
-    iso,
+    CountsBucket,
+    CountsReply,
     parse_iso,
-    store_topics,
+    replies_branch,
 )
-
-log = logging.getLogger(__name__)
 
 MAX_PAYLOAD = 4 * 1024 * 1024
 MAX_IMAGE_PIXELS = 16_000_000  # a 4 MiB PNG of one colour could otherwise decode to gigabytes
@@ -79,15 +76,36 @@ class Rejected(ValueError):
 
 
 @dataclass(frozen=True)
+class ReplyAddress:
+    """Where a request asks to be answered, read from its MQTT 5 properties where it comes in
+    (Response Topic, Correlation Data): plain values, no MQTT library type."""
+
+    topic: str | None = None
+    correlation: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer to publish at once, not an event (a counts/get reply): topic, payload, and the
+    request's Correlation Data."""
+
+    topic: str
+    payload: dict[str, Any]
+    correlation: bytes | None = None
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What became of a downlink message: applied (`ok`), or rejected with a `reason` for the `errors` event.
 
-    `reply`, when set, is a payload to publish in answer (members/delete -> members/deleted).
+    `reply`, when set, tells the sender what was done (members/delete: where the member was
+    found); `answer` is a `Reply` to publish (counts/get).
     """
 
     ok: bool
     reason: str | None = None
     reply: dict | None = None
+    answer: Reply | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +119,28 @@ class MemberUpsert:
 
 
 @dataclass(frozen=True)
+class MemberDelete:
+    """A checked members/delete: whom to erase, and when the CRM asked (None: the box stamps it)."""
+
+    member_id: str
+    ts: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AppointmentUpsert:
+    """A checked appointments/upsert."""
+
+    appointment: Appointment
+
+
+@dataclass(frozen=True)
+class AppointmentDelete:
+    """A checked appointments/delete."""
+
+    appointment_id: str
+
+
+@dataclass(frozen=True)
 class CountsRequest:
     """A checked counts/get: the range [from_, to) (aware), `by` "hour"|"day", and an optional reply topic."""
 
@@ -108,6 +148,18 @@ class CountsRequest:
     to: datetime
     by: str
     reply_to: str | None
+
+
+@dataclass(frozen=True)
+class CountsGet:
+    """A checked counts/get with the topic its answer goes to (under the store's `replies/`)."""
+
+    request: CountsRequest
+    reply_topic: str
+    correlation: bytes | None = None
+
+
+Command = MemberUpsert | MemberDelete | AppointmentUpsert | AppointmentDelete | CountsGet
 
 
 # -- parsing (pure) ----------------------------------------------------------------
@@ -405,7 +457,7 @@ def parse_counts_request(payload: bytes, now: datetime, tz: str | ZoneInfo, *,
 
 def replies_prefix(prefix: str, store_id: str) -> str:
     """The only branch counts/get answers may go to: `{prefix}/{store}/replies/`."""
-    return store_topics(prefix, store_id) + "replies/"
+    return replies_branch(prefix, store_id)
 
 
 def check_reply_topic(topic: str, allowed: str) -> str:
@@ -422,37 +474,25 @@ def check_reply_topic(topic: str, allowed: str) -> str:
 
 
 def counts_reply(store_id: str, request: CountsRequest, buckets: list[dict]) -> dict:
-    """The counts/get answer: `{store_id, from, to, by, buckets}`."""
-    return {
-        "store_id": store_id,
-        "from": iso(request.from_),
-        "to": iso(request.to),
-        "by": request.by,
-        "buckets": buckets,
-    }
+    """The counts/get answer (`events.CountsReply`): `{store_id, from, to, by, buckets}`."""
+    return CountsReply(store_id, request.from_, request.to, cast(Literal["hour", "day"], request.by),
+                       [CountsBucket.from_json(b) for b in buckets]).to_json()
 
 
-# -- applying ----------------------------------------------------------------------
+# -- one message, one command ---------------------------------------------------------
 
 class Downlink:
-    """Applies checked downlink messages to the gallery and the appointments; `handle` never raises."""
+    """Parses the downlink topics of one store into commands; applies nothing."""
 
-    def __init__(self, *, gallery: Gallery, appointments: AppointmentStore, embed_photos: EmbedPhotos,
-                 forget_visitor: Callable[[str], list[str]], recognizer_sha256: str, dim: int,
-                 max_payload: int | None = None, clock: Callable[[], datetime] | None = None,
-                 limits: Limits = Limits()) -> None:
-        """`clock`, if given, stamps members' consent (`consent_at`) when they are enrolled, and the
-        erase tombstone of a members/delete without `ts` (else the wall clock does)."""
-        self.gallery = gallery
-        self.appointments = appointments
-        self.embed_photos = embed_photos
-        self.forget_visitor = forget_visitor
+    def __init__(self, *, recognizer_sha256: str, dim: int, limits: Limits = Limits(), timezone: str = "UTC",
+                 replies: str = "") -> None:
+        """`replies` is the only branch counts/get answers may go to (`replies_prefix`)."""
         self.recognizer_sha256 = recognizer_sha256
         self.dim = dim
         self.limits = limits
-        self.max_payload = limits.max_payload if max_payload is None else max_payload
-        self.clock = clock
-        self._handlers: dict[str, Callable[[dict], Outcome]] = {
+        self.timezone = timezone
+        self.replies = replies
+        self._parsers: dict[str, Callable[[dict, datetime | None], Command]] = {
             MEMBERS_UPSERT: self._member_upsert,
             MEMBERS_DELETE: self._member_delete,
             APPOINTMENTS_UPSERT: self._appointment_upsert,
@@ -461,57 +501,41 @@ class Downlink:
 
     @property
     def topics(self) -> list[str]:
-        """The topic names (after `footfall/{store}/`) this handles."""
-        return list(self._handlers)
+        """The topic names (after `footfall/{store}/`) this reads."""
+        return [*self._parsers, COUNTS_GET]
 
-    def handle(self, topic_name: str, payload: bytes) -> Outcome:
-        """Validate and apply one message of `topic_name` (e.g. "members/upsert"); never raises."""
-        try:
-            handler = self._handlers.get(topic_name)
-            if handler is None:
-                return Outcome(False, f"unknown downlink topic {str(topic_name)[:80]!r}; "
-                                      f"handled here: {', '.join(self._handlers)}")
-            return handler(decode_object(payload, self.max_payload))
-        except (Rejected, EnrolmentError) as exc:
-            return Outcome(False, str(exc) or type(exc).__name__)
-        except Exception as exc:
-            log.warning("downlink %s: failed: %s", topic_name, exc, exc_info=True)
-            return Outcome(False, f"could not apply the message: {type(exc).__name__}: {exc}")
+    def parse(self, topic_name: str, payload: bytes, *, now: datetime, consent_at: datetime | None = None,
+              reply: ReplyAddress | None = None) -> Command:
+        """The command of one message of `topic_name` (e.g. "members/upsert"); Rejected with the reason.
 
-    def _member_upsert(self, message: dict) -> Outcome:
-        consent_at = self.clock() if self.clock is not None else None
-        upsert = parse_member_upsert(message, recognizer_sha256=self.recognizer_sha256, dim=self.dim,
-                                     consent_at=consent_at, limits=self.limits)
-        member_id = upsert.person.person_id
-        erased = self.gallery.erased_at(member_id)
-        if erased is not None and (upsert.ts is None or upsert.ts <= erased):
-            sent = "carries no ts" if upsert.ts is None else f"was sent at {iso(upsert.ts)}"
-            raise Rejected(f"{member_id} was erased at {iso(erased)} and this upsert {sent}: only an upsert "
-                           f"with a later ts (a new consent) enrols them again")
-        if upsert.photos is not None:
-            vectors = self.embed_photos(upsert.photos)
-            self.gallery.enroll(upsert.person, vectors)
-        elif upsert.embeddings is not None:
-            self.gallery.enroll(upsert.person, upsert.embeddings, model_sha256=self.recognizer_sha256)
-        return Outcome(True)
+        `now` (the store clock) is where a counts/get range ends by default; `consent_at` stamps a
+        member's consent; `reply` is where the message asks to be answered.
+        """
+        if topic_name == COUNTS_GET:
+            return self._counts_get(payload, now, reply or ReplyAddress())
+        parse = self._parsers.get(topic_name)
+        if parse is None:
+            raise Rejected(f"unknown downlink topic {str(topic_name)[:80]!r}; handled here: {', '.join(self.topics)}")
+        return parse(decode_object(payload, self.limits.max_payload), consent_at)
 
-    def _member_delete(self, message: dict) -> Outcome:
-        member_id = required_text(message, "member_id", max_length=self.limits.max_id_length)
-        at = parse_time(message, "ts", required=False)
-        if at is None:
-            at = self.clock() if self.clock is not None else datetime.now(UTC)
-        held = ["gallery"] if self.gallery.erase(member_id) else []
-        self.gallery.record_erasure(member_id, at)
-        held += self.forget_visitor(member_id)
-        if self.appointments.delete_member(member_id):
-            held.append("appointments")
-        # `held_in` (where the member was found) answers the operator; only the id is published.
-        return Outcome(True, reply={"member_id": member_id, "removed": True, "held_in": held})
+    def _member_upsert(self, message: dict, consent_at: datetime | None) -> Command:
+        return parse_member_upsert(message, recognizer_sha256=self.recognizer_sha256, dim=self.dim,
+                                   consent_at=consent_at, limits=self.limits)
 
-    def _appointment_upsert(self, message: dict) -> Outcome:
-        self.appointments.upsert(parse_appointment(message, self.limits))
-        return Outcome(True)
+    def _member_delete(self, message: dict, _: datetime | None) -> Command:
+        return MemberDelete(required_text(message, "member_id", max_length=self.limits.max_id_length),
+                            parse_time(message, "ts", required=False))
 
-    def _appointment_delete(self, message: dict) -> Outcome:
-        self.appointments.delete(required_text(message, "appointment_id", max_length=self.limits.max_id_length))
-        return Outcome(True)
+    def _appointment_upsert(self, message: dict, _: datetime | None) -> Command:
+        return AppointmentUpsert(parse_appointment(message, self.limits))
+
+    def _appointment_delete(self, message: dict, _: datetime | None) -> Command:
+        return AppointmentDelete(required_text(message, "appointment_id", max_length=self.limits.max_id_length))
+
+    def _counts_get(self, payload: bytes, now: datetime, reply: ReplyAddress) -> CountsGet:
+        request = parse_counts_request(payload, now, self.timezone, max_payload=self.limits.max_payload,
+                                       max_buckets=self.limits.max_buckets)
+        target = reply.topic or request.reply_to
+        if not target:
+            raise Rejected("no MQTT 5 response topic and no reply_to: nowhere to answer")
+        return CountsGet(request, check_reply_topic(target, self.replies), reply.correlation)

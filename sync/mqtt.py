@@ -53,7 +53,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from footfall.config.schema import MqttConfig
-from footfall.edge.storage import StorageError
+from footfall.storage.sqlite import StorageError
 from footfall.sync import events
 from footfall.sync.mqtt_client import make_client, parse_broker_url
 from footfall.sync.outbox import Outbox, Row
@@ -251,10 +251,16 @@ class Publisher:
         self._wake.set()
 
     def publish_now(self, topic: str, payload: dict[str, Any] | str | bytes, *, retain: bool = False,
-                    qos: int = 0, properties: Properties | None = None) -> None:
-        """Publish something that is not an event (a counts reply): not persisted, dropped when offline."""
+                    qos: int = 0, properties: Properties | None = None, correlation: bytes | None = None) -> None:
+        """Publish something that is not an event (a counts reply): not persisted, dropped when offline.
+
+        `correlation`: the Correlation Data of the request answered, added to `properties`.
+        """
         if qos not in (0, 1, 2):
             raise ValueError(f"qos must be 0, 1 or 2, got {qos}")
+        if correlation is not None:
+            properties = properties or Properties(PacketTypes.PUBLISH)
+            properties.CorrelationData = correlation
         self._direct.put(_Direct(topic, _json_bytes(payload), retain, qos, properties if self._v5 else None))
         self._wake.set()
 

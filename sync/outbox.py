@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from footfall.edge.storage import StorageError, StoreFile, open_store, purge, transaction
+from footfall.storage.sqlite import StorageError, StoreFile, open_store, purge, transaction
 from footfall.sync import events
 
 log = logging.getLogger(__name__)

@@ -138,6 +138,9 @@ SLOW_MODULES |= {"test_tls_proxy"}
 # `footfall render` clips replayed by `footfall run --once` through Mosquitto.
 SLOW_MODULES |= {"test_render"}
 
+# Texts the box takes, at head office: Mosquitto, the collector and PostgreSQL.
+SLOW_MODULES |= {"test_hq_text_bounds"}
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:

@@ -32,9 +32,9 @@ from footfall.dedup.gallery import Person
 from footfall.edge import admin
 from footfall.edge.admin import send
 from footfall.edge.daemon import Daemon
-from footfall.edge.storage_lock import StorageBusy, StorageLock
 from footfall.edge.store import open_gallery
 from footfall.recognition.images import read_image
+from footfall.storage.lock import StorageBusy, StorageLock
 from footfall.tooling.scenario import Appearance, Clip, SpriteBank, frames
 
 

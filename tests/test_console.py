@@ -20,31 +20,32 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from footfall.config.schema import ConfigError, parse_config
 from footfall.console import server as con
-from footfall.console.sessions import SessionBook
 from footfall.sync import events
 from footfall.sync.events import ArrivalAlert, Counts, NoShowAlert, Status
+from footfall.web.passwords import hash_password
+from footfall.web.sessions import SessionBook
 
 SH = timezone(timedelta(hours=8))
 STORE = "sh-001"
 PASSWORD = "open sesame"
-PASSWORD_HASH = con.hash_password(PASSWORD)
+PASSWORD_HASH = hash_password(PASSWORD)
 GUIDE_TOKEN = "li-na-token"
-GUIDES = {"Li Na": con.hash_password(GUIDE_TOKEN)}
+GUIDES = {"Li Na": hash_password(GUIDE_TOKEN)}
 
 
 # -- passwords, SSE framing, sessions -------------------------------------------------------
 
 def test_a_password_verifies_against_its_salted_hash_and_nothing_else():
-    h = con.hash_password("correct horse")
+    h = hash_password("correct horse")
     assert h.startswith("scrypt$") and "correct horse" not in h
     assert con.verify_password("correct horse", h)
     assert not con.verify_password("correct hors", h)
     assert not con.verify_password("", h)
-    assert con.hash_password("correct horse") != h  # a fresh salt each time
+    assert hash_password("correct horse") != h  # a fresh salt each time
     for bad in ("", "scrypt$", "pbkdf2$1$2$3$4$5", "scrypt$16384$8$1$!!$!!", h.replace("$16384$", "$99999999$")):
         assert not con.verify_password("correct horse", bad)
     with pytest.raises(ValueError):
-        con.hash_password("")
+        hash_password("")
 
 
 def test_an_sse_frame_names_the_event_and_carries_json_data():
@@ -61,7 +62,7 @@ def test_an_sse_frame_names_the_event_and_carries_json_data():
 def test_a_session_cookie_is_checked_against_tokens_in_memory():
     sessions = SessionBook(con.COOKIE, 60, 10)
     token = sessions.create("Wang Fang")
-    header = con.set_cookie_header(token)
+    header = sessions.set_cookie(token)
     assert "HttpOnly" in header and "SameSite=Strict" in header and "Path=/" in header
     assert sessions.check(f"other=1; {con.COOKIE}={token}").user == "Wang Fang"
     assert sessions.check(None) is None

@@ -29,17 +29,19 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from footfall.config.schema import parse_config
 from footfall.console import server as con
-from footfall.console.limits import AckBook, LoginLimiter
+from footfall.console.limits import AckBook
 from footfall.console.messages import Dropped, parse_message
 from footfall.sync import events
 from footfall.sync.events import ArrivalAlert
+from footfall.web.limits import LoginLimiter
+from footfall.web.passwords import hash_password
 
 SH = timezone(timedelta(hours=8))
 STORE = "sh-001"
 PASSWORD = "open sesame"
-PASSWORD_HASH = con.hash_password(PASSWORD)
+PASSWORD_HASH = hash_password(PASSWORD)
 GUIDE_TOKEN = "li-na-token"
-GUIDES = {"Li Na": con.hash_password(GUIDE_TOKEN)}
+GUIDES = {"Li Na": hash_password(GUIDE_TOKEN)}
 REPO = Path(__file__).resolve().parents[1]
 
 needs_broker = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")

@@ -1,17 +1,21 @@
 """Specification of the downlink (CONTRACT, topics marked "down": members, appointments, counts/get).
 
 A message is applied whole or not at all: a rejected one changes neither the
-gallery nor the appointments, and its reason names the field (and the index of
-a bad image or vector) for the `errors` event. Whatever arrives, `handle`
-never raises. Photos go through the real models (the shipped EdgeFace-XS pack,
-512-d); embeddings are synthetic 512-d vectors made "by" that recognizer.
+gallery nor the appointments nor the open visit windows, and its reason names the
+field (and the index of a bad image or vector) for the `errors` event. Whatever
+arrives, the store's `command` never raises. Messages go through a real `Store`
+(the downlink parses them, the store applies them). Photos go through the real
+models (the shipped EdgeFace-XS pack, 512-d); embeddings are synthetic 512-d
+vectors made "by" that recognizer.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+import shutil
+import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -21,15 +25,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from footfall.config.schema import parse_config
 from footfall.dedup.enrol import embeddings_from_photos
-from footfall.dedup.gallery import Gallery
+from footfall.dedup.gallery import Gallery, Person
+from footfall.edge.store import Store, wall_clock
 from footfall.recognition.images import read_image
-from footfall.sync.appointments import Appointment, AppointmentStore
+from footfall.recognition.spec import recognizer_spec
+from footfall.sync.appointments import Appointment
 from footfall.sync.counts import CountStore
 from footfall.sync.downlink import (
     MAX_PAYLOAD,
     CountsRequest,
-    Downlink,
     Outcome,
     counts_reply,
     image_size,
@@ -67,8 +73,8 @@ def payload(message) -> bytes:
 # -- fixtures ----------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def sha(default_analyzer) -> str:
-    return default_analyzer.pack.recognizer.sha256
+def sha() -> str:
+    return recognizer_spec(parse_config({})).sha256
 
 
 @pytest.fixture(scope="session")
@@ -77,35 +83,38 @@ def obama_jpeg(faces_dir: Path) -> str:
 
 
 class Box:
-    """The state a downlink changes: gallery, appointments, open visit windows (a set of ids here)."""
+    """A store on its own state directory: what a downlink message changes is its gallery, its
+    appointments and its open visit windows."""
 
-    def __init__(self, sha: str, embed_photos, gallery_path: Path | None = None) -> None:
-        self.gallery = Gallery(dim=DIM, threshold=THRESHOLD, margin=MARGIN, model_sha256=sha, db_path=gallery_path)
-        self.appointments = AppointmentStore(None, "Asia/Shanghai")
-        self.open_windows: set[str] = set()
-        self.downlink = Downlink(gallery=self.gallery, appointments=self.appointments, embed_photos=embed_photos,
-                                 forget_visitor=self.forget, recognizer_sha256=sha, dim=DIM)
+    def __init__(self, sha: str, embed_photos, root: Path | None = None, wall=wall_clock) -> None:
+        self._temporary = root is None
+        self.root = Path(root or tempfile.mkdtemp(prefix="downlink-"))
+        config = parse_config({"store_id": "sh-001", "timezone": "Asia/Shanghai",
+                               "storage": {"dir": str(self.root / "state")}})
+        self.store = Store(config, recognizer_spec(config), embed_photos, wall=wall)
+        assert self.store.spec.sha256 == sha
+        self.gallery = self.store.gallery
+        self.appointments = self.store.appointments
 
-    def forget(self, visitor_id: str) -> list[str]:
-        found = visitor_id in self.open_windows
-        self.open_windows.discard(visitor_id)
-        return ["open visit window"] if found else []
+    def open_window(self, member_id: str) -> None:
+        self.store.window.enter_member(member_id, datetime.now(UTC))
 
     def send(self, topic: str, message) -> Outcome:
-        return self.downlink.handle(topic, message if isinstance(message, bytes) else payload(message))
+        return self.store.command(topic, message if isinstance(message, bytes) else payload(message))
 
     def snapshot(self, probes: np.ndarray) -> tuple:
         matches = [m and (m.person.person_id, round(m.score, 5)) for m in map(self.gallery.match, probes)]
-        return self.gallery.people(), self.appointments.appointments(), sorted(self.open_windows), matches
+        return self.gallery.people(), self.appointments.appointments(), self.store.window.open_windows(), matches
 
     def close(self) -> None:
-        self.gallery.close()
-        self.appointments.close()
+        self.store.close()
+        if self._temporary:
+            shutil.rmtree(self.root)
 
 
 @pytest.fixture
-def box(sha, default_analyzer):
-    b = Box(sha, lambda imgs: embeddings_from_photos(default_analyzer, imgs))
+def box(sha, default_analyzer, tmp_path):
+    b = Box(sha, lambda imgs: embeddings_from_photos(default_analyzer, imgs), tmp_path)
     yield b
     b.close()
 
@@ -173,10 +182,9 @@ def test_an_upsert_of_a_known_member_replaces_their_record_and_vectors(box, sha)
     assert len(box.gallery) == 1
 
 
-def test_consent_is_stamped_with_the_clock_when_one_is_given(sha):
-    b = Box(sha, lambda imgs: faces(len(imgs)))
+def test_consent_is_stamped_with_the_clock_when_one_is_given(sha, tmp_path):
+    b = Box(sha, lambda imgs: faces(len(imgs)), tmp_path, wall=lambda: NOW)
     try:
-        b.downlink.clock = lambda: NOW
         b.send("members/upsert", member_upsert(sha))
         assert b.gallery.get("M-1").consent_at == NOW
     finally:
@@ -186,7 +194,7 @@ def test_consent_is_stamped_with_the_clock_when_one_is_given(sha):
 def test_an_upsert_is_kept_in_a_gallery_file_across_a_restart(tmp_path, sha):
     path = tmp_path / "state" / "gallery.db"
     people = faces(1)
-    first = Box(sha, lambda imgs: faces(len(imgs)), gallery_path=path)
+    first = Box(sha, lambda imgs: faces(len(imgs)), tmp_path)
     assert first.send("members/upsert", member_upsert(sha, "M-9", people)).ok
     first.close()
     with Gallery(dim=DIM, threshold=THRESHOLD, margin=MARGIN, model_sha256=sha, db_path=path) as again:
@@ -200,14 +208,14 @@ def test_delete_removes_a_member_from_gallery_window_and_appointments(box, sha):
     people = faces(2)
     box.send("members/upsert", member_upsert(sha, "M-1", people[:1]))
     box.send("members/upsert", member_upsert(sha, "M-2", people[1:]))
-    box.send("appointments/upsert", appointment_upsert("A-1", "M-1"))
-    box.send("appointments/upsert", appointment_upsert("A-2", "M-2"))
-    box.open_windows |= {"M-1", "M-2"}
+    for appointment_id, member_id in (("A-1", "M-1"), ("A-2", "M-2")):  # stored only: no booking event names them
+        box.appointments.upsert(Appointment(appointment_id, member_id, NOW, "wechat", "Zhang Min"))
+        box.open_window(member_id)
     outcome = box.send("members/delete", {"member_id": "M-1"})
     assert outcome == Outcome(True, reply={"member_id": "M-1", "removed": True,
                                            "held_in": ["gallery", "open visit window", "appointments"]})
     assert box.gallery.get("M-1") is None and box.gallery.match(people[0]) is None
-    assert box.open_windows == {"M-2"}
+    assert box.store.window.open_windows() == 1 and not box.store.window.forget("M-1")
     assert [a.appointment_id for a in box.appointments.appointments()] == ["A-2"]
     assert box.gallery.get("M-2") is not None
 
@@ -292,7 +300,7 @@ def test_a_broken_message_is_rejected_naming_the_field_and_changes_nothing(box, 
     people = faces(3, seed=1)
     box.send("members/upsert", member_upsert(sha, "M-1", people[:1], tier="silver"))
     box.send("appointments/upsert", appointment_upsert("A-1", "M-1"))
-    box.open_windows.add("M-1")
+    box.open_window("M-1")
     before = box.snapshot(people)
     valid = member_upsert(sha, "M-1", people[1:]) if topic.startswith("members/") else appointment_upsert()
     outcome = box.send(topic, breaks(valid))
@@ -379,10 +387,10 @@ def read_image_size(b64_jpeg: str) -> tuple[int, int]:
     return w, h
 
 
-def test_a_failure_inside_a_store_becomes_a_rejection_not_an_exception(sha):
+def test_a_failure_inside_a_store_becomes_a_rejection_not_an_exception(sha, tmp_path):
     def broken(imgs):
         raise RuntimeError("the recognizer crashed")
-    b = Box(sha, broken)
+    b = Box(sha, broken, tmp_path)
     try:
         tiny = b64(encoded(np.zeros((8, 8, 3), np.uint8)))
         message = without(without(member_upsert(sha), "embeddings"), "embedding_model") | {"images": [tiny]}
@@ -392,7 +400,7 @@ def test_a_failure_inside_a_store_becomes_a_rejection_not_an_exception(sha):
         outcome = b.send("appointments/upsert", appointment_upsert())
         assert not outcome.ok and outcome.reason
     finally:
-        b.gallery.close()
+        b.close()
 
 
 # -- counts/get --------------------------------------------------------------------
@@ -456,39 +464,38 @@ json_values = st.recursive(scalars, lambda children: st.lists(children, max_size
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # examples: the profile (conftest)
 
 
-def fuzz_box(sha: str) -> Box:
-    """A box with someone in every store, and a fake (fast) photo embedder."""
+@pytest.fixture(scope="module")
+def fuzz_box(sha):
+    """One box for every example (a store opens in tens of milliseconds), with a fake (fast) photo embedder."""
     b = Box(sha, lambda imgs: faces(len(imgs), seed=5)[: len(imgs)])
-    b.send("members/upsert", member_upsert(sha, "M-1", faces(3, seed=1)[:1]))
-    b.send("appointments/upsert", appointment_upsert("A-1", "M-1"))
-    b.open_windows.add("M-1")
-    return b
+    yield b
+    b.close()
 
 
-def check_invariants(sha: str, topic: str, raw: bytes) -> None:
-    b = fuzz_box(sha)
-    try:
-        probes = faces(3, seed=1)
-        before = b.snapshot(probes)
-        outcome = b.downlink.handle(topic, raw)
-        assert isinstance(outcome, Outcome)
-        if not outcome.ok:
-            assert isinstance(outcome.reason, str) and outcome.reason.strip()
-            assert b.snapshot(probes) == before
-    finally:
-        b.close()
+def check_invariants(b: Box, topic: str, raw: bytes) -> None:
+    # Someone in every part of the state again, whatever the examples before took away.
+    b.gallery.enroll(Person("M-1", "Li Wei", "member", tier="gold", consent=True), faces(3, seed=1)[:1])
+    b.appointments.upsert(Appointment("A-1", "M-1", NOW, "wechat", "Zhang Min"))
+    b.open_window("M-1")
+    probes = faces(3, seed=1)
+    before = b.snapshot(probes)
+    outcome = b.send(topic, raw)
+    assert isinstance(outcome, Outcome)
+    if not outcome.ok:
+        assert isinstance(outcome.reason, str) and outcome.reason.strip()
+        assert b.snapshot(probes) == before
 
 
 @FUZZ
 @given(topic=st.sampled_from(TOPICS), raw=st.binary(max_size=300))
-def test_fuzz_arbitrary_bytes_never_raise_and_rejections_change_nothing(sha, topic, raw):
-    check_invariants(sha, topic, raw)
+def test_fuzz_arbitrary_bytes_never_raise_and_rejections_change_nothing(fuzz_box, topic, raw):
+    check_invariants(fuzz_box, topic, raw)
 
 
 @FUZZ
 @given(topic=st.sampled_from(TOPICS), message=json_values)
-def test_fuzz_arbitrary_json_never_raises_and_rejections_change_nothing(sha, topic, message):
-    check_invariants(sha, topic, payload(message))
+def test_fuzz_arbitrary_json_never_raises_and_rejections_change_nothing(fuzz_box, topic, message):
+    check_invariants(fuzz_box, topic, payload(message))
 
 
 @st.composite
@@ -515,9 +522,9 @@ def nearly_valid(draw, sha: str):
 
 @FUZZ
 @given(data=st.data())
-def test_fuzz_nearly_valid_messages_never_raise_and_rejections_change_nothing(sha, data):
+def test_fuzz_nearly_valid_messages_never_raise_and_rejections_change_nothing(fuzz_box, sha, data):
     topic, message = data.draw(nearly_valid(sha))
-    check_invariants(sha, topic, payload(message))
+    check_invariants(fuzz_box, topic, payload(message))
 
 
 @FUZZ

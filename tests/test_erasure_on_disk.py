@@ -103,7 +103,7 @@ def test_a_checkpoint_a_reader_held_up_after_an_erasure_is_done_a_second_later(t
     config = parse_config({"store_id": "sh-001", "timezone": "Asia/Shanghai", "storage": {"dir": str(tmp_path)}})
     booking = {"appointment_id": "A-1", "member_id": MEMBER, "channel": "wechat", "advisor": "Li",
                "scheduled_at": (datetime.now(UTC) + timedelta(hours=2)).isoformat()}
-    with Store(config, default_analyzer) as store:
+    with Store(config, default_analyzer.pack.spec) as store:
         assert store.command(events.APPOINTMENTS_UPSERT, json.dumps(booking).encode()).ok
         assert store.command(events.APPOINTMENTS_DELETE, b'{"appointment_id": "A-1"}').ok
         reader = sqlite3.connect(tmp_path / "appointments.db", isolation_level=None)  # `footfall doctor`, say

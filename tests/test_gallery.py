@@ -19,8 +19,8 @@ import pytest
 
 from footfall.dedup.enrol import embeddings_from_photos
 from footfall.dedup.gallery import EnrolmentError, Gallery, Person
-from footfall.edge.storage import StorageError
 from footfall.recognition.images import pad_photo, read_image
+from footfall.storage.sqlite import StorageError
 
 DIM = 64
 MODEL = "a" * 64

@@ -19,8 +19,8 @@ import pytest
 from footfall.config.hq import parse_hq_config
 from footfall.config.hq_dashboard import DashboardConfig
 from footfall.config.schema import ConfigError
-from footfall.console.server import hash_password
 from footfall.hq import dashboard as dash
+from footfall.web.passwords import hash_password
 
 PASSWORD = "chain figures"
 TOKEN = "analyst-token"

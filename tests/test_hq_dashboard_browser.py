@@ -18,7 +18,6 @@ import pytest
 from test_console import _browser, login, screenshot, wait
 
 from footfall.config.hq_dashboard import DashboardConfig
-from footfall.console.server import hash_password
 from footfall.hq import dashboard as dash
 from footfall.hq.collector import Zones
 from footfall.hq.ingest import Row, parse
@@ -26,6 +25,7 @@ from footfall.hq.local_postgres import LocalPostgres
 from footfall.hq.migrate import migrate
 from footfall.hq.reconcile import Result, record
 from footfall.hq.writer import write_batch
+from footfall.web.passwords import hash_password
 
 PASSWORD = "chain figures"
 DAY, PREV = "2026-11-23", "2026-11-22"

@@ -24,8 +24,8 @@ from broker import free_port, wait_until
 from test_hq_dashboard import NOW, MemoryReadSide
 
 from footfall.config.hq_dashboard import DashboardConfig
-from footfall.console.server import hash_password
 from footfall.hq import dashboard as dash
+from footfall.web.passwords import hash_password
 
 PASSWORD = "chain figures"
 TOKEN = "analyst-token"

@@ -24,10 +24,10 @@ from test_hq_dashboard import get_json, log_in
 from footfall.cli.main import main
 from footfall.config.hq import parse_hq_config
 from footfall.config.hq_dashboard import DashboardConfig
-from footfall.console.server import hash_password
 from footfall.hq import dashboard as dash
 from footfall.hq.db import Login
 from footfall.hq.local_postgres import LocalPostgres
+from footfall.web.passwords import hash_password
 
 RIGHT = "the right one"
 DASHBOARD_PASSWORD = "figures"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from footfall.edge.storage import StorageError
+from footfall.storage.sqlite import StorageError
 from footfall.sync.outbox import OUTBOX_FILE, Outbox
 
 TTL = timedelta(minutes=2)

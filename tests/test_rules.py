@@ -18,7 +18,7 @@ import pytest
 
 from footfall.dedup.gallery import Person
 from footfall.edge import rules
-from footfall.edge.decisions import Decision, Passage
+from footfall.edge.decisions import Decision, Passage, role
 from footfall.sync import events
 from footfall.sync.appointments import Appointment, Arrival, minutes_early
 from footfall.sync.counts import Counted
@@ -122,8 +122,8 @@ def test_another_view_of_an_entry_already_counted_produces_nothing():
 
 
 def test_the_role_is_member_exactly_when_a_member_id_is_carried():
-    assert rules.role("M-1") == "member"
-    assert rules.role(None) == "visitor" and rules.role("") == "visitor"
+    assert role("M-1") == "member"
+    assert role(None) == "visitor" and role("") == "visitor"
     out = apply([member_visit(0)])
     [visit] = out.of(events.VisitEvent)
     assert (visit.role, visit.member_id) == ("member", "M-1")

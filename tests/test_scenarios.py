@@ -85,7 +85,7 @@ class Store:
         return FileSource(clip.camera_id, path, clip.start_time, fps=5)
 
     def run(self, *sources: FileSource, enrol=()):
-        with BoxStore(self.config, self.analyzer, media_clock=True) as box:
+        with BoxStore(self.config, self.analyzer.pack.spec, media_clock=True) as box:
             for person, photos in enrol:
                 images = [(p, read_image(self.bank.faces_dir / person.person_id / p)) for p in photos]
                 box.gallery.enroll(person, embeddings_from_photos(self.analyzer, images))

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from footfall.edge.storage import StorageError, StoreFile, open_store, transaction
+from footfall.storage.sqlite import StorageError, StoreFile, open_store, transaction
 
 STEPS = ["CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT NOT NULL);"]
 

@@ -22,7 +22,7 @@ from test_daemon import PREFIX, config_file, door_camera, enrol, entrance_clip, 
 
 from footfall.config.schema import load_config
 from footfall.edge.daemon import Daemon
-from footfall.edge.storage import StorageError
+from footfall.storage.sqlite import StorageError
 from footfall.sync import events
 from footfall.sync.appointments import Appointment, AppointmentStore
 from footfall.sync.outbox import Outbox
@@ -69,17 +69,17 @@ def test_a_full_disk_holds_events_in_memory_reports_it_and_stores_them_later_in_
             object.__setattr__(event, "visitor_id", "v" * 100_000)
             daemon.store._emit(event)
         assert [e.event_id for e in daemon.store.unstored] == ["visit-2", "visit-3"]
-        assert daemon.store.storage_state.startswith("error: ") and "outbox.db" in daemon.store.storage_state
+        assert daemon.store.storage_summary().startswith("error: ") and "outbox.db" in daemon.store.storage_summary()
         status = daemon.publisher._status("online").to_json()
-        assert status["storage"] == daemon.store.storage_state and "full" in status["storage"]
+        assert status["storage"] == daemon.store.storage_summary() and "full" in status["storage"]
         daemon.store._emit(visit(4))  # small enough, but waits behind the held ones: order is kept
         assert [e.event_id for e in daemon.store.unstored] == ["visit-2", "visit-3", "visit-4"]
         daemon._housekeeping()  # a retry that still fails changes nothing
         assert len(daemon.store.unstored) == 3
         conn.execute("PRAGMA max_page_count = 1073741823")  # room again
-        daemon.store._next_storage_retry = 0.0
+        daemon.store.unstored._next_try = 0.0  # the retry is due
         daemon._housekeeping()
-        assert not daemon.store.unstored and daemon.store.storage_state == "ok"
+        assert not daemon.store.unstored and daemon.store.storage_summary() == "ok"
         assert daemon.publisher._status("online").to_json()["storage"] == "ok"
         assert outbox_ids(daemon.store.outbox.path) == ["visit-1", "visit-2", "visit-3", "visit-4"]
     finally:

@@ -17,8 +17,8 @@ import pytest
 from footfall.config.schema import PrivacyConfig, load_config
 from footfall.dedup.gallery import EnrolmentError, Person
 from footfall.edge.decisions import Passage
-from footfall.edge.storage_lock import StorageBusy
 from footfall.edge.store import Store
+from footfall.storage.lock import StorageBusy
 from footfall.sync import events
 from footfall.sync.appointments import Appointment
 
@@ -52,21 +52,21 @@ def rows(store: Store) -> list[tuple[str, dict]]:
 
 @pytest.fixture
 def store(tmp_path, default_analyzer):
-    with Store(config(tmp_path), default_analyzer, media_clock=True) as s:
+    with Store(config(tmp_path), default_analyzer.pack.spec, media_clock=True) as s:
         s.advance(START)
         yield s
 
 
 def test_a_second_owner_of_the_state_directory_is_refused_naming_the_holder(tmp_path, default_analyzer, store):
     with pytest.raises(StorageBusy, match=r"is in use by pid \d+ \(footfall run"):
-        Store(config(tmp_path), default_analyzer, command="footfall erase")
+        Store(config(tmp_path), default_analyzer.pack.spec, command="footfall erase")
     store.close()
-    Store(config(tmp_path), default_analyzer, command="footfall erase").close()  # free once closed
+    Store(config(tmp_path), default_analyzer.pack.spec, command="footfall erase").close()  # free once closed
 
 
 def test_who_holds_the_state_directory_can_be_seen_without_taking_it(tmp_path, default_analyzer, store):
     from footfall.cli.doctor import _storage
-    from footfall.edge.storage_lock import current_holder
+    from footfall.storage.lock import current_holder
 
     holder = current_holder(tmp_path / "state")
     assert holder is not None and holder["command"] == "footfall run"
@@ -74,7 +74,7 @@ def test_who_holds_the_state_directory_can_be_seen_without_taking_it(tmp_path, d
     store.close()
     assert current_holder(tmp_path / "state") is None
     assert _storage(config(tmp_path)).endswith("not in use")
-    Store(config(tmp_path), default_analyzer).close()  # looking took nothing
+    Store(config(tmp_path), default_analyzer.pack.spec).close()  # looking took nothing
 
 
 def test_a_stranger_is_a_visit_then_a_reentry_published_and_counted(store):
@@ -198,7 +198,7 @@ def test_a_member_recognised_only_on_a_later_passage_gets_the_pop_up_then_on_the
 
 def test_a_count_only_store_enrols_nobody_and_counts_every_passage_as_a_visit(tmp_path, default_analyzer):
     count_only = config(tmp_path).model_copy(update={"privacy": PrivacyConfig(mode="count_only")})
-    with Store(count_only, default_analyzer, media_clock=True) as store:
+    with Store(count_only, default_analyzer.pack.spec, media_clock=True) as store:
         store.advance(START)
         upsert = {"member_id": "m-1", "name": "M", "role": "member", "consent": True, "embeddings": [unit(1).tolist()],
                   "embedding_model": store.downlink.recognizer_sha256}
@@ -219,7 +219,7 @@ def state_bytes(tmp_path: Path, name: str) -> bytes:
 
 
 def test_a_count_only_start_erases_the_anonymous_vectors_a_recognising_run_left_open(tmp_path, default_analyzer):
-    with Store(config(tmp_path), default_analyzer, media_clock=True) as recognising:
+    with Store(config(tmp_path), default_analyzer.pack.spec, media_clock=True) as recognising:
         recognising.advance(START)
         recognising.enter([passage(START, unit(5))])
         assert recognising.window.open_windows() == 1
@@ -227,7 +227,7 @@ def test_a_count_only_start_erases_the_anonymous_vectors_a_recognising_run_left_
     assert vector in state_bytes(tmp_path, "windows.db"), "the check below would see the vector"
 
     count_only = config(tmp_path).model_copy(update={"privacy": PrivacyConfig(mode="count_only")})
-    with Store(count_only, default_analyzer, media_clock=True) as store:
+    with Store(count_only, default_analyzer.pack.spec, media_clock=True) as store:
         assert store.window.open_windows() == 0
         assert vector not in state_bytes(tmp_path, "windows.db")
 

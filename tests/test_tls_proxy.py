@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from broker import free_port, wait_until
 
-from footfall.console.server import hash_password
+from footfall.web.passwords import hash_password
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "config" / "nginx-footfall.conf.example"

@@ -163,7 +163,7 @@ def test_the_store_daemon_runs_as_its_unit_with_the_broker_password_as_a_credent
 @needs_seccomp
 @needs_broker
 def test_the_guide_console_runs_as_its_unit_and_logs_in_as_its_own_broker_user(tmp_path, etc, workdir):
-    from footfall.console.server import hash_password
+    from footfall.web.passwords import hash_password
 
     broker = Broker(tmp_path / "broker", users={"sh-001": "box secret", "sh-001-console": "console secret"}).start()
     port = free_port()
@@ -280,7 +280,7 @@ def test_the_hq_collector_runs_as_its_unit_with_three_passwords_as_credentials(t
 @needs_seccomp
 def test_the_hq_dashboard_runs_as_its_unit_with_the_database_password_as_a_credential(etc, workdir, hq_db,
                                                                                     password_role):
-    from footfall.console.server import hash_password
+    from footfall.web.passwords import hash_password
 
     role, db_password = password_role
     url = hq_db.replace("//footfall@", f"//{role}@")

@@ -1,4 +1,4 @@
-"""What the guide console and the HQ dashboard share about access (console/access.py): how a
+"""What the guide console and the HQ dashboard share about access (web/access.py): how a
 user name is normalised and compared, the constant-cost lookup of logins, the Host and Origin
 checks. Pure functions; the servers using them are attacked in test_console_hardening.py and
 test_hq_dashboard_hardening.py."""
@@ -9,15 +9,15 @@ from email.message import Message
 
 import pytest
 
-from footfall.console.access import (
+from footfall.web.access import (
     MAX_NAME,
-    NO_MATCH_HASH,
     Logins,
     display_name,
     host_allowed,
     name_key,
     same_origin,
 )
+from footfall.web.passwords import NO_MATCH_HASH
 
 
 @pytest.mark.parametrize(("typed", "shown"), [

@@ -20,7 +20,7 @@ import pytest
 
 from footfall.dedup.vectors import vectors_to_keep
 from footfall.dedup.window import MAX_VECTORS, VisitWindow, pick_visitor, store_day_end
-from footfall.edge.storage import StorageError
+from footfall.storage.sqlite import StorageError
 
 DIM = 64
 TZ = ZoneInfo("Asia/Shanghai")
@@ -360,7 +360,7 @@ def test_a_damaged_database_is_refused_by_name(tmp_path):
 def test_a_failed_commit_leaves_no_open_transaction_and_keeps_its_cause(tmp_path):
     import sqlite3
 
-    from footfall.edge.storage import open_db, transaction
+    from footfall.storage.sqlite import open_db, transaction
 
     conn = open_db(tmp_path / "t.db")
     conn.execute("CREATE TABLE t (x INTEGER)")

@@ -13,6 +13,7 @@ that is deleted at the end.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from footfall.config.schema import CameraConfig, parse_config
-from footfall.console.server import Console, hash_password
+from footfall.console.server import Console
 from footfall.edge.daemon import Daemon
 from footfall.edge.decisions import Decision
 from footfall.edge.pipeline import Pipeline, replay
@@ -39,6 +40,7 @@ from footfall.sync.mqtt_client import local_config, make_client
 from footfall.tooling.demo_crm import CrmDay, guide_ack, import_crm_day, plan_crm_day
 from footfall.tooling.local_broker import LocalBroker, mosquitto_binary
 from footfall.tooling.scenario import STORE_TZ, SpriteBank, build_scenario, enrolment, expected_counts
+from footfall.web.passwords import hash_password
 
 if TYPE_CHECKING:
     from footfall.hq.local_hq import LocalHq
@@ -135,7 +137,7 @@ def _demo(config, faces_dir: Path, tmp: Path, broker: LocalBroker | None, keep: 
 def _enrol(config, analyzer, people, crm: CrmDay) -> None:
     """The scenario's members and staff, then the CRM's exports (a member, the bookings), written
     beside the store's state."""
-    with Store(config, analyzer, command="footfall demo") as store:
+    with Store(config, analyzer.pack.spec, command="footfall demo") as store:
         for person, vectors in people:
             store.enroll(person, vectors)
     import_crm_day(config, crm, config.storage.dir.parent / f"crm-{config.store_id}")
@@ -273,7 +275,7 @@ class Watcher:
         """Watch every topic of store `store_id` under `prefix` (mqtt.topic_prefix)."""
         self.prefix, self.store_id = prefix, store_id
         self.tally = {"visits": 0, "reentries": 0, "member_visits": 0, "unidentified": 0, "exits": 0}
-        self.arrivals: list[dict] = []  # the arrival alerts received, in order
+        self.arrivals: list[events.ArrivalAlert] = []  # received, in order
         self.appointments = self.no_shows = self.acks = 0
         self._acked = threading.Event()
         self._stopped = threading.Event()
@@ -285,43 +287,64 @@ class Watcher:
 
     def _on_message(self, client, userdata, message) -> None:
         name = events.store_topic_name(self.prefix, self.store_id, message.topic)
-        if name is None:
+        kind = events.PAYLOADS.get(name) if name is not None else None
+        if kind is None:
             return
         try:
-            p = json.loads(message.payload)
-        except ValueError:
+            event = kind.from_json(events.decode_object(message.payload))
+        except events.PayloadError:
             return
-        line = None
-        if name == "visits":
-            self.tally["visits" if p["kind"] == "visit" else "reentries"] += 1
-            self.tally["member_visits"] += p["kind"] == "visit" and p["member_id"] is not None
-            self.tally["unidentified"] += p.get("identified") is False
-            who = (f"member {p['member_id']}" if p["member_id"] else f"visitor {p['visitor_id'][:8]}"
-                   + ("" if p.get("identified", True) else " (no face seen)"))
-            line = f"{p['first_seen_ts'][5:19].replace('T', ' ')}  {p['kind']:<8} {who}"
-        elif name == "alerts/arrival":
-            self.arrivals.append(p)
-            line = f"{p['ts'][5:19].replace('T', ' ')}  ARRIVAL  {p['name']} ({p['tier']}) -> guides' devices"
-        elif name == "alerts/appointment":
-            self.appointments += 1
-            early = p["minutes_early"]
-            when = f"{early} min early" if early >= 0 else f"{-early} min late"
-            line = (f"{p['ts'][5:19].replace('T', ' ')}  BOOKED   {p['member_id']} for {p['scheduled_at'][11:16]} "
-                    f"({p['channel']}, advisor {p['advisor']}): {when}")
-        elif name == "alerts/no_show":
-            self.no_shows += 1
-            line = (f"{p['ts'][5:19].replace('T', ' ')}  NO-SHOW  {p['member_id']} booked for "
-                    f"{p['scheduled_at'][11:16]}, not here {p['grace_minutes']} min later -> follow-up")
-        elif name == "alerts/ack":
-            self.acks += 1
-            self._acked.set()
-            line = f"{p['ts'][5:19].replace('T', ' ')}  ACK      {p['guide']} takes care of the arrival"
-        elif name == "counts":
-            self.tally["exits"] = p.get("exits", 0)  # the day's running count, retained
-        elif name == "status" and p.get("state") == "stopped":
-            self._stopped.set()
+        line = self._take(event)
         if line:
             print(line, flush=True)
+
+    @functools.singledispatchmethod
+    def _take(self, event: events.Payload) -> str | None:
+        """Tally a message; the line to print for it, if any."""
+        return None
+
+    @_take.register
+    def _visit(self, v: events.VisitEvent) -> str:
+        self.tally["visits" if v.kind == "visit" else "reentries"] += 1
+        self.tally["member_visits"] += v.kind == "visit" and v.member_id is not None
+        self.tally["unidentified"] += not v.identified
+        who = (f"member {v.member_id}" if v.member_id else f"visitor {v.visitor_id[:8]}"
+               + ("" if v.identified else " (no face seen)"))
+        return f"{v.first_seen_ts:%m-%d %H:%M:%S}  {v.kind:<8} {who}"
+
+    @_take.register
+    def _arrival(self, a: events.ArrivalAlert) -> str:
+        self.arrivals.append(a)
+        return f"{a.ts:%m-%d %H:%M:%S}  ARRIVAL  {a.name} ({a.tier}) -> guides' devices"
+
+    @_take.register
+    def _appointment(self, a: events.AppointmentAlert) -> str:
+        self.appointments += 1
+        early = a.minutes_early
+        when = f"{early} min early" if early >= 0 else f"{-early} min late"
+        return (f"{a.ts:%m-%d %H:%M:%S}  BOOKED   {a.member_id} for {a.scheduled_at:%H:%M} "
+                f"({a.channel}, advisor {a.advisor}): {when}")
+
+    @_take.register
+    def _no_show(self, n: events.NoShowAlert) -> str:
+        self.no_shows += 1
+        return (f"{n.ts:%m-%d %H:%M:%S}  NO-SHOW  {n.member_id} booked for "
+                f"{n.scheduled_at:%H:%M}, not here {n.grace_minutes} min later -> follow-up")
+
+    @_take.register
+    def _ack(self, a: events.Ack) -> str:
+        self.acks += 1
+        self._acked.set()
+        return f"{a.ts:%m-%d %H:%M:%S}  ACK      {a.guide} takes care of the arrival"
+
+    @_take.register
+    def _counts(self, c: events.Counts) -> None:
+        self.tally["exits"] = c.exits  # the day's running count, retained
+
+    @_take.register
+    def _status(self, s: events.Status) -> None:
+        if s.state == "stopped":
+            self._stopped.set()
 
     def wait_stopped(self, timeout: float) -> bool:
         return self._stopped.wait(timeout)
@@ -332,8 +355,8 @@ class Watcher:
         if not self.arrivals:
             return False
         ack = guide_ack(self.arrivals[0])
-        topic = events.topic(self.prefix, self.store_id, events.ALERT_ACK)
-        self.client.publish(topic, json.dumps(ack), qos=1).wait_for_publish(timeout)
+        topic = events.topic(self.prefix, self.store_id, ack.TOPIC)
+        self.client.publish(topic, json.dumps(ack.to_json()), qos=1).wait_for_publish(timeout)
         return self._acked.wait(timeout)
 
     def close(self) -> None:
@@ -342,7 +365,7 @@ class Watcher:
 
 
 def _offline(config, analyzer, scenario) -> int:
-    with Store(config, analyzer, command="footfall demo", media_clock=True) as store:
+    with Store(config, analyzer.pack.spec, command="footfall demo", media_clock=True) as store:
         decisions = replay(Pipeline(config, analyzer), store, scenario.sources())
     for d in decisions:
         if d.kind != "same_entry":

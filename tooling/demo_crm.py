@@ -11,7 +11,6 @@ the day's replayed clock, so head office's response times read as a store's woul
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -105,8 +104,6 @@ def import_crm_day(config: Config, crm: CrmDay, folder: Path) -> None:
             raise RuntimeError(f"the demo's own {name} was not imported whole: {done.summary(path)}")
 
 
-def guide_ack(alert: dict[str, Any], guide: str = GUIDE, after: timedelta = ANSWERED_AFTER) -> dict[str, Any]:
-    """The `alerts/ack` payload of a guide taking an arrival alert `after` its time (the console's fields)."""
-    return {"visit_event_id": alert["visit_event_id"], "guide": guide,
-            "ts": events.iso(events.parse_iso(alert["ts"]) + after), "event_id": str(uuid.uuid4()),
-            "store_id": alert["store_id"]}
+def guide_ack(alert: events.ArrivalAlert, guide: str = GUIDE, after: timedelta = ANSWERED_AFTER) -> events.Ack:
+    """The `alerts/ack` of a guide taking an arrival alert `after` its time, as the console sends it."""
+    return events.Ack(alert.visit_event_id, guide, store_id=alert.store_id, ts=alert.ts + after)

@@ -14,20 +14,15 @@ guide console and the HQ dashboard share.
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from email.message import Message
 from urllib.parse import urlsplit
 
-MAX_NAME = 40   # characters of a user name as shown; longer names are cut (after normalising)
+from footfall.web.passwords import NO_MATCH_HASH
 
-# Verified when the name given at login has no hash of its own and there is no shared password,
-# so that every attempt costs the same one scrypt (hash_password's parameters): no timing tells
-# names apart. A key of zeros never matches.
-NO_MATCH_HASH = ("scrypt$16384$8$1$" + base64.b64encode(bytes(16)).decode() + "$"
-                 + base64.b64encode(bytes(32)).decode())
+MAX_NAME = 40   # characters of a user name as shown; longer names are cut (after normalising)
 
 # Letters that render as a blank (Hangul fillers, the braille blank), after NFKC: read as a space.
 _BLANKS = frozenset("\u115f\u1160\u2800")

@@ -7,12 +7,14 @@
 - `PageHandler`: bodies that are never cached and always carry the server's security headers,
   redirects, and HEAD answered with headers only; it tells the server when its request has
   arrived and when its answer starts.
+- `parse_listen`: the HOST:PORT a server listens on.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import re
 import resource
 import socket
 import threading
@@ -24,6 +26,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+_LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """"HOST:PORT" -> (host, port); "[::1]:8080" for IPv6."""
+    m = _LISTEN.match(value.strip())
+    if not m or not 0 <= int(m.group(2)) < 65536:
+        raise ValueError(f"listen address must look like HOST:PORT, e.g. 127.0.0.1:8080, got {value!r}")
+    return m.group(1).strip("[]"), int(m.group(2))
 
 
 @dataclass
