@@ -63,7 +63,7 @@ from footfall.sync.downlink import (
     replies_prefix,
 )
 from footfall.sync.limits import TokenBucket
-from footfall.sync.outbox import Outbox
+from footfall.sync.outbox import Outbox, names_member
 
 log = logging.getLogger(__name__)
 _Closable = TypeVar("_Closable", Gallery, VisitWindow, CountStore, AppointmentStore, Outbox)
@@ -425,6 +425,7 @@ class Store:
         if self.window.forget(member_id):
             held.append("open visit window")
         sent, unsent = self.outbox.forget_member(member_id)
+        unsent += self.unstored.discard(lambda event: names_member(event, member_id))  # the disk had refused them
         if sent or unsent:
             held.append("outbox" + (f" ({unsent} event(s) not yet sent were dropped)" if unsent else ""))
         if unsent:  # the id itself never goes to the journal: it would outlive the erasure there

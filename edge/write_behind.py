@@ -83,6 +83,14 @@ class WriteBehind(Generic[T]):
                       self.limit, self._describe(lost))
         self.held.append(item)
 
+    def discard(self, matches: Callable[[T], bool]) -> int:
+        """Drop the held items `matches` picks (an erased person's events): they are never written.
+        Returns how many were dropped."""
+        kept = deque(item for item in self.held if not matches(item))
+        dropped = len(self.held) - len(kept)
+        self.held = kept
+        return dropped
+
     def refused(self, exc: BaseException | str) -> None:
         """The file refused a write (here, or in a part that keeps its own copy): `error` says why
         (logged once per reason) and the next retry waits `every_s`."""

@@ -35,6 +35,7 @@ from footfall.sync.events import (
     CountsReply,
     parse_iso,
     replies_branch,
+    text_problem,
 )
 
 MAX_PAYLOAD = 4 * 1024 * 1024
@@ -212,6 +213,9 @@ def text_field(message: dict, key: str, *, required: bool = True, non_empty: boo
         raise Rejected(f"{key} must be a non-empty string")
     if max_length is not None and len(value) > max_length:
         raise Rejected(f"{key} is {len(value)} characters long, over the limit of {max_length}")
+    problem = text_problem(value)
+    if problem is not None:
+        raise Rejected(f"{key} holds {problem}")
     return value
 
 

@@ -95,6 +95,15 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
+def names_member(event: events.Event, member_id: str) -> bool:
+    """Whether an event is one `forget_member` erases with the member: it names them in `member_id`,
+    or it is an `errors` report quoting the id anywhere."""
+    payload = event.to_json()
+    if payload.get("member_id") == member_id:
+        return True
+    return event.TOPIC == events.ERRORS and any(_quotes(member_id).search(text) for text in _strings(payload))
+
+
 def _quoted_in(body: str, quoting: re.Pattern[str]) -> bool:
     """Whether a row's JSON text quotes the id. Read decoded: the same id may be written as its
     characters or escaped (`\\u4f1a`), and either way it names the member."""

@@ -292,6 +292,10 @@ REJECTIONS = [
     ("appointments/upsert", lambda m: m | {"channel": 5}, "channel must be a string"),
     ("appointments/upsert", lambda m: without(m, "advisor"), "advisor is required"),
     ("appointments/delete", lambda m: {"appointment_id": None}, "appointment_id is required"),
+    ("members/upsert", lambda m: m | {"name": "Li\x07Na"}, "name holds a control character (U+0007)"),
+    ("members/upsert", lambda m: m | {"tier": "gold\u2028"}, "tier holds a control character (U+2028)"),
+    ("appointments/upsert", lambda m: m | {"channel": "we\x00chat"}, "channel holds a NUL character"),
+    ("appointments/upsert", lambda m: m | {"advisor": "\ud800"}, "advisor holds a lone surrogate"),
 ]
 
 

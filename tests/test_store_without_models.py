@@ -221,3 +221,17 @@ def test_open_windows_windows_db_refused_are_written_when_it_takes_writes_again(
     with Store(cfg, recognizer_spec(cfg), media_clock=True) as again:
         later = again.enter([passage(START + timedelta(minutes=10), unit(5))])
     assert (later[0].kind, later[0].visitor_id) == ("reentry", first[0].visitor_id)
+
+
+def test_an_erasure_drops_the_members_events_the_outbox_refused_and_holds_in_memory(store):
+    assert store.command(events.MEMBERS_UPSERT, upsert(store, "m-7", unit(7))).ok
+    refuse_writes(store.outbox._conn)
+    store.enter([passage(START, unit(7)), passage(START, unit(3))])
+    assert [e.TOPIC for e in store.unstored] == ["visits", "alerts/arrival", "visits"]
+    refuse_writes(store.outbox._conn, False)  # the disk takes writes again before the retry
+
+    outcome = store.command(events.MEMBERS_DELETE, message({"member_id": "m-7"}), operator=True)
+
+    assert outcome.ok and "outbox (2 event(s) not yet sent were dropped)" in outcome.reply["held_in"]
+    assert len(store.unstored) == 0
+    assert [(t, p.get("member_id")) for t, p in rows(store)] == [("visits", None), ("members/deleted", "m-7")]

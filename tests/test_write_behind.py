@@ -148,3 +148,12 @@ def test_what_is_not_a_storage_error_is_not_held_but_raised(clock):
     with pytest.raises(ValueError, match="not an event"):
         pending.add("a")
     assert len(pending) == 0
+
+
+def test_held_items_an_erasure_picks_are_dropped_and_never_written():
+    written: list[str] = []
+    behind = WriteBehind[str]("outbox.db", written.append)
+    for item in ("m-1 visit", "m-2 visit", "m-1 alert"):
+        behind.hold(item)
+    assert behind.discard(lambda item: item.startswith("m-1")) == 2
+    assert behind.flush(force=True) and written == ["m-2 visit"]
