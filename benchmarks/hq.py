@@ -34,9 +34,9 @@ from typing import Any
 
 import psycopg
 
-from footfall.hq.local_postgres import LocalPostgres, unavailable_reason
 from footfall.sync import events
 from footfall.tooling.local_broker import LocalBroker, mosquitto_binary
+from footfall.tooling.local_postgres import LocalPostgres, unavailable_reason
 
 TZ = timezone(timedelta(hours=8))
 PUBLISHERS = 2

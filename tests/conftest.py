@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import settings
-from pg import hq_db, postgres  # noqa: F401  (PostgreSQL fixtures for the HQ tests)
+from support.pg import hq_db, postgres  # noqa: F401  (PostgreSQL fixtures for the HQ tests)
 
 from footfall.config.schema import parse_config
 from footfall.recognition.analyzer import FaceAnalyzer
@@ -94,56 +94,18 @@ def embed_labelled(analyzer: FaceAnalyzer, faces_dir: Path) -> tuple[np.ndarray,
     return np.stack(vectors), identities
 
 
-# Tests that run whole processes, brokers, browsers, benchmarks or generated store days are
-# `slow`; `pytest -m "not slow"` is the fast core (units and in-process broker checks), the full
-# suite runs everything.
-SLOW_MODULES = {
-    "test_admin_channel", "test_camera_faults", "test_cli_bench_demo", "test_cli_people", "test_cli_store",
-    "test_console_hardening",
-    "test_config_fuzz", "test_daemon", "test_demo_console", "test_privacy", "test_retention_clock",
-    "test_scenarios", "test_soak", "test_storage_faults", "test_downlink_attacks", "test_downlink_retained",
-    "test_mqtt_dead_letter", "test_install", "test_calibration", "test_hq_reconcile", "test_hq_dashboard",
-    "test_hq_dashboard_browser", "test_hq_dashboard_hardening", "test_hq_collector", "test_hq_read",
-    "test_hq_storage", "test_hq_erasure", "test_real_clips", "test_snapshot",
-}
-
-# Live cameras: each starts GStreamer's RTSP server (and a daemon).
-SLOW_MODULES |= {"test_rtsp_live", "test_decided_on_time"}
-
-# Downlink bursts: Mosquitto and a daemon (restarted once).
-SLOW_MODULES |= {"test_downlink_burst"}
-
-# Erasure on disk: PostgreSQL, and daemons whose files are read while they run.
-SLOW_MODULES |= {"test_erasure_on_disk"}
-
-# Erasure on a stopped box, and failures on the box that must be seen: Mosquitto, daemons, `footfall` processes.
-SLOW_MODULES |= {"test_erasure_offline", "test_box_failures"}
-
-# The guide console fed by a real daemon: Mosquitto, `footfall run`, Chromium.
-SLOW_MODULES |= {"test_console_daemon"}
-
-# HQ hardening: each starts PostgreSQL and Mosquitto.
-SLOW_MODULES |= {"test_hq_poison", "test_hq_identities", "test_hq_bounds"}
-
-# HQ logins refused by PostgreSQL (`footfall hq` processes), and a store's bookings and no-shows
-# through a real daemon, Mosquitto and the collector.
-SLOW_MODULES |= {"test_hq_login", "test_hq_bookings"}
-
-# Each unit run as its service: Mosquitto, PostgreSQL and a `footfall` process per service.
-SLOW_MODULES |= {"test_units"}
-
-# The TLS proxy example: nginx in front of a console and a dashboard (PostgreSQL).
-SLOW_MODULES |= {"test_tls_proxy"}
-
-# `footfall render` clips replayed by `footfall run --once` through Mosquitto.
-SLOW_MODULES |= {"test_render"}
-
-# Texts the box takes, at head office: Mosquitto, the collector and PostgreSQL.
-SLOW_MODULES |= {"test_hq_text_bounds"}
+# Markers come from the folder a test lives in (tests/README.md): `unit`, `box`, `hq` or
+# `end_to_end`. Everything outside unit/ runs real servers or whole processes and is also `slow`,
+# so `pytest -m "not slow"` is the fast core; a slow test inside unit/ says so with its own marker.
+PLACES = ("unit", "box", "hq", "end_to_end")
+TESTS = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        module = getattr(item, "module", None)
-        if (module is not None and module.__name__ in SLOW_MODULES) or "fuzz" in item.name:
+        place = Path(item.path).resolve().relative_to(TESTS).parts[0]
+        if place not in PLACES:
+            raise pytest.UsageError(f"{item.nodeid}: a test lives in one of tests/{{{','.join(PLACES)}}}/")
+        item.add_marker(place)
+        if place != "unit":
             item.add_marker(pytest.mark.slow)

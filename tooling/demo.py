@@ -43,7 +43,7 @@ from footfall.tooling.scenario import STORE_TZ, SpriteBank, build_scenario, enro
 from footfall.web.passwords import hash_password
 
 if TYPE_CHECKING:
-    from footfall.hq.local_hq import LocalHq
+    from footfall.tooling.local_hq import LocalHq
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 
@@ -149,7 +149,7 @@ HQ_STORES = ("demo-store-2", "demo-store-3")  # two more stores replay the same 
 def _start_hq(broker: LocalBroker, config) -> LocalHq | None:
     """Head office on this machine (PostgreSQL, a collector, the dashboard) when PostgreSQL is installed."""
     try:
-        from footfall.hq.local_hq import LocalHq, hq_unavailable
+        from footfall.tooling.local_hq import LocalHq, hq_unavailable
     except ModuleNotFoundError as exc:  # psycopg: a store box's install has no head office
         print(f"HQ dashboard: not started ({exc.name} is not installed: pip install 'footfall[hq]')")
         return None
