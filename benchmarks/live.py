@@ -16,7 +16,6 @@ measured in the same run: the person detector alone on the same frames (the ORT 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from footfall.config.schema import Config
 from footfall.edge.metrics import process_cpu_s, rss_bytes
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.sync import events
-from footfall.sync.mqtt_client import local_config, make_client
+from footfall.sync.mqtt_client import LocalSubscriber
 from footfall.tooling.local_broker import LocalBroker, mosquitto_binary
 from footfall.tooling.rtsp_camera import RtspCameras, gstreamer_missing
 from footfall.tooling.scenario import STORE_TZ, Appearance, Clip, SpriteBank, render_clip
@@ -75,21 +74,11 @@ class VisitClock:
     def __init__(self, port: int) -> None:
         self.received: list[tuple[float, str]] = []
         self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self.client = make_client(local_config(port), "live-visits", protocol="5")
-        self.client.on_connect = lambda c, u, f, r, p: c.subscribe(events.topic("footfall", STORE, events.VISITS), qos=1)
-        self.client.on_subscribe = lambda *a: self._ready.set()
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the visit subscriber could not subscribe")
+        self._subscriber = LocalSubscriber(port, "live-visits", events.topic("footfall", STORE, events.VISITS),
+                                           self._keep, name="the visit subscriber")
 
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        try:
-            camera = str(json.loads(message.payload).get("camera_id", ""))
-        except ValueError:
-            return
+    def _keep(self, visit: dict[str, Any]) -> None:
+        camera = str(visit.get("camera_id", ""))
         with self._lock:
             self.received.append((time.time(), camera))
 
@@ -98,8 +87,7 @@ class VisitClock:
             return [r for r in self.received if r[0] >= t]
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self._subscriber.close()
 
 
 def latencies(visits: list[tuple[float, str]], starts: list[float], streams: Streams) -> list[float]:

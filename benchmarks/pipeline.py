@@ -36,6 +36,7 @@ from footfall.edge.store import Store, open_gallery
 from footfall.models.manifest import entry_for, locate
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.recognition.images import read_image
+from footfall.recognition.onnx_session import ModelSession
 from footfall.recognition.persons import PersonDetector, create_person_detector
 from footfall.sync import events
 from footfall.sync.mqtt_client import local_config, make_client
@@ -182,7 +183,8 @@ def naive_person_detector(config: Config) -> PersonDetector:
     path = locate(entry.file, config.models.dir)
     detector = create_person_detector(dataclasses.replace(entry, relax_input=False), path,
                                       score_threshold=config.tracking.person_score)
-    setattr(detector, "session", ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))  # noqa: B010
+    assert isinstance(detector, ModelSession)
+    detector.use_session(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
     return detector
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -30,6 +32,7 @@ from footfall.recognition.images import pad_photo, read_image
 
 FAR = 1e-3
 WARMUP_IMAGES = 3
+F = TypeVar("F")  # a face as one detector reports it
 
 
 @dataclass
@@ -48,6 +51,20 @@ class Run:
 
 def _largest(boxes: list[np.ndarray]) -> int:
     return int(np.argmax([(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]))
+
+
+def _with_faces(run: Run, images: list[tuple[str, np.ndarray]],
+                detect: Callable[[np.ndarray], list[F]]) -> Iterator[tuple[str, np.ndarray, list[F]]]:
+    """Each photo in which `detect` finds a face, with those faces: every detection timed into
+    `run.det_ms`, the photos without a face counted in `run.missed`."""
+    for ident, image in images:
+        t = time.perf_counter()
+        found = detect(image)
+        run.det_ms.append((time.perf_counter() - t) * 1000)
+        if not found:
+            run.missed.append(ident)
+            continue
+        yield ident, image, found
 
 
 def run_pipeline(analyzer: FaceAnalyzer, images: list[tuple[str, np.ndarray]], batch: int) -> Run:
@@ -70,13 +87,7 @@ def run_pipeline(analyzer: FaceAnalyzer, images: list[tuple[str, np.ndarray]], b
                 run.identities.append(ident)
         pending.clear()
 
-    for ident, image in images:
-        t = time.perf_counter()
-        detections = analyzer.detector.detect(image)
-        run.det_ms.append((time.perf_counter() - t) * 1000)
-        if not detections:
-            run.missed.append(ident)
-            continue
+    for ident, image, detections in _with_faces(run, images, analyzer.detector.detect):
         t = time.perf_counter()
         faces = analyzer.assess(image, detections)
         run.align_ms.append((time.perf_counter() - t) * 1000 / len(faces))
@@ -151,13 +162,7 @@ def run_naive(pack: ModelPack, images: list[tuple[str, np.ndarray]]) -> tuple[Ru
                                providers=["CPUExecutionProvider"])
             app.prepare(ctx_id=-1, det_size=(640, 640))
             start = time.perf_counter()
-            for ident, image in images:
-                t = time.perf_counter()
-                faces = app.get(image)
-                run.det_ms.append((time.perf_counter() - t) * 1000)
-                if not faces:
-                    run.missed.append(ident)
-                    continue
+            for ident, _image, faces in _with_faces(run, images, app.get):
                 run.faces += len(faces)
                 best = faces[_largest([f.bbox for f in faces])]
                 run.embeddings.append(best.normed_embedding)
@@ -166,13 +171,7 @@ def run_naive(pack: ModelPack, images: list[tuple[str, np.ndarray]]) -> tuple[Ru
         return run, "insightface FaceAnalysis.get()"
     naive = _NaiveOnnx(pack)
     start = time.perf_counter()
-    for ident, image in images:
-        t = time.perf_counter()
-        found = naive.detect(image)
-        run.det_ms.append((time.perf_counter() - t) * 1000)
-        if not found:
-            run.missed.append(ident)
-            continue
+    for ident, image, found in _with_faces(run, images, naive.detect):
         vectors = []
         for _box, landmarks in found:
             t = time.perf_counter()

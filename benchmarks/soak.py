@@ -18,12 +18,13 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from footfall.config.schema import Config
 from footfall.edge.sources import ENDED, STREAMING, FileSource, Frame, merge_by_time
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.sync import events
-from footfall.sync.mqtt_client import local_config, make_client
+from footfall.sync.mqtt_client import LocalSubscriber
 from footfall.tooling.local_broker import LocalBroker, mosquitto_binary
 from footfall.tooling.scenario import SAMPLE_FPS, STORE_TZ, Scenario, SpriteBank, build_scenario, enrolment
 
@@ -75,23 +76,11 @@ class EventCounter:
     def __init__(self, port: int) -> None:
         self.ids: set[str] = set()
         self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self.client = make_client(local_config(port), "soak-counter", protocol="5")
-        self.client.on_connect = lambda c, u, f, reason, p: c.subscribe(events.topic_filter("footfall", "#", STORE), qos=1)
-        self.client.on_subscribe = lambda *a: self._subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        if not self._subscribed.wait(10):
-            raise RuntimeError("the soak's subscriber could not subscribe")
+        self._subscriber = LocalSubscriber(port, "soak-counter", events.topic_filter("footfall", "#", STORE),
+                                           self._keep, name="the soak's subscriber")
 
-    def _on_message(self, client, userdata, message) -> None:
-        import json
-
-        try:
-            event_id = json.loads(message.payload).get("event_id")
-        except (ValueError, AttributeError):
-            return
+    def _keep(self, event: dict[str, Any]) -> None:
+        event_id = event.get("event_id")
         if event_id:
             with self._lock:
                 self.ids.add(event_id)
@@ -101,8 +90,7 @@ class EventCounter:
             return set(self.ids)
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self._subscriber.close()
 
 
 def outbox_ids(path: Path) -> set[str]:

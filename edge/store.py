@@ -21,7 +21,6 @@ written when it accepts them again (`edge/write_behind.py`).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -36,7 +35,7 @@ from footfall.dedup.gallery import EnrolmentError, Gallery, Person
 from footfall.dedup.window import VisitWindow
 from footfall.edge import rules
 from footfall.edge.decisions import Decision, Passage, decide
-from footfall.edge.write_behind import RETRY_EVERY_S, STORAGE_ERRORS, WriteBehind
+from footfall.edge.write_behind import STORAGE_ERRORS, WriteBehind
 from footfall.models.manifest import ModelError
 from footfall.recognition.analyzer import FaceAnalyzer
 from footfall.recognition.spec import RecognizerSpec, recognizer_spec
@@ -119,6 +118,45 @@ def save_windows(window: VisitWindow) -> None:
         raise StorageError(window.storage_error or "windows.db: the open visit windows are not written")
 
 
+def checkpoint_each(owed: list[StoreFile]) -> None:
+    """Checkpoint each state file in `owed`, taking out of it those done; StorageError naming each
+    other one (by its class) and what kept it from completing."""
+    refused = []
+    for part in list(owed):
+        try:
+            done = part.checkpoint()
+            reason = "a reader kept the WAL checkpoint from completing"
+        except STORAGE_ERRORS as exc:
+            done, reason = False, f"WAL checkpoint failed: {exc}"
+        if done:
+            owed.remove(part)
+        else:
+            refused.append(f"{type(part).__name__}: {reason}")
+    if refused:
+        raise StorageError("; ".join(refused))
+
+
+class ErasureCheckpoints(WriteBehind[list[StoreFile]]):
+    """The checkpoints after an erasure that a reader (`footfall doctor`) or the disk held up, tried
+    again every second: at most one item held, the state files still owing theirs."""
+
+    def __init__(self) -> None:
+        super().__init__("erasure", checkpoint_each)
+
+    def after_erasure(self, files: list[StoreFile]) -> None:
+        """Checkpoint every state file now (`secure_delete` is on), so neither a file nor its -wal
+        keeps a page image naming the member, whether or not the erasure found rows there; those
+        still owed from an earlier erasure are among them."""
+        self.discard(lambda owed: True)
+        self.add(list(files))
+
+    def _log_refused(self, reason: str) -> None:
+        log.warning("%s; the erased pages stay in its WAL until it succeeds (tried every second)", reason)
+
+    def _log_taken(self) -> None:
+        log.info("erasure: every state file checkpointed at last; no WAL holds the erased pages")
+
+
 class Store:
     """The one owner of a store box's state. Open it, feed it, `close()` it (or use `with`)."""
 
@@ -182,8 +220,8 @@ class Store:
         self.unflagged = WriteBehind[str]("appointments.db", self.appointments.mark_flagged)
         self.unsaved_windows = WriteBehind[VisitWindow]("windows.db", save_windows)
         self._held = (self.unstored, self.uncounted, self.unflagged, self.unsaved_windows)
-        self._unscrubbed: list[StoreFile] = []  # state files whose checkpoint after an erasure was held up
-        self._next_scrub = 0.0
+        # Not a refused write: left out of `status`, as the erased rows are already gone from every query.
+        self.unscrubbed = ErasureCheckpoints()
 
     def _embed_photos(self, photos: list[tuple[str, np.ndarray]]) -> np.ndarray:
         """A members/upsert's photos as one template; a store given no embedder loads the models now."""
@@ -236,7 +274,7 @@ class Store:
         """Periodic work, called between frames: writes the disk refused, then, by the store clock,
         windows closed every second (frames or not) and no-shows and counts every minute."""
         self._write_held()
-        self._retry_scrub()
+        self.unscrubbed.flush()
         if self.now is None:
             return
         if self._next_expiry is None or self.now >= self._next_expiry:
@@ -432,7 +470,7 @@ class Store:
             log.warning("members/delete: %d unsent event(s) naming the member were erased with them", unsent)
         if self.appointments.delete_member(member_id):
             held.append("appointments")
-        self._scrub_files()
+        self.unscrubbed.after_erasure(self._opened)
         if held or not operator:
             self._emit(events.MemberDeleted(store_id=self.store_id, ts=self.clock(), member_id=member_id))
         # `held_in` (where the member was found) answers the operator; only the id is published.
@@ -480,34 +518,6 @@ class Store:
         if self._error_reports.refused and self._error_reports.available():
             self.reject(self._rejected_topic, "downlink messages rejected and not reported one by one "
                                               "(downlink.error_reports_per_minute); see suppressed", count=0)
-
-    def _scrub_files(self, *, again: bool = False) -> None:
-        """After an erasure: checkpoint every state file (`secure_delete` is on), so neither a file
-        nor its -wal keeps a page image naming the member, whether or not the erasure found rows
-        there. A file a reader kept from it (`footfall doctor`) is tried again from `tick`."""
-        parts = self._unscrubbed if again else self._opened
-        self._unscrubbed = [part for part in parts if not self._checkpointed(part, quiet=again)]
-        self._next_scrub = time.monotonic() + RETRY_EVERY_S
-        if again and not self._unscrubbed:
-            log.info("erasure: every state file checkpointed at last; no WAL holds the erased pages")
-
-    def _retry_scrub(self) -> None:
-        """Once a second: the checkpoints after an erasure that a reader held up, tried again."""
-        if self._unscrubbed and time.monotonic() >= self._next_scrub:
-            self._scrub_files(again=True)
-
-    @staticmethod
-    def _checkpointed(part: StoreFile, *, quiet: bool = False) -> bool:
-        try:
-            if part.checkpoint():
-                return True
-            reason = "a reader kept the WAL checkpoint from completing"
-        except STORAGE_ERRORS as exc:
-            reason = f"WAL checkpoint failed: {exc}"
-        if not quiet:
-            log.warning("erasure: %s: %s; the erased pages stay in its WAL until it succeeds (tried every "
-                        "second)", type(part).__name__, reason)
-        return False
 
     # -- the outbox, and what the disk refused -----------------------------------------
 

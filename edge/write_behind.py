@@ -96,11 +96,19 @@ class WriteBehind(Generic[T]):
         (logged once per reason) and the next retry waits `every_s`."""
         reason = str(exc) if self.name in str(exc) else f"{self.name}: {exc}"
         if reason != self.error:
-            up_to = f" (up to {self.limit})" if self.limit is not None else ""
-            log.error("storage: %s; what it refuses is held in memory%s and written when it takes writes again",
-                      reason, up_to)
+            self._log_refused(reason)
         self.error = reason
         self._next_try = self._clock() + self.every_s
+
+    def _log_refused(self, reason: str) -> None:
+        """Say (once per reason) that the file refuses writes and what becomes of the items."""
+        up_to = f" (up to {self.limit})" if self.limit is not None else ""
+        log.error("storage: %s; what it refuses is held in memory%s and written when it takes writes again",
+                  reason, up_to)
+
+    def _log_taken(self) -> None:
+        """Say that the file takes writes again, after a refusal."""
+        log.info("storage: %s takes writes again; nothing is held in memory", self.name)
 
     def _try(self, item: T) -> bool:
         try:
@@ -112,5 +120,5 @@ class WriteBehind(Generic[T]):
 
     def _taken(self) -> None:
         if self.error is not None:
-            log.info("storage: %s takes writes again; nothing is held in memory", self.name)
+            self._log_taken()
             self.error = None

@@ -8,11 +8,10 @@ from typing import Protocol
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
 from footfall.models.manifest import ModelEntry, ModelError
 from footfall.recognition.boxes import STRIDES, decode_scrfd, decode_yunet, fit_input, letterbox, nms
-from footfall.recognition.onnx_session import open_session
+from footfall.recognition.onnx_session import ModelSession
 
 
 @dataclass(frozen=True)
@@ -45,15 +44,13 @@ class Detector(Protocol):
     def detect(self, image: np.ndarray, *, long_side: int | None = None) -> list[Detection]: ...
 
 
-class _OnnxDetector:
+class _OnnxDetector(ModelSession):
     """Shared letterbox -> network -> decode -> NMS flow; subclasses supply the codec."""
 
     def __init__(self, entry: ModelEntry, path: Path, *, det_size: int = 640,
                  score_threshold: float | None = None, threads: int = 0, load: bool = True) -> None:
+        super().__init__(path, threads, relax_input=entry.relax_input)
         self.entry = entry
-        self.path = path
-        self.threads = threads
-        self._session: ort.InferenceSession | None = None
         if load:
             self._load()
         self.free_size = entry.dynamic_input or entry.relax_input
@@ -87,22 +84,6 @@ class _OnnxDetector:
             box[[1, 3]] = np.clip(box[[1, 3]], 0, h)
             found.append(Detection(box.astype(np.float32), (points[i] / lb.scale).astype(np.float32), float(scores[i])))
         return found
-
-    @property
-    def loaded(self) -> bool:
-        """Whether the model file has been opened (count_only never opens it)."""
-        return self._session is not None
-
-    @property
-    def session(self) -> ort.InferenceSession:
-        """The inference session, opened on first use."""
-        return self._session if self._session is not None else self._load()
-
-    def _load(self) -> ort.InferenceSession:
-        session = open_session(self.path, self.threads, relax_input=self.entry.relax_input)
-        self.input_name = session.get_inputs()[0].name
-        self._session = session
-        return session
 
     def _blob(self, canvas: np.ndarray) -> np.ndarray:
         raise NotImplementedError

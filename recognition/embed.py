@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from footfall.models.manifest import ModelEntry, ModelError
-from footfall.recognition.onnx_session import open_session
+from footfall.recognition.onnx_session import ModelSession
 
 
 class Embedder(Protocol):
@@ -41,7 +41,7 @@ def preprocess(crops: list[np.ndarray], entry: ModelEntry) -> np.ndarray:
     return np.ascontiguousarray(batch, dtype=np.float32)
 
 
-class OnnxEmbedder:
+class OnnxEmbedder(ModelSession):
     """Any ONNX embedding model described by its manifest entry."""
 
     def __init__(self, entry: ModelEntry, path: Path, *, batch_size: int = 16, threads: int = 0,
@@ -50,34 +50,19 @@ class OnnxEmbedder:
         never embeds, so never loads it)."""
         if entry.role != "recognizer":
             raise ModelError(f"{entry.file} is a {entry.role}, not a recognizer")
+        super().__init__(path, threads)
         self.entry = entry
-        self.path = path
-        self.threads = threads
-        self._session: ort.InferenceSession | None = None
         self.dim = entry.embedding_dim
         # A static batch axis of 1 means one face per run.
         self.batch_size = 1 if entry.max_batch == 1 else batch_size
         if load:
             self._load()
 
-    @property
-    def loaded(self) -> bool:
-        """Whether the model file has been opened."""
-        return self._session is not None
-
-    @property
-    def session(self) -> ort.InferenceSession:
-        """The inference session, opened on first use."""
-        return self._session if self._session is not None else self._load()
-
-    def _load(self) -> ort.InferenceSession:
-        session = open_session(self.path, self.threads)
+    def _check(self, session: ort.InferenceSession) -> None:
+        """The model's embeddings must have the manifest's length."""
         out_dim = session.get_outputs()[0].shape[-1]
         if isinstance(out_dim, int) and out_dim != self.entry.embedding_dim:
             raise ModelError(f"{self.path}: outputs {out_dim}-d embeddings, the manifest says {self.entry.embedding_dim}")
-        self.input_name = session.get_inputs()[0].name
-        self._session = session
-        return session
 
     @property
     def input_size(self) -> tuple[int, int]:

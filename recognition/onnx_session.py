@@ -49,3 +49,38 @@ def open_session(path: Path, threads: int = 0, *, relax_input: bool = False) -> 
         return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         raise ModelError(f"{path}: onnxruntime cannot load this model: {exc}") from exc
+
+
+class ModelSession:
+    """A model file's inference session, opened by `_load` or on first use of `session`."""
+
+    input_name: str
+
+    def __init__(self, path: Path, threads: int = 0, *, relax_input: bool = False) -> None:
+        self.path = path
+        self.threads = threads
+        self.relax_input = relax_input
+        self._session: ort.InferenceSession | None = None
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model file has been opened (count_only never opens it)."""
+        return self._session is not None
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        """The inference session, opened on first use."""
+        return self._session if self._session is not None else self._load()
+
+    def _load(self) -> ort.InferenceSession:
+        return self.use_session(open_session(self.path, self.threads, relax_input=self.relax_input))
+
+    def use_session(self, session: ort.InferenceSession) -> ort.InferenceSession:
+        """Run this model in `session` (opened elsewhere, e.g. with default options) from now on."""
+        self._check(session)
+        self.input_name = session.get_inputs()[0].name
+        self._session = session
+        return session
+
+    def _check(self, session: ort.InferenceSession) -> None:
+        """Raise ModelError when the opened model does not fit its use; nothing to check by default."""

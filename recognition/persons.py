@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import cv2
 import numpy as np
@@ -21,7 +21,7 @@ import numpy as np
 from footfall.config.schema import Config
 from footfall.models.manifest import ModelEntry, ModelError, entry_for, locate
 from footfall.recognition.boxes import fit_input, nms
-from footfall.recognition.onnx_session import open_session
+from footfall.recognition.onnx_session import ModelSession
 
 YOLOX_STRIDES = (8, 16, 32)
 YOLOX_PAD = 114
@@ -62,17 +62,25 @@ def _kept(boxes: np.ndarray, scores: np.ndarray, score_threshold: float, nms_thr
     return [PersonBox(boxes[i], float(scores[i])) for i in nms(boxes, scores, nms_threshold)]
 
 
-class YoloxPersonDetector:
-    """YOLOX (COCO) keeping class 0, person."""
+class _PersonModel(ModelSession):
+    """A person detector's model file, opened at once, with the entry's input size and thresholds."""
+
+    FREES_INPUT: ClassVar[bool]  # whether the family runs at any input size (the manifest's relax_input)
 
     def __init__(self, entry: ModelEntry, path: Path, *, score_threshold: float | None = None,
                  threads: int = 0) -> None:
+        super().__init__(path, threads, relax_input=self.FREES_INPUT and entry.relax_input)
         self.entry = entry
-        self.session = open_session(path, threads, relax_input=entry.relax_input)
-        self.input_name = self.session.get_inputs()[0].name
+        self._load()
         self.long_side = max(entry.input_size)
         self.score_threshold = entry.score_threshold if score_threshold is None else score_threshold
         self.nms_threshold = entry.nms_threshold
+
+
+class YoloxPersonDetector(_PersonModel):
+    """YOLOX (COCO) keeping class 0, person."""
+
+    FREES_INPUT = True
 
     def detect(self, image: np.ndarray, *, long_side: int | None = None) -> list[PersonBox]:
         """People in `image`, in its pixels; `long_side` sets a smaller input for a region cut
@@ -110,17 +118,10 @@ def _anchors(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(grids), np.concatenate(strides)
 
 
-class RetailPersonDetector:
+class RetailPersonDetector(_PersonModel):
     """Intel person-detection-retail-0013: SSD with its boxes decoded in the graph."""
 
-    def __init__(self, entry: ModelEntry, path: Path, *, score_threshold: float | None = None,
-                 threads: int = 0) -> None:
-        self.entry = entry
-        self.session = open_session(path, threads)
-        self.input_name = self.session.get_inputs()[0].name
-        self.long_side = max(entry.input_size)
-        self.score_threshold = entry.score_threshold if score_threshold is None else score_threshold
-        self.nms_threshold = entry.nms_threshold
+    FREES_INPUT = False
 
     def detect(self, image: np.ndarray, *, long_side: int | None = None) -> list[PersonBox]:
         """People in `image`, in its pixels (a fixed input: `long_side` is ignored)."""

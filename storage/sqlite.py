@@ -68,7 +68,7 @@ def open_db(path: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
         raise StorageError(f"{path}: cannot open: {exc}") from None
-    try:
+    with _closed_on_error(conn, f"{path}: not a usable SQLite database (corrupt or another kind of file)"):
         # The first statement reads the header: a foreign file fails here.
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode.lower() != "wal":
@@ -77,14 +77,22 @@ def open_db(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise StorageError(f"{path}: not a usable SQLite database (corrupt or another kind of file): {exc}") from None
-    except StorageError:
-        conn.close()
-        raise
     _private_side_files(path)
     return conn
+
+
+@contextmanager
+def _closed_on_error(conn: sqlite3.Connection, unreadable: str) -> Iterator[None]:
+    """Close `conn` if the block raises; an error of SQLite reading the file becomes
+    StorageError "<unreadable>: <SQLite's message>"."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StorageError(f"{unreadable}: {exc}") from None
+    except BaseException:
+        conn.close()
+        raise
 
 
 @contextmanager
@@ -170,16 +178,10 @@ def open_store(path: Path | None, steps: list[str], what: str,
     else:
         path = Path(path)
         conn = open_db(path)
-    try:
+    with _closed_on_error(conn, f"{path or ':memory:'}: cannot read {what} (corrupt?)"):
         migrate(conn, steps)
         if load is not None:
             load(conn)
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise StorageError(f"{path or ':memory:'}: cannot read {what} (corrupt?): {exc}") from None
-    except BaseException:
-        conn.close()
-        raise
     return conn
 
 

@@ -94,7 +94,7 @@ class AppointmentStore(StoreFile):
     def __init__(self, db_path: Path | None, timezone: str) -> None:
         self.tz = zone(timezone)
         self._lock = threading.RLock()
-        self._conn = open_store(None if db_path is None else Path(db_path), _SCHEMA, "the appointments")
+        self._conn = open_store(db_path, _SCHEMA, "the appointments")
 
     def day_of(self, ts: datetime) -> date:
         """The store day (local date) `ts` falls on."""
@@ -130,10 +130,7 @@ class AppointmentStore(StoreFile):
 
     def delete(self, appointment_id: str) -> bool:
         """Remove an appointment; False if it was unknown."""
-        with self._lock, transaction(self._conn):
-            removed = self._conn.execute("DELETE FROM appointments WHERE appointment_id = ?",
-                                         (appointment_id,)).rowcount
-        return removed > 0
+        return self._changes("DELETE FROM appointments WHERE appointment_id = ?", appointment_id)
 
     def delete_member(self, member_id: str) -> int:
         """Remove every appointment of a member (erasure), from the WAL too; returns how many."""
@@ -218,10 +215,12 @@ class AppointmentStore(StoreFile):
 
     def mark_flagged(self, appointment_id: str) -> bool:
         """Record that the no-show of this appointment was raised; False if it is unknown."""
+        return self._changes("UPDATE appointments SET flagged = 1 WHERE appointment_id = ?", appointment_id)
+
+    def _changes(self, sql: str, appointment_id: str) -> bool:
+        """Run `sql` on one appointment in its own transaction; whether it changed a row."""
         with self._lock, transaction(self._conn):
-            changed = self._conn.execute("UPDATE appointments SET flagged = 1 WHERE appointment_id = ?",
-                                         (appointment_id,)).rowcount
-        return changed > 0
+            return self._conn.execute(sql, (appointment_id,)).rowcount > 0
 
     def _appointment(self, row: tuple) -> Appointment:
         appointment_id, member_id, scheduled_us, channel, advisor = row

@@ -211,7 +211,7 @@ class CountStore(StoreFile):
     def __init__(self, db_path: Path | None, timezone: str) -> None:
         self.tz = zone(timezone)
         self._lock = threading.Lock()
-        self._conn = open_store(None if db_path is None else Path(db_path), _SCHEMA, "the counts")
+        self._conn = open_store(db_path, _SCHEMA, "the counts")
 
     def record(self, ts: datetime, kind: str, member: bool, identified: bool = True) -> None:
         """Count one entry: `kind` "visit", "reentry" or "exit", `member` whether a member made it,

@@ -35,6 +35,7 @@ from footfall.sync.events import (
     CountsReply,
     parse_iso,
     replies_branch,
+    text_fault,
     text_problem,
 )
 
@@ -200,22 +201,23 @@ def _json_type(value: Any) -> str:
 
 def text_field(message: dict, key: str, *, required: bool = True, non_empty: bool = True,
                max_length: int | None = None) -> str | None:
-    """A string field; Rejected naming it when missing (if required), not a string, blank (if non_empty),
-    or longer than `max_length` characters."""
-    if key not in message or message[key] is None:
+    """A text field by the contract's rules (`events.text_fault`); Rejected naming it when missing (if
+    required), not a string, blank (if non_empty), longer than `max_length` characters, or holding a
+    NUL, another control character or a lone surrogate. The reason tells the sender what it sent."""
+    value = message.get(key)
+    if value is None:
         if required:
             raise Rejected(f"{key} is required")
         return None
-    value = message[key]
-    if not isinstance(value, str):
+    fault = text_fault(value, max_length, blank=not non_empty)
+    if fault == "not a string":
         raise Rejected(f"{key} must be a string, got {_json_type(value)}")
-    if non_empty and not value.strip():
+    if fault == "blank":
         raise Rejected(f"{key} must be a non-empty string")
-    if max_length is not None and len(value) > max_length:
+    if fault == "too long":
         raise Rejected(f"{key} is {len(value)} characters long, over the limit of {max_length}")
-    problem = text_problem(value)
-    if problem is not None:
-        raise Rejected(f"{key} holds {problem}")
+    if fault == "unclean":
+        raise Rejected(f"{key} holds {text_problem(value)}")
     return value
 
 

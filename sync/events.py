@@ -159,18 +159,36 @@ def is_store_id(value: object) -> bool:
     return isinstance(value, str) and _STORE_ID.fullmatch(value) is not None
 
 
+TextFault = Literal["not a string", "blank", "too long", "unclean"]
+
+
+def text_fault(value: Any, limit: int | None = None, *, blank: bool = False, clean: bool = True) -> TextFault | None:
+    """The first rule for the contract's texts that `value` breaks, or None. A text is a string, not
+    blank (white space only) unless `blank`, of at most `limit` characters and, if `clean`, without
+    a NUL, another control character or a lone surrogate (`text_problem` says which). Each reader
+    words the fault its own way, naming the field."""
+    if not isinstance(value, str):
+        return "not a string"
+    if not blank and not value.strip():
+        return "blank"
+    if limit is not None and len(value) > limit:
+        return "too long"
+    if clean and _UNCLEAN.search(value) is not None:
+        return "unclean"
+    return None
+
+
 def text_problem(value: str) -> str | None:
     """What makes `value` unfit to be stored or shown as text, or None: a NUL, another control
     character (C0, DEL, C1, a line or paragraph separator) or a lone surrogate (no UTF-8 for it)."""
-    found = _unclean(value)
-    return None if found is None else found[0] + found[1]
+    return "".join(_unclean(value)) or None
 
 
-def _unclean(value: str) -> tuple[str, str] | None:
-    """text_problem in two parts: what (fixed wording) and which character."""
+def _unclean(value: str) -> tuple[str, str]:
+    """text_problem in two parts: what (fixed wording) and which character; both empty for a clean text."""
     found = _UNCLEAN.search(value)
     if found is None:
-        return None
+        return "", ""
     char = found.group()
     if char == "\0":
         return "a NUL character", ""
@@ -244,20 +262,20 @@ Reader = Callable[[str, Any], Any]  # (key, the JSON value or None when absent) 
 
 
 def _text(limit: int = MAX_ID, *, blank: bool = False, clean: bool = True) -> Reader:
-    """A required string of at most `limit` characters: not blank unless `blank`, and, if `clean`,
-    without NUL, other control characters or lone surrogates."""
+    """A required text (`text_fault`) of at most `limit` characters: not blank unless `blank`, and, if
+    `clean`, without NUL, other control characters or lone surrogates."""
+    words = {"not a string": "must be a string", "blank": "must not be empty",
+             "too long": f"is longer than {limit} characters"}
+
     def read(key: str, value: Any) -> str:
         if value is None:
             raise PayloadError(f"{key} is required")
-        if not isinstance(value, str):
-            raise PayloadError(f"{key} must be a string")
-        if not blank and not value.strip():
-            raise PayloadError(f"{key} must not be empty")
-        if len(value) > limit:
-            raise PayloadError(f"{key} is longer than {limit} characters")
-        found = _unclean(value) if clean else None
-        if found is not None:
-            raise PayloadError(f"{key} holds {found[0]}", found[1])
+        fault = text_fault(value, limit, blank=blank, clean=clean)
+        if fault == "unclean":
+            what, which = _unclean(value)
+            raise PayloadError(f"{key} holds {what}", which)
+        if fault is not None:
+            raise PayloadError(f"{key} {words[fault]}")
         return value
     return read
 

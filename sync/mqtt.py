@@ -40,10 +40,10 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
@@ -59,6 +59,7 @@ from footfall.sync.mqtt_client import make_client, parse_broker_url
 from footfall.sync.outbox import Outbox, Row
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 paho_log = logging.getLogger(__name__ + ".paho")
 
 SESSION_EXPIRY_S = 7 * 24 * 3600  # downlink kept by the broker for a box offline up to a week
@@ -115,6 +116,15 @@ def _json_bytes(payload: dict[str, Any] | str | bytes) -> bytes:
     if isinstance(payload, str):
         return payload.encode("utf-8")
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def _waiting(items: queue.SimpleQueue[T]) -> Iterator[T]:
+    """The items waiting in a queue, taken one by one without blocking, until it is empty."""
+    while True:
+        try:
+            yield items.get_nowait()
+        except queue.Empty:
+            return
 
 
 @dataclass(frozen=True)
@@ -503,28 +513,16 @@ class Publisher:
         return True
 
     def _send_acks(self) -> None:
-        while True:
-            try:
-                ack = self._acks.get_nowait()
-            except queue.Empty:
-                return
+        for ack in _waiting(self._acks):
             if ack.connection == self._connection:
                 self._client.ack(ack.mid, ack.qos)
 
     def _drop_direct(self) -> None:
-        while True:
-            try:
-                msg = self._direct.get_nowait()
-            except queue.Empty:
-                return
+        for msg in _waiting(self._direct):
             log.debug("mqtt: offline, not sending the message for %s", msg.topic)
 
     def _send_direct(self) -> None:
-        while True:
-            try:
-                msg = self._direct.get_nowait()
-            except queue.Empty:
-                return
+        for msg in _waiting(self._direct):
             size = publish_packet_size(msg.topic, msg.body, msg.qos, msg.properties, self._v5)
             if self._broker_max_packet is not None and size > self._broker_max_packet:
                 log.error("mqtt: not sending %d bytes to %s: over the broker's Maximum Packet Size of %d",

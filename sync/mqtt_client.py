@@ -9,8 +9,11 @@ environment or systemd credential), TLS from `mqtt.ca_file`/`cert_file`/`key_fil
 
 from __future__ import annotations
 
+import json
 import ssl
-from typing import Literal
+import threading
+from collections.abc import Callable
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
@@ -72,3 +75,36 @@ def make_client(config: MqttConfig, client_id: str, *, protocol: Protocol | None
                          clean_session=None if v5 else not persistent, manual_ack=manual_ack)
     apply_credentials(client, config, tls)
     return client
+
+
+class LocalSubscriber:
+    """A client of the broker on this machine's loopback, subscribed (QoS 1) to `topic`, that hands
+    every JSON object it receives to `keep` (on the client's thread); for the benchmarks."""
+
+    def __init__(self, port: int, client_id: str, topic: str, keep: Callable[[dict[str, Any]], None], *,
+                 name: str, timeout: float = 10) -> None:
+        """Subscribed before it returns; RuntimeError naming the subscriber (`name`) when the broker
+        has not granted the subscription within `timeout` seconds."""
+        self._keep = keep
+        subscribed = threading.Event()
+        self.client = make_client(local_config(port), client_id, protocol="5")
+        self.client.on_connect = lambda c, u, f, r, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not subscribed.wait(timeout):
+            raise RuntimeError(f"{name} could not subscribe")
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        try:
+            payload = json.loads(message.payload)
+        except ValueError:
+            return
+        if isinstance(payload, dict):
+            self._keep(payload)
+
+    def close(self) -> None:
+        """Disconnect and stop the client's thread."""
+        self.client.disconnect()
+        self.client.loop_stop()

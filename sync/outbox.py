@@ -18,6 +18,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -195,18 +196,13 @@ class Outbox(StoreFile):
         created = _wall(self.now())
         with self._lock:
             conn = self._open()
-            try:
-                with transaction(conn):
-                    cur = conn.execute(
-                        """INSERT INTO outbox (event_id, topic, payload, alert, retain, created_at)
-                           VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING""",
-                        (event_id, topic, body, int(alert), int(retain), created))
-                    inserted = cur.rowcount == 1
-                    seq = conn.execute("SELECT seq FROM outbox WHERE event_id = ?", (event_id,)).fetchone()[0]
-            except (OSError, sqlite3.DatabaseError) as exc:
-                _abandon(conn)
-                self._last_error = f"{self.path}: cannot store an event in the outbox: {_cause(exc)}"
-                raise StorageError(self._last_error) from None
+            with self._writing(conn, "store an event in the outbox"):
+                cur = conn.execute(
+                    """INSERT INTO outbox (event_id, topic, payload, alert, retain, created_at)
+                       VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING""",
+                    (event_id, topic, body, int(alert), int(retain), created))
+                inserted = cur.rowcount == 1
+                seq = conn.execute("SELECT seq FROM outbox WHERE event_id = ?", (event_id,)).fetchone()[0]
             if inserted:
                 self._rows += 1
                 if self._rows > self.max_rows:
@@ -253,19 +249,14 @@ class Outbox(StoreFile):
         sent_at = _wall(self.now())
         with self._lock:
             conn = self._open()
-            try:
-                with transaction(conn):
-                    confirms_erasure = _confirms_erasure(conn, seqs)
-                    # Once the broker has it, the box keeps only the row's place in the sequence:
-                    # names, CRM profiles and erasure confirmations do not linger in sent rows.
-                    conn.executemany("""UPDATE outbox SET sent_at = ?, payload = json_object('event_id', event_id)
-                                        WHERE seq = ? AND sent_at IS NULL""",
-                                     [(sent_at, seq) for seq in seqs])
-            except (OSError, sqlite3.DatabaseError) as exc:
-                _abandon(conn)
-                # The rows stay unsent and go out again later: a duplicate, never a loss.
-                self._last_error = f"{self.path}: cannot mark rows sent: {_cause(exc)}"
-                raise StorageError(self._last_error) from None
+            # Refused, the rows stay unsent and go out again later: a duplicate, never a loss.
+            with self._writing(conn, "mark rows sent"):
+                confirms_erasure = _confirms_erasure(conn, seqs)
+                # Once the broker has it, the box keeps only the row's place in the sequence:
+                # names, CRM profiles and erasure confirmations do not linger in sent rows.
+                conn.executemany("""UPDATE outbox SET sent_at = ?, payload = json_object('event_id', event_id)
+                                    WHERE seq = ? AND sent_at IS NULL""",
+                                 [(sent_at, seq) for seq in seqs])
             if confirms_erasure:
                 # The confirmation was the last row naming an erased member: its WAL frames go too.
                 self._purge_after_erasure(conn)
@@ -277,14 +268,9 @@ class Outbox(StoreFile):
         """
         with self._lock:
             conn = self._open()
-            try:
-                with transaction(conn):
-                    changed = conn.execute("UPDATE outbox SET dead = 1, sent_at = ? WHERE seq = ? AND sent_at IS NULL",
-                                           (_wall(self.now()), seq)).rowcount
-            except (OSError, sqlite3.DatabaseError) as exc:
-                _abandon(conn)
-                self._last_error = f"{self.path}: cannot dead-letter row {seq}: {_cause(exc)}"
-                raise StorageError(self._last_error) from None
+            with self._writing(conn, f"dead-letter row {seq}"):
+                changed = conn.execute("UPDATE outbox SET dead = 1, sent_at = ? WHERE seq = ? AND sent_at IS NULL",
+                                       (_wall(self.now()), seq)).rowcount
             if changed:
                 self.dead_letters += 1
                 log.error("outbox: row %d dead-lettered (kept in %s, never sent): %s", seq, self.path, why)
@@ -297,21 +283,17 @@ class Outbox(StoreFile):
         """
         with self._lock:
             conn = self._open()
-            try:
-                with transaction(conn):
-                    # Error reports quote what they rejected (an upsert's member id) anywhere in
-                    # their text, as a whole word; other events name the member in `member_id` only.
-                    quoting = _quotes(member_id)
-                    reports = [seq for seq, payload in conn.execute(
-                        "SELECT seq, payload FROM outbox WHERE topic LIKE '%/errors' AND (sent_at IS NULL OR dead = 1)")
-                        if _quoted_in(payload, quoting)]
-                    removed = conn.execute(
-                        f"""DELETE FROM outbox WHERE json_extract(payload, '$.member_id') = ?
-                                  OR seq IN ({",".join("?" * len(reports))})
-                            RETURNING sent_at IS NULL""", (member_id, *reports)).fetchall()
-            except (OSError, sqlite3.DatabaseError) as exc:
-                _abandon(conn)
-                raise StorageError(f"{self.path}: cannot erase {member_id}'s events: {_cause(exc)}") from None
+            with self._writing(conn, f"erase {member_id}'s events", last_error=False):
+                # Error reports quote what they rejected (an upsert's member id) anywhere in
+                # their text, as a whole word; other events name the member in `member_id` only.
+                quoting = _quotes(member_id)
+                reports = [seq for seq, payload in conn.execute(
+                    "SELECT seq, payload FROM outbox WHERE topic LIKE '%/errors' AND (sent_at IS NULL OR dead = 1)")
+                    if _quoted_in(payload, quoting)]
+                removed = conn.execute(
+                    f"""DELETE FROM outbox WHERE json_extract(payload, '$.member_id') = ?
+                              OR seq IN ({",".join("?" * len(reports))})
+                        RETURNING sent_at IS NULL""", (member_id, *reports)).fetchall()
             unsent = sum(1 for (u,) in removed if u)
             self._rows -= len(removed)
             if unsent:
@@ -350,6 +332,20 @@ class Outbox(StoreFile):
             log.warning("outbox %s: a reader kept the WAL checkpoint after sending an erasure confirmation from "
                         "completing; the next checkpoint takes it", self.path)
 
+    @contextmanager
+    def _writing(self, conn: sqlite3.Connection, doing: str, *, last_error: bool = True) -> Iterator[None]:
+        """The block as one transaction; a disk or SQLite error leaves no transaction open and raises
+        StorageError "<path>: cannot <doing>: <cause>", kept as the last error unless `last_error` is False."""
+        try:
+            with transaction(conn):
+                yield
+        except (OSError, sqlite3.DatabaseError) as exc:
+            _abandon(conn)
+            error = f"{self.path}: cannot {doing}: {_cause(exc)}"
+            if last_error:
+                self._last_error = error
+            raise StorageError(error) from None
+
     def _load(self, conn: sqlite3.Connection) -> None:
         self._rows = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
         self.dead_letters = conn.execute("SELECT count(*) FROM outbox WHERE dead = 1").fetchone()[0]
@@ -361,15 +357,13 @@ class Outbox(StoreFile):
     def _expire_alerts(self, conn: sqlite3.Connection, after: int) -> None:
         cutoff = _wall(self.now()) - self.alert_ttl.total_seconds()
         try:
-            with transaction(conn):
+            with self._writing(conn, "drop expired alerts"):
                 expired = conn.execute(
                     """DELETE FROM outbox WHERE sent_at IS NULL AND alert = 1 AND seq > ? AND created_at <= ?
                        RETURNING topic, event_id""", (after, cutoff)).fetchall()
-        except (OSError, sqlite3.DatabaseError) as exc:
-            _abandon(conn)
+        except StorageError as exc:
             # Not fatal: the publisher checks each alert's remaining time again before sending.
-            self._last_error = f"{self.path}: cannot drop expired alerts: {_cause(exc)}"
-            log.warning("outbox: %s", self._last_error)
+            log.warning("outbox: %s", exc)
             return
         if expired:
             self._rows -= len(expired)
@@ -380,15 +374,13 @@ class Outbox(StoreFile):
     def _make_room(self, conn: sqlite3.Connection) -> None:
         excess = self._rows - self.max_rows
         try:
-            with transaction(conn):
+            with self._writing(conn, "prune sent rows"):
                 dropped = conn.execute(
                     """DELETE FROM outbox WHERE seq IN (
                            SELECT seq FROM outbox WHERE sent_at IS NOT NULL ORDER BY seq LIMIT ?)""",
                     (excess,)).rowcount
-        except (OSError, sqlite3.DatabaseError) as exc:
-            _abandon(conn)
-            self._last_error = f"{self.path}: cannot prune sent rows: {_cause(exc)}"
-            log.warning("outbox: %s", self._last_error)
+        except StorageError as exc:
+            log.warning("outbox: %s", exc)
             return
         self._rows -= dropped
         self._dropped_sent += dropped
