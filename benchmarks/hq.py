@@ -163,14 +163,9 @@ def _scalar(conn: psycopg.Connection, sql: str) -> Any:
     return row[0] if row else None
 
 
-def run_phase(workdir: Path, pg: LocalPostgres, broker: LocalBroker, *, collectors: int, stores: int,
+def run_phase(workdir: Path, pg: LocalPostgres, db_url: str, broker: LocalBroker, *, collectors: int, stores: int,
               visits: int, kill: bool, progress: bool, drain: bool = False) -> dict[str, Any]:
-    """One phase on a fresh database; returns its figures."""
-    name = f"bench_{collectors}{'_drain' if drain else ''}"
-    with psycopg.connect(pg.url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name}")
-        admin.execute(f"CREATE DATABASE {name}")
-    db_url = pg.url.rsplit("/", 1)[0] + "/" + name
+    """One phase on the fresh database `db_url` (the collectors apply the schema); returns its figures."""
     group = f"bench{collectors}{'d' if drain else ''}"
     configs = []
     for i in range(collectors):
@@ -316,8 +311,9 @@ def bench_hq(stores: int = 500, visits: int = 60, progress: bool = True) -> dict
             if progress:
                 print(f"phase: {collectors} collector(s){', one killed mid-run' if kill else ''}"
                       f"{', draining a queued day' if drain else ''} ...", file=sys.stderr)
-            phases.append(run_phase(workdir, pg, broker, collectors=collectors, stores=stores, visits=visits,
-                                    kill=kill, progress=progress, drain=drain))
+            with pg.database(migrated=False) as db_url:
+                phases.append(run_phase(workdir, pg, db_url, broker, collectors=collectors, stores=stores,
+                                        visits=visits, kill=kill, progress=progress, drain=drain))
     finally:
         broker.stop()
         pg.stop()

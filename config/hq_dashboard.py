@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from footfall.config.schema import Duration, _Section, check_timezone
+from footfall.config.schema import Duration, TimeZone, _Section, check_host_names
 from footfall.web.access import Logins
 
 _LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
@@ -30,7 +30,7 @@ def _check_hash(v: str) -> str:
 class DashboardConfig(_Section):
     language: Literal["zh", "en"] = Field("zh", description="Language of the dashboard's labels (the page also has a toggle).")
     listen: str = Field("127.0.0.1:8090", description="HOST:PORT the dashboard listens on.")
-    timezone: str = Field("Asia/Shanghai", description="IANA time zone whose date is 'today' in the date range.")
+    timezone: TimeZone = Field("Asia/Shanghai", description="IANA time zone whose date is 'today' in the date range.")
     password_hash: str | None = Field(None, description="Salted hash of the shared dashboard password (footfall hq serve --hash-password).")
     users: dict[str, str] = Field(default_factory=dict, description="Per-user login: name -> hash of that user's token (footfall hq serve --hash-password).")
     allowed_hosts: list[str] = Field(default_factory=list, description="Host names the dashboard answers to besides IP addresses, localhost and the listen host, e.g. the name a TLS proxy serves it under; any other Host header is refused (DNS rebinding).")
@@ -68,11 +68,6 @@ class DashboardConfig(_Section):
             raise ValueError("must not carry a password: the dashboard uses database.password_file or the environment")
         return v
 
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, v: str) -> str:
-        return check_timezone(v)
-
     @field_validator("password_hash")
     @classmethod
     def _password_hash(cls, v: str | None) -> str | None:
@@ -94,7 +89,4 @@ class DashboardConfig(_Section):
     @field_validator("allowed_hosts")
     @classmethod
     def _allowed_hosts(cls, v: list[str]) -> list[str]:
-        for host in v:
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+", host):
-                raise ValueError(f"a host name without port or scheme, e.g. hq.example.com, got {host!r}")
-        return [host.lower() for host in v]
+        return check_host_names(v, "hq.example.com")

@@ -43,6 +43,9 @@ def check_timezone(name: str) -> str:
     return name
 
 
+TimeZone = Annotated[str, AfterValidator(check_timezone)]
+
+
 class ConfigError(Exception):
     """The configuration is unreadable or invalid; the message names the key."""
 
@@ -238,6 +241,15 @@ _LISTEN = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 _HOURS = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 
 
+def check_host_names(hosts: list[str], example: str) -> list[str]:
+    """allowed_hosts of a page server: bare host names (no port or scheme), lower-cased; ValueError
+    giving `example` for any other."""
+    for host in hosts:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", host):
+            raise ValueError(f"a host name without port or scheme, e.g. {example}, got {host!r}")
+    return [host.lower() for host in hosts]
+
+
 def parse_opening_hours(value: Any) -> tuple[time, time] | None:
     """"10:00-22:00" -> (10:00, 22:00); "" -> None (not known). A closing time before the opening
     one runs past midnight; equal times mean always open."""
@@ -295,10 +307,7 @@ class ConsoleConfig(_Section):
     @field_validator("allowed_hosts")
     @classmethod
     def _allowed_hosts(cls, v: list[str]) -> list[str]:
-        for host in v:
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+", host):
-                raise ValueError(f"a host name without port or scheme, e.g. console.example.com, got {host!r}")
-        return [host.lower() for host in v]
+        return check_host_names(v, "console.example.com")
 
     @field_validator("password_hash")
     @classmethod
@@ -363,7 +372,7 @@ class MetricsConfig(_Section):
 
 class Config(_Section):
     store_id: str = Field("demo-store", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="Store id; part of every MQTT topic.")
-    timezone: str = Field("UTC", description="IANA time zone of the store: day boundaries and hourly counts.")
+    timezone: TimeZone = Field("UTC", description="IANA time zone of the store: day boundaries and hourly counts.")
     models: ModelsConfig = ModelsConfig()
     recognition: RecognitionConfig = RecognitionConfig()
     tracking: TrackingConfig = TrackingConfig()
@@ -378,11 +387,6 @@ class Config(_Section):
     console: ConsoleConfig = ConsoleConfig.model_validate({})
     metrics: MetricsConfig = MetricsConfig()
     cameras: list[CameraConfig] = Field(default_factory=list)
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, v: str) -> str:
-        return check_timezone(v)
 
     @field_validator("cameras")
     @classmethod

@@ -19,11 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections import Counter, deque
 from datetime import datetime
 from http import HTTPStatus
-from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
@@ -40,11 +38,11 @@ from footfall.console.limits import AckBook
 from footfall.console.messages import MAX_ID, Dropped, parse_message
 from footfall.sync import events
 from footfall.sync.mqtt_client import make_client, parse_broker_url
-from footfall.web.access import Logins, host_allowed, same_origin
+from footfall.web.access import Logins, same_origin
+from footfall.web.app import AppHandler
 from footfall.web.limits import HashingGate, LoginLimiter
-from footfall.web.login import LoginHandler, Refusal
 from footfall.web.passwords import verify_password
-from footfall.web.server import PageServer, parse_listen
+from footfall.web.server import PageServer, parse_listen, serve_until_interrupted
 from footfall.web.sessions import Session, SessionBook
 
 log = logging.getLogger(__name__)
@@ -167,6 +165,7 @@ class Console:
                                     per_minute=cc.login_per_minute, max_clients=cc.login_clients_tracked)
         self.hashing = HashingGate(cc.login_concurrency, "console-login")
         self._logins = guide_logins(config)
+        self.allowed_hosts = cc.allowed_hosts
 
         self._lock = threading.Lock()
         self._listeners: list[_Listener] = []
@@ -215,14 +214,8 @@ class Console:
         self.hashing.close()
 
     def serve_forever(self) -> int:
-        self.start()
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            return 0
-        finally:
-            self.stop()
+        """Serve until Ctrl-C; 0 for the command's exit status."""
+        return serve_until_interrupted(self)
 
     @property
     def url(self) -> str:
@@ -446,28 +439,17 @@ _SECURITY_HEADERS = {
 }
 
 
-def static_text(name: str) -> str:
-    return resources.files("footfall.console").joinpath("static", name).read_text(encoding="utf-8")
-
-
-class _Handler(LoginHandler):
+class _Handler(AppHandler):
     app: Console
     server_version = f"footfall-console/{__version__}"
     security_headers = _SECURITY_HEADERS
     log_label = "console http"
+    package = "footfall.console"
+    static = _STATIC
+    hosts_setting = "console.allowed_hosts"
+    app_name = "Guide console"
 
     # -- helpers ---------------------------------------------------------------------------
-
-    def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        self._send(status, json.dumps(payload, ensure_ascii=False).encode("utf-8"),
-                   "application/json; charset=utf-8", headers)
-
-    def _page(self, name: str, status: int = HTTPStatus.OK, error: bool = False, wait: bool = False,
-              headers: dict[str, str] | None = None) -> None:
-        html = (static_text(name).replace("{{lang}}", self.app.language)
-                .replace("{{error_hidden}}", "" if error else "hidden")
-                .replace("{{wait_hidden}}", "" if wait else "hidden"))
-        self._send(status, html.encode("utf-8"), "text/html; charset=utf-8", headers)
 
     def _body(self) -> bytes | None:
         try:
@@ -480,44 +462,23 @@ class _Handler(LoginHandler):
         self._request_read()
         return body
 
-    def _host_ok(self) -> bool:
-        """Refuse a Host that is not this console's (DNS rebinding); answers 421 itself."""
-        if host_allowed(self.headers.get("Host"), self.app.config.console.allowed_hosts):
-            return True
-        self._json(HTTPStatus.MISDIRECTED_REQUEST, {"error": "unknown Host; add it to console.allowed_hosts"})
-        return False
-
     # -- routes ----------------------------------------------------------------------------
 
-    def do_HEAD(self) -> None:
-        self.do_GET()
-
-    def do_GET(self) -> None:
-        self._request_read()
-        if not self._host_ok():
-            return
-        path = urlsplit(self.path).path
-        # The page's assets, its icons and manifest need no session (a manifest is fetched without cookies).
-        if path in _STATIC:
-            name, content_type = _STATIC[path]
-            self._send(HTTPStatus.OK, static_text(name).encode("utf-8"), content_type)
-        elif path in _ICONS:
+    def _get_public(self, path: str) -> bool:
+        # The page's icons and manifest need no session (a manifest is fetched without cookies).
+        if path in _ICONS:
             self._send(HTTPStatus.OK, icons.png(_ICONS[path]), "image/png")
         elif path == "/manifest.webmanifest":
             self._send(HTTPStatus.OK, icons.manifest(self.app.language), "application/manifest+json")
-        elif path == "/login":
-            self._page("login.html")
-        elif self._session() is None:
-            if path in ("/", "/index.html"):
-                self._redirect("/login")
-            else:
-                self._json(HTTPStatus.UNAUTHORIZED, {"error": "login required"})
-        elif path in ("/", "/index.html"):
-            self._page("index.html")
-        elif path == "/events":
-            self._events()
         else:
-            self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+            return False
+        return True
+
+    def _get(self, path: str, query: str, session: Session) -> bool:
+        if path != "/events":
+            return False
+        self._events(session)
+        return True
 
     def do_POST(self) -> None:
         body = self._body()   # read first: closing on an unread body would reset the answer
@@ -539,9 +500,6 @@ class _Handler(LoginHandler):
             self._logout()
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
-
-    def _login_page(self, status: int, refusal: Refusal, headers: dict[str, str] | None = None) -> None:
-        self._page("login.html", status, error=refusal == "failed", wait=refusal == "wait", headers=headers)
 
     def _ack(self, session: Session, body: bytes | None) -> None:
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -567,9 +525,7 @@ class _Handler(LoginHandler):
             return
         self._json(HTTPStatus.OK if taken else HTTPStatus.CONFLICT, ack)
 
-    def _events(self) -> None:
-        session = self._session()
-        assert session is not None
+    def _events(self, session: Session) -> None:
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-store")

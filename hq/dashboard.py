@@ -21,15 +21,11 @@ are read-only with a statement timeout. See docs/security.md, "HQ dashboard".
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from http import HTTPStatus
-from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
@@ -40,11 +36,11 @@ from footfall.config.schema import ConfigError
 from footfall.hq import read
 from footfall.hq.db import Login, LoginRefused
 from footfall.sync.events import is_store_id
-from footfall.web.access import Logins, host_allowed, same_origin
+from footfall.web.access import Logins, same_origin
+from footfall.web.app import AppHandler
 from footfall.web.limits import HashingGate, LoginLimiter
-from footfall.web.login import LoginHandler, Refusal
 from footfall.web.passwords import print_password_hash, verify_password
-from footfall.web.server import PageServer, parse_listen
+from footfall.web.server import PageServer, parse_listen, serve_until_interrupted
 from footfall.web.sessions import Session, SessionBook
 
 log = logging.getLogger(__name__)
@@ -227,21 +223,6 @@ def parse_limit(query: dict[str, list[str]]) -> int:
     return n
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
-
-
-def to_json(payload: Any) -> bytes:
-    """Compact UTF-8 JSON; dates, timestamps and decimals as the read side's plain forms."""
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=_jsonable).encode("utf-8")
-
-
 # -- the server -------------------------------------------------------------------------------
 
 class _Server(PageServer):
@@ -269,6 +250,7 @@ class Dashboard:
         self.hashing = HashingGate(config.login_concurrency, "hq-dashboard-login")
         self.failure_delay = LOGIN_FAILURE_DELAY_S
         self.allowed_hosts = allowed_hosts(config, self.host)
+        self.language = config.language
         try:
             self._logins = Logins(config.users, config.password_hash)
         except ValueError as exc:
@@ -380,35 +362,20 @@ _SECURITY_HEADERS = {
 _FORM = "application/x-www-form-urlencoded"
 
 
-def static_text(name: str) -> str:
-    """A file of hq/static, as shipped in the package."""
-    return resources.files("footfall.hq").joinpath("static", name).read_text(encoding="utf-8")
-
-
-class _Handler(LoginHandler):
+class _Handler(AppHandler):
     app: Dashboard
     server_version = f"footfall-hq/{__version__}"
     security_headers = _SECURITY_HEADERS
     log_label = "hq dashboard http"
+    package = "footfall.hq"
+    static = _STATIC
+    static_headers = {"Cache-Control": "no-cache"}
+    hosts_setting = "dashboard.allowed_hosts"
+    page_title = "footfall HQ"
+    app_name = "Chain dashboard"
+    login_footer = '<p class="lang-switch"><button type="button" class="lang-toggle" id="lang-toggle"></button></p>'
 
     # -- helpers ---------------------------------------------------------------------------
-
-    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        self._send(status, to_json(payload), "application/json; charset=utf-8", headers)
-
-    def _page(self, name: str, status: int = HTTPStatus.OK, error: str = "",
-              headers: dict[str, str] | None = None) -> None:
-        html = (static_text(name).replace("{{lang}}", self.app.config.language)
-                .replace("{{error}}", error).replace("{{error_hidden}}", "" if error else "hidden"))
-        self._send(status, html.encode("utf-8"), "text/html; charset=utf-8", headers)
-
-    def _host_ok(self) -> bool:
-        """Refuse a Host that is not this dashboard's (DNS rebinding); answers 421 itself."""
-        if host_allowed(self.headers.get("Host"), self.app.allowed_hosts):
-            return True
-        self._json(HTTPStatus.MISDIRECTED_REQUEST, {"error": "unknown Host; add it to dashboard.allowed_hosts"},
-                   {"Connection": "close"})
-        return False
 
     def _post_refusal(self) -> tuple[int, str] | None:
         """Why a POST is refused before reading it (another site, not a form, too big), or None."""
@@ -436,35 +403,11 @@ class _Handler(LoginHandler):
 
     # -- routes ----------------------------------------------------------------------------
 
-    def do_HEAD(self) -> None:
-        self.do_GET()
-
-    def do_GET(self) -> None:
-        self._request_read()
-        if not self._host_ok():
-            return
-        parts = urlsplit(self.path)
-        path = parts.path
-        if path in _STATIC:
-            name, content_type = _STATIC[path]
-            self._send(HTTPStatus.OK, static_text(name).encode("utf-8"), content_type,
-                       {"Cache-Control": "no-cache"})
-            return
-        if path == "/login":
-            self._page("login.html")
-            return
-        session = self._session()
-        if session is None:
-            if path in ("/", "/index.html"):
-                self._redirect("/login")
-            else:
-                self._json(HTTPStatus.UNAUTHORIZED, {"error": "login required"})
-        elif path in ("/", "/index.html"):
-            self._page("index.html")
-        elif path.startswith("/api/"):
-            self._api(path.removeprefix("/api/"), parts.query, session)
-        else:
-            self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+    def _get(self, path: str, query: str, session: Session) -> bool:
+        if not path.startswith("/api/"):
+            return False
+        self._api(path.removeprefix("/api/"), query, session)
+        return True
 
     def _api(self, name: str, query_string: str, session: Session) -> None:
         try:
@@ -507,10 +450,6 @@ class _Handler(LoginHandler):
             return
         self._logout()
 
-    def _login_page(self, status: int, refusal: Refusal, headers: dict[str, str] | None = None) -> None:
-        self._page("login.html", status, error="login_failed" if refusal == "failed" else "too_many",
-                   headers=headers)
-
     def handle_one_request(self) -> None:
         try:
             super().handle_one_request()
@@ -545,15 +484,7 @@ def cmd_serve(args: Any) -> int:
         log.warning("hq dashboard: %s; the views say so until it answers", found[1])
     pool = open_pool(login.url, login.password, config.dashboard)
     try:
-        dashboard = Dashboard(config.dashboard, PostgresReadSide(pool, login), listen=args.listen,
-                              silent_after=config.silent_after)
-        dashboard.start()
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            return 0
-        finally:
-            dashboard.stop()
+        return serve_until_interrupted(Dashboard(config.dashboard, PostgresReadSide(pool, login),
+                                                 listen=args.listen, silent_after=config.silent_after))
     finally:
         pool.close()

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import settings
-from support.pg import hq_db, postgres  # noqa: F401  (PostgreSQL fixtures for the HQ tests)
 
 from footfall.config.schema import parse_config
 from footfall.recognition.analyzer import FaceAnalyzer
@@ -20,6 +19,19 @@ from footfall.recognition.evaluation import labelled_photos
 from footfall.recognition.images import pad_photo, read_image
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Fixtures that tests in several modules share live in tests/support and are registered here.
+pytest_plugins = [
+    "support.pg",
+    "support.clips",
+    "support.daemon",
+    "support.downlink",
+    "support.daemon_uplink",
+    "support.hq_collector",
+    "support.browser",
+    "support.console",
+    "support.dashboard",
+]
 
 # Fuzzing: a bounded number of examples in the normal suite; the long run is
 # `pytest --hypothesis-profile=long -k fuzz` (or FOOTFALL_FUZZ_EXAMPLES=N for another count).

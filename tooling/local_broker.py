@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from footfall.tooling.processes import end_process, free_port
+
 
 def mosquitto_binary() -> str | None:
     """Mosquitto on PATH, or where Debian installs it."""
@@ -17,12 +19,6 @@ def mosquitto_binary() -> str | None:
     if found:
         return found
     return "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LocalBroker:
@@ -57,10 +53,5 @@ class LocalBroker:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
+        end_process(self._proc, 5)
         self._log.close()

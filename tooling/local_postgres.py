@@ -1,22 +1,27 @@
 """A throw-away PostgreSQL cluster on loopback (tests, the demo, the benchmark).
 
 `initdb` and `pg_ctl` on a fresh temporary directory, a free 127.0.0.1 port, trust
-authentication for a `footfall` superuser; stop() ends the server and deletes the
-directory. PostgreSQL refuses to run as root, so as root the cluster is created and run as
-the `postgres` system user (made by Debian's package) through `runuser`.
+authentication for a `footfall` superuser; database() lends a fresh database of its own;
+stop() ends the server and deletes the directory. PostgreSQL refuses to run as root, so as root
+the cluster is created and run as the `postgres` system user (made by Debian's package) through
+`runuser`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import itertools
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+from footfall.tooling.processes import free_port
 
 
 def postgres_bindir() -> Path | None:
@@ -57,12 +62,6 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class LocalPostgres:
     """A private PostgreSQL server; `url` is its libpq URL (database `footfall`, user `footfall`).
 
@@ -82,10 +81,11 @@ class LocalPostgres:
         self.dir = Path(tempfile.mkdtemp(prefix="footfall-pg-"))
         self.data = self.dir / "data"
         self.log_file = self.dir / "postgres.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"postgresql://footfall@127.0.0.1:{self.port}/footfall"
         self._as_postgres = os.geteuid() == 0
         self._started = False
+        self._databases = itertools.count(1)
         if self._as_postgres:
             user = pwd.getpwnam("postgres")
             os.chown(self.dir, user.pw_uid, user.pw_gid)
@@ -122,6 +122,29 @@ class LocalPostgres:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"createdb failed: {created.stderr.strip()}")
             time.sleep(0.1)
+
+    @contextlib.contextmanager
+    def database(self, *, migrated: bool = True) -> Iterator[str]:
+        """A fresh database of its own on this server: yields its URL, then drops it (connections and all).
+
+        `migrated` applies head office's schema (footfall.hq.migrate) before it is handed over.
+        """
+        import psycopg  # head office's extra: the cluster itself needs only the PostgreSQL binaries
+
+        from footfall.hq.migrate import migrate
+
+        name = f"footfall_{next(self._databases)}"
+        with psycopg.connect(self.url, autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+        url = self.url.rsplit("/", 1)[0] + "/" + name
+        try:
+            if migrated:
+                with psycopg.connect(url) as conn:
+                    migrate(conn)
+            yield url
+        finally:
+            with psycopg.connect(self.url, autocommit=True) as admin:
+                admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
     def postmaster_pid(self) -> int | None:
         """The server's main process id (None when not running)."""

@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -246,13 +245,6 @@ def gstreamer_missing(python: str = SYSTEM_PYTHON) -> str | None:
     return None
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class RtspCameras:
     """The helper as a subprocess (from any Python): start, kill, start again on the same port, command.
 
@@ -261,6 +253,9 @@ class RtspCameras:
 
     def __init__(self, files: dict[str, Path], *, size: str = "1920x1080", fps: int = 25,
                  alt_size: str | None = None, port: int | None = None, log: Path | None = None) -> None:
+        # Imported here: the module also runs as a script under the system Python, without footfall.
+        from footfall.tooling.processes import free_port
+
         self.files, self.size, self.fps, self.alt_size = files, size, fps, alt_size
         self.port = port or free_port()
         self.log = log
@@ -333,15 +328,11 @@ class RtspCameras:
 
     def stop(self) -> None:
         """End the server (SIGTERM, then SIGKILL if it lingers)."""
+        from footfall.tooling.processes import end_process
+
         if self._proc is None:
             return
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(10)
+        end_process(self._proc, 10)
         for stream in (self._proc.stdin, self._proc.stdout):
             if stream is not None:
                 stream.close()

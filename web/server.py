@@ -7,7 +7,8 @@
 - `PageHandler`: bodies that are never cached and always carry the server's security headers,
   redirects, and HEAD answered with headers only; it tells the server when its request has
   arrived and when its answer starts.
-- `parse_listen`: the HOST:PORT a server listens on.
+- `parse_listen`: the HOST:PORT a server listens on; `serve_until_interrupted`: an app's server
+  run from the command line until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,25 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not m or not 0 <= int(m.group(2)) < 65536:
         raise ValueError(f"listen address must look like HOST:PORT, e.g. 127.0.0.1:8080, got {value!r}")
     return m.group(1).strip("[]"), int(m.group(2))
+
+
+class Service(Protocol):
+    """An app whose server starts and stops."""
+
+    def start(self) -> Any: ...
+    def stop(self) -> None: ...
+
+
+def serve_until_interrupted(app: Service) -> int:
+    """Start `app`, serve until Ctrl-C, stop it; 0 for the command's exit status."""
+    app.start()
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        app.stop()
 
 
 @dataclass

@@ -6,7 +6,7 @@
 const LABELS = {
   zh: {
     title: "连锁客流总部", your_name: "您的姓名", password: "密码或口令", log_in: "登录", log_out: "退出",
-    login_failed: "姓名或密码不正确。", too_many: "登录失败次数过多，请稍后再试。", from: "从", to: "至",
+    login_failed: "姓名或密码不正确。", login_wait: "登录失败次数过多，请稍后再试。", from: "从", to: "至",
     apply: "查询", view_chain: "全连锁", view_stores: "门店", view_conversion: "预约转化", view_no_shows: "未到店",
     view_response: "响应时间", view_checks: "数据核对", chain_title: "全连锁每日客流", day: "日期", visits: "到访",
     reentries: "再次进店", member_visits: "会员到访", unidentified: "未识别", exits: "离店", stores_title: "门店一览",
@@ -28,7 +28,7 @@ const LABELS = {
   },
   en: {
     title: "Chain dashboard", your_name: "Your name", password: "Password or token", log_in: "Log in",
-    log_out: "Log out", login_failed: "Wrong name or password.", too_many: "Too many failed logins; try again later.",
+    log_out: "Log out", login_failed: "Wrong name or password.", login_wait: "Too many failed logins; try again later.",
     from: "From", to: "To", apply: "Show", view_chain: "Chain", view_stores: "Stores", view_conversion: "Appointments",
     view_no_shows: "No-shows", view_response: "Response time", view_checks: "Count checks",
     chain_title: "Chain totals by day", day: "Day", visits: "Visits", reentries: "Re-entries",
@@ -61,16 +61,6 @@ const L = LABELS[lang];
 const t = (key) => (key in L ? L[key] : key);
 document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
 const SVG_NS = "http://www.w3.org/2000/svg";
-
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === undefined || v === null) continue;
-    if (k === "class") node.className = v; else node.setAttribute(k, v);
-  }
-  for (const c of children) if (c !== null && c !== undefined) node.append(c);
-  return node;
-}
 
 function svg(tag, attrs, ...children) {
   const node = document.createElementNS(SVG_NS, tag);

@@ -19,72 +19,19 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from support.broker import Broker, Subscriber, wait_until
-from test_camera_faults import BOUNDARY, MjpegServer
-from test_daemon import PREFIX, config_file
+from support.clips import ClipCamera
+from support.daemon import PREFIX, TWO_MEMBERS, camera_table, config_file, enrol
+from support.daemon_run import footfall, footfall_running, online_status, running, said_stopped
 
 from footfall.config.schema import load_config
-from footfall.dedup.enrol import embeddings_from_photos
-from footfall.dedup.gallery import Person
 from footfall.edge import admin
 from footfall.edge.admin import send
 from footfall.edge.daemon import Daemon
-from footfall.edge.store import open_gallery
-from footfall.recognition.images import read_image
 from footfall.storage.lock import StorageBusy, StorageLock
-from footfall.tooling.scenario import Appearance, Clip, SpriteBank, frames
-
-
-class ClipCamera(MjpegServer):
-    """An MJPEG camera that shows an empty entrance until `play()`, then the clip once, then empty again."""
-
-    def __init__(self, jpegs: list[bytes], fps: float) -> None:
-        super().__init__(fps=fps)
-        self.jpegs = jpegs
-        self.empty = jpegs[0]
-        self.playing = threading.Event()
-        self.played = threading.Event()
-
-    def play(self) -> None:
-        self.playing.set()
-
-    def _serve(self, out) -> None:
-        position = 0
-        while not self._stopping.is_set():
-            if self.playing.is_set() and not self.played.is_set():
-                data = self.jpegs[position]
-                position += 1
-                if position == len(self.jpegs):
-                    self.played.set()
-            else:
-                data = self.empty
-            out.write(b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % (BOUNDARY, len(data)))
-            out.write(data + b"\r\n")
-            out.flush()
-            time.sleep(self.period)
-
-
-def footfall(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "footfall", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def enrol_members(config_path: Path, analyzer, faces_dir: Path) -> dict[str, np.ndarray]:
-    """Two members, enrolled before the daemon starts; returns their stored vectors."""
-    gallery = open_gallery(load_config(config_path), analyzer)
-    vectors = {}
-    try:
-        for person_id, name, photos in [("deepface_p05", "Ms Five", ["2.jpg", "3.jpg"]),
-                                        ("deepface_p03", "Mr Three", ["2.jpg"])]:
-            images = [(p, read_image(faces_dir / person_id / p)) for p in photos]
-            vectors[person_id] = embeddings_from_photos(analyzer, images)
-            gallery.enroll(Person(person_id, name, "member", consent=True, consent_at=datetime.now(UTC)),
-                           vectors[person_id])
-    finally:
-        gallery.close()
-    return vectors
+from footfall.tooling.scenario import Appearance, Clip, SpriteBank
 
 
 def every_byte_under(directory: Path) -> bytes:
@@ -92,39 +39,30 @@ def every_byte_under(directory: Path) -> bytes:
 
 
 def test_a_member_erased_while_the_daemon_runs_is_not_recognised_and_leaves_no_trace(
-        tmp_path, default_analyzer, faces_dir):
-    broker = Broker(tmp_path / "broker").start()
+        tmp_path, broker, default_analyzer, faces_dir):
     bank = SpriteBank(faces_dir, default_analyzer)
     clip = Clip("door-1", datetime.now(UTC), 12.0, (Appearance("deepface_p05", "1.jpg", 1.0),
                                                     Appearance("deepface_p03", "1.jpg", 6.5, lane=0.3)), fps=10)
-    jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in frames(clip, bank, seed=3)]
-    camera = ClipCamera(jpegs, fps=10).start()
-    config = config_file(tmp_path, broker, f'[[cameras]]\nid = "door-1"\nsource = "{camera.url}"\nfps = 5\n')
-    vectors = enrol_members(config, default_analyzer, faces_dir)
+    camera = ClipCamera(clip, bank, seed=3).start()
+    config = config_file(tmp_path, broker, camera_table("door-1", camera.url))
+    vectors = enrol(config, default_analyzer, faces_dir, TWO_MEMBERS)
     sub = Subscriber(broker.port, PREFIX + "#")
-    daemon = subprocess.Popen([sys.executable, "-m", "footfall", "run", "--config", str(config)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        sub.wait_for(lambda ms: any(m.topic == PREFIX + "status" and m.payload.get("state") == "online"
-                                    and m.payload.get("cameras") == {"door-1": "streaming"} for m in ms),
-                     60, "the daemon online with its camera streaming")
+        with footfall_running(config) as daemon:
+            sub.wait_for(online_status({"door-1": "streaming"}), 60, "the daemon online with its camera streaming")
 
-        erased = footfall("erase", "--config", str(config), "--member-id", "deepface_p05")
-        assert erased.returncode == 0, erased.stderr
-        assert "running daemon" in erased.stdout
-        sub.wait_for(lambda ms: any(m.topic == PREFIX + "members/deleted" for m in ms), 10, "members/deleted")
+            erased = footfall("erase", "--config", str(config), "--member-id", "deepface_p05")
+            assert erased.returncode == 0, erased.stderr
+            assert "running daemon" in erased.stdout
+            sub.wait_for(lambda ms: any(m.topic == PREFIX + "members/deleted" for m in ms), 10, "members/deleted")
 
-        camera.play()
-        visits = sub.wait_for(lambda ms: len([m for m in ms if m.topic == PREFIX + "visits"]) >= 2, 90,
-                              "both people walking in")
+            camera.play()
+            sub.wait_for(lambda ms: len([m for m in ms if m.topic == PREFIX + "visits"]) >= 2, 90,
+                         "both people walking in")
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        output = daemon.communicate(timeout=60)[0]
         camera.stop()
     try:
-        assert daemon.returncode == 0, output
-        sub.wait_for(lambda ms: any(m.topic == PREFIX + "status" and m.payload.get("state") == "stopped"
-                                    for m in ms), 10, "the stopped status")
+        said_stopped(sub)
         visits = [m.payload for m in sub.on(PREFIX + "visits")]
         arrivals = [m.payload for m in sub.on(PREFIX + "alerts/arrival")]
         # The other member is still recognised: the camera and the gallery work.
@@ -132,7 +70,7 @@ def test_a_member_erased_while_the_daemon_runs_is_not_recognised_and_leaves_no_t
         assert sorted((v["role"], v["member_id"] or "") for v in visits) == [
             ("member", "deepface_p03"), ("visitor", "")]
         assert all("deepface_p05" not in str(m.payload) for m in sub.messages if m.topic != PREFIX + "members/deleted")
-        assert b"deepface_p05" not in output.encode() and b"Ms Five" not in output.encode()
+        assert b"deepface_p05" not in daemon.output.encode() and b"Ms Five" not in daemon.output.encode()
 
         state = every_byte_under(tmp_path / "state")
         assert b"deepface_p05" not in state and b"Ms Five" not in state
@@ -141,11 +79,9 @@ def test_a_member_erased_while_the_daemon_runs_is_not_recognised_and_leaves_no_t
         assert b"deepface_p03" in state  # the check above would see a name that is there
     finally:
         sub.close()
-        broker.stop()
 
 
-def test_a_second_daemon_on_the_same_state_refuses_to_start_naming_the_holder(tmp_path, default_analyzer):
-    broker = Broker(tmp_path / "broker").start()
+def test_a_second_daemon_on_the_same_state_refuses_to_start_naming_the_holder(tmp_path, broker, default_analyzer):
     config = config_file(tmp_path, broker)
     first = Daemon(load_config(config), analyzer=default_analyzer)
     try:
@@ -156,18 +92,13 @@ def test_a_second_daemon_on_the_same_state_refuses_to_start_naming_the_holder(tm
         assert f"in use by pid {os.getpid()} (footfall run" in second.stderr
     finally:
         first.close()
-        broker.stop()
     # Released on close: the next start takes it.
     Daemon(load_config(config), analyzer=default_analyzer).close()
 
 
-def test_enrol_while_the_daemon_runs_reaches_its_gallery_at_once(tmp_path, default_analyzer, faces_dir):
-    broker = Broker(tmp_path / "broker").start()
+def test_enrol_while_the_daemon_runs_reaches_its_gallery_at_once(tmp_path, broker, default_analyzer, faces_dir):
     config = config_file(tmp_path, broker)
-    daemon = Daemon(load_config(config), analyzer=default_analyzer)
-    thread = threading.Thread(target=daemon.run, daemon=True)
-    thread.start()
-    try:
+    with running(config, default_analyzer) as daemon:
         done = footfall("enroll", "--config", str(config), "--member-id", "m-7", "--name", "Ms Seven",
                         "--consent", str(faces_dir / "deepface_p05" / "2.jpg"))
         assert done.returncode == 0, done.stderr
@@ -175,11 +106,6 @@ def test_enrol_while_the_daemon_runs_reaches_its_gallery_at_once(tmp_path, defau
         assert daemon.store.gallery.get("m-7").name == "Ms Seven"
         refused = send(tmp_path / "state", "members/upsert", '{"member_id": "m-8"}')
         assert refused["ok"] is False and "name" in refused["reason"]
-    finally:
-        daemon.stop()
-        thread.join(30)
-        broker.stop()
-    assert not thread.is_alive()
 
 
 def test_an_operator_command_waits_for_no_one_while_another_holds_the_state(tmp_path):
@@ -216,37 +142,31 @@ def drip(path: Path, stop: threading.Event, seen: dict, every: float = 0.1) -> N
 
 
 def test_a_client_dripping_bytes_is_cut_at_the_deadline_and_holds_no_one_else_up(
-        tmp_path, default_analyzer, monkeypatch):
+        tmp_path, broker, default_analyzer, monkeypatch):
     monkeypatch.setattr(admin, "IO_TIMEOUT_S", 2.0)
-    broker = Broker(tmp_path / "broker").start()
     config = config_file(tmp_path, broker)
-    daemon = Daemon(load_config(config), analyzer=default_analyzer)
-    thread = threading.Thread(target=daemon.run, daemon=True)
-    thread.start()
     stop = threading.Event()
     dripped: dict = {}
     dripper = threading.Thread(target=drip, args=(tmp_path / "state" / "admin.sock", stop, dripped))
-    try:
-        wait_until((tmp_path / "state" / "admin.sock").exists, 30, "the admin socket")
-        dripper.start()
-        wait_until(lambda: "connected" in dripped, 5, "the dripping client")
-        time.sleep(0.3)  # it has dripped a few bytes
-        started = time.monotonic()
-        answer = send(tmp_path / "state", "members/delete", '{"member_id": "m-1"}')
-        took = time.monotonic() - started
-        assert answer["ok"] is True and took < 1.0, f"answered in {took:.2f} s while another client drips"
-        assert "closed" not in dripped, "the other client was still dripping"
-        erased = footfall("erase", "--config", str(config), "--member-id", "m-2", timeout=60)
-        assert erased.returncode == 1 and "m-2 is not known to the running daemon" in erased.stderr, erased.stderr
-        dripper.join(10)
-        assert not dripper.is_alive(), "the dripping client was never cut off"
-        assert dripped["answer"] == {"ok": False, "reason": "the request did not arrive whole within 2 s"}
-        assert 1.9 <= dripped["closed"] - dripped["connected"] < 3.0
-    finally:
-        stop.set()
-        daemon.stop()
-        thread.join(30)
-        broker.stop()
+    with running(config, default_analyzer):
+        try:
+            wait_until((tmp_path / "state" / "admin.sock").exists, 30, "the admin socket")
+            dripper.start()
+            wait_until(lambda: "connected" in dripped, 5, "the dripping client")
+            time.sleep(0.3)  # it has dripped a few bytes
+            started = time.monotonic()
+            answer = send(tmp_path / "state", "members/delete", '{"member_id": "m-1"}')
+            took = time.monotonic() - started
+            assert answer["ok"] is True and took < 1.0, f"answered in {took:.2f} s while another client drips"
+            assert "closed" not in dripped, "the other client was still dripping"
+            erased = footfall("erase", "--config", str(config), "--member-id", "m-2", timeout=60)
+            assert erased.returncode == 1 and "m-2 is not known to the running daemon" in erased.stderr, erased.stderr
+            dripper.join(10)
+            assert not dripper.is_alive(), "the dripping client was never cut off"
+            assert dripped["answer"] == {"ok": False, "reason": "the request did not arrive whole within 2 s"}
+            assert 1.9 <= dripped["closed"] - dripped["connected"] < 3.0
+        finally:
+            stop.set()
 
 
 def pending_connections(path: Path) -> int:
@@ -254,8 +174,7 @@ def pending_connections(path: Path) -> int:
     return sum(1 for line in Path("/proc/net/unix").read_text().splitlines() if line.endswith(str(path)))
 
 
-def test_erase_says_in_one_line_that_the_daemon_gave_no_answer_when_it_dies_mid_request(tmp_path):
-    broker = Broker(tmp_path / "broker").start()
+def test_erase_says_in_one_line_that_the_daemon_gave_no_answer_when_it_dies_mid_request(tmp_path, broker):
     config = config_file(tmp_path, broker)
     sock_path = tmp_path / "state" / "admin.sock"
     daemon = subprocess.Popen([sys.executable, "-m", "footfall", "run", "--config", str(config)],
@@ -277,7 +196,6 @@ def test_erase_says_in_one_line_that_the_daemon_gave_no_answer_when_it_dies_mid_
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait(10)
-        broker.stop()
     assert erase.returncode == 1
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"error: the daemon on {sock_path} gave no answer to members/delete"), err

@@ -7,50 +7,26 @@ that did arrive, so "nothing arrived" cannot mean "nothing was sent".
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from support.broker import Broker, Subscriber, mosquitto_passwd_path, mosquitto_path, wait_until
+from support.broker_settings import publish_as, shipped_acl, shipped_settings
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None or mosquitto_passwd_path() is None,
                                 reason="mosquitto and mosquitto_passwd are not installed")
 
-ACL = Path(__file__).resolve().parents[2] / "config" / "mosquitto-acl.example"
-CONF = Path(__file__).resolve().parents[2] / "config" / "mosquitto-footfall.conf.example"
 USERS = {"sh-001": "pw-a", "sh-002": "pw-b", "hq": "pw-hq", "sh-001-console": "pw-c"}
-
-
-def shipped_settings() -> str:
-    """The settings lines of the shipped mosquitto.conf snippet, without its listener and the lines
-    naming files (this broker has its own listener, password file and ACL)."""
-    lines = [line.strip() for line in CONF.read_text().splitlines()]
-    return "".join(f"{line}\n" for line in lines if line and not line.startswith("#")
-                   and line.split()[0] not in ("listener", "certfile", "keyfile", "password_file", "acl_file",
-                                                   "allow_anonymous"))
-
-
-def publish(port: int, user: str, topic: str, body: bytes = b"{}") -> None:
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{user}-{time.monotonic_ns()}",
-                         protocol=MQTTProtocolVersion.MQTTv5)
-    client.username_pw_set(user, USERS[user])
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    try:
-        client.publish(topic, body, qos=1).wait_for_publish(5)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+publish = functools.partial(publish_as, USERS)
 
 
 @pytest.fixture
 def broker(tmp_path):
-    acl = tmp_path / "acl"
-    acl.write_text(ACL.read_text())
-    b = Broker(tmp_path / "broker", users=USERS, extra_conf=f"acl_file {acl}\n").start()
+    b = Broker(tmp_path / "broker", users=USERS, extra_conf=shipped_acl(tmp_path)).start()
     yield b
     b.stop()
 
@@ -58,9 +34,7 @@ def broker(tmp_path):
 @pytest.fixture
 def bound_broker(tmp_path):
     """The ACL and the shipped settings: every client id is its user name (one connection per user)."""
-    acl = tmp_path / "acl"
-    acl.write_text(ACL.read_text())
-    b = Broker(tmp_path / "broker", users=USERS, extra_conf=f"acl_file {acl}\n" + shipped_settings()).start()
+    b = Broker(tmp_path / "broker", users=USERS, extra_conf=shipped_acl(tmp_path) + shipped_settings()).start()
     yield b
     b.stop()
 
@@ -108,13 +82,7 @@ def test_a_store_cannot_read_another_stores_topics_or_write_into_its_downlink(br
 def test_a_store_reads_its_own_retained_status_only(broker):
     publish_retained = [("sh-001", "footfall/sh-001/status"), ("sh-002", "footfall/sh-002/status")]
     for user, topic in publish_retained:
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"st-{user}", protocol=MQTTProtocolVersion.MQTTv5)
-        client.username_pw_set(user, USERS[user])
-        client.connect("127.0.0.1", broker.port)
-        client.loop_start()
-        client.publish(topic, b'{"state": "online"}', qos=1, retain=True).wait_for_publish(5)
-        client.disconnect()
-        client.loop_stop()
+        publish(broker.port, user, topic, b'{"state": "online"}', retain=True)
     a = Subscriber(broker.port, "footfall/+/status", username="sh-001", password=USERS["sh-001"])
     hq = Subscriber(broker.port, "footfall/+/status", username="hq", password=USERS["hq"])
     try:

@@ -16,7 +16,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from support.broker import Broker, wait_until
-from test_mqtt import make_ca_and_server_cert
+from support.daemon_tls import make_ca_and_server_cert
 
 SNIPPET = Path(__file__).resolve().parents[2] / "config" / "mosquitto-footfall.conf.example"
 ACL = Path(__file__).resolve().parents[2] / "config" / "mosquitto-acl.example"

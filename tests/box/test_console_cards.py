@@ -7,48 +7,17 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-import test_console
-from support.broker import Broker, wait_until
-from test_console import (
-    GUIDES,
-    PASSWORD,
-    PASSWORD_HASH,
-    SH,
-    STORE,
-    Publisher,
-    browser,
-    login,
-    screenshot,
-    wait,
-)
+from support.broker import Broker
+from support.browser import open_logged_in, screenshot, wait
+from support.console import PASSWORD, SH, STORE, Publisher, browser, cards_of, lines, start_console
 
-from footfall.config.schema import parse_config
-from footfall.console import server as con
 from footfall.sync.events import AppointmentAlert, ArrivalAlert, NoShowAlert, Status
-
-# The browser, broker and console of tests/box/test_console.py, as fixtures of this module too.
-broker = test_console.broker
-console = test_console.console
-driver = test_console.driver
-page = test_console.page
-publisher = test_console.publisher
 
 
 def _by(css: str):
     from selenium.webdriver.common.by import By
 
     return lambda d: d.find_elements(By.CSS_SELECTOR, css)
-
-
-def cards_of(driver, member_id: str) -> list:
-    return _by(f'#cards .card[data-member-id="{member_id}"]')(driver)
-
-
-def lines(card) -> dict[str, str]:
-    """The appointment lines on a card: appointment id -> text."""
-    from selenium.webdriver.common.by import By
-
-    return {p.get_attribute("data-appointment-id"): p.text for p in card.find_elements(By.CSS_SELECTOR, ".minutes")}
 
 
 def visit_alerts(member: str, name: str, visit: str, at: datetime, appointment: str, minutes_early: int,
@@ -74,25 +43,25 @@ def one_card_with(driver, member: str, appointment: str):
 
 @browser
 @pytest.mark.parametrize("appointment_first", [True, False], ids=["appointment-first", "arrival-first"])
-def test_a_booked_arrival_is_one_card_whichever_alert_comes_first(page, publisher, appointment_first, tmp_path):
+def test_a_booked_arrival_is_one_card_whichever_alert_comes_first(console_page, console_publisher, appointment_first, tmp_path):
     member = f"m-order-{appointment_first}"
     booked, arrival = visit_alerts(member, "Li Wei", f"visit-{member}", datetime.now(SH), f"a-{member}", 5)
     for alert in (booked, arrival) if appointment_first else (arrival, booked):
-        publisher.send(alert)
-    card = one_card_with(page, member, booked.appointment_id)
+        console_publisher.send(alert)
+    card = one_card_with(console_page, member, booked.appointment_id)
     assert "arrival" in card.get_attribute("class").split()
     assert card.get_attribute("data-visit-event-id") == arrival.visit_event_id
     assert card.find_element("css selector", ".name").text == "Li Wei"
     assert lines(card)[booked.appointment_id].endswith("— 5 min early")
-    assert not _by(".card.appointment-card")(page), "no stand-in card is left"
-    page.refresh()   # the replay sends the alerts in the order they came: the same single card
-    card = one_card_with(page, member, booked.appointment_id)
+    assert not _by(".card.appointment-card")(console_page), "no stand-in card is left"
+    console_page.refresh()   # the replay sends the alerts in the order they came: the same single card
+    card = one_card_with(console_page, member, booked.appointment_id)
     assert card.find_element("css selector", ".name").text == "Li Wei"
-    screenshot(page, tmp_path, f"one-card-{'appointment' if appointment_first else 'arrival'}-first")
+    screenshot(console_page, tmp_path, f"one-card-{'appointment' if appointment_first else 'arrival'}-first")
 
 
 @browser
-def test_a_members_second_visit_gets_a_card_of_its_own_and_never_joins_the_first(page, publisher, tmp_path):
+def test_a_members_second_visit_gets_a_card_of_its_own_and_never_joins_the_first(console_page, console_publisher, tmp_path):
     member = "m-twice"
     now = datetime.now(SH).replace(microsecond=0)
     first = visit_alerts(member, "Zhou Min", "visit-morning", now - timedelta(hours=4), "a-morning", 10)
@@ -100,7 +69,7 @@ def test_a_members_second_visit_gets_a_card_of_its_own_and_never_joins_the_first
     # sent first, while the first visit's card is on the page.
     second = visit_alerts(member, "Zhou Min", "visit-afternoon", now, "a-afternoon", -3, channel="phone")
     for alert in (*first, *second):
-        publisher.send(alert)
+        console_publisher.send(alert)
 
     def two_cards(d):
         found = cards_of(d, member)
@@ -114,26 +83,26 @@ def test_a_members_second_visit_gets_a_card_of_its_own_and_never_joins_the_first
         assert "3 min late" in lines(newest)["a-afternoon"] and "Phone" in lines(newest)["a-afternoon"]
         assert not _by(".card.appointment-card")(driver)
 
-    check(page)
-    page.refresh()
-    check(page)
-    screenshot(page, tmp_path, "second-visit")
+    check(console_page)
+    console_page.refresh()
+    check(console_page)
+    screenshot(console_page, tmp_path, "second-visit")
 
 
 @browser
-def test_an_appointment_alert_alone_stands_on_its_own_card_until_its_arrival_comes(page, publisher):
+def test_an_appointment_alert_alone_stands_on_its_own_card_until_its_arrival_comes(console_page, console_publisher):
     member = "m-late-arrival-alert"
     booked, arrival = visit_alerts(member, "Sun Li", "visit-late", datetime.now(SH), "a-late", 0)
-    publisher.send(booked)
-    (stand_in,) = wait(page, _by(f'.card.appointment-card[data-member-id="{member}"]'), 3.0, "the stand-in card")
+    console_publisher.send(booked)
+    (stand_in,) = wait(console_page, _by(f'.card.appointment-card[data-member-id="{member}"]'), 3.0, "the stand-in card")
     assert "on time" in lines(stand_in)["a-late"]
-    publisher.send(arrival)
-    card = one_card_with(page, member, "a-late")
+    console_publisher.send(arrival)
+    card = one_card_with(console_page, member, "a-late")
     assert "arrival" in card.get_attribute("class").split()
 
 
 @browser
-def test_a_no_show_card_names_the_member_and_shows_what_the_crm_holds(page, publisher, tmp_path):
+def test_a_no_show_card_names_the_member_and_shows_what_the_crm_holds(console_page, console_publisher, tmp_path):
     from selenium.webdriver.common.by import By
 
     now = datetime.now(SH)
@@ -141,9 +110,9 @@ def test_a_no_show_card_names_the_member_and_shows_what_the_crm_holds(page, publ
                         {"phone": "+86 138-0013-8000", "last_purchase": "2026-10-02 watch",
                          "preferred_contact": "evenings", "vip": True}, store_id=STORE, ts=now)
     unknown = NoShowAlert("a-stranger", "m-not-enrolled", now - timedelta(minutes=35), 30, store_id=STORE, ts=now)
-    publisher.send(known)
-    publisher.send(unknown)
-    card = wait(page, _by(f'.card.no-show[data-event-id="{known.event_id}"]'), 3.0, "the no-show card")[0]
+    console_publisher.send(known)
+    console_publisher.send(unknown)
+    card = wait(console_page, _by(f'.card.no-show[data-event-id="{known.event_id}"]'), 3.0, "the no-show card")[0]
     assert card.find_element(By.CLASS_NAME, "name").text == "Wu Fang"
     assert card.find_element(By.CLASS_NAME, "tier").text == "Gold"
     assert card.find_element(By.CSS_SELECTOR, ".member .value").text == "m-missed"
@@ -158,11 +127,11 @@ def test_a_no_show_card_names_the_member_and_shows_what_the_crm_holds(page, publ
     assert call.find_element(By.TAG_NAME, "a").get_attribute("href") == "tel:+8613800138000"
 
     # No name, no phone from the CRM: the member id, and no "call" without a number to call.
-    bare = wait(page, _by(f'.card.no-show[data-event-id="{unknown.event_id}"]'), 3.0, "the second no-show")[0]
+    bare = wait(console_page, _by(f'.card.no-show[data-event-id="{unknown.event_id}"]'), 3.0, "the second no-show")[0]
     assert bare.find_element(By.CLASS_NAME, "name").text == "m-not-enrolled"
     assert not bare.find_elements(By.CSS_SELECTOR, ".phone, .tier, a")
     assert "call" not in bare.find_element(By.CLASS_NAME, "call").text.lower()
-    screenshot(page, tmp_path, "no-show")
+    screenshot(console_page, tmp_path, "no-show")
 
 
 @browser
@@ -170,15 +139,10 @@ def test_every_value_on_a_chinese_page_is_in_chinese(driver, tmp_path):
     from selenium.webdriver.common.by import By
 
     b = Broker(tmp_path / "broker").start()
-    config = parse_config({"store_id": STORE, "timezone": "Asia/Shanghai", "mqtt": {"url": b.url},
-                           "console": {"language": "zh", "password_hash": PASSWORD_HASH, "guides": GUIDES}})
-    c = con.Console(config, listen="127.0.0.1:0").start()
+    c = start_console(b, language="zh")
     p = Publisher(b.port)
     try:
-        wait_until(lambda: c.broker_connected, 5, "the console's broker connection")
-        driver.delete_all_cookies()
-        login(driver, c.url, "王芳", PASSWORD)
-        wait(driver, lambda d: d.find_element(By.ID, "who").text == "王芳", what="the page")
+        open_logged_in(driver, c.url, "王芳", PASSWORD)
         now = datetime.now(SH)
         booked, arrival = visit_alerts("m-zh", "李伟", "visit-zh", now, "a-zh", 5, channel="mini_program")
         odd = ArrivalAlert("m-odd", "赵敏", "Founders Circle", "visit-odd", None, {}, store_id=STORE, ts=now)

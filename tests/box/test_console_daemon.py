@@ -16,62 +16,31 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
-import test_console
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from support.broker import Broker, wait_until
-from test_console import PASSWORD, PASSWORD_HASH, _browser, login, screenshot, wait
-from test_console_cards import cards_of, lines
+from support.browser import MISSING, chromium_paths, open_logged_in, screenshot, wait
+from support.console import PASSWORD, PASSWORD_HASH, cards_of, lines
+from support.daemon import camera_table, enrol, store_config
 
 from footfall.config.schema import load_config
 from footfall.console import server as con
-from footfall.dedup.enrol import embeddings_from_photos
 from footfall.dedup.gallery import Person
-from footfall.edge.store import open_gallery
-from footfall.recognition.images import read_image
 from footfall.sync.appointments import Appointment, AppointmentStore
 from footfall.tooling.scenario import Appearance, Clip, SpriteBank, render_clip
 
-pytestmark = pytest.mark.skipif(_browser() is None, reason="needs chromium and chromedriver")
-driver = test_console.driver   # headless Chromium, a fixture of this module too
+pytestmark = pytest.mark.skipif(chromium_paths() is None, reason=MISSING)
 
 SH = timezone(timedelta(hours=8))
 START = datetime(2026, 11, 23, 10, 0, tzinfo=SH)
 COMES, STAYS_AWAY = "deepface_p05", "bbt_raj"
 
 
-def write_config(tmp_path: Path, broker: Broker, clip: Path) -> Path:
-    path = tmp_path / "footfall.toml"
-    path.write_text(f"""store_id = "sh-001"
-timezone = "Asia/Shanghai"
-[mqtt]
-url = "{broker.url}"
-[storage]
-dir = "{tmp_path / 'state'}"
-[console]
-language = "en"
-password_hash = "{PASSWORD_HASH}"
-[[cameras]]
-id = "door-1"
-source = "{clip}"
-fps = 5
-start_time = "{START.isoformat()}"
-""")
-    return path
-
-
 def enrol_and_book(config_path: Path, analyzer, faces_dir: Path) -> None:
+    enrol(config_path, analyzer, faces_dir, [
+        (Person(COMES, "Ms Five", "member", tier="gold", consent=True, profile={"last_purchase": "watch"}), ["2.jpg"]),
+        (Person(STAYS_AWAY, "Mr Raj", "member", tier="silver", consent=True,
+                profile={"phone": "+86 138 0000 0001"}), ["2.jpg"])])
     config = load_config(config_path)
-    gallery = open_gallery(config, analyzer)
-    try:
-        for person, photo in [
-            (Person(COMES, "Ms Five", "member", tier="gold", consent=True, profile={"last_purchase": "watch"}), "2.jpg"),
-            (Person(STAYS_AWAY, "Mr Raj", "member", tier="silver", consent=True,
-                    profile={"phone": "+86 138 0000 0001"}), "2.jpg"),
-        ]:
-            image = read_image(faces_dir / person.person_id / photo)
-            gallery.enroll(person, embeddings_from_photos(analyzer, [(photo, image)]))
-    finally:
-        gallery.close()
     appointments = AppointmentStore(Path(config.storage.dir) / "appointments.db", config.timezone)
     appointments.upsert(Appointment("a-comes", COMES, START + timedelta(minutes=5), "wechat", "Li"))
     appointments.upsert(Appointment("a-away", STAYS_AWAY, START - timedelta(minutes=40), "phone", "Wang"))
@@ -97,16 +66,15 @@ def test_a_replayed_day_on_the_console_one_card_per_arrival_a_named_no_show_the_
     clip = render_clip(Clip("door-1", START, 8.0, (Appearance(COMES, "1.jpg", 1.0),), fps=10),
                        tmp_path / "door.avi", bank, seed=3)
     broker = Broker(tmp_path / "broker").start()
-    config = write_config(tmp_path, broker, clip)
+    config = store_config(tmp_path, broker, f'[console]\nlanguage = "en"\npassword_hash = "{PASSWORD_HASH}"\n',
+                          camera_table("door-1", clip, start_time=START))
     enrol_and_book(config, default_analyzer, faces_dir)
     console = con.Console(load_config(config), listen="127.0.0.1:0").start()
     daemon: subprocess.Popen[bytes] | None = None
     log = open(tmp_path / "daemon.log", "wb")
     try:
         wait_until(lambda: console.broker_connected, 5, "the console's broker connection")
-        driver.delete_all_cookies()
-        login(driver, console.url, "Wang Fang", PASSWORD)
-        wait(driver, lambda d: d.find_element(By.ID, "who").text == "Wang Fang", what="the console page")
+        open_logged_in(driver, console.url, "Wang Fang", PASSWORD)
         daemon = subprocess.Popen([sys.executable, "-m", "footfall", "run", "--config", str(config)],
                                   stdout=log, stderr=subprocess.STDOUT)
 

@@ -5,7 +5,6 @@ real Mosquitto; the cross-site form post runs in headless Chromium."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import resource
@@ -16,32 +15,34 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import date, datetime
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote_plus
 
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from support.broker import Broker, Subscriber, free_port, mosquitto_path, wait_until
+from support.browser import MISSING, chromium_paths, login, start_chromium
+from support.browserless import (
+    HashCounter,
+    answering,
+    call,
+    logins_at_once,
+    post_login,
+    refusal_shown,
+    session_cookie,
+)
+from support.console import GUIDE_TOKEN, PASSWORD, PASSWORD_HASH, SH, STORE, console_config
 
-from footfall.config.schema import parse_config
 from footfall.console import server as con
 from footfall.console.limits import AckBook
 from footfall.console.messages import Dropped, parse_message
 from footfall.sync import events
 from footfall.sync.events import ArrivalAlert
+from footfall.web.access import host_allowed
 from footfall.web.limits import LoginLimiter
-from footfall.web.passwords import hash_password
 
-SH = timezone(timedelta(hours=8))
-STORE = "sh-001"
-PASSWORD = "open sesame"
-PASSWORD_HASH = hash_password(PASSWORD)
-GUIDE_TOKEN = "li-na-token"
-GUIDES = {"Li Na": hash_password(GUIDE_TOKEN)}
 REPO = Path(__file__).resolve().parents[2]
 
 needs_broker = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
@@ -132,27 +133,12 @@ def test_well_formed_broker_messages_pass_the_checks():
 def test_only_ip_addresses_localhost_and_configured_names_are_accepted_as_host():
     for good in ("127.0.0.1:8080", "127.0.0.1", "[::1]:8080", "localhost:8080", "LOCALHOST", "192.0.2.7:443",
                  "console.shop.example", "console.shop.example:8443"):
-        assert con.host_allowed(good, ["console.shop.example"]), good
+        assert host_allowed(good, ["console.shop.example"]), good
     for bad in (None, "", "evil.example:8080", "127.0.0.1.evil.example", "[::1", "console.shop.example.evil"):
-        assert not con.host_allowed(bad, ["console.shop.example"]), bad
+        assert not host_allowed(bad, ["console.shop.example"]), bad
 
 
 # -- the server on loopback -------------------------------------------------------------------
-
-def _config(url: str, **console: Any):
-    return parse_config({"store_id": STORE, "timezone": "Asia/Shanghai", "mqtt": {"url": url},
-                         "console": {"language": "en", "password_hash": PASSWORD_HASH, "guides": GUIDES,
-                                     **console}})
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    if mosquitto_path() is None:
-        pytest.skip("mosquitto is not installed")
-    b = Broker(tmp_path_factory.mktemp("broker")).start()
-    yield b
-    b.stop()
-
 
 @pytest.fixture
 def make_console(request) -> Iterator[Callable[..., con.Console]]:
@@ -160,7 +146,7 @@ def make_console(request) -> Iterator[Callable[..., con.Console]]:
     started: list[con.Console] = []
 
     def make(broker_url: str = "mqtt://127.0.0.1:1", *, failure_delay: float = 0.0, **console: Any) -> con.Console:
-        c = con.Console(_config(broker_url, **console), listen="127.0.0.1:0")
+        c = con.Console(console_config(broker_url, **console), listen="127.0.0.1:0")
         c.failure_delay = failure_delay   # the fixed wait after a failure; the tests count, not time
         started.append(c.start())
         if not broker_url.endswith(":1"):
@@ -170,32 +156,6 @@ def make_console(request) -> Iterator[Callable[..., con.Console]]:
     yield make
     for c in started:
         c.stop()
-
-
-def call(port: int, method: str, path: str, body: bytes | str | None = None, headers: dict[str, str] | None = None,
-         source: str | None = None) -> tuple[int, http.client.HTTPResponse, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10,
-                                      source_address=(source, 0) if source else None)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, response, response.read()
-    finally:
-        conn.close()
-
-
-def post_login(port: int, name: str, secret: str, source: str | None = None) -> tuple[int, http.client.HTTPResponse]:
-    form = f"name={quote_plus(name)}&password={quote_plus(secret)}"
-    status, response, _ = call(port, "POST", "/login", form,
-                               {"Content-Type": "application/x-www-form-urlencoded",
-                                "Origin": f"http://127.0.0.1:{port}"}, source)
-    return status, response
-
-
-def session_cookie(port: int, name: str = "Wang Fang", secret: str = PASSWORD) -> str:
-    status, response = post_login(port, name, secret)
-    assert status == 303, f"login answered {status}"
-    return (response.getheader("Set-Cookie") or "").split(";")[0]
 
 
 def post_ack(port: int, cookie: str, visit: str, **headers: str) -> tuple[int, dict[str, Any]]:
@@ -255,56 +215,23 @@ class Stream:
         self.sock.close()
 
 
-class Publisher:
-    def __init__(self, port: int) -> None:
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-pub-{time.monotonic_ns()}",
-                                  protocol=MQTTProtocolVersion.MQTTv5)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-    def raw(self, name: str, body: bytes) -> None:
-        self.client.publish(events.topic("footfall", STORE, name), body, qos=1).wait_for_publish(5)
-
-    def alert(self, visit: str, pad: int = 0) -> ArrivalAlert:
-        profile = {"note": "x" * pad} if pad else {}
-        a = ArrivalAlert("m-1", "Li Wei", "gold", visit, None, profile, store_id=STORE, ts=datetime.now(SH))
-        self.raw(events.ALERT_ARRIVAL, json.dumps(a.to_json()).encode())
-        return a
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-@pytest.fixture
-def publisher(broker) -> Iterator[Publisher]:
-    p = Publisher(broker.port)
-    yield p
-    p.close()
-
-
 # -- item 4: exhaustion without logging in ----------------------------------------------------------
 
 @needs_broker
-def test_a_flood_of_idle_connections_at_the_open_file_limit_does_not_lock_guides_out(tmp_path, broker, publisher):
+def test_a_flood_of_idle_connections_at_the_open_file_limit_does_not_lock_guides_out(tmp_path, console_broker, console_publisher):
     """`footfall console` as its own process with 256 open files: 400 connections that never finish
     their request, then a guide who logged in before keeps the stream and can load the page."""
     port = free_port()
     config = tmp_path / "footfall.toml"
-    config.write_text(f'store_id = "{STORE}"\ntimezone = "Asia/Shanghai"\n[mqtt]\nurl = "{broker.url}"\n'
+    config.write_text(f'store_id = "{STORE}"\ntimezone = "Asia/Shanghai"\n[mqtt]\nurl = "{console_broker.url}"\n'
                       f'[console]\nlanguage = "en"\nlisten = "127.0.0.1:{port}"\npassword_hash = "{PASSWORD_HASH}"\n')
     limit = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))  # noqa: E731
     proc = subprocess.Popen([sys.executable, "-m", "footfall", "console", "--config", str(config)],
                             cwd=REPO.parent, preexec_fn=limit, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     flood: list[socket.socket] = []
     try:
-        def up() -> bool:
-            try:
-                return call(port, "GET", "/login")[0] == 200
-            except OSError:
-                return False
-        wait_until(up, 20, "the console process to answer")
-        cookie = session_cookie(port)
+        wait_until(lambda: answering(port), 20, "the console process to answer")
+        cookie = session_cookie(port, "Wang Fang", PASSWORD)
         stream = Stream(port, cookie)
         stream.read_until(lambda d: b"event: hello" in d and b"event: broker" in d)
         wait_until(lambda: b'"connected":true' in stream.read_until(lambda d: True), 5, "the broker connection")
@@ -314,7 +241,7 @@ def test_a_flood_of_idle_connections_at_the_open_file_limit_does_not_lock_guides
             flood.append(s)
         status, _, body = call(port, "GET", "/", headers={"Cookie": cookie})
         assert status == 200 and b"console-page" in body
-        alert = publisher.alert("visit-after-flood")
+        alert = console_publisher.alert("visit-after-flood")
         stream.read_until(lambda d: alert.event_id.encode() in d)
         assert proc.poll() is None
         stream.close()
@@ -327,7 +254,7 @@ def test_a_flood_of_idle_connections_at_the_open_file_limit_does_not_lock_guides
 
 def test_when_all_connections_are_taken_idle_ones_make_room_and_pages_streams_are_kept(make_console):
     console = make_console(max_connections=4)
-    cookie = session_cookie(console.port)
+    cookie = session_cookie(console.port, "Wang Fang", PASSWORD)
     streams = [Stream(console.port, cookie) for _ in range(3)]
     idle: list[socket.socket] = []
     try:
@@ -384,19 +311,7 @@ def test_parallel_logins_compute_at_most_login_concurrency_hashes_at_once(make_c
     """200 login attempts at once: at most 2 scrypt computations (16 MiB each) run together; the
     rest are answered 503 at once instead of queueing in memory."""
     console = make_console(login_per_minute=100_000, login_failures_free=1000)
-    running, peak, lock = [0], [0], threading.Lock()
-    verify = con.verify_password
-
-    def counted(password: str, stored: str) -> bool:
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        try:
-            return verify(password, stored)
-        finally:
-            with lock:
-                running[0] -= 1
-
+    counted = HashCounter(con.verify_password)
     monkeypatch.setattr(con, "verify_password", counted)
     barrier = threading.Barrier(50)
 
@@ -410,9 +325,9 @@ def test_parallel_logins_compute_at_most_login_concurrency_hashes_at_once(make_c
 
     with ThreadPoolExecutor(50) as pool:
         statuses = list(pool.map(attempt, range(200)))
-    print(f"\n200 parallel logins: at most {peak[0]} hashes at once; "
+    print(f"\n200 parallel logins: at most {counted.peak} hashes at once; "
           f"{statuses.count(503)} answered 503, {statuses.count(401)} answered 401")
-    assert peak[0] <= console.config.console.login_concurrency
+    assert counted.peak <= console.config.console.login_concurrency
     assert set(statuses) <= {401, 503} and statuses.count(503) > 0, "every attempt is answered"
 
 
@@ -425,39 +340,11 @@ def test_two_hundred_parallel_logins_hold_the_memory_of_login_concurrency_hashes
     config.write_text(f'store_id = "{STORE}"\n[mqtt]\nurl = "mqtt://127.0.0.1:1"\n[console]\n'
                       f'listen = "127.0.0.1:{port}"\npassword_hash = "{PASSWORD_HASH}"\n'
                       'login_per_minute = 100000\nlogin_failures_free = 1000\n')
-    proc = subprocess.Popen([sys.executable, "-m", "footfall", "console", "--config", str(config)],
-                            cwd=REPO.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def peak_mib() -> int:
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) // 1024
-
-    try:
-        def up() -> bool:
-            try:
-                return call(port, "GET", "/login")[0] == 200
-            except OSError:
-                return False
-        wait_until(up, 20, "the console process to answer")
-        before = peak_mib()
-        barrier = threading.Barrier(200)
-
-        def attempt(i: int) -> int:
-            barrier.wait()
-            try:
-                return post_login(port, f"guest {i}", "guess")[0]
-            except OSError:
-                return 0
-        with ThreadPoolExecutor(200) as pool:
-            statuses = list(pool.map(attempt, range(200)))
-        after = peak_mib()
-        print(f"\n200 parallel logins: peak memory {before} -> {after} MiB; "
-              f"{statuses.count(401)} answered 401, {statuses.count(503)} answered 503")
-        assert after - before <= 2 * 16 + 48
-        assert set(statuses) <= {401, 503}, "every attempt is answered"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    before, after, statuses = logins_at_once(["console", "--config", str(config)], port, 200)
+    print(f"\n200 parallel logins: peak memory {before} -> {after} MiB; "
+          f"{statuses.count(401)} answered 401, {statuses.count(503)} answered 503")
+    assert after - before <= 2 * 16 + 48
+    assert set(statuses) <= {401, 503}, "every attempt is answered"
 
 
 # -- item 5: login guessing -------------------------------------------------------------------------
@@ -469,7 +356,7 @@ def test_a_client_guessing_passwords_must_wait_and_its_waits_do_not_hash(make_co
     monkeypatch.setattr(con, "verify_password", lambda p, s: hashed.append(p) or False)
     status, _, page = call(console.port, "POST", "/login", f"name=Wang+Fang&password={PASSWORD.replace(' ', '+')}",
                            {"Content-Type": "application/x-www-form-urlencoded"})
-    assert status == 429 and b'id="login-wait" ' in page and b'id="login-error" hidden' in page
+    assert status == 429 and refusal_shown(page) == ["wait"]
     status, response = post_login(console.port, "Wang Fang", PASSWORD)
     assert status == 429 and 1 <= int(response.getheader("Retry-After") or 0) <= 30
     assert hashed == [], "a client that must wait gets no hash computed"
@@ -541,9 +428,9 @@ def test_every_login_attempt_costs_one_hash_of_the_same_cost_whatever_the_name(m
 # -- item 6: malformed broker messages ------------------------------------------------------------
 
 @needs_broker
-def test_malformed_broker_messages_never_break_the_stream_of_any_page(make_console, broker, publisher, caplog):
-    console = make_console(broker.url)
-    cookie = session_cookie(console.port)
+def test_malformed_broker_messages_never_break_the_stream_of_any_page(make_console, console_broker, console_publisher, caplog):
+    console = make_console(console_broker.url)
+    cookie = session_cookie(console.port, "Wang Fang", PASSWORD)
     before = Stream(console.port, cookie)
     before.read_until(lambda d: b"event: broker" in d)
     bad = [
@@ -559,8 +446,8 @@ def test_malformed_broker_messages_never_break_the_stream_of_any_page(make_conso
     ]
     with caplog.at_level(logging.WARNING, logger="footfall.console.server"):
         for name, body in bad + bad:
-            publisher.raw(name, body)
-        good = publisher.alert("visit-good")
+            console_publisher.raw(name, body)
+        good = console_publisher.alert("visit-good")
         before.read_until(lambda d: good.event_id.encode() in d)
     after = Stream(console.port, cookie)
     try:
@@ -581,17 +468,17 @@ def test_malformed_broker_messages_never_break_the_stream_of_any_page(make_conso
 
 @needs_broker
 def test_an_erasure_reaches_open_streams_at_once_and_leaves_nothing_of_the_member_to_replay(
-        make_console, broker, publisher):
-    console = make_console(broker.url)
-    cookie = session_cookie(console.port)
-    erased = publisher.alert("visit-erased")  # member m-1, "Li Wei"
+        make_console, console_broker, console_publisher):
+    console = make_console(console_broker.url)
+    cookie = session_cookie(console.port, "Wang Fang", PASSWORD)
+    erased = console_publisher.alert("visit-erased")  # member m-1, "Li Wei"
     other = ArrivalAlert("m-2", "Sun Li", "silver", "visit-other", None, {}, store_id=STORE, ts=datetime.now(SH))
-    publisher.raw(events.ALERT_ARRIVAL, json.dumps(other.to_json()).encode())
+    console_publisher.raw(events.ALERT_ARRIVAL, json.dumps(other.to_json()).encode())
     open_page = Stream(console.port, cookie)
     try:
         open_page.read_until(lambda d: erased.event_id.encode() in d and other.event_id.encode() in d)
         deleted = events.MemberDeleted(member_id="m-1", store_id=STORE, ts=datetime.now(SH))
-        publisher.raw(events.MEMBERS_DELETED, json.dumps(deleted.to_json()).encode())
+        console_publisher.raw(events.MEMBERS_DELETED, json.dumps(deleted.to_json()).encode())
         open_page.read_until(lambda d: b"event: erased" in d)
         assert [json.loads(f["data"]) for f in open_page.frames() if f.get("event") == "erased"] == [{"member_id": "m-1"}]
     finally:
@@ -608,7 +495,7 @@ def test_an_erasure_reaches_open_streams_at_once_and_leaves_nothing_of_the_membe
 
 def test_an_ack_from_another_origin_without_json_or_for_another_host_is_refused(make_console):
     console = make_console()
-    cookie = session_cookie(console.port)
+    cookie = session_cookie(console.port, "Wang Fang", PASSWORD)
     port = console.port
     other = f"http://127.0.0.1:{port + 1}"
     assert post_ack(port, cookie, "v-1", Origin=other)[0] == 403
@@ -625,26 +512,13 @@ def test_an_ack_from_another_origin_without_json_or_for_another_host_is_refused(
     assert post_ack(port, cookie, "v-1", Sec_Fetch_Site="same-origin")[0] == 503
 
 
-def _browser() -> tuple[str, str] | None:
-    import shutil
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    return (chromium, driver) if chromium and driver else None
-
-
-@pytest.mark.skipif(_browser() is None or mosquitto_path() is None,
-                    reason="needs chromium and chromedriver (apt-get install chromium chromium-driver) and mosquitto")
-def test_a_page_on_another_port_of_the_same_host_cannot_post_an_ack_in_a_guides_name(make_console, broker, tmp_path):
+@pytest.mark.skipif(chromium_paths() is None or mosquitto_path() is None, reason=f"{MISSING} and mosquitto")
+def test_a_page_on_another_port_of_the_same_host_cannot_post_an_ack_in_a_guides_name(make_console, console_broker, tmp_path):
     """The classic same-site forgery, in Chromium: a guide is logged in; a page served from another
     port of the same host posts a text/plain form whose body is valid JSON, and fires a no-cors
     fetch. The session cookie (SameSite=Strict) goes along, since the site is the same; no ack
     may be published."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-
-    console = make_console(broker.url)
+    console = make_console(console_broker.url)
     target = console.url + "/ack"
     evil = (f'<!doctype html><html><body><form id="f" method="post" action="{target}" enctype="text/plain">'
             '<input name=\'{"visit_event_id":"v-forged-form","x":"\' value=\'"}\'></form><script>'
@@ -652,39 +526,21 @@ def test_a_page_on_another_port_of_the_same_host_cannot_post_an_ack_in_a_guides_
             ' body: JSON.stringify({visit_event_id: "v-forged-fetch"})});'
             'setTimeout(() => document.getElementById("f").submit(), 300);</script></body></html>').encode()
 
-    class Evil(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(evil)))
-            self.end_headers()
-            self.wfile.write(evil)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    evil_server = ThreadingHTTPServer(("127.0.0.1", 0), Evil)
+    site = tmp_path / "evil"
+    site.mkdir()
+    (site / "index.html").write_bytes(evil)
+    evil_server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(site)))
     threading.Thread(target=evil_server.serve_forever, daemon=True).start()
-    acks = Subscriber(broker.port, events.topic("footfall", STORE, events.ALERT_ACK))
-    found = _browser()
-    assert found is not None
-    options = webdriver.ChromeOptions()
-    options.binary_location = found[0]
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(found[1]), options=options)
+    acks = Subscriber(console_broker.port, events.topic("footfall", STORE, events.ALERT_ACK))
+    driver = start_chromium(tmp_path / "profile")
     try:
-        driver.get(console.url + "/login")
-        driver.find_element(By.ID, "name").send_keys("Wang Fang")
-        driver.find_element(By.ID, "password").send_keys(PASSWORD)
-        driver.find_element(By.ID, "login-submit").click()
+        login(driver, console.url, "Wang Fang", PASSWORD)
         wait_until(lambda: driver.get_cookies(), 5, "the session cookie")
         driver.get(f"http://127.0.0.1:{evil_server.server_address[1]}/")
         wait_until(lambda: driver.current_url.startswith(target), 5, "the forged form to be posted")
         assert "cross-origin request refused" in driver.page_source
         # A real guide's ack, sent after the forgeries, is the first (and only) one to arrive.
-        status, _ = post_ack(console.port, session_cookie(console.port), "v-real")
+        status, _ = post_ack(console.port, session_cookie(console.port, "Wang Fang", PASSWORD), "v-real")
         assert status == 200
         got = acks.wait_for(lambda ms: ms, 5, "the real ack")
         time.sleep(0.5)
@@ -699,17 +555,17 @@ def test_a_page_on_another_port_of_the_same_host_cannot_post_an_ack_in_a_guides_
 # -- item 15: bounded memory ------------------------------------------------------------------------
 
 @needs_broker
-def test_acks_are_bounded_and_a_page_gets_only_those_of_the_alerts_it_is_shown(make_console, broker, publisher):
-    console = make_console(broker.url, max_acks=10)
-    cookie = session_cookie(console.port)
+def test_acks_are_bounded_and_a_page_gets_only_those_of_the_alerts_it_is_shown(make_console, console_broker, console_publisher):
+    console = make_console(console_broker.url, max_acks=10)
+    cookie = session_cookie(console.port, "Wang Fang", PASSWORD)
     live = Stream(console.port, cookie)
     live.read_until(lambda d: b"event: hello" in d)
-    shown = publisher.alert("visit-shown")
+    shown = console_publisher.alert("visit-shown")
     for i in range(60):
         ack = {"visit_event_id": f"visit-{i}", "guide": "Other Console", "ts": datetime.now(SH).isoformat(),
                "event_id": f"ack-{i}", "store_id": STORE}
-        publisher.raw(events.ALERT_ACK, json.dumps(ack).encode())
-    publisher.raw(events.ALERT_ACK, json.dumps({"visit_event_id": "visit-shown", "guide": "Li Na"}).encode())
+        console_publisher.raw(events.ALERT_ACK, json.dumps(ack).encode())
+    console_publisher.raw(events.ALERT_ACK, json.dumps({"visit_event_id": "visit-shown", "guide": "Li Na"}).encode())
     live.read_until(lambda d: b'"guide":"Li Na"' in d)   # the last ack has reached the console
     stream = Stream(console.port, cookie)
     try:
@@ -725,16 +581,16 @@ def test_acks_are_bounded_and_a_page_gets_only_those_of_the_alerts_it_is_shown(m
 
 
 @needs_broker
-def test_a_page_that_stops_reading_is_disconnected_while_the_others_keep_up(make_console, broker, publisher):
-    console = make_console(broker.url, stream_queue_bytes=200_000, request_timeout="2s")
-    cookie = session_cookie(console.port)
+def test_a_page_that_stops_reading_is_disconnected_while_the_others_keep_up(make_console, console_broker, console_publisher):
+    console = make_console(console_broker.url, stream_queue_bytes=200_000, request_timeout="2s")
+    cookie = session_cookie(console.port, "Wang Fang", PASSWORD)
     stalled = Stream(console.port, cookie, rcvbuf=4096)
     healthy = Stream(console.port, cookie)
     try:
         healthy.read_until(lambda d: b"event: hello" in d)
         last = None
         for i in range(120):   # about 5 MB: more than the socket buffers and the queue can hold
-            last = publisher.alert(f"visit-{i}", pad=40_000)
+            last = console_publisher.alert(f"visit-{i}", pad=40_000)
             sent = last.event_id.encode()
             healthy.read_until(lambda d: sent in d, 10)  # noqa: B023  (used before the next round)
             healthy.data = healthy.data[-200_000:]
@@ -752,10 +608,10 @@ def test_a_page_that_stops_reading_is_disconnected_while_the_others_keep_up(make
 # -- item 17: one ack per visit, HEAD /events ------------------------------------------------------
 
 @needs_broker
-def test_many_clicks_at_once_publish_one_ack_for_the_visit(make_console, broker):
-    console = make_console(broker.url)
+def test_many_clicks_at_once_publish_one_ack_for_the_visit(make_console, console_broker):
+    console = make_console(console_broker.url)
     cookies = [session_cookie(console.port, name, PASSWORD) for name in ("Wang Fang", "Zhao Lei")]
-    acks = Subscriber(broker.port, events.topic("footfall", STORE, events.ALERT_ACK))
+    acks = Subscriber(console_broker.port, events.topic("footfall", STORE, events.ALERT_ACK))
     answers: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     try:
         for visit in ("visit-a", "visit-b", "visit-c"):
@@ -784,7 +640,7 @@ def test_many_clicks_at_once_publish_one_ack_for_the_visit(make_console, broker)
 
 def test_head_events_answers_the_headers_and_ends(make_console):
     console = make_console()
-    cookie = session_cookie(console.port)
+    cookie = session_cookie(console.port, "Wang Fang", PASSWORD)
     with socket.create_connection(("127.0.0.1", console.port), timeout=5) as s:
         s.sendall(f"HEAD /events HTTP/1.1\r\nHost: 127.0.0.1:{console.port}\r\nCookie: {cookie}\r\n\r\n".encode())
         data = b""
@@ -803,10 +659,8 @@ def test_the_console_uses_its_own_broker_user_when_configured(tmp_path):
         pytest.skip("mosquitto is not installed")
     b = Broker(tmp_path / "broker", users={"sh-001": "box-secret", "sh-001-console": "console-secret"}).start()
     try:
-        config = parse_config({"store_id": STORE, "mqtt": {"url": b.url, "username": "sh-001", "password": "wrong"},
-                               "console": {"password_hash": PASSWORD_HASH, "mqtt_username": "sh-001-console",
-                                           "mqtt_password": "console-secret",
-                                           "mqtt_client_id": "console-sh-001"}})
+        config = console_config(b.url, {"username": "sh-001", "password": "wrong"}, mqtt_username="sh-001-console",
+                                mqtt_password="console-secret", mqtt_client_id="console-sh-001")
         c = con.Console(config, listen="127.0.0.1:0").start()
         try:
             wait_until(lambda: c.broker_connected, 5, "the console to log in as its own user")

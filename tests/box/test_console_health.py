@@ -8,29 +8,13 @@ from datetime import datetime, time, timedelta
 from pathlib import Path
 
 import pytest
-import test_console
-from support.broker import Broker, mosquitto_passwd_path, wait_until
-from test_console import (
-    GUIDES,
-    PASSWORD,
-    PASSWORD_HASH,
-    SH,
-    STORE,
-    Publisher,
-    browser,
-    login,
-    screenshot,
-    wait,
-)
+from support.broker import Broker, mosquitto_passwd_path
+from support.browser import open_logged_in, screenshot, wait
+from support.console import PASSWORD, SH, STORE, Publisher, browser, start_console
 
-from footfall.config.schema import parse_config
 from footfall.console import server as con
 from footfall.console.health import NO_STATUS_AFTER, box_problems, open_since
 from footfall.sync.events import Counts, Status
-
-# The browser, broker and console of tests/box/test_console.py, as fixtures of this module too.
-driver = test_console.driver
-
 
 ACL = Path(__file__).resolve().parents[2] / "config" / "mosquitto-acl.example"
 DAY = (time(10), time(22))
@@ -131,36 +115,14 @@ def _acl_broker(tmp_path: Path, acl_text: str) -> Broker:
 
 
 def _console(broker: Broker, **console) -> con.Console:
-    config = parse_config({"store_id": STORE, "timezone": "Asia/Shanghai",
-                           "mqtt": {"url": broker.url, "username": "sh-001", "password": "box-secret"},
-                           "console": {"language": "en", "password_hash": PASSWORD_HASH, "guides": GUIDES,
-                                       "mqtt_username": "sh-001-console", "mqtt_password": "console-secret",
-                                       **console}})
-    c = con.Console(config, listen="127.0.0.1:0").start()
-    wait_until(lambda: c.broker_connected, 5, "the console's broker connection")
-    return c
+    """A console logged in to `broker` as its own broker user."""
+    return start_console(broker, {"username": "sh-001", "password": "box-secret"},
+                         mqtt_username="sh-001-console", mqtt_password="console-secret", **console)
 
 
-class BoxPublisher(Publisher):
+def _box(port: int) -> Publisher:
     """Publishes as the store's box user (the ACL lets it write its own uplink only)."""
-
-    def __init__(self, port: int) -> None:
-        import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="sh-001-test-box",
-                                  protocol=MQTTProtocolVersion.MQTTv5)
-        self.client.username_pw_set("sh-001", "box-secret")
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-
-def _open_page(driver, c: con.Console) -> None:
-    from selenium.webdriver.common.by import By
-
-    driver.delete_all_cookies()
-    login(driver, c.url, "Wang Fang", PASSWORD)
-    wait(driver, lambda d: d.find_element(By.ID, "who").text == "Wang Fang", what="the console page")
+    return Publisher(port, "sh-001", "box-secret")
 
 
 def shown_problems(driver) -> list[tuple[str, str]]:
@@ -179,9 +141,9 @@ def test_a_camera_that_stops_streaming_on_an_online_box_shows_a_banner_through_t
 
     b = _acl_broker(tmp_path, ACL.read_text())
     c = _console(b)
-    box = BoxPublisher(b.port)
+    box = _box(b.port)
     try:
-        _open_page(driver, c)
+        open_logged_in(driver, c.url, "Wang Fang", PASSWORD)
         now = datetime.now(SH)
         box.send(Counts(now.date(), 4, 1, 0, [0] * 24, store_id=STORE, ts=now))
         box.send(Status("online", "0.1.0", {"door-1": "streaming", "door-2": "reconnecting"}, store_id=STORE, ts=now))
@@ -218,10 +180,10 @@ def test_a_console_the_acl_does_not_let_read_status_says_it_hears_nothing_from_t
     assert without != ACL.read_text()
     b = _acl_broker(tmp_path, without)
     c = _console(b)
-    box = BoxPublisher(b.port)
+    box = _box(b.port)
     try:
         box.send(Status("online", "0.1.0", {"door-1": "streaming"}, store_id=STORE, ts=datetime.now(SH)))
-        _open_page(driver, c)
+        open_logged_in(driver, c.url, "Wang Fang", PASSWORD)
         wait(driver, lambda d: shown_problems(d) == [("no_status", "")], NO_STATUS_AFTER.total_seconds() + 3,
              "the no-status banner")
         screenshot(driver, tmp_path, "no-status")
@@ -239,9 +201,9 @@ def test_a_box_online_that_counts_nobody_in_opening_hours_is_flagged_until_it_co
     hours = f"{now - timedelta(hours=3):%H:%M}-{now + timedelta(hours=3):%H:%M}"   # open now, whatever the hour
     b = _acl_broker(tmp_path, ACL.read_text())
     c = _console(b, opening_hours=hours, quiet_after="30m")
-    box = BoxPublisher(b.port)
+    box = _box(b.port)
     try:
-        _open_page(driver, c)
+        open_logged_in(driver, c.url, "Wang Fang", PASSWORD)
         last = (now - timedelta(minutes=45)).replace(second=0, microsecond=0)
         box.send(Status("online", "0.1.0", {"door-1": "streaming"}, store_id=STORE, ts=now - timedelta(hours=2)))
         box.send(Counts(last.date(), 4, 1, 0, [0] * 24, store_id=STORE, ts=last))

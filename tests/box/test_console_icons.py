@@ -11,18 +11,10 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 import pytest
-import test_console
-from test_console import _config, browser
+from support.console import browser, console_config
 
 from footfall.console import icons
 from footfall.console import server as con
-
-# The browser, broker and console of tests/box/test_console.py, as fixtures of this module too.
-broker = test_console.broker
-console = test_console.console
-driver = test_console.driver
-page = test_console.page
-
 
 ASSETS = {"/icon.svg": "image/svg+xml", "/icon-180.png": "image/png", "/icon-192.png": "image/png",
           "/icon-512.png": "image/png", "/manifest.webmanifest": "application/manifest+json"}
@@ -31,7 +23,7 @@ ASSETS = {"/icon.svg": "image/svg+xml", "/icon-180.png": "image/png", "/icon-192
 @pytest.fixture(scope="module")
 def offline_console() -> Iterator[con.Console]:
     """A console whose broker never answers: the assets need neither broker nor login."""
-    c = con.Console(_config("mqtt://127.0.0.1:1"), listen="127.0.0.1:0").start()
+    c = con.Console(console_config("mqtt://127.0.0.1:1"), listen="127.0.0.1:0").start()
     yield c
     c.stop()
 
@@ -83,19 +75,19 @@ def test_an_icon_size_that_is_not_drawn_is_refused():
 
 
 @browser
-def test_chromium_reads_the_manifest_without_error_and_loads_the_page_icon(page, console):
+def test_chromium_reads_the_manifest_without_error_and_loads_the_page_icon(console_page, console):
     from selenium.webdriver.common.by import By
 
-    answer = page.execute_cdp_cmd("Page.getAppManifest", {})
+    answer = console_page.execute_cdp_cmd("Page.getAppManifest", {})
     assert answer["url"] == console.url + "/manifest.webmanifest"
     assert answer["errors"] == [], answer["errors"]
     assert json.loads(answer["data"])["short_name"] == "Guides"
-    href = page.find_element(By.CSS_SELECTOR, 'link[rel="icon"]').get_attribute("href")
+    href = console_page.find_element(By.CSS_SELECTOR, 'link[rel="icon"]').get_attribute("href")
     assert href == console.url + "/icon.svg"
-    loaded = page.execute_async_script(
+    loaded = console_page.execute_async_script(
         "const done = arguments[arguments.length - 1]; const img = new Image();"
         "img.onload = () => done([img.naturalWidth, img.naturalHeight]); img.onerror = () => done(null);"
         "img.src = arguments[0];", href)
     assert loaded is not None and loaded[0] > 0, "the browser drew the SVG icon under the page's CSP"
-    touch = page.find_element(By.CSS_SELECTOR, 'link[rel="apple-touch-icon"]').get_attribute("href")
+    touch = console_page.find_element(By.CSS_SELECTOR, 'link[rel="apple-touch-icon"]').get_attribute("href")
     assert touch == console.url + "/icon-180.png"

@@ -8,116 +8,23 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from support.broker import Broker, Subscriber
-
-from footfall.dedup.enrol import embeddings_from_photos
-from footfall.dedup.gallery import Person
-from footfall.edge.daemon import Daemon
-from footfall.edge.store import open_gallery
-from footfall.recognition.images import read_image
-from footfall.sync.appointments import Appointment, AppointmentStore
-from footfall.tooling.scenario import Appearance, Clip, SpriteBank, render_clip
-
-SH = timezone(timedelta(hours=8))
-START = datetime(2026, 11, 23, 10, 0, tzinfo=SH)
-PREFIX = "footfall/sh-001/"
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.stop()
-
-
-def config_file(tmp_path: Path, broker: Broker, cameras: str = "") -> Path:
-    path = tmp_path / "footfall.toml"
-    path.write_text(f"""store_id = "sh-001"
-timezone = "Asia/Shanghai"
-[dedup]
-same_entry = "5s"
-[mqtt]
-url = "{broker.url}"
-[storage]
-dir = "{tmp_path / 'state'}"
-{cameras}""")
-    return path
-
-
-@pytest.fixture(scope="module")
-def entrance_clip(tmp_path_factory, faces_dir, default_analyzer) -> Path:
-    """30 s at the door: a stranger, another stranger, a member, the first stranger again, staff."""
-    bank = SpriteBank(faces_dir, default_analyzer)
-    walkers = (Appearance("bbt_amy", "1.jpg", 1.0), Appearance("bbt_raj", "1.jpg", 6.0, lane=0.7),
-               Appearance("deepface_p05", "1.jpg", 12.0), Appearance("bbt_amy", "1.jpg", 20.0, lane=0.4),
-               Appearance("deepface_p03", "1.jpg", 25.0))
-    path = tmp_path_factory.mktemp("clips") / "door.avi"
-    return render_clip(Clip("door-1", START, 30.0, walkers, fps=10), path, bank, seed=1)
-
-
-def door_camera(clip: Path) -> str:
-    """The [[cameras]] table of a file source starting at START."""
-    return f'[[cameras]]\nid = "door-1"\nsource = "{clip}"\nfps = 5\nstart_time = "{START.isoformat()}"\n'
-
-
-def run_once_to_the_end(daemon: Daemon, sub: Subscriber, timeout: float) -> None:
-    """Run a `--once` daemon in a thread; it must end normally and say "stopped" on the broker."""
-    result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(daemon.run()), daemon=True)
-    thread.start()
-    thread.join(timeout)
-    assert result == [0], "run --once finished normally"
-    sub.wait_for(lambda ms: any(m.topic == PREFIX + "status" and m.payload["state"] == "stopped" for m in ms),
-                 10, "the stopped status")
-
-
-def footfall_run_once(config: Path, sub: Subscriber) -> subprocess.CompletedProcess:
-    """`footfall run --once` as its own process; it must end normally and say "stopped" on the broker."""
-    done = subprocess.run([sys.executable, "-m", "footfall", "run", "--config", str(config), "--once"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr + done.stdout
-    sub.wait_for(lambda ms: any(m.topic == PREFIX + "status" and m.payload["state"] == "stopped" for m in ms),
-                 10, "the stopped status")
-    return done
-
-
-def enrol(config_path: Path, analyzer, faces_dir: Path) -> None:
-    from footfall.config.schema import load_config
-
-    config = load_config(config_path)
-    gallery = open_gallery(config, analyzer)
-    try:
-        for person, photos in [
-            (Person("deepface_p05", "Ms Five", "member", tier="gold", consent=True,
-                    profile={"last_purchase": "watch", "open_repairs": 1}), ["2.jpg", "3.jpg"]),
-            (Person("deepface_p03", "Staff Three", "staff", consent=True), ["2.jpg"]),
-        ]:
-            images = [(p, read_image(faces_dir / person.person_id / p)) for p in photos]
-            gallery.enroll(person, embeddings_from_photos(analyzer, images))
-    finally:
-        gallery.close()
+from support.clips import START
+from support.daemon import PREFIX, book, camera_table, config_file, enrol
+from support.daemon_run import footfall, footfall_run_once, online_status, running
+from support.downlink import Hq, counts_request
 
 
 def test_run_once_publishes_the_visits_alerts_and_counts_of_a_replayed_clip(
         tmp_path, broker, entrance_clip, default_analyzer, faces_dir):
-    cameras = door_camera(entrance_clip)
-    config = config_file(tmp_path, broker, cameras)
+    config = config_file(tmp_path, broker, camera_table("door-1", entrance_clip, start_time=START))
     enrol(config, default_analyzer, faces_dir)
-    appointments = AppointmentStore(tmp_path / "state" / "appointments.db", "Asia/Shanghai")
-    appointments.upsert(Appointment("a-1", "deepface_p05", START + timedelta(minutes=5), "wechat", "Li"))
-    appointments.upsert(Appointment("a-2", "m-absent", START - timedelta(minutes=40), "phone", "Wang"))
-    appointments.close()
+    book(tmp_path / "state")
     sub = Subscriber(broker.port, PREFIX + "#")
     try:
         done = footfall_run_once(config, sub)
@@ -149,7 +56,8 @@ def test_run_once_publishes_the_visits_alerts_and_counts_of_a_replayed_clip(
 
 def test_count_only_counts_every_entry_and_computes_and_keeps_no_face_template(
         tmp_path, broker, entrance_clip, default_analyzer, faces_dir):
-    config = config_file(tmp_path, broker, '[privacy]\nmode = "count_only"\n' + door_camera(entrance_clip))
+    config = config_file(tmp_path, broker, '[privacy]\nmode = "count_only"\n'
+                         + camera_table("door-1", entrance_clip, start_time=START))
     sub = Subscriber(broker.port, PREFIX + "#")
     try:
         footfall_run_once(config, sub)
@@ -167,8 +75,8 @@ def test_count_only_counts_every_entry_and_computes_and_keeps_no_face_template(
         conn.close()
         # Enrolment is refused, on the box and from the CRM alike.
         photo = str(faces_dir / "deepface_p05" / "1.jpg")
-        refused = subprocess.run([sys.executable, "-m", "footfall", "enroll", "--config", str(config), "--member-id",
-                                  "m-1", "--name", "M", "--consent", photo], capture_output=True, text=True, timeout=120)
+        refused = footfall("enroll", "--config", str(config), "--member-id", "m-1", "--name", "M", "--consent", photo,
+                           timeout=120)
         assert refused.returncode != 0 and "privacy.mode is count_only" in refused.stderr
     finally:
         sub.close()
@@ -177,82 +85,59 @@ def test_count_only_counts_every_entry_and_computes_and_keeps_no_face_template(
 def test_count_only_refuses_to_start_while_templates_are_enrolled(tmp_path, broker, default_analyzer, faces_dir):
     config = config_file(tmp_path, broker, '[privacy]\nmode = "count_only"\n')
     enrol(config, default_analyzer, faces_dir)
-    done = subprocess.run([sys.executable, "-m", "footfall", "run", "--config", str(config)],
-                          capture_output=True, text=True, timeout=120)
+    done = footfall("run", "--config", str(config), timeout=120)
     assert done.returncode == 2 and "privacy.mode: count_only, but storage.dir holds 2 enrolled people" in done.stderr
-    erased = [subprocess.run([sys.executable, "-m", "footfall", "erase", "--config", str(config), "--member-id", m],
-                             capture_output=True, text=True, timeout=120) for m in ("deepface_p05", "deepface_p03")]
+    erased = [footfall("erase", "--config", str(config), "--member-id", m, timeout=120)
+              for m in ("deepface_p05", "deepface_p03")]
     assert [e.returncode for e in erased] == [0, 0], "erasing them still works"
-
-
-def request(port: int, topic: str, payload: dict | bytes, *, v5: bool = True, response_topic: str | None = None,
-            correlation: bytes | None = None) -> None:
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"crm-{time.monotonic_ns()}",
-                         protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    props = None
-    if response_topic:
-        props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = response_topic
-        props.CorrelationData = correlation
-    client.publish(topic, json.dumps(payload) if isinstance(payload, dict) else payload, qos=1,
-                   properties=props).wait_for_publish(5)
-    client.disconnect()
-    client.loop_stop()
 
 
 @pytest.fixture
 def running_daemon(tmp_path, broker, default_analyzer):
-    from footfall.config.schema import load_config
-
-    daemon = Daemon(load_config(config_file(tmp_path, broker)), analyzer=default_analyzer)
-    thread = threading.Thread(target=daemon.run, daemon=True)
+    """A daemon (no cameras) on its own thread, online; at the end it must say "stopped"."""
     status = Subscriber(broker.port, PREFIX + "status")
-    thread.start()
-    status.wait_for(lambda ms: any(m.payload["state"] == "online" for m in ms), 15, "the online status")
-    yield daemon
-    daemon.stop()
-    thread.join(30)
+    with running(config_file(tmp_path, broker), default_analyzer) as daemon:
+        status.wait_for(online_status(), 15, "the online status")
+        yield daemon
     status.wait_for(lambda ms: ms[-1].payload["state"] == "stopped", 10, "the stopped status")
     status.close()
 
 
-def test_bad_downlink_messages_are_answered_on_errors_and_the_daemon_keeps_working(running_daemon, broker):
+def test_bad_downlink_messages_are_answered_on_errors_and_the_daemon_keeps_working(running_daemon, broker, hq):
     daemon = running_daemon
     errors, answers = Subscriber(broker.port, PREFIX + "errors"), Subscriber(broker.port, PREFIX + "members/deleted")
     try:
-        downlink_round_trip(daemon, broker, errors, answers)
+        downlink_round_trip(daemon, hq, errors, answers)
     finally:
         errors.close()
         answers.close()
 
 
-def downlink_round_trip(daemon, broker, errors, answers) -> None:
-    request(broker.port, PREFIX + "members/upsert", b"{not json")
-    request(broker.port, PREFIX + "members/upsert", {"member_id": "m-9", "name": "X", "role": "member",
-                                                     "consent": False, "embeddings": [[0.1] * 512]})
+def downlink_round_trip(daemon, hq, errors, answers) -> None:
+    hq.send("members/upsert", b"{not json")
+    hq.send("members/upsert", {"member_id": "m-9", "name": "X", "role": "member",
+                               "consent": False, "embeddings": [[0.1] * 512]})
     got = errors.wait_for(lambda ms: len(ms) >= 2, 10, "two errors")
     reasons = [m.payload["reason"] for m in got]
     assert any("JSON" in r for r in reasons) and any("consent" in r for r in reasons)
     assert all(m.payload["topic"] == PREFIX + "members/upsert" for m in got)
     vector = np.zeros(512, np.float32)
     vector[0] = 1.0
-    request(broker.port, PREFIX + "members/upsert", {
+    hq.send("members/upsert", {
         "member_id": "m-1", "name": "Ms One", "role": "member", "consent": True, "tier": "gold",
         "embeddings": [vector.tolist()], "embedding_model": daemon.analyzer.pack.recognizer.sha256})
-    request(broker.port, PREFIX + "members/delete", {"member_id": "m-1"})
+    hq.send("members/delete", {"member_id": "m-1"})
     (answer,) = [m.payload for m in answers.wait_for(lambda ms: len(ms) >= 1, 10, "members/deleted")]
     assert answer["member_id"] == "m-1" and answer["removed"] is True
     assert daemon.store.gallery.get("m-1") is None
 
 
-def test_counts_are_answered_over_mqtt5_response_topics_and_311_reply_to(running_daemon, broker):
+def test_counts_are_answered_over_mqtt5_response_topics_and_311_reply_to(running_daemon, broker, hq):
     replies = Subscriber(broker.port, PREFIX + "replies/#")
+    old_hq = Hq(broker.port, protocol="3.1.1")
     try:
-        request(broker.port, PREFIX + "counts/get", {"by": "hour"}, response_topic=PREFIX + "replies/hq/1",
-                correlation=b"req-17")
-        request(broker.port, PREFIX + "counts/get", {"by": "day", "reply_to": PREFIX + "replies/hq/2"}, v5=False)
+        counts_request(hq, PREFIX + "replies/hq/1", correlation=b"req-17", by="hour")
+        counts_request(old_hq, by="day", reply_to=PREFIX + "replies/hq/2")
         got = replies.wait_for(lambda ms: len(ms) >= 2, 10, "two counts replies")
         by_topic = {m.topic: m for m in got}
         v5 = by_topic[PREFIX + "replies/hq/1"]
@@ -261,6 +146,7 @@ def test_counts_are_answered_over_mqtt5_response_topics_and_311_reply_to(running
         assert all({"start", "visits", "reentries", "member_visits"} <= b.keys() for b in v5.payload["buckets"])
         assert by_topic[PREFIX + "replies/hq/2"].payload["by"] == "day"
     finally:
+        old_hq.close()
         replies.close()
 
 
@@ -281,8 +167,7 @@ def test_events_committed_before_a_sigkill_are_delivered_exactly_once_after_rest
         tmp_path, entrance_clip, default_analyzer, faces_dir):
     """The broker is down while the daemon counts; the daemon is killed; both come back."""
     broker = Broker(tmp_path / "broker")  # not started yet: nothing can be published
-    cameras = door_camera(entrance_clip)
-    config = config_file(tmp_path, broker, cameras)
+    config = config_file(tmp_path, broker, camera_table("door-1", entrance_clip, start_time=START))
     enrol(config, default_analyzer, faces_dir)
     daemon = subprocess.Popen([sys.executable, "-m", "footfall", "run", "--config", str(config)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

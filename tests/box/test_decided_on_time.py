@@ -22,8 +22,9 @@ from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as paho
 import pytest
-from support.broker import Broker, Subscriber, mosquitto_path
-from test_daemon import PREFIX, enrol, footfall_run_once
+from support.broker import Subscriber, mosquitto_path
+from support.daemon import PREFIX, camera_table, enrol, store_config
+from support.daemon_run import footfall_run_once
 
 from footfall.tooling.rtsp_camera import RtspCameras, gstreamer_missing
 from footfall.tooling.scenario import Appearance, Clip, SpriteBank, render_clip
@@ -46,13 +47,6 @@ def bank(faces_dir, default_analyzer) -> SpriteBank:
     return SpriteBank(faces_dir, default_analyzer)
 
 
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.stop()
-
-
 class TimedSubscriber(Subscriber):
     """A subscriber that also notes the wall time (epoch seconds) each message reached it."""
 
@@ -68,18 +62,6 @@ class TimedSubscriber(Subscriber):
         """(arrival time, payload) of every message on `topic`."""
         with self._cond:
             return [(t, m.payload) for t, m in zip(self.arrived, self.messages) if m.topic == topic]
-
-
-def config_text(tmp_path: Path, broker: Broker, cameras: str, timezone: str = "Asia/Shanghai") -> Path:
-    path = tmp_path / "footfall.toml"
-    path.write_text(f"""store_id = "sh-001"
-timezone = "{timezone}"
-[mqtt]
-url = "{broker.url}"
-[storage]
-dir = "{tmp_path / 'state'}"
-{cameras}""")
-    return path
 
 
 def epoch(iso: str) -> float:
@@ -104,10 +86,10 @@ def test_a_replayed_days_reentries_stay_reentries_when_the_last_clip_is_hours_la
         # out of view at 3.9 s; the file ends at 4.5 s, well inside max_gap of the last sighting
         clip = Clip(camera, start, 4.5, (Appearance(identity, photo, 0.3, walk=3.6),), fps=10)
         path = render_clip(clip, tmp_path / f"{camera}.avi", bank, seed=i)
-        cameras += f'[[cameras]]\nid = "{camera}"\nsource = "{path}"\nfps = 5\nstart_time = "{start.isoformat()}"\n'
+        cameras += camera_table(camera, path, start_time=start)
     sub = Subscriber(broker.port, PREFIX + "#")
     try:
-        footfall_run_once(config_text(tmp_path, broker, cameras), sub)
+        footfall_run_once(store_config(tmp_path, broker, cameras), sub)
         visits = [m.payload for m in sub.on(PREFIX + "visits")]
         counts = sub.on(PREFIX + "counts")[-1].payload
     finally:
@@ -125,10 +107,6 @@ def test_a_replayed_days_reentries_stay_reentries_when_the_last_clip_is_hours_la
 
 
 # -- live cameras --------------------------------------------------------------------------------
-
-def live_camera(url: str) -> str:
-    return f'[[cameras]]\nid = "door-1"\nsource = "{url}"\nfps = 5\n'
-
 
 def footfall_run(config: Path, log: Path) -> subprocess.Popen:
     """`footfall run` (live cameras: until SIGTERM) as its own process, its journal in `log`."""
@@ -193,7 +171,7 @@ def test_a_camera_stalling_mid_passage_has_the_passage_decided_by_the_wall_clock
                                             Appearance("deepface_p05", "1.jpg", enter, walk=walk, lane=0.7)), fps=10)
     path = render_clip(clip, tmp_path / "door.avi", bank, seed=3)
     cameras = RtspCameras({"door-1": path}, size="960x540", fps=STREAM_FPS, log=tmp_path / "rtsp.log").start()
-    config = config_text(tmp_path, broker, live_camera(cameras.url("door-1")), timezone="UTC")
+    config = store_config(tmp_path, broker, camera_table("door-1", cameras.url("door-1")), timezone="UTC")
     enrol(config, default_analyzer, faces_dir)  # deepface_p05 is a member (photos 2 and 3)
     sub = TimedSubscriber(broker.port, PREFIX + "#")
     log = tmp_path / "daemon.log"
@@ -252,7 +230,7 @@ def test_a_passage_open_when_the_daemon_stops_is_decided_once_across_the_restart
     clip = Clip("door-1", at(10, 0), 12.0, (Appearance("bbt_amy", "1.jpg", enter, walk=walk),), fps=10)
     path = render_clip(clip, tmp_path / "door.avi", bank, seed=4)
     cameras = RtspCameras({"door-1": path}, size="960x540", fps=STREAM_FPS, log=tmp_path / "rtsp.log").start()
-    config = config_text(tmp_path, broker, live_camera(cameras.url("door-1")), timezone="UTC")
+    config = store_config(tmp_path, broker, camera_table("door-1", cameras.url("door-1")), timezone="UTC")
     sub = TimedSubscriber(broker.port, PREFIX + "#")
     log = tmp_path / "daemon.log"
     started: list[subprocess.Popen] = []

@@ -12,94 +12,21 @@ message that was applied afterwards, so the daemon is known to be alive.
 from __future__ import annotations
 
 import base64
-import json
 import struct
 import threading
 import time
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from support.broker import Broker, Subscriber, wait_until
+from support.broker import Subscriber, wait_until
+from support.daemon import PREFIX, store_config
+from support.daemon_run import running
+from support.downlink import Hq, counts_request, reasons, unit_vectors, upsert, with_embeddings
 
 import footfall.sync.downlink as downlink_module
-from footfall.config.schema import load_config
 from footfall.dedup.gallery import EnrolmentError, Gallery, Person
-from footfall.edge.daemon import Daemon
-
-PREFIX = "footfall/sh-001/"
-
-
-def write_config(tmp_path: Path, broker: Broker, *, mqtt: str = "", downlink: str = "") -> Path:
-    path = tmp_path / "footfall.toml"
-    path.write_text(f"""store_id = "sh-001"
-timezone = "Asia/Shanghai"
-[mqtt]
-url = "{broker.url}"
-{mqtt}
-[storage]
-dir = "{tmp_path / 'state'}"
-""" + (f"[downlink]\n{downlink}\n" if downlink else ""))
-    return path
-
-
-@contextmanager
-def running(config: Path, analyzer) -> Iterator[Daemon]:
-    """A live daemon (no cameras) on its own thread, until the block ends."""
-    daemon = Daemon(load_config(config), analyzer=analyzer)
-    thread = threading.Thread(target=daemon.run, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: daemon.publisher.connected, 15, "the daemon to connect")
-        time.sleep(0.2)  # the SUBACK
-        yield daemon
-    finally:
-        daemon.stop()
-        thread.join(30)
-
-
-class Hq:
-    """Head office's client: publishes downlink messages (QoS 1 unless told otherwise)."""
-
-    def __init__(self, port: int, protocol: str = "5") -> None:
-        version = MQTTProtocolVersion.MQTTv5 if protocol == "5" else MQTTProtocolVersion.MQTTv311
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"hq-{time.monotonic_ns()}", protocol=version)
-        self.client.max_queued_messages_set(0)
-        self.client.max_inflight_messages_set(1000)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-    def send(self, name: str, payload: dict | bytes, *, qos: int = 1, retain: bool = False,
-             properties: Properties | None = None, wait: bool = True) -> None:
-        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        info = self.client.publish(PREFIX + name, body, qos=qos, retain=retain, properties=properties)
-        if wait:
-            info.wait_for_publish(10)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def hq(broker):
-    client = Hq(broker.port)
-    yield client
-    client.close()
 
 
 @pytest.fixture
@@ -118,31 +45,11 @@ def one_bit_png(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b"")
 
 
-def upsert(member_id: str, **fields) -> dict:
-    return {"member_id": member_id, "name": "Li Wei", "role": "member", "consent": True} | fields
-
-
-def unit_vectors(n: int, seed: int = 0, dim: int = 256) -> list[list[float]]:
-    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((dim, n)))
-    return q.T.astype(np.float32).tolist()
-
-
-def with_embeddings(daemon: Daemon, member_id: str, n: int = 1, seed: int = 0, **fields) -> dict:
-    pack = daemon.analyzer.pack
-    assert pack is not None
-    return upsert(member_id, embeddings=unit_vectors(n, seed, daemon.analyzer.embedder.dim),
-                  embedding_model=pack.recognizer.sha256, **fields)
-
-
 def accounted(reports) -> int:
     """Rejections an errors consumer can count: one per report, plus what each says it left out
     (a summary report stands only for the ones it left out)."""
     return sum(m.payload.get("suppressed", 0) + (0 if "see suppressed" in m.payload["reason"] else 1)
                for m in reports)
-
-
-def reasons(sub: Subscriber) -> list[str]:
-    return [m.payload["reason"] for m in sub.messages]
 
 
 # -- item 1: image bombs -----------------------------------------------------------------------------
@@ -153,7 +60,7 @@ def test_an_image_bomb_is_refused_from_the_headers_before_anything_is_decoded(
     real_decode = downlink_module.decode_image
     monkeypatch.setattr(downlink_module, "decode_image",
                         lambda data, where: decoded.append(where) or real_decode(data, where))
-    with running(write_config(tmp_path, broker), default_analyzer) as daemon:
+    with running(store_config(tmp_path, broker), default_analyzer) as daemon:
         # The attack as found: 16 one-bit 8192 x 8192 PNGs, ~1 Gpx to decode from a small message.
         bomb = base64.b64encode(one_bit_png(8192, 8192)).decode()
         hq.send("members/upsert", upsert("M-bomb", images=[bomb] * 16))
@@ -182,7 +89,7 @@ def obama_jpeg(faces_dir: Path) -> str:
 
 def test_a_flood_is_dropped_at_a_bounded_inbox_with_rate_limited_reports_and_the_loop_keeps_going(
         tmp_path, broker, hq, errors, default_analyzer):
-    config = write_config(tmp_path, broker, downlink="inbox = 50\nerror_reports_per_minute = 60")
+    config = store_config(tmp_path, broker, "[downlink]\ninbox = 50\nerror_reports_per_minute = 60\n")
     flood = 4000
     with running(config, default_analyzer) as daemon:
         gaps: list[float] = []
@@ -227,7 +134,7 @@ def test_a_flood_is_dropped_at_a_bounded_inbox_with_rate_limited_reports_and_the
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_an_oversized_payload_never_reaches_the_decision_loop(tmp_path, broker, errors, default_analyzer, protocol):
-    config = write_config(tmp_path, broker, mqtt=f'protocol = "{protocol}"', downlink="max_payload = 65536")
+    config = store_config(tmp_path, broker, "[downlink]\nmax_payload = 65536\n", mqtt=f'protocol = "{protocol}"')
     hq = Hq(broker.port)
     try:
         with running(config, default_analyzer) as daemon:
@@ -252,7 +159,7 @@ def test_an_oversized_payload_never_reaches_the_decision_loop(tmp_path, broker, 
 def test_ids_over_the_length_cap_are_refused_and_never_echoed(tmp_path, broker, hq, errors, default_analyzer):
     deleted = Subscriber(broker.port, PREFIX + "members/deleted")
     try:
-        with running(write_config(tmp_path, broker), default_analyzer) as daemon:
+        with running(store_config(tmp_path, broker), default_analyzer) as daemon:
             hq.send("members/delete", {"member_id": "m" * 100_000})
             hq.send("appointments/upsert", {"appointment_id": "a" * 129, "member_id": "M-1", "channel": "",
                                             "advisor": "", "scheduled_at": "2026-11-23T11:00:00+08:00"})
@@ -271,19 +178,10 @@ def test_ids_over_the_length_cap_are_refused_and_never_echoed(tmp_path, broker, 
 
 # -- item 13: counts/get -------------------------------------------------------------------------------
 
-def counts_request(hq: Hq, response_topic: str | None = None, **payload) -> None:
-    props = None
-    if response_topic is not None:
-        props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = response_topic
-        props.CorrelationData = b"c"
-    hq.send("counts/get", payload, properties=props)
-
-
 def test_counts_answers_go_only_under_the_stores_replies_branch(tmp_path, broker, hq, errors, default_analyzer):
     everything = Subscriber(broker.port, "#")
     try:
-        with running(write_config(tmp_path, broker), default_analyzer):
+        with running(store_config(tmp_path, broker), default_analyzer):
             counts_request(hq, PREFIX + "visits")                # the box's own uplink
             counts_request(hq, PREFIX + "alerts/arrival")
             counts_request(hq, reply_to="footfall/sh-002/replies/x")  # another store's branch
@@ -302,7 +200,7 @@ def test_counts_answers_go_only_under_the_stores_replies_branch(tmp_path, broker
 
 def test_counts_requests_are_rate_limited(tmp_path, broker, hq, errors, default_analyzer):
     replies = Subscriber(broker.port, PREFIX + "replies/#")
-    config = write_config(tmp_path, broker, downlink="counts_requests_per_minute = 20")  # bursts of 2
+    config = store_config(tmp_path, broker, "[downlink]\ncounts_requests_per_minute = 20\n")  # bursts of 2
     try:
         with running(config, default_analyzer):
             for i in range(20):
@@ -322,7 +220,7 @@ def test_counts_requests_are_rate_limited(tmp_path, broker, hq, errors, default_
 # -- item 16: vectors per person -----------------------------------------------------------------------
 
 def test_more_vectors_than_the_cap_are_refused(tmp_path, broker, hq, errors, default_analyzer):
-    with running(write_config(tmp_path, broker), default_analyzer) as daemon:
+    with running(store_config(tmp_path, broker), default_analyzer) as daemon:
         hq.send("members/upsert", with_embeddings(daemon, "M-many", 21))
         hq.send("members/upsert", with_embeddings(daemon, "M-fine", 20, seed=1))
         wait_until(lambda: daemon.store.gallery.get("M-fine"), 10, "the upsert at the cap")

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 from support.broker import Broker, wait_until
-from test_downlink_attacks import Hq, running, write_config
+from support.daemon import store_config
+from support.daemon_run import running
 
 BURST = 3000
 SNIPPET = Path(__file__).resolve().parents[2] / "config" / "mosquitto-footfall.conf.example"
@@ -35,19 +36,12 @@ def broker(tmp_path):
     b.stop()
 
 
-@pytest.fixture
-def hq(broker):
-    client = Hq(broker.port)
-    yield client
-    client.close()
-
-
 def stored(daemon) -> int:
     return len(daemon.store.appointments.appointments())
 
 
 def test_a_burst_of_qos1_appointments_is_stored_whole(tmp_path, broker, hq, default_analyzer):
-    with running(write_config(tmp_path, broker), default_analyzer) as daemon:
+    with running(store_config(tmp_path, broker), default_analyzer) as daemon:
         peak = [0]
         done = threading.Event()
 
@@ -74,7 +68,7 @@ def test_a_burst_of_qos1_appointments_is_stored_whole(tmp_path, broker, hq, defa
 
 def test_what_was_not_handled_when_the_daemon_stopped_is_redelivered_at_the_next_start(
         tmp_path, broker, hq, default_analyzer):
-    config = write_config(tmp_path, broker, downlink="inbox = 200")
+    config = store_config(tmp_path, broker, "[downlink]\ninbox = 200\n")
     with running(config, default_analyzer) as daemon:
         for i in range(BURST):
             hq.send("appointments/upsert", appointment(i), wait=False)

@@ -11,19 +11,19 @@ refused, so a stale message queued behind the delete cannot undo it either.
 from __future__ import annotations
 
 import pytest
-from support.broker import Broker, Subscriber, wait_until
-from test_downlink_attacks import PREFIX, Hq, reasons, running, with_embeddings, write_config
+from support.broker import Subscriber, wait_until
+from support.daemon import PREFIX, store_config
+from support.daemon_run import running
+from support.downlink import reasons, with_embeddings
 
 APPOINTMENT = {"member_id": "M-1", "scheduled_at": "2026-11-23T11:00:00+08:00", "channel": "", "advisor": ""}
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_a_retained_upsert_does_not_bring_a_deleted_member_back_after_a_restart(
-        tmp_path, default_analyzer, protocol):
-    broker = Broker(tmp_path / "broker").start()
-    hq = Hq(broker.port)
+        tmp_path, broker, hq, default_analyzer, protocol):
     deleted = Subscriber(broker.port, PREFIX + "members/deleted")
-    config = write_config(tmp_path, broker, mqtt=f'protocol = "{protocol}"')
+    config = store_config(tmp_path, broker, mqtt=f'protocol = "{protocol}"')
     try:
         with running(config, default_analyzer) as daemon:
             hq.send("members/upsert", with_embeddings(daemon, "M-1"), retain=True)  # left at the broker
@@ -38,17 +38,14 @@ def test_a_retained_upsert_does_not_bring_a_deleted_member_back_after_a_restart(
                 assert daemon.store.gallery.get("M-1") is None, "the erased member came back"
     finally:
         deleted.close()
-        hq.close()
-        broker.stop()
 
 
-def test_an_upsert_older_than_a_confirmed_delete_is_refused_and_a_newer_one_enrols_again(tmp_path, default_analyzer):
-    broker = Broker(tmp_path / "broker").start()
-    hq = Hq(broker.port)
+def test_an_upsert_older_than_a_confirmed_delete_is_refused_and_a_newer_one_enrols_again(
+        tmp_path, broker, hq, default_analyzer):
     errors = Subscriber(broker.port, PREFIX + "errors")
     deleted = Subscriber(broker.port, PREFIX + "members/deleted")
     try:
-        with running(write_config(tmp_path, broker), default_analyzer) as daemon:
+        with running(store_config(tmp_path, broker), default_analyzer) as daemon:
             hq.send("members/upsert", with_embeddings(daemon, "M-1", ts="2026-11-23T09:00:00+08:00"))
             hq.send("members/delete", {"member_id": "M-1", "ts": "2026-11-23T10:00:00+08:00"})
             deleted.wait_for(lambda ms: ms, 10, "the delete confirmed")
@@ -69,5 +66,3 @@ def test_an_upsert_older_than_a_confirmed_delete_is_refused_and_a_newer_one_enro
     finally:
         errors.close()
         deleted.close()
-        hq.close()
-        broker.stop()

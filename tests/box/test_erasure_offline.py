@@ -11,17 +11,16 @@ all the same, but nothing is published, since head office erases an id across th
 from __future__ import annotations
 
 import json
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 from support.broker import Broker, Subscriber, wait_until
-from test_daemon import PREFIX, config_file
+from support.daemon import PREFIX, NoBroker, config_file, store_config
+from support.daemon_run import footfall, footfall_running
+from support.daemon_state import files_holding
 
 from footfall.config.schema import load_config
 from footfall.dedup.gallery import Person
@@ -30,21 +29,6 @@ from footfall.models.manifest import entry_for
 from footfall.sync.appointments import Appointment, AppointmentStore
 
 MEMBER = "m-4711"
-
-
-def files_holding(directory: Path, needle: bytes) -> dict[str, int]:
-    """Every file under `directory` whose raw bytes hold `needle`, and how many times."""
-    found = {}
-    for path in sorted(directory.rglob("*")):
-        if path.is_file() and not path.is_socket():
-            count = path.read_bytes().count(needle)
-            if count:
-                found[path.name] = count
-    return found
-
-
-def footfall(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "footfall", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def unit(seed: int, dim: int = 512) -> np.ndarray:
@@ -78,8 +62,7 @@ def outbox_rows(state: Path) -> list[tuple[str, dict]]:
     return rows
 
 
-def test_an_erasure_on_a_stopped_box_reaches_head_office_at_the_next_start_then_leaves_no_trace(tmp_path):
-    broker = Broker(tmp_path / "broker").start()
+def test_an_erasure_on_a_stopped_box_reaches_head_office_at_the_next_start_then_leaves_no_trace(tmp_path, broker):
     config = config_file(tmp_path, broker)
     state, needle = tmp_path / "state", MEMBER.encode()
     enrol(config, MEMBER, 7)
@@ -97,21 +80,16 @@ def test_an_erasure_on_a_stopped_box_reaches_head_office_at_the_next_start_then_
     assert b"Ms Example" not in b"".join(p.read_bytes() for p in state.iterdir() if p.is_file())
 
     hq = Subscriber(broker.port, PREFIX + "members/deleted")
-    daemon = subprocess.Popen([sys.executable, "-m", "footfall", "run", "--config", str(config)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        (received,) = hq.wait_for(lambda ms: ms, 60, "the queued members/deleted")
-        reached = time.monotonic()
-        assert received.payload == notice, "the notice as queued, sent once"
-        wait_until(lambda: not files_holding(state, needle), 5, "no file under storage.dir holding the id")
-        print(f"\nno file holds the id {time.monotonic() - reached:.2f} s after the notice reached the broker")
+        with footfall_running(config) as daemon:
+            (received,) = hq.wait_for(lambda ms: ms, 60, "the queued members/deleted")
+            reached = time.monotonic()
+            assert received.payload == notice, "the notice as queued, sent once"
+            wait_until(lambda: not files_holding(state, needle), 5, "no file under storage.dir holding the id")
+            print(f"\nno file holds the id {time.monotonic() - reached:.2f} s after the notice reached the broker")
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        output = daemon.communicate(timeout=60)[0]
         hq.close()
-        broker.stop()
-    assert daemon.returncode == 0, output
-    assert needle not in output.encode()
+    assert needle not in daemon.output.encode()
     assert not files_holding(state, needle)
 
 
@@ -139,31 +117,25 @@ def test_an_id_the_stopped_box_does_not_hold_is_an_error_and_its_erasure_is_reco
     assert refused.returncode == 1 and "m-47111 was erased at" in refused.stderr, refused.stderr
 
 
-def test_an_id_the_running_daemon_does_not_hold_is_an_error_and_nothing_is_published(tmp_path):
-    broker = Broker(tmp_path / "broker").start()
+def test_an_id_the_running_daemon_does_not_hold_is_an_error_and_nothing_is_published(tmp_path, broker):
     config = config_file(tmp_path, broker)
     enrol(config, MEMBER, 7)
     hq = Subscriber(broker.port, PREFIX + "members/deleted")
-    daemon = subprocess.Popen([sys.executable, "-m", "footfall", "run", "--config", str(config)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_until((tmp_path / "state" / "admin.sock").exists, 60, "the daemon's admin socket")
-        typo = footfall("erase", "--config", str(config), "--member-id", "m-47111")
-        assert typo.returncode == 1, typo.stdout
-        assert typo.stderr.startswith("error: m-47111 is not known to the running daemon on this box: not in "
-                                      "the gallery"), typo.stderr
-        done = footfall("erase", "--config", str(config), "--member-id", MEMBER)
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.startswith(f"erased {MEMBER} in the running daemon: removed from gallery"), done.stdout
-        # The outbox keeps its order: a notice for the typo would have come first.
-        (received,) = hq.wait_for(lambda ms: ms, 10, "members/deleted")
-        assert received.payload["member_id"] == MEMBER
+        with footfall_running(config):
+            wait_until((tmp_path / "state" / "admin.sock").exists, 60, "the daemon's admin socket")
+            typo = footfall("erase", "--config", str(config), "--member-id", "m-47111")
+            assert typo.returncode == 1, typo.stdout
+            assert typo.stderr.startswith("error: m-47111 is not known to the running daemon on this box: not in "
+                                          "the gallery"), typo.stderr
+            done = footfall("erase", "--config", str(config), "--member-id", MEMBER)
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.startswith(f"erased {MEMBER} in the running daemon: removed from gallery"), done.stdout
+            # The outbox keeps its order: a notice for the typo would have come first.
+            (received,) = hq.wait_for(lambda ms: ms, 10, "members/deleted")
+            assert received.payload["member_id"] == MEMBER
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        output = daemon.communicate(timeout=60)[0]
         hq.close()
-        broker.stop()
-    assert daemon.returncode == 0, output
 
 
 def test_erase_and_appointments_import_need_no_model_file_and_no_match_threshold(tmp_path):
@@ -171,11 +143,8 @@ def test_erase_and_appointments_import_need_no_model_file_and_no_match_threshold
     empty.mkdir()
     # A recognizer not shipped in the package, its file absent, with no match threshold anywhere;
     # the thresholds a box running it must have are in the config.
-    config = tmp_path / "footfall.toml"
-    config.write_text(f'store_id = "sh-001"\ntimezone = "Asia/Shanghai"\n[models]\ndir = "{empty}"\n'
-                      f'recognizer = "w600k_mbf.onnx"\n[dedup]\nthreshold = 0.5\nmargin = 0.05\n'
-                      f'[members]\nthreshold = 0.5\nmargin = 0.05\n[mqtt]\nurl = "mqtt://127.0.0.1:1"\n'
-                      f'[storage]\ndir = "{tmp_path / "state"}"\n')
+    config = store_config(tmp_path, NoBroker(), f'[models]\ndir = "{empty}"\nrecognizer = "w600k_mbf.onnx"\n',
+                          '[dedup]\nthreshold = 0.5\nmargin = 0.05\n', '[members]\nthreshold = 0.5\nmargin = 0.05\n')
     assert entry_for("w600k_mbf.onnx").match_threshold is None and not list(empty.iterdir())
     enrol(config, MEMBER, 7)
 

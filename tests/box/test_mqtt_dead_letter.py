@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from support.broker import Broker, Subscriber, wait_until
-from test_mqtt import STATUS, VISITS, a_visit, closing, first_seen, make_publisher, submit  # noqa: F401 - a fixture
+from support.daemon_uplink import STATUS, VISITS, a_visit, first_seen, make_publisher, submit
 
 from footfall.sync.outbox import Outbox
 
@@ -22,15 +22,12 @@ MAX_PACKET = 4096
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
-def test_an_oversized_row_is_dead_lettered_and_the_visits_behind_it_flow(tmp_path: Path, closing, protocol):  # noqa: F811
-    broker = Broker(tmp_path / "broker", extra_conf=f"max_packet_size {MAX_PACKET}\n").start()
-    closing(broker)
-    outbox = Outbox(tmp_path / "state" / "outbox.db", alert_ttl=timedelta(minutes=2), now=lambda: datetime.now(UTC))
-    closing(outbox)
-    consumer = Subscriber(broker.port, "footfall/sh-001/#")
-    closing(consumer)
-    pub = make_publisher(broker.url, outbox, protocol=protocol)  # mqtt.max_attempts = 5
-    closing(pub)
+def test_an_oversized_row_is_dead_lettered_and_the_visits_behind_it_flow(tmp_path: Path, closing, protocol):
+    broker = closing(Broker(tmp_path / "broker", extra_conf=f"max_packet_size {MAX_PACKET}\n").start())
+    outbox = closing(Outbox(tmp_path / "state" / "outbox.db", alert_ttl=timedelta(minutes=2),
+                            now=lambda: datetime.now(UTC)))
+    consumer = closing(Subscriber(broker.port, "footfall/sh-001/#"))
+    pub = closing(make_publisher(broker.url, outbox, protocol=protocol))  # mqtt.max_attempts = 5
     first, huge, last = a_visit(1), a_visit(2), a_visit(3)
     object.__setattr__(huge, "visitor_id", "v" * (2 * MAX_PACKET))  # an id echoed back, over the broker's limit
     for event in (first, huge, last):

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from support.broker import Broker, Subscriber
-from test_daemon import PREFIX, START, config_file, enrol, entrance_clip, run_once_to_the_end  # noqa: F401 - a fixture
+from support.clips import START
+from support.daemon import MS_FIVE_BOOKED, PREFIX, book, camera_table, config_file, enrol
+from support.daemon_run import footfall, run_once_to_the_end
 
 from footfall.config.schema import load_config
 from footfall.edge.daemon import Daemon
-from footfall.sync.appointments import Appointment, AppointmentStore
 
 MEMBER = "deepface_p05"
 SIGNATURES = {"JPEG": b"\xff\xd8\xff", "PNG": b"\x89PNG"}
@@ -41,18 +40,16 @@ def vectors_of(db: Path, sql: str, key: str) -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def replayed_day(tmp_path_factory, entrance_clip, default_analyzer, faces_dir):  # noqa: F811 - the fixture imported above
+def replayed_day(tmp_path_factory, entrance_clip, default_analyzer, faces_dir):
     """The clip at 10:00 and again at 14:00 through `run --once`; what was published, and the config."""
     tmp = tmp_path_factory.mktemp("privacy")
     broker = Broker(tmp / "broker").start()
     later = START + timedelta(hours=4)
-    cameras = "".join(f'[[cameras]]\nid = "{cid}"\nsource = "{entrance_clip}"\nfps = 5\nstart_time = "{t.isoformat()}"\n'
-                      for cid, t in (("door-1", START), ("door-2", later)))
+    cameras = camera_table("door-1", entrance_clip, start_time=START) + camera_table("door-2", entrance_clip,
+                                                                                      start_time=later)
     config = config_file(tmp, broker, cameras)
     enrol(config, default_analyzer, faces_dir)
-    appointments = AppointmentStore(tmp / "state" / "appointments.db", "Asia/Shanghai")
-    appointments.upsert(Appointment("a-1", MEMBER, START + timedelta(minutes=5), "wechat", "Li"))
-    appointments.close()
+    book(tmp / "state", [MS_FIVE_BOOKED])
     sub = Subscriber(broker.port, PREFIX + "#")
     try:
         daemon = Daemon(load_config(config), once=True, analyzer=default_analyzer)
@@ -104,8 +101,7 @@ def test_erase_leaves_no_trace_of_a_member_who_visited_in_any_file(replayed_day)
     vectors = (vectors_of(state / "gallery.db", "SELECT vector FROM person_vectors WHERE person_id = ?", MEMBER)
                + vectors_of(state / "windows.db", "SELECT vector FROM window_vectors WHERE visitor_id = ?", MEMBER))
     assert len(vectors) >= 2 and all(len(v) == 512 * 4 for v in vectors)
-    done = subprocess.run([sys.executable, "-m", "footfall", "erase", "--config", str(config), "--member-id", MEMBER],
-                          capture_output=True, text=True, timeout=120)
+    done = footfall("erase", "--config", str(config), "--member-id", MEMBER, timeout=120)
     assert done.returncode == 0, done.stderr
     # The day's windows closed by the clock when the store opened (retention); the erasure took the rest.
     assert "gallery" in done.stdout and "appointments" in done.stdout

@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 from support.broker import Subscriber
-from test_daemon import PREFIX, broker, config_file, footfall_run_once  # noqa: F401  (broker is a fixture)
+from support.clips import START
+from support.daemon import PREFIX, camera_table, config_file
+from support.daemon_run import footfall_run_once, run_once_to_the_end
 
-START = "2026-11-23T10:00:00+08:00"
+from footfall.config.schema import load_config
+from footfall.edge.daemon import Daemon
+
 # file -> (people a person watching sees (README table), people the shipped detector follows, entry line)
 CLIPS = {
     "face-demographics-walking.gif": (2, 2, None),
@@ -36,18 +40,17 @@ def real_dir(shared_dir: Path) -> Path:
     return folder
 
 
-def camera_table(clip: Path, line) -> str:
-    table = f'[[cameras]]\nid = "cam"\nsource = "{clip}"\nfps = 12.5\nstart_time = "{START}"\n'
-    if line is not None:
-        table += f"entry_line = {line[0]}\ninside = {line[1]}\n"
-    return table
+def cam(clip: Path, line) -> str:
+    """The clip as camera "cam" at its own 12.5 frames/s; `line` is (entry_line, inside), if any."""
+    door = {} if line is None else {"entry_line": line[0], "inside": line[1]}
+    return camera_table("cam", clip, fps=12.5, start_time=START, **door)
 
 
 @pytest.mark.parametrize("name", sorted(CLIPS))
 def test_each_real_clip_gives_its_people_as_tracks_and_no_sitter_or_leaver_as_an_entry(
-        name, tmp_path, broker, real_dir):  # noqa: F811
+        name, tmp_path, broker, real_dir):
     seen_by_eye, followed, line = CLIPS[name]
-    config = config_file(tmp_path, broker, camera_table(real_dir / name, line))
+    config = config_file(tmp_path, broker, cam(real_dir / name, line))
     sub = Subscriber(broker.port, PREFIX + "#")
     try:
         done = footfall_run_once(config, sub)
@@ -65,13 +68,8 @@ def test_each_real_clip_gives_its_people_as_tracks_and_no_sitter_or_leaver_as_an
         sub.close()
 
 
-def test_count_only_counts_bodies_and_never_opens_a_face_model(tmp_path, broker, real_dir):  # noqa: F811
-    from test_daemon import run_once_to_the_end
-
-    from footfall.config.schema import load_config
-    from footfall.edge.daemon import Daemon
-
-    config = config_file(tmp_path, broker, camera_table(real_dir / "face-demographics-walking.gif", None)
+def test_count_only_counts_bodies_and_never_opens_a_face_model(tmp_path, broker, real_dir):
+    config = config_file(tmp_path, broker, cam(real_dir / "face-demographics-walking.gif", None)
                          + '[privacy]\nmode = "count_only"\n')
     sub = Subscriber(broker.port, PREFIX + "#")
     try:

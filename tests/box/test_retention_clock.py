@@ -4,16 +4,14 @@ camera down — never only when traffic happens to pass the door."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-from support.broker import Broker, Subscriber, free_port
-from test_daemon import PREFIX
+from support.broker import Subscriber, free_port
+from support.daemon import PREFIX, camera_table, store_config
+from support.daemon_run import footfall_running, online_status
 
 from footfall.config.schema import load_config
 from footfall.edge.store import open_window
@@ -28,23 +26,11 @@ def raw_state(state: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(state.glob("windows.db*")) if p.is_file())
 
 
-def test_windows_close_by_the_wall_clock_with_the_camera_down_and_after_a_restart(tmp_path, default_analyzer):
-    broker = Broker(tmp_path / "broker").start()
+def test_windows_close_by_the_wall_clock_with_the_camera_down_and_after_a_restart(
+        tmp_path, broker, default_analyzer):
     dead_camera = f"http://127.0.0.1:{free_port()}/stream.mjpg"  # nothing listens: no frame ever arrives
-    config_path = tmp_path / "footfall.toml"
-    config_path.write_text(f"""store_id = "sh-001"
-timezone = "UTC"
-[dedup]
-window = "15s"
-[mqtt]
-url = "{broker.url}"
-[storage]
-dir = "{tmp_path / 'state'}"
-[[cameras]]
-id = "door-1"
-source = "{dead_camera}"
-fps = 5
-""")
+    config_path = store_config(tmp_path, broker, '[dedup]\nwindow = "15s"\n', camera_table("door-1", dead_camera),
+                               timezone="UTC")
     config = load_config(config_path)
     state = tmp_path / "state"
     dim = default_analyzer.embedder.dim
@@ -58,16 +44,10 @@ fps = 5
 
     def run_daemon(check) -> None:
         status.messages.clear()
-        daemon = subprocess.Popen([sys.executable, "-m", "footfall", "run", "--config", str(config_path)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            status.wait_for(lambda ms: any(m.payload.get("state") == "online" for m in ms), 60, "online")
-            check(daemon)
+        with footfall_running(config_path) as daemon:
+            status.wait_for(online_status(), 60, "online")
+            check(daemon.process)
             assert status.messages[-1].payload["cameras"] == {"door-1": "reconnecting"}, "no frame arrived"
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            output = daemon.communicate(timeout=60)[0]
-        assert daemon.returncode == 0, output
 
     try:
         # The box was off while this window closed: it goes at start, before any frame.
@@ -90,4 +70,3 @@ fps = 5
         run_daemon(closes_by_the_clock)
     finally:
         status.close()
-        broker.stop()

@@ -9,7 +9,6 @@ Mosquitto is missing. Every wait is bounded by a deadline.
 
 from __future__ import annotations
 
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -19,7 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from support.broker import Broker, Subscriber, free_port, mosquitto_path, wait_until
+from support.broker import Subscriber, free_port, mosquitto_path, wait_until
+from support.daemon import PREFIX, camera_table, store_config
+from support.daemon_run import online_status, running
 
 from footfall.edge.sources import RECONNECTING, STREAMING, LiveSource
 from footfall.tooling.rtsp_camera import RtspCameras, gstreamer_missing, read_stamp
@@ -112,78 +113,51 @@ def test_a_live_reader_decodes_every_frame_but_converts_only_those_due_at_its_fp
 
 @pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
 def test_a_daemon_rides_out_a_killed_server_a_stall_and_a_resolution_change(
-        tmp_path: Path, clip: Path, rtsp_cameras, default_analyzer):
-    from footfall.config.schema import load_config
-    from footfall.edge.daemon import Daemon
-
-    broker = Broker(tmp_path / "broker").start()
+        tmp_path: Path, broker, clip: Path, rtsp_cameras, default_analyzer):
     door = rtsp_cameras({"door-1": clip}, size="640x360", alt_size="480x270")
     till = rtsp_cameras({"till-1": clip}, size="640x360")
     metrics_port = free_port()
-    config = tmp_path / "footfall.toml"
-    config.write_text(f"""store_id = "sh-001"
-timezone = "Asia/Shanghai"
-[mqtt]
-url = "{broker.url}"
-[storage]
-dir = "{tmp_path / 'state'}"
-[metrics]
-port = {metrics_port}
-[[cameras]]
-id = "door-1"
-source = "rtsp://127.0.0.1:9/main"
-detect_source = "{door.url('door-1')}"
-fps = 5
-[[cameras]]
-id = "till-1"
-source = "{till.url('till-1')}"
-fps = 5
-""")
-    status = Subscriber(broker.port, "footfall/sh-001/status")
-    daemon = Daemon(load_config(config), analyzer=default_analyzer)
-    sources = {s.camera_id: s for s in daemon.live_sources}
-    thread = threading.Thread(target=daemon.run, daemon=True)
-    thread.start()
+    config = store_config(tmp_path, broker, f"[metrics]\nport = {metrics_port}\n",
+                          camera_table("door-1", "rtsp://127.0.0.1:9/main", detect_source=door.url("door-1")),
+                          camera_table("till-1", till.url("till-1")))
+    status = Subscriber(broker.port, PREFIX + "status")
 
     def reported(door_state: str, till_state: str):
-        return lambda ms: any(m.payload.get("state") == "online" and
-                              m.payload.get("cameras") == {"door-1": door_state, "till-1": till_state} for m in ms)
+        return online_status({"door-1": door_state, "till-1": till_state})
 
     def analysed_more(camera: str, what: str) -> None:
         before = sources[camera].stats.analysed
         wait_until(lambda: sources[camera].stats.analysed >= before + 5, 20, what)
 
     try:
-        status.wait_for(reported(STREAMING, STREAMING), 60, "both cameras streaming")
-        analysed_more("door-1", "door-1 analysed from its detect_source")
+        with running(config, default_analyzer) as daemon:
+            sources = {s.camera_id: s for s in daemon.live_sources}
+            status.wait_for(reported(STREAMING, STREAMING), 60, "both cameras streaming")
+            analysed_more("door-1", "door-1 analysed from its detect_source")
 
-        door.kill()
-        status.wait_for(reported(RECONNECTING, STREAMING), 30, "door-1 reconnecting after its server was killed")
-        analysed_more("till-1", "till-1 analysed while door-1 is down")
-        door.start()  # same port
-        status.wait_for(lambda ms: reported(STREAMING, STREAMING)(ms[-1:]), 60, "door-1 back after the restart")
-        analysed_more("door-1", "door-1 analysed again")
+            door.kill()
+            status.wait_for(reported(RECONNECTING, STREAMING), 30, "door-1 reconnecting after its server was killed")
+            analysed_more("till-1", "till-1 analysed while door-1 is down")
+            door.start()  # same port
+            status.wait_for(lambda ms: reported(STREAMING, STREAMING)(ms[-1:]), 60, "door-1 back after the restart")
+            analysed_more("door-1", "door-1 analysed again")
 
-        till.command("stall", "till-1")
-        status.wait_for(lambda ms: reported(STREAMING, RECONNECTING)(ms[-1:]), 30, "a stalled till-1 reconnecting")
-        analysed_more("door-1", "door-1 analysed while till-1 stalls")
-        till.command("resume", "till-1")
-        status.wait_for(lambda ms: reported(STREAMING, STREAMING)(ms[-1:]), 60, "till-1 back after the stall")
+            till.command("stall", "till-1")
+            status.wait_for(lambda ms: reported(STREAMING, RECONNECTING)(ms[-1:]), 30, "a stalled till-1 reconnecting")
+            analysed_more("door-1", "door-1 analysed while till-1 stalls")
+            till.command("resume", "till-1")
+            status.wait_for(lambda ms: reported(STREAMING, STREAMING)(ms[-1:]), 60, "till-1 back after the stall")
 
-        door.command("resize", "door-1")
-        analysed_more("door-1", "door-1 analysed after its resolution changed")
-        analysed_more("till-1", "till-1 analysed after door-1's resolution changed")
+            door.command("resize", "door-1")
+            analysed_more("door-1", "door-1 analysed after its resolution changed")
+            analysed_more("till-1", "till-1 analysed after door-1's resolution changed")
 
-        page = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-        assert 'footfall_camera_frames_analysed_total{camera="door-1"}' in page
-        assert 'footfall_camera_reconnects_total{camera="till-1"}' in page
-        assert daemon.frame_errors == 0 and all(daemon.stage_health().values()), daemon.stage_health()
+            page = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+            assert 'footfall_camera_frames_analysed_total{camera="door-1"}' in page
+            assert 'footfall_camera_reconnects_total{camera="till-1"}' in page
+            assert daemon.frame_errors == 0 and all(daemon.stage_health().values()), daemon.stage_health()
     finally:
-        daemon.stop()
-        thread.join(30)
         status.close()
-        broker.stop()
-    assert not thread.is_alive()
     online = [m.payload for m in status.messages if m.payload.get("state") == "online"]
     stats = online[-1]["camera_stats"]
     assert set(stats) == {"door-1", "till-1"}

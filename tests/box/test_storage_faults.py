@@ -11,31 +11,20 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
-import sys
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from support.broker import Broker, Subscriber, mosquitto_path
-from test_daemon import PREFIX, config_file, door_camera, enrol, entrance_clip, run_once_to_the_end  # noqa: F401 - a fixture
+from support.broker import Subscriber, mosquitto_path
+from support.clips import START
+from support.daemon import PREFIX, NoBroker, book, camera_table, config_file, enrol
+from support.daemon_run import footfall, run_once_to_the_end
 
 from footfall.config.schema import load_config
 from footfall.edge.daemon import Daemon
 from footfall.storage.sqlite import StorageError
 from footfall.sync import events
-from footfall.sync.appointments import Appointment, AppointmentStore
 from footfall.sync.outbox import Outbox
-
-SH = timezone(timedelta(hours=8))
-START = datetime(2026, 11, 23, 10, 0, tzinfo=SH)
-
-
-class Offline:
-    """Stands in for a broker that is not there: the daemon is only built, never run."""
-
-    port = 1
-    url = "mqtt://127.0.0.1:1"
 
 
 def visit(n: int) -> events.VisitEvent:
@@ -54,7 +43,7 @@ def outbox_ids(path: Path) -> list[str]:
 
 
 def test_a_full_disk_holds_events_in_memory_reports_it_and_stores_them_later_in_order(tmp_path, default_analyzer):
-    daemon = Daemon(load_config(config_file(tmp_path, Offline())), analyzer=default_analyzer)
+    daemon = Daemon(load_config(config_file(tmp_path, NoBroker())), analyzer=default_analyzer)
     try:
         daemon.store._emit(visit(1))
         conn = daemon.store.outbox._conn
@@ -88,9 +77,8 @@ def test_a_full_disk_holds_events_in_memory_reports_it_and_stores_them_later_in_
 
 @pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
 def test_the_daemon_survives_an_outbox_that_refuses_writes_for_a_while(
-        tmp_path, entrance_clip, default_analyzer, faces_dir, monkeypatch):  # noqa: F811 - the fixture imported above
-    broker = Broker(tmp_path / "broker").start()
-    config = config_file(tmp_path, broker, door_camera(entrance_clip))
+        tmp_path, broker, entrance_clip, default_analyzer, faces_dir, monkeypatch):
+    config = config_file(tmp_path, broker, camera_table("door-1", entrance_clip, start_time=START))
     enrol(config, default_analyzer, faces_dir)
     real_add = Outbox.add
     refusals = {"left": 6}
@@ -116,19 +104,14 @@ def test_the_daemon_survives_an_outbox_that_refuses_writes_for_a_while(
         assert sub.on(PREFIX + "counts")[-1].payload["visits"] == 3
     finally:
         sub.close()
-        broker.stop()
 
 
 def build_state(tmp_path: Path, analyzer) -> Path:
     """A storage dir holding every state file, as after a first start."""
-    daemon = Daemon(load_config(config_file(tmp_path, Offline())), analyzer=analyzer)
+    daemon = Daemon(load_config(config_file(tmp_path, NoBroker())), analyzer=analyzer)
     daemon.store._emit(visit(1))
     close(daemon)
     return tmp_path / "state"
-
-
-def footfall(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "footfall", *args], capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("name, damage", [("windows.db", "garbage"), ("outbox.db", "pages"),
@@ -145,14 +128,14 @@ def test_a_damaged_state_file_stops_the_start_names_the_file_and_doctor_explains
             fh.seek(4096)
             fh.write(os.urandom(size - 4096))
     before = target.read_bytes()
-    config = str(config_file(tmp_path, Offline()))
+    config = str(config_file(tmp_path, NoBroker()))
 
-    done = footfall("run", "--config", config)
+    done = footfall("run", "--config", config, timeout=120)
     assert done.returncode == 1, done.stderr
     assert str(target) in done.stderr and "doctor" in done.stderr
     assert target.read_bytes() == before, "the damaged file is left as it was, never recreated"
 
-    doctor = footfall("doctor", "--config", config)
+    doctor = footfall("doctor", "--config", config, timeout=120)
     assert doctor.returncode == 1
     (line,) = [x for x in doctor.stdout.splitlines() if "state files" in x]
     assert line.startswith("FAIL") and str(target) in line
@@ -164,7 +147,7 @@ def test_a_damaged_state_file_stops_the_start_names_the_file_and_doctor_explains
 
 def test_doctor_passes_healthy_state_files(tmp_path, default_analyzer):
     build_state(tmp_path, default_analyzer)
-    doctor = footfall("doctor", "--config", str(config_file(tmp_path, Offline())))
+    doctor = footfall("doctor", "--config", str(config_file(tmp_path, NoBroker())), timeout=120)
     (line,) = [x for x in doctor.stdout.splitlines() if "state files" in x]
     assert line.startswith("ok") and "5 file(s)" in line and "outbox.db" in line
 
@@ -203,14 +186,10 @@ def fill_to_the_brim(conn: sqlite3.Connection) -> None:
 @pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
 @pytest.mark.parametrize("store", ["disk", "memory"])
 def test_a_disk_full_under_every_state_file_loses_no_passage_and_never_crashes(
-        tmp_path, entrance_clip, default_analyzer, faces_dir, store):  # noqa: F811 - the fixture imported above
-    broker = Broker(tmp_path / "broker").start()
-    config = config_file(tmp_path, broker, door_camera(entrance_clip))
+        tmp_path, broker, entrance_clip, default_analyzer, faces_dir, store):
+    config = config_file(tmp_path, broker, camera_table("door-1", entrance_clip, start_time=START))
     enrol(config, default_analyzer, faces_dir)
-    appointments = AppointmentStore(tmp_path / "state" / "appointments.db", "Asia/Shanghai")
-    appointments.upsert(Appointment("a-1", "deepface_p05", START + timedelta(minutes=5), "wechat", "Li"))
-    appointments.upsert(Appointment("a-2", "m-absent", START - timedelta(minutes=40), "phone", "Wang"))
-    appointments.close()
+    book(tmp_path / "state")
     if store == "memory":
         config.write_text(config.read_text().replace('[storage]', '[privacy]\nanonymous_store = "memory"\n[storage]'))
     sub = Subscriber(broker.port, PREFIX + "#")
@@ -229,7 +208,6 @@ def test_a_disk_full_under_every_state_file_loses_no_passage_and_never_crashes(
         assert any(s and s.startswith("error: ") and "full" in s for s in storage), storage
     finally:
         sub.close()
-        broker.stop()
 
 
 def test_open_windows_refused_by_a_full_disk_are_written_when_it_takes_writes_again(tmp_path):

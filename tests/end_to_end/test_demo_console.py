@@ -14,10 +14,10 @@ import time
 
 import pytest
 from support.broker import mosquitto_path
-from test_console import _browser, driver, login, screenshot, wait  # noqa: F401 - a fixture
+from support.browser import MISSING, cells, chromium_paths, found, login, screenshot, wait
 
-pytestmark = pytest.mark.skipif(_browser() is None or mosquitto_path() is None,
-                                reason="needs chromium, chromedriver and mosquitto")
+pytestmark = pytest.mark.skipif(chromium_paths() is None or mosquitto_path() is None,
+                                reason=f"{MISSING} and mosquitto")
 
 
 class Terminal:
@@ -56,7 +56,7 @@ class Terminal:
             os.close(self.master)
 
 
-def test_the_demo_console_shows_the_same_totals_as_the_terminal(faces_dir, tmp_path, driver):  # noqa: F811
+def test_the_demo_console_shows_the_same_totals_as_the_terminal(faces_dir, tmp_path, driver):
     from selenium.webdriver.common.by import By
 
     env = {**os.environ, "FOOTFALL_SAMPLE_FACES": str(faces_dir), "PYTHONUNBUFFERED": "1"}
@@ -82,9 +82,9 @@ def test_the_demo_console_shows_the_same_totals_as_the_terminal(faces_dir, tmp_p
             minutes = re.search(r"(\d+) min ago", card.text)
             assert minutes is None or int(minutes.group(1)) < 60, card.text
         # the CRM's no-show and the guide's ack of the terminal's summary are on the console too
-        no_shows = d_find(driver, "#cards .card.no-show")
+        no_shows = found(driver, "#cards .card.no-show")
         assert len(no_shows) == counted["no-show alerts"] == 1
-        taken = [c.find_element(By.CSS_SELECTOR, ".taken-by").text for c in d_find(driver, "#cards .card.arrival.taken")]
+        taken = [c.find_element(By.CSS_SELECTOR, ".taken-by").text for c in found(driver, "#cards .card.arrival.taken")]
         assert taken == ["Taken by Wang Fang"] * counted["guide acks"] and taken
         screenshot(driver, tmp_path, "demo-console")
 
@@ -99,7 +99,7 @@ def test_the_demo_console_shows_the_same_totals_as_the_terminal(faces_dir, tmp_p
                                ("conversion", "#conversion-table tfoot tr"), ("no-shows", "#no-shows-table tbody tr"),
                                ("response", "#response-table tbody tr")):
                 driver.get(f"{hq.group(1)}/#{view}")
-                d_find(driver, rows)
+                found(driver, rows)
                 screenshot(driver, tmp_path, f"demo-hq-{view}")
                 if view == "conversion":
                     assert cells(driver, rows)[0][1:4] == [str(booked), str(arrived), str(missed)]
@@ -114,16 +114,3 @@ def test_the_demo_console_shows_the_same_totals_as_the_terminal(faces_dir, tmp_p
         if terminal.proc.poll() is None:
             terminal.proc.kill()
 
-
-def d_find(browser, selector: str) -> list:
-    """The elements `selector` finds, once there is at least one (a view loads after the page)."""
-    from selenium.webdriver.common.by import By
-
-    return wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, selector) or None, 10, selector)
-
-
-def cells(browser, selector: str) -> list[list[str]]:
-    from selenium.webdriver.common.by import By
-
-    return [[td.text for td in row.find_elements(By.TAG_NAME, "td")]
-            for row in browser.find_elements(By.CSS_SELECTOR, selector)]

@@ -18,28 +18,24 @@ database cannot promise.
 from __future__ import annotations
 
 import json
-import signal
 import sqlite3
 import struct
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import cv2
 import psycopg
-from support.broker import Broker, Subscriber, wait_until
-from test_admin_channel import ClipCamera, enrol_members
-from test_daemon import PREFIX, config_file, request
-from test_erasure_offline import files_holding
-from test_hq_erasure import ERASED_AT, member_day, message
-from test_hq_storage import ingest, visit
+from support.broker import Subscriber, wait_until
+from support.clips import ClipCamera
+from support.daemon import PREFIX, TWO_MEMBERS, camera_table, config_file, enrol
+from support.daemon_run import footfall_running, online_status
+from support.daemon_state import files_holding
+from support.hq import ERASED_AT, ingest, member_day, message, visit
 
 from footfall.config.schema import parse_config
 from footfall.edge.store import Store
 from footfall.sync import events
-from footfall.tooling.scenario import Appearance, Clip, SpriteBank, frames
+from footfall.tooling.scenario import Appearance, Clip, SpriteBank
 
 MEMBER = "deepface_p05"
 HQ_MEMBER = "m-erased-4711"
@@ -47,56 +43,48 @@ HQ_TABLES = ("visits", "alerts", "no_shows", "appointments", "ingest_errors")
 
 
 def test_an_id_erased_while_the_daemon_runs_is_in_no_file_or_wal_before_it_stops(
-        tmp_path, default_analyzer, faces_dir):
-    broker = Broker(tmp_path / "broker").start()
+        tmp_path, broker, hq, default_analyzer, faces_dir):
     bank = SpriteBank(faces_dir, default_analyzer)
     clip = Clip("door-1", datetime.now(UTC), 6.0, (Appearance(MEMBER, "1.jpg", 1.0),), fps=10)
-    camera = ClipCamera([cv2.imencode(".jpg", f)[1].tobytes() for f in frames(clip, bank, seed=5)], fps=10).start()
-    config = config_file(tmp_path, broker, f'[[cameras]]\nid = "door-1"\nsource = "{camera.url}"\nfps = 5\n')
-    enrol_members(config, default_analyzer, faces_dir)
+    camera = ClipCamera(clip, bank, seed=5).start()
+    config = config_file(tmp_path, broker, camera_table("door-1", camera.url))
+    enrol(config, default_analyzer, faces_dir, TWO_MEMBERS)
     state, needle = tmp_path / "state", MEMBER.encode()
     sub = Subscriber(broker.port, PREFIX + "#")
-    daemon = subprocess.Popen([sys.executable, "-m", "footfall", "run", "--config", str(config)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        sub.wait_for(lambda ms: any(m.topic == PREFIX + "status" and m.payload.get("state") == "online"
-                                    and m.payload.get("cameras") == {"door-1": "streaming"} for m in ms),
-                     60, "the daemon online with its camera streaming")
-        camera.play()
-        sub.wait_for(lambda ms: any(m.topic == PREFIX + "alerts/arrival" and m.payload.get("member_id") == MEMBER
-                                    for m in ms), 30, "the member recognised")
-        sub.wait_for(lambda ms: any(m.topic == PREFIX + "visits" and m.payload.get("member_id") == MEMBER
-                                    for m in ms), 30, "the member's visit")
-        held = {name.removesuffix("-wal") for name in files_holding(state, needle)}
-        assert {"gallery.db", "windows.db", "outbox.db"} <= held, held
+        with footfall_running(config) as daemon:
+            sub.wait_for(online_status({"door-1": "streaming"}), 60, "the daemon online with its camera streaming")
+            camera.play()
+            sub.wait_for(lambda ms: any(m.topic == PREFIX + "alerts/arrival" and m.payload.get("member_id") == MEMBER
+                                        for m in ms), 30, "the member recognised")
+            sub.wait_for(lambda ms: any(m.topic == PREFIX + "visits" and m.payload.get("member_id") == MEMBER
+                                        for m in ms), 30, "the member's visit")
+            held = {name.removesuffix("-wal") for name in files_holding(state, needle)}
+            assert {"gallery.db", "windows.db", "outbox.db"} <= held, held
 
-        # A booking made and cancelled: its rows are gone, its page images stay in appointments.db-wal.
-        booking = {"appointment_id": "A-1", "member_id": MEMBER, "channel": "wechat", "advisor": "Li",
-                   "scheduled_at": (datetime.now(UTC) + timedelta(hours=2)).isoformat()}
-        request(broker.port, PREFIX + "appointments/upsert", booking)
-        wait_until(lambda: "appointments.db-wal" in files_holding(state, needle), 10, "the booking stored")
-        before = files_holding(state, needle)
-        # In the order sent: the cancellation, then the CRM's erasure.
-        request(broker.port, PREFIX + "appointments/delete", {"appointment_id": "A-1"})
-        request(broker.port, PREFIX + "members/delete", {"member_id": MEMBER})
-        sub.wait_for(lambda ms: any(m.topic == PREFIX + "members/deleted" for m in ms), 10, "members/deleted")
-        confirmed = time.monotonic()
-        try:
-            wait_until(lambda: not files_holding(state, needle), 5, "no file under storage.dir holding the id")
-        except AssertionError:
-            raise AssertionError(f"{MEMBER} still in {files_holding(state, needle)} (before the erasure: {before})"
-                                 ) from None
-        print(f"\nbefore the erasure: {before}; none {time.monotonic() - confirmed:.2f} s after members/deleted")
-        assert daemon.poll() is None, "the daemon is still running"
-        assert b"deepface_p03" in b"".join(p.read_bytes() for p in state.glob("gallery.db*")), "the search sees ids"
+            # A booking made and cancelled: its rows are gone, its page images stay in appointments.db-wal.
+            booking = {"appointment_id": "A-1", "member_id": MEMBER, "channel": "wechat", "advisor": "Li",
+                       "scheduled_at": (datetime.now(UTC) + timedelta(hours=2)).isoformat()}
+            hq.send("appointments/upsert", booking)
+            wait_until(lambda: "appointments.db-wal" in files_holding(state, needle), 10, "the booking stored")
+            before = files_holding(state, needle)
+            # In the order sent: the cancellation, then the CRM's erasure.
+            hq.send("appointments/delete", {"appointment_id": "A-1"})
+            hq.send("members/delete", {"member_id": MEMBER})
+            sub.wait_for(lambda ms: any(m.topic == PREFIX + "members/deleted" for m in ms), 10, "members/deleted")
+            confirmed = time.monotonic()
+            try:
+                wait_until(lambda: not files_holding(state, needle), 5, "no file under storage.dir holding the id")
+            except AssertionError:
+                raise AssertionError(f"{MEMBER} still in {files_holding(state, needle)} (before the erasure: {before})"
+                                     ) from None
+            print(f"\nbefore the erasure: {before}; none {time.monotonic() - confirmed:.2f} s after members/deleted")
+            assert daemon.process.poll() is None, "the daemon is still running"
+            assert b"deepface_p03" in b"".join(p.read_bytes() for p in state.glob("gallery.db*")), "the search sees ids"
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        output = daemon.communicate(timeout=60)[0]
         camera.stop()
         sub.close()
-        broker.stop()
-    assert daemon.returncode == 0, output
-    assert needle not in output.encode()
+    assert needle not in daemon.output.encode()
 
 
 def test_a_checkpoint_a_reader_held_up_after_an_erasure_is_done_a_second_later(tmp_path, default_analyzer):

@@ -14,14 +14,13 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 from support.broker import Broker, Subscriber, mosquitto_path, wait_until
-from test_hq_collector import collecting, scalar
+from support.hq import scalar
+from support.hq_collector import collecting, config_for
 
 from footfall.cli.main import main
-from footfall.config.hq import parse_hq_config
 from footfall.config.schema import load_config
 from footfall.edge.daemon import Daemon
 from footfall.hq import read
-from footfall.hq.collector import connect_pool
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
 
@@ -31,13 +30,11 @@ BERLIN = ZoneInfo("Europe/Berlin")  # a zone with daylight saving: a fixed offse
 def test_bookings_made_on_the_box_and_a_no_show_raised_while_hq_was_away_reach_hq(
         tmp_path, hq_db, default_analyzer):
     broker = Broker(tmp_path / "mosquitto", extra_conf="max_queued_messages 100000\n").start()
-    hq = parse_hq_config({"database": {"url": hq_db}, "mqtt": {"url": broker.url, "username": None},
-                          "collector": {"batch_interval": "0.05s", "client_id": "hq-bookings", "reconcile": False}})
-    pool = connect_pool(hq)
+    hq = config_for(hq_db, broker.url, client_id="hq-bookings")
     watch = Subscriber(broker.port, "footfall/sh-001/#")
     daemon = None
     try:
-        with collecting(hq, pool):
+        with collecting(hq):
             pass  # head office has its session at the broker, then goes away (an upgrade, a restart)
 
         store = tmp_path / "store.toml"
@@ -66,7 +63,7 @@ def test_bookings_made_on_the_box_and_a_no_show_raised_while_hq_was_away_reach_h
                                for m in watch.messages), 30, "the box stopped")
         assert (scalar(hq_db, "SELECT count(*) FROM no_shows") or 0) == 0, "head office was away"
 
-        with collecting(hq, pool):  # back: what the broker kept for its session arrives
+        with collecting(hq):  # back: what the broker kept for its session arrives
             wait_until(lambda: scalar(hq_db, "SELECT count(*) FROM no_shows") == 1
                        and scalar(hq_db, "SELECT count(*) FROM appointments") == 2
                        and scalar(hq_db, "SELECT state FROM store_status") == "stopped", 30,
@@ -89,5 +86,4 @@ def test_bookings_made_on_the_box_and_a_no_show_raised_while_hq_was_away_reach_h
         if daemon is not None:
             daemon.stop()
         watch.close()
-        pool.close()
         broker.stop()

@@ -15,13 +15,15 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 from support.broker import Broker, Subscriber, mosquitto_path, wait_until
+from support.hq import query, scalar
+from support.hq_collector import collecting, fixed_day_settings
 
 from footfall.cli.main import main
 from footfall.config.hq import parse_hq_config
 from footfall.config.schema import load_config
 from footfall.edge.daemon import Daemon
 from footfall.hq import read
-from footfall.hq.collector import Collector, connect_pool
+from footfall.hq.collector import connect_pool
 from footfall.hq.reconcile import Reconciler, adoptable, compare, hour_ended, store_hours
 from footfall.tooling.scenario import Appearance, Clip, SpriteBank, render_clip
 
@@ -148,88 +150,70 @@ def test_a_day_replayed_across_a_broker_outage_reconciles_to_zero_differences(
     hq_file.write_text(f'[database]\nurl = "{hq_db}"\n[mqtt]\nurl = "{broker.url}"\n'
                        f'[reconcile]\ntimeout = "5s"\n[timezones]\n"sh-001" = "Asia/Shanghai"\n')
     pool = connect_pool(hq)
-    collector = Collector(hq, pool)
-    collecting = threading.Thread(target=collector.run)
-    collecting.start()
     status = None
     try:
-        assert collector.wait_connected(10)
-        time.sleep(0.3)
-        status = Subscriber(broker.port, "footfall/sh-001/status", persistent=True, client_id="status-watch")
-        # The replay, with the broker stopped as soon as the first visit reached HQ.
-        gate = Gate(broker.port)
-        daemon = Daemon(load_config(store_config(tmp_path, gate, store_day_clips)), once=True,
-                        analyzer=default_analyzer)
-        result: list[int] = []
-        replay = threading.Thread(target=lambda: result.append(daemon.run()), daemon=True)
-        replay.start()
-        wait_until(lambda: scalar(hq_db, "SELECT count(*) FROM visits") > 0, 60, "the first visit at HQ")
-        gate.open.clear()
-        broker.stop()
-        time.sleep(2.0)
-        broker.start()
-        assert collector.wait_connected(10)
-        time.sleep(0.3)  # the SUBACK
-        gate.open.set()
-        replay.join(180)
-        assert result == [0], "the replay ran to its end"
-        status.wait_for(lambda ms: any(m.payload.get("state") == "stopped" for m in ms), 30, "the stopped status")
-        wait_until(lambda: scalar(hq_db, "SELECT state FROM store_status WHERE store_id = 'sh-001'") == "stopped",
-                   30, "the store's last status at HQ")
-        hq_visits = scalar(hq_db, "SELECT count(*) FROM visits WHERE kind = 'visit'")
-        assert hq_visits >= 4, "both stretches of the day arrived"
-        assert {h for (h,) in rows(hq_db, "SELECT DISTINCT store_hour FROM visits")} == {10, 15}
+        with collecting(hq, connect_timeout=10) as collector:
+            status = Subscriber(broker.port, "footfall/sh-001/status", persistent=True, client_id="status-watch")
+            # The replay, with the broker stopped as soon as the first visit reached HQ.
+            gate = Gate(broker.port)
+            daemon = Daemon(load_config(store_config(tmp_path, gate, store_day_clips)), once=True,
+                            analyzer=default_analyzer)
+            result: list[int] = []
+            replay = threading.Thread(target=lambda: result.append(daemon.run()), daemon=True)
+            replay.start()
+            wait_until(lambda: scalar(hq_db, "SELECT count(*) FROM visits") > 0, 60, "the first visit at HQ")
+            gate.open.clear()
+            broker.stop()
+            time.sleep(2.0)
+            broker.start()
+            assert collector.wait_connected(10)
+            time.sleep(0.3)  # the SUBACK
+            gate.open.set()
+            replay.join(180)
+            assert result == [0], "the replay ran to its end"
+            status.wait_for(lambda ms: any(m.payload.get("state") == "stopped" for m in ms), 30, "the stopped status")
+            wait_until(lambda: scalar(hq_db, "SELECT state FROM store_status WHERE store_id = 'sh-001'") == "stopped",
+                       30, "the store's last status at HQ")
+            hq_visits = scalar(hq_db, "SELECT count(*) FROM visits WHERE kind = 'visit'")
+            assert hq_visits >= 4, "both stretches of the day arrived"
+            assert {h for (h,) in query(hq_db, "SELECT DISTINCT store_hour FROM visits")} == {10, 15}
 
-        # The store comes back live (no cameras) and answers counts/get from its own records.
-        live = Daemon(load_config(store_config(tmp_path, broker, [])), analyzer=default_analyzer)
-        serving = threading.Thread(target=live.run, daemon=True)
-        serving.start()
-        try:
-            wait_until(lambda: scalar(hq_db, "SELECT state FROM store_status WHERE store_id = 'sh-001'") == "online",
-                       30, "the store online again")
-            (result_day,) = Reconciler(hq, pool).run(stores=["sh-001"], days=[DAY])
-            assert result_day.answered and result_day.differences == []
-            with psycopg.connect(hq_db) as conn:
-                assert read.disagreements(conn, DAY, DAY) == []
-                assert read.store_hourly(conn, "sh-001", DAY)[10] + read.store_hourly(conn, "sh-001", DAY)[15] == hq_visits
+            # The store comes back live (no cameras) and answers counts/get from its own records.
+            live = Daemon(load_config(store_config(tmp_path, broker, [])), analyzer=default_analyzer)
+            serving = threading.Thread(target=live.run, daemon=True)
+            serving.start()
+            try:
+                wait_until(lambda: scalar(hq_db, "SELECT state FROM store_status WHERE store_id = 'sh-001'") == "online",
+                           30, "the store online again")
+                (result_day,) = Reconciler(hq, pool).run(stores=["sh-001"], days=[DAY])
+                assert result_day.answered and result_day.differences == []
+                with psycopg.connect(hq_db) as conn:
+                    assert read.disagreements(conn, DAY, DAY) == []
+                    assert read.store_hourly(conn, "sh-001", DAY)[10] + read.store_hourly(conn, "sh-001", DAY)[15] == hq_visits
 
-            # The check can fail: HQ short of one visit at 15h, and a store that never answers.
-            with psycopg.connect(hq_db) as conn:
-                conn.execute("UPDATE hourly SET visits = visits - 1 WHERE store_id = 'sh-001' AND store_hour = 15")
-            code = main(["hq", "reconcile", "--config", str(hq_file), "--day", DAY.isoformat(), "--json"])
-            assert code == 1
-            with psycopg.connect(hq_db) as conn:
-                conn.execute("INSERT INTO stores (store_id, timezone, tz_source) VALUES ('sh-404', '+08:00', 'offset')")
-            results = Reconciler(hq, pool).run(days=[DAY])
-            by_store = {r.store_id: r for r in results}
-            assert [d["hour"] for d in by_store["sh-001"].differences] == [15]
-            assert not by_store["sh-404"].answered and "no answer" in (by_store["sh-404"].reason or "")
-            with psycopg.connect(hq_db) as conn:
-                flagged = read.disagreements(conn, DAY, DAY)
-            assert [(r["store_id"], r["hour"], r["reason"]) for r in flagged] == [
-                ("sh-001", 15, "differs"), ("sh-404", None, "no answer within 5 s")]
-        finally:
-            live.stop()
-            serving.join(30)
+                # The check can fail: HQ short of one visit at 15h, and a store that never answers.
+                with psycopg.connect(hq_db) as conn:
+                    conn.execute("UPDATE hourly SET visits = visits - 1 WHERE store_id = 'sh-001' AND store_hour = 15")
+                code = main(["hq", "reconcile", "--config", str(hq_file), "--day", DAY.isoformat(), "--json"])
+                assert code == 1
+                with psycopg.connect(hq_db) as conn:
+                    conn.execute("INSERT INTO stores (store_id, timezone, tz_source) VALUES ('sh-404', '+08:00', 'offset')")
+                results = Reconciler(hq, pool).run(days=[DAY])
+                by_store = {r.store_id: r for r in results}
+                assert [d["hour"] for d in by_store["sh-001"].differences] == [15]
+                assert not by_store["sh-404"].answered and "no answer" in (by_store["sh-404"].reason or "")
+                with psycopg.connect(hq_db) as conn:
+                    flagged = read.disagreements(conn, DAY, DAY)
+                assert [(r["store_id"], r["hour"], r["reason"]) for r in flagged] == [
+                    ("sh-001", 15, "differs"), ("sh-404", None, "no answer within 5 s")]
+            finally:
+                live.stop()
+                serving.join(30)
     finally:
-        collector.stop()
-        collecting.join(10)
         if status is not None:
             status.close()
         pool.close()
         broker.stop()
-
-
-def scalar(url: str, sql: str):
-    with psycopg.connect(url) as conn:
-        row = conn.execute(sql).fetchone()
-        return row[0] if row else None
-
-
-def rows(url: str, sql: str):
-    with psycopg.connect(url) as conn:
-        return conn.execute(sql).fetchall()
-
 
 
 def test_the_collectors_hourly_round_records_stores_that_do_not_answer(tmp_path, hq_db):
@@ -246,7 +230,7 @@ def test_the_collectors_hourly_round_records_stores_that_do_not_answer(tmp_path,
         wait_until(lambda: (scalar(hq_db, "SELECT count(*) FROM reconcile_checks") or 0) >= 4, 20, "two rounds")
         stop.set()
         rounds.join(10)
-        checks = rows(hq_db, "SELECT store_id, store_day, answered, reason FROM reconcile_checks ORDER BY id")
+        checks = query(hq_db, "SELECT store_id, store_day, answered, reason FROM reconcile_checks ORDER BY id")
         assert {(s, a) for s, _, a, _ in checks} == {("sh-404", False)}
         assert all("no answer" in reason for *_, reason in checks)
         days = [d for _, d, _, _ in checks[:2]]
@@ -264,14 +248,11 @@ def test_a_gap_of_lost_events_is_closed_by_adopting_the_boxs_own_hours(
     finds the gap; `--adopt` closes it with the box's own hourly counts, marked as adopted, and a
     visit that turns up afterwards does not count twice."""
     broker = Broker(tmp_path / "mosquitto", extra_conf="max_queued_messages 1000000\n").start()
-    hq = parse_hq_config({"database": {"url": hq_db}, "mqtt": {"url": broker.url, "username": None},
-                          "collector": {"batch_interval": "0.05s", "client_id": "hq-adopt-test", "reconcile": False,
-                                        "max_past": "87840h"}, "timezones": {"sh-001": "Asia/Shanghai"}})
+    hq = parse_hq_config(fixed_day_settings(hq_db, broker.url, client_id="hq-adopt-test"))
     hq_file = tmp_path / "hq.toml"
     hq_file.write_text(f'[database]\nurl = "{hq_db}"\n[mqtt]\nurl = "{broker.url}"\n'
                        f'[reconcile]\ntimeout = "5s"\n[timezones]\n"sh-001" = "Asia/Shanghai"\n')
     morning, afternoon = store_day_clips
-    pool = connect_pool(hq)
 
     def replay(clip: tuple[Path, datetime]) -> None:
         assert Daemon(load_config(store_config(tmp_path, broker, [clip])), once=True,
@@ -282,68 +263,56 @@ def test_a_gap_of_lost_events_is_closed_by_adopting_the_boxs_own_hours(
         (result,) = json.loads(capsys.readouterr().out)
         return code, result
 
-    collector = Collector(hq, pool)
-    collecting = threading.Thread(target=collector.run)
-    collecting.start()
     live = None
     try:
-        assert collector.wait_connected(10)
-        time.sleep(0.3)
-        replay(morning)
-        wait_until(lambda: scalar(hq_db, "SELECT state FROM store_status") == "stopped", 30, "the morning at HQ")
-        collector.stop()
-        collecting.join(10)
+        with collecting(hq, connect_timeout=10):
+            replay(morning)
+            wait_until(lambda: scalar(hq_db, "SELECT state FROM store_status") == "stopped", 30, "the morning at HQ")
         broker.stop()
         broker.start()
         replay(afternoon)  # delivered to the broker, which has no subscriber for it: lost
-        collector = Collector(hq, pool)
-        collecting = threading.Thread(target=collector.run)
-        collecting.start()
-        assert collector.wait_connected(10)
-        with psycopg.connect(hq_db) as conn:
-            own = read.store_hourly(conn, "sh-001", DAY)
-        assert own[10] >= 1 and own[15] == 0, "the afternoon never reached head office"
+        with collecting(hq, connect_timeout=10):
+            with psycopg.connect(hq_db) as conn:
+                own = read.store_hourly(conn, "sh-001", DAY)
+            assert own[10] >= 1 and own[15] == 0, "the afternoon never reached head office"
 
-        serving = store_config(tmp_path, broker, [])
-        # this test asks four times in a few seconds; a box answers three at once by default
-        serving.write_text(serving.read_text() + "[downlink]\ncounts_requests_per_minute = 600\n")
-        live = Daemon(load_config(serving), analyzer=default_analyzer)
-        threading.Thread(target=live.run, daemon=True).start()
-        wait_until(lambda: scalar(hq_db, "SELECT state FROM store_status") == "online", 30, "the store online")
-        code, found = reconcile()
-        assert code == 1 and [d["hour"] for d in found["differences"]] == [15] and found["adopted_hours"] == []
-        box = found["differences"][0]["store_visits"]
-        assert box >= 1 and not found["differences"][0]["adopted"]
+            serving = store_config(tmp_path, broker, [])
+            # this test asks four times in a few seconds; a box answers three at once by default
+            serving.write_text(serving.read_text() + "[downlink]\ncounts_requests_per_minute = 600\n")
+            live = Daemon(load_config(serving), analyzer=default_analyzer)
+            threading.Thread(target=live.run, daemon=True).start()
+            wait_until(lambda: scalar(hq_db, "SELECT state FROM store_status") == "online", 30, "the store online")
+            code, found = reconcile()
+            assert code == 1 and [d["hour"] for d in found["differences"]] == [15] and found["adopted_hours"] == []
+            box = found["differences"][0]["store_visits"]
+            assert box >= 1 and not found["differences"][0]["adopted"]
 
-        code, closed = reconcile("--adopt")
-        assert code == 0 and closed["adopted_hours"] == [15] and closed["differences"][0]["adopted"]
-        with psycopg.connect(hq_db) as conn:
-            assert read.store_hourly(conn, "sh-001", DAY)[15] == box and read.adopted_hours(conn, "sh-001", DAY) == [15]
-            assert read.chain_by_day(conn, DAY, DAY)[0]["adopted_hours"] == 1
-            (check,) = [r for r in read.disagreements(conn, DAY, DAY) if r["hour"] == 15]
-            assert check["adopted"] and check["store_visits"] == box
-        assert main(["hq", "counts", "--config", str(hq_file), "--from", DAY.isoformat(), "--by", "hour", "--json"]) == 0
-        hours = {r["hour"]: r for r in json.loads(capsys.readouterr().out)["counts"]}
-        assert (hours[15]["visits"], hours[15]["adopted_hours"]) == (box, 1) and hours[10]["adopted_hours"] == 0
-        assert main(["hq", "counts", "--config", str(hq_file), "--from", DAY.isoformat(), "--by", "day"]) == 0
-        assert "adopted_hours: hours whose figures are the box's own counts" in capsys.readouterr().out
-        code, again = reconcile()
-        assert code == 0 and again["differences"] == [], "the gap stays closed"
+            code, closed = reconcile("--adopt")
+            assert code == 0 and closed["adopted_hours"] == [15] and closed["differences"][0]["adopted"]
+            with psycopg.connect(hq_db) as conn:
+                assert read.store_hourly(conn, "sh-001", DAY)[15] == box and read.adopted_hours(conn, "sh-001", DAY) == [15]
+                assert read.chain_by_day(conn, DAY, DAY)[0]["adopted_hours"] == 1
+                (check,) = [r for r in read.disagreements(conn, DAY, DAY) if r["hour"] == 15]
+                assert check["adopted"] and check["store_visits"] == box
+            assert main(["hq", "counts", "--config", str(hq_file), "--from", DAY.isoformat(), "--by", "hour", "--json"]) == 0
+            hours = {r["hour"]: r for r in json.loads(capsys.readouterr().out)["counts"]}
+            assert (hours[15]["visits"], hours[15]["adopted_hours"]) == (box, 1) and hours[10]["adopted_hours"] == 0
+            assert main(["hq", "counts", "--config", str(hq_file), "--from", DAY.isoformat(), "--by", "day"]) == 0
+            assert "adopted_hours: hours whose figures are the box's own counts" in capsys.readouterr().out
+            code, again = reconcile()
+            assert code == 0 and again["differences"] == [], "the gap stays closed"
 
-        # One of the lost visits turns up after all (a box's outbox replay): counted once, not twice.
-        late = Subscriber(broker.port, "footfall/sh-001/visits")
-        late.client.publish("footfall/sh-001/visits", json.dumps({
-            "event_id": "late-1", "store_id": "sh-001", "ts": "2026-11-23T15:00:20.000+08:00", "kind": "visit",
-            "visitor_id": "v-late", "member_id": None, "role": "visitor", "camera_id": "door-1",
-            "first_seen_ts": "2026-11-23T15:00:10.000+08:00", "identified": True}), qos=1).wait_for_publish(5)
-        late.close()
-        wait_until(lambda: scalar(hq_db, "SELECT count(*) FROM visits WHERE event_id = 'late-1'") == 1, 20, "the late visit")
-        with psycopg.connect(hq_db) as conn:
-            assert read.store_hourly(conn, "sh-001", DAY)[15] == box
+            # One of the lost visits turns up after all (a box's outbox replay): counted once, not twice.
+            late = Subscriber(broker.port, "footfall/sh-001/visits")
+            late.client.publish("footfall/sh-001/visits", json.dumps({
+                "event_id": "late-1", "store_id": "sh-001", "ts": "2026-11-23T15:00:20.000+08:00", "kind": "visit",
+                "visitor_id": "v-late", "member_id": None, "role": "visitor", "camera_id": "door-1",
+                "first_seen_ts": "2026-11-23T15:00:10.000+08:00", "identified": True}), qos=1).wait_for_publish(5)
+            late.close()
+            wait_until(lambda: scalar(hq_db, "SELECT count(*) FROM visits WHERE event_id = 'late-1'") == 1, 20, "the late visit")
+            with psycopg.connect(hq_db) as conn:
+                assert read.store_hourly(conn, "sh-001", DAY)[15] == box
     finally:
         if live is not None:
             live.stop()
-        collector.stop()
-        collecting.join(10)
-        pool.close()
         broker.stop()

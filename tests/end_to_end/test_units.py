@@ -105,6 +105,14 @@ def secret(etc: Path, name: str, value: str) -> None:
     (etc / name).chmod(0o600)
 
 
+def box_config(etc: Path, broker: Broker, tables: str) -> None:
+    """The box's footfall.toml in `etc`: store sh-001 on `broker` as user sh-001, whose password
+    ("box secret") is a credential; `tables` follow."""
+    (etc / "footfall.toml").write_text(f'store_id = "sh-001"\n[mqtt]\nurl = "{broker.url}"\nusername = "sh-001"\n'
+                                       f'password_file = "/etc/footfall/mqtt-password"\n{tables}')
+    secret(etc, "mqtt-password", "box secret")
+
+
 def stop(service: Service, signum: int) -> int:
     service.process.send_signal(signum)
     return service.process.wait(30)
@@ -128,12 +136,9 @@ def test_the_store_daemon_runs_as_its_unit_with_the_broker_password_as_a_credent
     state = workdir / "state"
     state.mkdir(mode=0o700)
     os.chown(state, SERVICE_UID, SERVICE_UID)
-    (etc / "footfall.toml").write_text(
-        f'store_id = "sh-001"\n[mqtt]\nurl = "{broker.url}"\nusername = "sh-001"\n'
-        f'password_file = "/etc/footfall/mqtt-password"\n[storage]\ndir = "{state}"\n'
-        f'[[cameras]]\nid = "door-1"\nsource = "{clip(workdir / "door.avi")}"\n'
-        f'start_time = "{datetime.now().astimezone().isoformat(timespec="seconds")}"\n')
-    secret(etc, "mqtt-password", "box secret")
+    box_config(etc, broker, f'[storage]\ndir = "{state}"\n[[cameras]]\nid = "door-1"\n'
+               f'source = "{clip(workdir / "door.avi")}"\n'
+               f'start_time = "{datetime.now().astimezone().isoformat(timespec="seconds")}"\n')
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     name = f"footfall-test-{uuid.uuid4().hex}"
     notify.bind("\0" + name)
@@ -167,12 +172,8 @@ def test_the_guide_console_runs_as_its_unit_and_logs_in_as_its_own_broker_user(t
 
     broker = Broker(tmp_path / "broker", users={"sh-001": "box secret", "sh-001-console": "console secret"}).start()
     port = free_port()
-    (etc / "footfall.toml").write_text(
-        f'store_id = "sh-001"\n[mqtt]\nurl = "{broker.url}"\nusername = "sh-001"\n'
-        f'password_file = "/etc/footfall/mqtt-password"\n'
-        f'[console]\nlisten = "127.0.0.1:{port}"\npassword_hash = "{hash_password("guide")}"\n'
-        f'mqtt_username = "sh-001-console"\nmqtt_password_file = "/etc/footfall/console-mqtt-password"\n')
-    secret(etc, "mqtt-password", "box secret")
+    box_config(etc, broker, f'[console]\nlisten = "127.0.0.1:{port}"\npassword_hash = "{hash_password("guide")}"\n'
+               f'mqtt_username = "sh-001-console"\nmqtt_password_file = "/etc/footfall/console-mqtt-password"\n')
     secret(etc, "console-mqtt-password", "console secret")
     service = start_service(SYSTEMD / "footfall-console.service", etc, workdir, executable=FOOTFALL)
     try:

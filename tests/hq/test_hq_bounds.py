@@ -18,80 +18,21 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import psycopg
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from support.broker import Broker, free_port, mosquitto_path, wait_until
+from support.broker import Broker, mosquitto_path, wait_until
+from support.hq import recent_visit, scalar
+from support.hq_collector import Store, collecting, config_for
 
-from footfall.config.hq import HqConfig, parse_hq_config
 from footfall.hq.bounds import BoundedLog
 from footfall.hq.collector import Collector, connect_pool
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
-
-
-def visit(store: str, event_id: str | None = None, **extra: Any) -> dict[str, Any]:
-    ts = (datetime.now(UTC) - timedelta(hours=1)).isoformat(timespec="milliseconds")
-    return {"event_id": event_id or str(uuid.uuid4()), "store_id": store, "ts": ts, "kind": "visit",
-            "visitor_id": "v-1", "member_id": None, "role": "visitor", "camera_id": "door-1",
-            "first_seen_ts": ts, "identified": True, **extra}
-
-
-class Store:
-    """Publishes like a store box (MQTT 5), at the QoS asked for."""
-
-    def __init__(self, port: int) -> None:
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"store-{free_port()}",
-                                  protocol=MQTTProtocolVersion.MQTTv5)
-        self.client.max_inflight_messages_set(100)
-        self.client.max_queued_messages_set(0)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-    def send(self, topic: str, payload: dict[str, Any] | bytes, qos: int = 1) -> None:
-        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        info = self.client.publish(topic, body, qos=qos)
-        if qos:
-            info.wait_for_publish(10)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def scalar(url: str, sql: str, *params: Any) -> Any:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(sql, params).fetchone()
-        return row[0] if row else None
-
-
-def config_for(url: str, broker_url: str, **collector: Any) -> HqConfig:
-    return parse_hq_config({"database": {"url": url}, "mqtt": {"url": broker_url, "username": None},
-                            "collector": {"batch_interval": "0.05s", "reconcile": False, **collector}})
-
-
-@contextlib.contextmanager
-def collecting(config: HqConfig) -> Iterator[Collector]:
-    """A collector on its own thread, subscribed, stopped (and its pool closed) at the end."""
-    pool = connect_pool(config)
-    collector = Collector(config, pool)
-    thread = threading.Thread(target=collector.run)
-    thread.start()
-    try:
-        assert collector.wait_connected(5)
-        time.sleep(0.3)  # the SUBACK
-        yield collector
-    finally:
-        collector.stop()
-        thread.join(15)
-        pool.close()
 
 
 @contextlib.contextmanager
@@ -171,8 +112,8 @@ def test_the_broker_never_sends_the_collector_a_message_over_its_packet_size(bro
     store = Store(broker.port)
     try:
         with collecting(config) as collector:
-            store.send("footfall/sh-001/visits", visit("sh-001", profile="x" * 300_000))  # 300 KB
-            after = visit("sh-001")
+            store.send("footfall/sh-001/visits", recent_visit("sh-001", profile="x" * 300_000))  # 300 KB
+            after = recent_visit("sh-001")
             store.send("footfall/sh-001/visits", after)
             wait_until(lambda: scalar(hq_db, "SELECT count(*) FROM visits WHERE event_id = %s", after["event_id"]),
                        10, "the visit sent after the large one")
@@ -195,7 +136,7 @@ def test_qos0_messages_wait_within_their_buffer_and_the_rest_are_dropped_and_cou
         with collecting(config) as collector:
             with database_held(hq_db):
                 for _ in range(sent):  # about 4.3 KB each, 8.6 MB in all
-                    store.send("footfall/sh-001/visits", visit("sh-001", profile="x" * 4000), qos=0)
+                    store.send("footfall/sh-001/visits", recent_visit("sh-001", profile="x" * 4000), qos=0)
                 wait_until(lambda: collector.stats.received + collector.qos0.dropped == sent, 30,
                            "every QoS 0 message delivered or dropped")
                 held_peak, kept, dropped = collector.qos0.peak, collector.stats.received, collector.qos0.dropped
@@ -216,7 +157,7 @@ def test_qos1_messages_unacknowledged_at_once_stay_within_the_receive_maximum(br
             with database_held(hq_db):
                 def send_all() -> None:
                     for _ in range(300):
-                        store.send("footfall/sh-001/visits", visit("sh-001"))
+                        store.send("footfall/sh-001/visits", recent_visit("sh-001"))
 
                 sender = threading.Thread(target=send_all)
                 sender.start()

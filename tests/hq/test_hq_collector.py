@@ -3,7 +3,6 @@ subscriptions, persistent session) -> `footfall hq collect` -> PostgreSQL."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -12,35 +11,19 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import paho.mqtt.client as paho
 import psycopg
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from support.broker import Broker, free_port, mosquitto_path, wait_until
+from support.broker import mosquitto_path, wait_until
+from support.hq import scalar
+from support.hq_collector import Store, collecting, fixed_day_settings
 
 from footfall.config.hq import parse_hq_config
-from footfall.hq.collector import Collector, connect_pool, shared_filters
+from footfall.hq.collector import shared_filters
+from footfall.tooling.processes import end_process
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
-
-
-@pytest.fixture
-def broker(tmp_path):
-    # The broker queues what arrives for a collector session while it is away; mosquitto keeps only
-    # 1000 messages per session by default, which a production broker must be sized beyond.
-    b = Broker(tmp_path / "mosquitto", extra_conf="max_queued_messages 1000000\n").start()
-    yield b
-    b.stop()
-
-
-def hq_config(broker: Broker, db_url: str, **collector) -> dict:
-    return {"database": {"url": db_url}, "mqtt": {"url": broker.url, "username": None},
-            # max_past at its largest: the tests' fixed store day (2026-11-23) stays inside the window.
-            "collector": {"batch_interval": "0.05s", "reconcile": False, "max_past": "87840h", **collector},
-            "timezones": {"sh-001": "Asia/Shanghai"}}
 
 
 def write_toml(path: Path, data: dict) -> Path:
@@ -53,55 +36,17 @@ def write_toml(path: Path, data: dict) -> Path:
     return path
 
 
-class Store:
-    """Publishes like a store box: QoS 1, MQTT 5, JSON events."""
-
-    def __init__(self, port: int) -> None:
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"store-{free_port()}",
-                                  protocol=MQTTProtocolVersion.MQTTv5)
-        self.client.max_inflight_messages_set(200)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-    def visits(self, store: str, n: int, hour: int = 10) -> list[str]:
-        ids = []
-        for i in range(n):
-            event_id = str(uuid.uuid4())
-            ts = f"2026-11-23T{hour:02d}:{i % 60:02d}:00.000+08:00"
-            self.send(f"footfall/{store}/visits", {
-                "event_id": event_id, "store_id": store, "ts": ts, "kind": "visit", "visitor_id": f"v{i}",
-                "member_id": None, "role": "visitor", "camera_id": "door-1", "first_seen_ts": ts, "identified": True})
-            ids.append(event_id)
-        return ids
-
-    def send(self, topic: str, payload: dict | bytes) -> None:
-        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        self.client.publish(topic, body, qos=1).wait_for_publish(10)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-@contextlib.contextmanager
-def collecting(config, pool) -> Iterator[Collector]:
-    """A collector running on its own thread, connected and subscribed, stopped at the end."""
-    collector = Collector(config, pool)
-    thread = threading.Thread(target=collector.run)
-    thread.start()
-    try:
-        assert collector.wait_connected(5)
-        time.sleep(0.2)  # the SUBACK
-        yield collector
-    finally:
-        collector.stop()
-        thread.join(10)
-
-
-def scalar(url: str, sql: str):
-    with psycopg.connect(url) as conn:
-        row = conn.execute(sql).fetchone()
-        return row[0] if row else None
+def send_day_visits(store: Store, store_id: str, n: int, hour: int = 10) -> list[str]:
+    """Send `n` visits of the fixed store day at `hour`, one a minute; their event ids."""
+    ids = []
+    for i in range(n):
+        event_id = str(uuid.uuid4())
+        ts = f"2026-11-23T{hour:02d}:{i % 60:02d}:00.000+08:00"
+        store.send(f"footfall/{store_id}/visits", {
+            "event_id": event_id, "store_id": store_id, "ts": ts, "kind": "visit", "visitor_id": f"v{i}",
+            "member_id": None, "role": "visitor", "camera_id": "door-1", "first_seen_ts": ts, "identified": True})
+        ids.append(event_id)
+    return ids
 
 
 def test_the_collector_subscribes_to_every_uplink_topic_through_its_group():
@@ -111,33 +56,31 @@ def test_the_collector_subscribes_to_every_uplink_topic_through_its_group():
         assert f"$share/hq/footfall/+/{name}" in filters
 
 
-def test_collector_stores_good_messages_keeps_bad_ones_as_errors_and_acknowledges_all(broker, hq_db):
-    config = parse_hq_config(hq_config(broker, hq_db, client_id="hq-test-1"))
-    pool = connect_pool(config)
-    store = Store(broker.port)
+def test_collector_stores_good_messages_keeps_bad_ones_as_errors_and_acknowledges_all(hq_broker, hq_db):
+    config = parse_hq_config(fixed_day_settings(hq_db, hq_broker.url, client_id="hq-test-1"))
+    store = Store(hq_broker.port, max_inflight=200)
     try:
-        with collecting(config, pool):
-            ids = store.visits("sh-001", 300)
+        with collecting(config):
+            ids = send_day_visits(store, "sh-001", 300)
             store.send("footfall/sh-001/visits", b"{not json")
             store.send("footfall/sh-001/visits", {"event_id": "e1", "store_id": "sh-001", "kind": "teleport",
                                                   "ts": "2026-11-23T10:00:00.000+08:00"})
             store.send("footfall/sh-001/visits", {"event_id": "e2", "store_id": "sh-002",
                                                   "ts": "2026-11-23T10:00:00.000+08:00"})
             store.send("footfall/sh-001/visits", b"{" + b" " * 70_000 + b"}")
-            more = store.visits("sh-001", 10, hour=11)  # after the bad ones: the collector is still working
+            more = send_day_visits(store, "sh-001", 10, hour=11)  # after the bad ones: the collector is still working
             wait_until(lambda: scalar(hq_db, "SELECT count(*) FROM visits") == 310, 10, "310 visits in PostgreSQL")
             wait_until(lambda: scalar(hq_db, "SELECT count(*) FROM ingest_errors") == 4, 5, "4 ingest errors")
             assert scalar(hq_db, "SELECT sum(visits) FROM hourly") == 310
             assert scalar(hq_db, "SELECT count(DISTINCT event_id) FROM visits") == len(set(ids + more))
         # Everything was acknowledged: the same session, back, is given nothing again.
-        with collecting(config, pool) as again:
+        with collecting(config) as again:
             time.sleep(1.0)
             assert again.stats.inserted + again.stats.duplicates + again.stats.rejected == 0
-            store.visits("sh-001", 1, hour=12)
+            send_day_visits(store, "sh-001", 1, hour=12)
             wait_until(lambda: again.stats.inserted == 1, 5, "the next message")
     finally:
         store.close()
-        pool.close()
 
 
 def wait_subscribed(store: Store, db_url: str, timeout: float = 30) -> None:
@@ -160,14 +103,15 @@ def collect_process(config_path: Path) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def test_a_collector_killed_mid_stream_loses_nothing_and_counts_nothing_twice(broker, hq_db, tmp_path):
-    config_path = write_toml(tmp_path / "hq.toml", hq_config(broker, hq_db, client_id="hq-kill", batch_size=100))
+def test_a_collector_killed_mid_stream_loses_nothing_and_counts_nothing_twice(hq_broker, hq_db, tmp_path):
+    config_path = write_toml(tmp_path / "hq.toml",
+                             fixed_day_settings(hq_db, hq_broker.url, client_id="hq-kill", batch_size=100))
     proc = collect_process(config_path)
-    store = Store(broker.port)
+    store = Store(hq_broker.port, max_inflight=200)
     try:
         wait_subscribed(store, hq_db)
         total = 4000
-        sender = threading.Thread(target=store.visits, args=("sh-001", total))
+        sender = threading.Thread(target=send_day_visits, args=(store, "sh-001", total))
         sender.start()
         wait_until(lambda: scalar(hq_db, "SELECT count(*) FROM visits") >= 300, 30, "the first batches")
         proc.send_signal(signal.SIGKILL)
@@ -182,11 +126,7 @@ def test_a_collector_killed_mid_stream_loses_nothing_and_counts_nothing_twice(br
         assert scalar(hq_db, "SELECT count(*) FROM visits") == total
         assert scalar(hq_db, "SELECT sum(visits) FROM hourly") == total
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        end_process(proc, 10)
         store.close()
     assert proc.returncode == 0, proc.stderr.read().decode() if proc.stderr else ""
 

@@ -6,130 +6,25 @@ was asked; tests/hq/test_hq_dashboard_browser.py runs the page in Chromium over 
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
+from support.browserless import FORM, call, get_json, refusal_shown, session_cookie
+from support.dashboard import HASH, NOW, PASSWORD, TODAY, TOKEN, MemoryReadSide, dashboard_config
 
 from footfall.config.hq import parse_hq_config
 from footfall.config.hq_dashboard import DashboardConfig
 from footfall.config.schema import ConfigError
 from footfall.hq import dashboard as dash
-from footfall.web.passwords import hash_password
-
-PASSWORD = "chain figures"
-TOKEN = "analyst-token"
-HASH = hash_password(PASSWORD)
-USERS = {"Zhao Min": hash_password(TOKEN)}
-NOW = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)       # 12:00 in Shanghai
-TODAY = date(2026, 11, 23)
 
 
-class MemoryReadSide:
-    """The read side's functions over fixed rows; `calls` records every call and its arguments."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple[Any, ...]]] = []
-        self.fail = False
-
-    def _called(self, name: str, *args: Any) -> None:
-        self.calls.append((name, args))
-        if self.fail:
-            raise OSError("connection refused")
-
-    def chain_by_day(self, day_from: date, day_to: date) -> list[dict[str, Any]]:
-        self._called("chain_by_day", day_from, day_to)
-        days = [day_from + timedelta(days=i) for i in range((day_to - day_from).days + 1)]
-        return [{"day": d.isoformat(), "visits": 10 + i, "reentries": 2, "member_visits": 3, "unidentified": 1}
-                for i, d in enumerate(days)]
-
-    def store_table(self, day: date, silent_after: timedelta, now: datetime) -> list[dict[str, Any]]:
-        self._called("store_table", day, silent_after, now)
-        return [{"store_id": "sh-001", "visits": 41, "reentries": 5, "member_visits": 7, "unidentified": 2,
-                 "state": "online", "last_seen": "2026-11-23T11:58:00+08:00", "silent": False,
-                 "outbox_backlog": 0, "dead_letters": 0, "cameras": {"door-1": "streaming"}, "storage": "ok"}]
-
-    def store_hourly(self, store_id: str, day: date) -> list[int]:
-        self._called("store_hourly", store_id, day)
-        return [0] * 10 + [4, 9] + [0] * 12
-
-    def adopted_hours(self, store_id: str, day: date) -> list[int]:
-        self._called("adopted_hours", store_id, day)
-        return [11]
-
-    def diagnose(self) -> tuple[str, str] | None:
-        return None  # the rows are in memory: nothing to log in to
-
-    def conversion_by_channel(self, day_from: date, day_to: date) -> list[dict[str, Any]]:
-        self._called("conversion_by_channel", day_from, day_to)
-        return [{"channel": "wechat", "booked": 4, "arrived": 3, "no_show": 1, "conversion": 0.75}]
-
-    def no_show_list(self, day_from: date, day_to: date, limit: int = 500) -> list[dict[str, Any]]:
-        self._called("no_show_list", day_from, day_to, limit)
-        return [{"store_id": "sh-001", "appointment_id": "a-2", "member_id": "m-2",
-                 "scheduled_at": "2026-11-23T14:00:00+08:00", "channel": "phone", "grace_minutes": 30.0}]
-
-    def response_times(self, day_from: date, day_to: date) -> list[dict[str, Any]]:
-        self._called("response_times", day_from, day_to)
-        return [{"store_id": "sh-001", "alerts": 3, "acked": 2, "p50_s": 20.0, "p95_s": 29.0}]
-
-    def disagreements(self, day_from: date, day_to: date) -> list[dict[str, Any]]:
-        self._called("disagreements", day_from, day_to)
-        return [{"store_id": "sh-002", "day": "2026-11-23", "hour": None, "hq_visits": None, "store_visits": None,
-                 "checked_at": "2026-11-23T12:00:00+08:00", "reason": "no answer"}]
-
-
-def _config(**overrides: Any) -> DashboardConfig:
-    return DashboardConfig.model_validate({"language": "en", "password_hash": HASH, "users": USERS,
-                                           "listen": "127.0.0.1:0", **overrides})
-
-
-@pytest.fixture
-def served():
-    """A started dashboard over a MemoryReadSide; stopped after the test."""
-    started: list[dash.Dashboard] = []
-
-    def start(**overrides: Any) -> tuple[dash.Dashboard, MemoryReadSide]:
-        read = MemoryReadSide()
-        d = dash.Dashboard(_config(**overrides), read, silent_after=timedelta(minutes=10), clock=lambda: NOW).start()
-        started.append(d)
-        return d, read
-
-    yield start
-    for d in started:
-        d.stop()
-
-
-def call(d: Any, method: str, path: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPResponse, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, response, response.read()
-    finally:
-        conn.close()
-
-
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
-
-def log_in(d: Any, name: str = "Wang Fang", secret: str = PASSWORD) -> str:
-    """The Cookie header of a new session."""
-    body = f"name={name}&password={secret}".encode()
-    status, response, _ = call(d, "POST", "/login", body, FORM)
-    assert status == 303, status
-    return str(response.getheader("Set-Cookie")).split(";")[0]
-
-
-def get_json(d: Any, path: str, cookie: str) -> tuple[int, Any]:
-    status, _, body = call(d, "GET", path, headers={"Cookie": cookie})
-    return status, json.loads(body)
+def log_in(port: int, name: str = "Wang Fang", secret: str = PASSWORD) -> str:
+    """The Cookie header of a new session, with the shared password by default."""
+    return session_cookie(port, name, secret)
 
 
 # -- configuration -----------------------------------------------------------------------------
@@ -158,7 +53,7 @@ def test_the_dashboard_refuses_to_start_without_a_login():
 
 
 def test_login_accepts_the_shared_password_with_a_name_or_a_users_own_token():
-    d = dash.Dashboard(_config(), MemoryReadSide())
+    d = dash.Dashboard(dashboard_config(), MemoryReadSide())
     assert d.login("  Wang   Fang ", PASSWORD) == "Wang Fang"
     assert d.login("Zhao Min", TOKEN) == "Zhao Min"
     assert d.login("Wang Fang", TOKEN) is None
@@ -166,7 +61,7 @@ def test_login_accepts_the_shared_password_with_a_name_or_a_users_own_token():
 
 
 def test_the_login_limiter_takes_the_dashboards_keys():
-    limiter = dash.login_limiter(_config(login_failures=3, login_backoff="4s", login_per_minute=7,
+    limiter = dash.login_limiter(dashboard_config(login_failures=3, login_backoff="4s", login_per_minute=7,
                                          login_clients_tracked=99))
     assert (limiter.failures_free, limiter.backoff, limiter.per_minute, limiter.max_clients) == (3, 4.0, 7, 99)
 
@@ -192,73 +87,73 @@ def test_date_parameters_are_checked_and_bounded():
 
 def test_every_page_and_endpoint_but_the_login_needs_a_session(served):
     d, read = served()
-    assert call(d, "GET", "/")[0] == 303
+    assert call(d.port, "GET", "/")[0] == 303
     for path in ("/api/chain", "/api/stores", "/api/meta", "/api/hourly?store=sh-001"):
-        assert call(d, "GET", path)[0] == 401
-        assert call(d, "GET", path, headers={"Cookie": f"{dash.COOKIE}=forged"})[0] == 401
-    status, response, body = call(d, "GET", "/login")
+        assert call(d.port, "GET", path)[0] == 401
+        assert call(d.port, "GET", path, headers={"Cookie": f"{dash.COOKIE}=forged"})[0] == 401
+    status, response, body = call(d.port, "GET", "/login")
     assert status == 200 and b'id="login-form"' in body
     csp = response.getheader("Content-Security-Policy")
     assert "default-src 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
-    assert call(d, "GET", "/dashboard.js")[0] == 200
+    assert call(d.port, "GET", "/dashboard.js")[0] == 200
     assert read.calls == []
 
 
 def test_a_login_gives_a_strict_http_only_cookie_and_a_logout_ends_it(served):
     d, _ = served()
-    status, response, body = call(d, "POST", "/login", b"name=Wang+Fang&password=wrong", FORM)
-    assert status == 401 and response.getheader("Set-Cookie") is None and b"login_failed" in body
-    status, response, _ = call(d, "POST", "/login", f"name=Zhao+Min&password={TOKEN}".encode(), FORM)
+    status, response, body = call(d.port, "POST", "/login", b"name=Wang+Fang&password=wrong", FORM)
+    assert status == 401 and response.getheader("Set-Cookie") is None and refusal_shown(body) == ["failed"]
+    status, response, _ = call(d.port, "POST", "/login", f"name=Zhao+Min&password={TOKEN}".encode(), FORM)
     assert status == 303 and response.getheader("Location") == "/"
     cookie_header = response.getheader("Set-Cookie")
     assert cookie_header.startswith(f"{dash.COOKIE}=") and "HttpOnly" in cookie_header and "SameSite=Strict" in cookie_header
     cookie = cookie_header.split(";")[0]
-    assert get_json(d, "/api/meta", cookie)[1]["user"] == "Zhao Min"
-    status, response, _ = call(d, "POST", "/logout", b"", {**FORM, "Cookie": cookie})
+    assert get_json(d.port, "/api/meta", cookie)[1]["user"] == "Zhao Min"
+    status, response, _ = call(d.port, "POST", "/logout", b"", {**FORM, "Cookie": cookie})
     assert status == 303 and "Max-Age=0" in response.getheader("Set-Cookie")
-    assert call(d, "GET", "/api/meta", headers={"Cookie": cookie})[0] == 401
+    assert call(d.port, "GET", "/api/meta", headers={"Cookie": cookie})[0] == 401
 
 
 def test_posts_must_be_small_same_origin_forms(served):
     d, _ = served()
     good = f"name=x&password={PASSWORD}".encode()
     host = f"127.0.0.1:{d.port}"
-    assert call(d, "POST", "/login", good, {**FORM, "Origin": "http://evil.example"})[0] == 403
-    assert call(d, "POST", "/login", good, {**FORM, "Sec-Fetch-Site": "cross-site"})[0] == 403
-    assert call(d, "POST", "/login", good, {"Content-Type": "text/plain"})[0] == 415
-    assert call(d, "POST", "/login", good, {"Content-Type": "application/json"})[0] == 415
-    assert call(d, "POST", "/login", b"x" * (dash.MAX_BODY + 1), FORM)[0] == 413
-    assert call(d, "POST", "/nothing", good, FORM)[0] == 404
-    assert call(d, "POST", "/login", good, {**FORM, "Origin": f"http://{host}", "Host": host})[0] == 303
+    assert call(d.port, "POST", "/login", good, {**FORM, "Origin": "http://evil.example"})[0] == 403
+    assert call(d.port, "POST", "/login", good, {**FORM, "Sec-Fetch-Site": "cross-site"})[0] == 403
+    assert call(d.port, "POST", "/login", good, {"Content-Type": "text/plain"})[0] == 415
+    assert call(d.port, "POST", "/login", good, {"Content-Type": "application/json"})[0] == 415
+    assert call(d.port, "POST", "/login", b"x" * (dash.MAX_BODY + 1), FORM)[0] == 413
+    assert call(d.port, "POST", "/nothing", good, FORM)[0] == 404
+    assert call(d.port, "POST", "/login", good, {**FORM, "Origin": f"http://{host}", "Host": host})[0] == 303
 
 
 def test_failed_logins_are_limited_per_address_even_for_the_right_password(served):
     d, _ = served(login_failures=2)
     for _ in range(2):
-        assert call(d, "POST", "/login", b"name=x&password=guess", FORM)[0] == 401
-    status, response, body = call(d, "POST", "/login", f"name=x&password={PASSWORD}".encode(), FORM)
-    assert status == 429 and int(response.getheader("Retry-After")) >= 1 and b"too_many" in body
+        assert call(d.port, "POST", "/login", b"name=x&password=guess", FORM)[0] == 401
+    status, response, body = call(d.port, "POST", "/login", f"name=x&password={PASSWORD}".encode(), FORM)
+    assert status == 429 and int(response.getheader("Retry-After")) >= 1 and refusal_shown(body) == ["wait"]
 
 
 def test_each_endpoint_answers_its_read_function_for_the_asked_range(served):
     d, read = served()
-    cookie = log_in(d)
-    status, meta = get_json(d, "/api/meta", cookie)
+    cookie = log_in(d.port)
+    status, meta = get_json(d.port, "/api/meta", cookie)
     assert status == 200 and meta["today"] == "2026-11-23" and meta["user"] == "Wang Fang"
     assert meta["language"] == "en" and meta["silent_after_s"] == 600
 
     rng = "from=2026-11-20&to=2026-11-23"
     span = (date(2026, 11, 20), date(2026, 11, 23))
-    status, chain = get_json(d, f"/api/chain?{rng}", cookie)
+    status, chain = get_json(d.port, f"/api/chain?{rng}", cookie)
     assert status == 200 and (chain["from"], chain["to"]) == ("2026-11-20", "2026-11-23")
     assert [r["visits"] for r in chain["rows"]] == [10, 11, 12, 13]
     assert read.calls[-1] == ("chain_by_day", span)
 
-    status, stores = get_json(d, "/api/stores?day=2026-11-22", cookie)
+    status, stores = get_json(d.port, "/api/stores?day=2026-11-22", cookie)
     assert status == 200 and stores["day"] == "2026-11-22" and stores["rows"][0]["visits"] == 41
     assert read.calls[-1] == ("store_table", (date(2026, 11, 22), timedelta(minutes=10), NOW))
 
-    status, hourly = get_json(d, "/api/hourly?store=sh-001&day=2026-11-23", cookie)
+    status, hourly = get_json(d.port, "/api/hourly?store=sh-001&day=2026-11-23", cookie)
     assert status == 200 and hourly["hours"][10:12] == [4, 9] and len(hourly["hours"]) == 24
     assert hourly["adopted"] == [11]
     assert read.calls[-2:] == [("store_hourly", ("sh-001", TODAY)), ("adopted_hours", ("sh-001", TODAY))]
@@ -266,41 +161,41 @@ def test_each_endpoint_answers_its_read_function_for_the_asked_range(served):
     for path, name, key, value in (("conversion", "conversion_by_channel", "conversion", 0.75),
                                    ("response-times", "response_times", "p95_s", 29.0),
                                    ("disagreements", "disagreements", "reason", "no answer")):
-        status, answer = get_json(d, f"/api/{path}?{rng}", cookie)
+        status, answer = get_json(d.port, f"/api/{path}?{rng}", cookie)
         assert status == 200 and answer["rows"][0][key] == value, path
         assert read.calls[-1] == (name, span)
 
-    status, no_shows = get_json(d, f"/api/no-shows?{rng}&limit=20", cookie)
+    status, no_shows = get_json(d.port, f"/api/no-shows?{rng}&limit=20", cookie)
     assert status == 200 and no_shows["rows"][0]["appointment_id"] == "a-2"
     assert read.calls[-1] == ("no_show_list", (*span, 20))
 
-    status, _ = get_json(d, "/api/chain", cookie)                 # default: the last 14 days to today
+    status, _ = get_json(d.port, "/api/chain", cookie)                 # default: the last 14 days to today
     assert read.calls[-1] == ("chain_by_day", (date(2026, 11, 10), TODAY))
 
 
 def test_a_wrong_parameter_is_a_400_naming_it_and_reaches_no_query(served):
     d, read = served()
-    cookie = log_in(d)
+    cookie = log_in(d.port)
     for path, message in (("/api/chain?from=2026-11-25&to=2026-11-23", "from: 2026-11-25 is after to"),
                           ("/api/chain?to=yesterday", "to: expected a date"),
                           ("/api/chain?from=2020-01-01&to=2026-11-23", "at most 366"),
                           ("/api/hourly?day=2026-11-23", "store: required"),
                           ("/api/hourly?store=%3Cscript%3E", "store: not a store id"),
                           ("/api/no-shows?limit=0", "limit: must be 1..500")):
-        status, answer = get_json(d, path, cookie)
+        status, answer = get_json(d.port, path, cookie)
         assert status == 400 and message in answer["error"], path
-    assert get_json(d, "/api/unknown", cookie)[0] == 404
+    assert get_json(d.port, "/api/unknown", cookie)[0] == 404
     assert read.calls == []
 
 
 def test_a_database_failure_is_a_503_and_the_server_keeps_serving(served):
     d, read = served()
-    cookie = log_in(d)
+    cookie = log_in(d.port)
     read.fail = True
-    status, answer = get_json(d, "/api/chain", cookie)
+    status, answer = get_json(d.port, "/api/chain", cookie)
     assert status == 503 and answer == {"error": "the database did not answer", "reason": "no_answer"}
     read.fail = False
-    assert get_json(d, "/api/chain", cookie)[0] == 200
+    assert get_json(d.port, "/api/chain", cookie)[0] == 200
 
 
 def test_idle_connections_make_room_for_a_newcomer_and_are_closed_at_the_request_timeout(served):
@@ -308,7 +203,7 @@ def test_idle_connections_make_room_for_a_newcomer_and_are_closed_at_the_request
     idle = [socket.create_connection(("127.0.0.1", d.port), timeout=5) for _ in range(2)]
     try:
         time.sleep(0.2)  # both are accepted and hold their slot, sending nothing
-        assert call(d, "GET", "/login")[0] == 200, "the oldest idle connection made room"
+        assert call(d.port, "GET", "/login")[0] == 200, "the oldest idle connection made room"
         for s in idle:                       # the server closes an idle connection after request_timeout
             s.settimeout(5)
             assert s.recv(1024) == b""
@@ -343,10 +238,10 @@ def test_the_serve_command_reads_the_dashboards_database(hq_db, tmp_path):
             if line["msg"].startswith("HQ dashboard: http://127.0.0.1:"):
                 address = line["msg"]
         d = SimpleNamespace(port=int(address.rsplit(":", 1)[1]))
-        cookie = log_in(d)
-        status, chain = get_json(d, "/api/chain?from=2026-11-22&to=2026-11-23", cookie)
+        cookie = log_in(d.port)
+        status, chain = get_json(d.port, "/api/chain?from=2026-11-22&to=2026-11-23", cookie)
         assert status == 200 and [r["visits"] for r in chain["rows"]] == [0, 0]
-        status, stores = get_json(d, "/api/stores", cookie)
+        status, stores = get_json(d.port, "/api/stores", cookie)
         assert status == 200 and stores["rows"] == []
     finally:
         server.send_signal(signal.SIGINT)
@@ -359,8 +254,8 @@ def test_visits_a_store_publishes_reach_the_local_hq_dashboard(tmp_path):
     from zoneinfo import ZoneInfo
 
     import paho.mqtt.client as paho
-    from broker import Broker, mosquitto_path, wait_until
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+    from support.broker import Broker, mosquitto_path, wait_until
 
     from footfall.tooling.local_hq import LocalHq, hq_unavailable
 
@@ -383,10 +278,10 @@ def test_visits_a_store_publishes_reach_the_local_hq_dashboard(tmp_path):
             payload = {"event_id": str(uuid.uuid4()), "store_id": "demo-store", "ts": now, **body}
             publisher.publish(f"footfall/demo-store/{name}", json.dumps(payload), qos=1).wait_for_publish(5)
         d = SimpleNamespace(port=hq.dashboard.port if hq.dashboard else 0)
-        cookie = log_in(d, "Demo", hq.password)
+        cookie = log_in(d.port, "Demo", hq.password)
 
         def store_row():
-            rows = get_json(d, "/api/stores", cookie)[1]["rows"]
+            rows = get_json(d.port, "/api/stores", cookie)[1]["rows"]
             return rows[0] if rows and rows[0]["visits"] == 3 and rows[0]["state"] == "online" else None
 
         row = wait_until(store_row, 15, "the published visits on the dashboard")

@@ -15,25 +15,30 @@ from typing import Any
 
 import psycopg
 import pytest
-from test_console import _browser, login, screenshot, wait
+from support.browser import (
+    MISSING,
+    cells,
+    chromium_paths,
+    login,
+    open_logged_in,
+    screenshot,
+    start_chromium,
+    wait,
+)
+from support.dashboard import PASSWORD, dashboard_config
 
-from footfall.config.hq_dashboard import DashboardConfig
 from footfall.hq import dashboard as dash
 from footfall.hq.collector import Zones
 from footfall.hq.ingest import Row, parse
-from footfall.hq.migrate import migrate
 from footfall.hq.reconcile import Result, record
 from footfall.hq.writer import write_batch
 from footfall.tooling.local_postgres import LocalPostgres
-from footfall.web.passwords import hash_password
 
-PASSWORD = "chain figures"
 DAY, PREV = "2026-11-23", "2026-11-22"
 RANGE = f"/?from=2026-11-17&to={DAY}"
 MARKUP = '<img src="x" onerror="window.pwned = 1">'
 
-pytestmark = pytest.mark.skipif(_browser() is None, reason="needs chromium and chromedriver "
-                                "(apt-get install chromium chromium-driver)")
+pytestmark = pytest.mark.skipif(chromium_paths() is None, reason=MISSING)
 
 
 # -- a chain of three stores ------------------------------------------------------------------
@@ -130,22 +135,13 @@ def seed(url: str) -> None:
 
 @pytest.fixture(scope="module")
 def chain_db(postgres: LocalPostgres) -> Iterator[str]:
-    name = "hq_dashboard_test"
-    with psycopg.connect(postgres.url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name}")
-        admin.execute(f"CREATE DATABASE {name}")
-    url = postgres.url.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(url) as conn:
-        migrate(conn)
-    seed(url)
-    yield url
-    with psycopg.connect(postgres.url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    with postgres.database() as url:
+        seed(url)
+        yield url
 
 
 def _dashboard(url: str, language: str) -> tuple[dash.Dashboard, Any]:
-    config = DashboardConfig.model_validate({"language": language, "password_hash": hash_password(PASSWORD),
-                                             "listen": "127.0.0.1:0"})
+    config = dashboard_config(language=language)
     pool = dash.open_pool(url, None, config)
     return dash.Dashboard(config, dash.PostgresReadSide(pool), silent_after=timedelta(minutes=10)).start(), pool
 
@@ -160,28 +156,10 @@ def english(chain_db):
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
-    found = _browser()
-    assert found is not None
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = found[0]
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1200,900", "--lang=en-US",
-                f"--user-data-dir={tmp_path_factory.mktemp('chrome-profile')}"):
-        options.add_argument(arg)
-    d = webdriver.Chrome(service=Service(found[1]), options=options)
+    """Headless Chromium wide enough for the dashboard's tables, asking for English."""
+    d = start_chromium(tmp_path_factory.mktemp("chrome-profile"), "--window-size=1200,900", "--lang=en-US")
     yield d
     d.quit()
-
-
-def cells(driver, selector: str) -> list[list[str]]:
-    from selenium.webdriver.common.by import By
-
-    return [[td.text for td in row.find_elements(By.TAG_NAME, "td")]
-            for row in driver.find_elements(By.CSS_SELECTOR, selector)]
 
 
 def open_view(driver, base: str, view: str, lang: str = "") -> None:
@@ -193,14 +171,6 @@ def open_view(driver, base: str, view: str, lang: str = "") -> None:
     wait(driver, lambda d: d.execute_script(
         f"const s = document.querySelector('section[data-view=\"{view}\"]');"
         f"return s && !s.hidden && s.dataset.loaded === '2026-11-17/{DAY}'"), 10, f"the {view} view")
-
-
-def logged_in(driver, base: str) -> None:
-    from selenium.webdriver.common.by import By
-
-    driver.delete_all_cookies()
-    login(driver, base, "Wang Fang", PASSWORD)
-    wait(driver, lambda d: d.find_element(By.ID, "who").text == "Wang Fang", 10, "the dashboard after login")
 
 
 def labels_under_bars(driver, chart: str) -> list[str]:
@@ -251,8 +221,7 @@ def test_the_dashboard_requires_a_login(driver, english, tmp_path):
     assert driver.find_element(By.ID, "login-error").text == "Wrong name or password."
     assert not driver.get_cookies()
     screenshot(driver, tmp_path, "hq-login-refused")
-    login(driver, english.url, "Wang Fang", PASSWORD)
-    wait(driver, lambda d: d.find_element(By.ID, "who").text == "Wang Fang", 10, "the dashboard after login")
+    open_logged_in(driver, english.url, "Wang Fang", PASSWORD, 10)
     (cookie,) = driver.get_cookies()
     assert cookie["name"] == dash.COOKIE and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
 
@@ -260,7 +229,7 @@ def test_the_dashboard_requires_a_login(driver, english, tmp_path):
 def test_each_view_shows_the_figures_in_postgresql(driver, english, tmp_path):
     from selenium.webdriver.common.by import By
 
-    logged_in(driver, english.url)
+    open_logged_in(driver, english.url, "Wang Fang", PASSWORD, 10)
     shots: list[Path] = []
 
     open_view(driver, english.url, "chain")
@@ -348,7 +317,7 @@ def test_each_view_shows_the_figures_in_postgresql(driver, english, tmp_path):
 
 
 def test_number_columns_line_up_under_their_headers(driver, english):
-    logged_in(driver, english.url)
+    open_logged_in(driver, english.url, "Wang Fang", PASSWORD, 10)
     numbers = {"chain": ("#chain-table", {"Visits", "Re-entries", "Member visits", "Unidentified"}),
                "stores": ("#stores-table", {"Visits", "Re-entries", "Member visits", "Unidentified", "Exits",
                                             "Outbox backlog", "Dead letters", "Cameras streaming"}),
@@ -372,7 +341,7 @@ def test_chinese_labels_and_a_phone_wide_screen_without_horizontal_scrolling(dri
         driver.delete_all_cookies()
         driver.get(chinese.url + "/login")
         assert driver.find_element(By.ID, "login-submit").text == "登录"
-        logged_in(driver, chinese.url)
+        open_logged_in(driver, chinese.url, "Wang Fang", PASSWORD, 10)
         tabs = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "#tabs a")]
         assert tabs == ["全连锁", "门店", "预约转化", "未到店", "响应时间", "数据核对"]
         for view in ("chain", "stores", "conversion", "no-shows", "response", "checks"):

@@ -5,81 +5,22 @@ process over an in-memory read side, or `footfall hq serve` as its own process);
 
 from __future__ import annotations
 
-import http.client
 import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, timedelta
-from pathlib import Path
+from datetime import date
 from typing import Any
-from urllib.parse import quote_plus
 
 import pytest
 from support.broker import free_port, wait_until
-from test_hq_dashboard import NOW, MemoryReadSide
+from support.browserless import HashCounter, call, logins_at_once, post_login, session_cookie
+from support.dashboard import HASH, PASSWORD, TOKEN, MemoryReadSide
 
 from footfall.config.hq_dashboard import DashboardConfig
 from footfall.hq import dashboard as dash
-from footfall.web.passwords import hash_password
-
-PASSWORD = "chain figures"
-TOKEN = "analyst-token"
-HASH = hash_password(PASSWORD)
-USERS = {"Zhao Min": hash_password(TOKEN)}
-REPO = Path(__file__).resolve().parents[2]
-
-
-# -- the server on loopback --------------------------------------------------------------------------
-
-@pytest.fixture
-def served() -> Iterator[Callable[..., tuple[dash.Dashboard, MemoryReadSide]]]:
-    """start(read=None, **dashboard keys): a dashboard on a free loopback port, without the fixed
-    wait after a failed login (the tests count, not time); stopped after the test."""
-    started: list[dash.Dashboard] = []
-
-    def start(read: MemoryReadSide | None = None, **overrides: Any) -> tuple[dash.Dashboard, MemoryReadSide]:
-        config = DashboardConfig.model_validate({"language": "en", "password_hash": HASH, "users": USERS,
-                                                 "listen": "127.0.0.1:0", **overrides})
-        read = read or MemoryReadSide()
-        d = dash.Dashboard(config, read, silent_after=timedelta(minutes=10), clock=lambda: NOW)
-        d.failure_delay = 0.0
-        started.append(d.start())
-        return d, read
-
-    yield start
-    for d in started:
-        d.stop()
-
-
-def call(port: int, method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None,
-         source: str | None = None) -> tuple[int, http.client.HTTPResponse, bytes]:
-    """One request from `source` (a loopback address; default 127.0.0.1)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0) if source else None)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, response, response.read()
-    finally:
-        conn.close()
-
-
-def post_login(port: int, name: str, secret: str, source: str | None = None,
-               headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPResponse]:
-    form = f"name={quote_plus(name)}&password={quote_plus(secret)}"
-    status, response, _ = call(port, "POST", "/login", form,
-                               {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}, source)
-    return status, response
-
-
-def session_cookie(port: int, name: str = "Wang Fang", secret: str = PASSWORD) -> str:
-    status, response = post_login(port, name, secret)
-    assert status == 303, f"login answered {status}"
-    return str(response.getheader("Set-Cookie")).split(";")[0]
 
 
 def closed_by_server(sock: socket.socket, within: float) -> bool:
@@ -243,7 +184,7 @@ def test_requests_being_answered_keep_their_slots_past_the_request_timeout_and_a
     the request's arrival only, so both are answered; a newcomer meanwhile is told 503 at once."""
     d, read = served(BlockingReadSide(), max_connections=2, request_timeout="1s")
     assert isinstance(read, BlockingReadSide)
-    cookie = session_cookie(d.port)
+    cookie = session_cookie(d.port, "Wang Fang", PASSWORD)
     with ThreadPoolExecutor(2) as pool:
         slow = [pool.submit(call, d.port, "GET", "/api/chain", None, {"Cookie": cookie}) for _ in range(2)]
         wait_until(lambda: len(read.calls) == 2, 5, "both queries to start")
@@ -262,19 +203,7 @@ def test_thirty_parallel_logins_compute_at_most_login_concurrency_hashes_at_once
     """30 login attempts at once, from 30 addresses: at most 2 scrypt computations (16 MiB each)
     run together; the others are answered 503 at once instead of waiting in memory."""
     d, _ = served()
-    running, peak, lock = [0], [0], threading.Lock()
-    verify = dash.verify_password
-
-    def counted(password: str, stored: str) -> bool:
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        try:
-            return verify(password, stored)
-        finally:
-            with lock:
-                running[0] -= 1
-
+    counted = HashCounter(dash.verify_password)
     monkeypatch.setattr(dash, "verify_password", counted)
     barrier = threading.Barrier(30)
 
@@ -284,9 +213,9 @@ def test_thirty_parallel_logins_compute_at_most_login_concurrency_hashes_at_once
 
     with ThreadPoolExecutor(30) as pool:
         statuses = list(pool.map(attempt, range(30)))
-    print(f"\n30 parallel logins: at most {peak[0]} hashes at once; "
+    print(f"\n30 parallel logins: at most {counted.peak} hashes at once; "
           f"{statuses.count(503)} answered 503, {statuses.count(401)} answered 401")
-    assert peak[0] <= d.config.login_concurrency
+    assert counted.peak <= d.config.login_concurrency
     assert set(statuses) <= {401, 503} and statuses.count(503) > 0, "every attempt is answered"
 
 
@@ -298,38 +227,12 @@ def test_thirty_parallel_logins_hold_the_memory_of_login_concurrency_hashes_only
     config = tmp_path / "hq.toml"
     config.write_text('[database]\nurl = "postgresql://nobody@127.0.0.1:1/none"\n\n'
                       f'[dashboard]\nlisten = "127.0.0.1:{port}"\npassword_hash = "{HASH}"\n')
-    proc = subprocess.Popen([sys.executable, "-m", "footfall", "hq", "serve", "--config", str(config)],
-                            cwd=REPO.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def peak_mib() -> int:
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) // 1024
-
-    def up() -> bool:
-        try:
-            return call(port, "GET", "/login")[0] == 200
-        except OSError:
-            return False
-
-    try:
-        wait_until(up, 20, "the dashboard process to answer")
-        before = peak_mib()
-        barrier = threading.Barrier(30)
-
-        def attempt(i: int) -> int:
-            barrier.wait()
-            return post_login(port, f"guest {i}", "guess", source=f"127.0.3.{i + 1}")[0]
-
-        with ThreadPoolExecutor(30) as pool:
-            statuses = list(pool.map(attempt, range(30)))
-        after = peak_mib()
-        print(f"\n30 parallel logins: peak memory {before} -> {after} MiB (+{after - before}); "
-              f"{statuses.count(401)} answered 401, {statuses.count(503)} answered 503")
-        assert set(statuses) <= {401, 503}, "every attempt is answered"
-        assert after - before <= 2 * 16 + 48
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    before, after, statuses = logins_at_once(["hq", "serve", "--config", str(config)], port, 30,
+                                             lambda i: f"127.0.3.{i + 1}")
+    print(f"\n30 parallel logins: peak memory {before} -> {after} MiB (+{after - before}); "
+          f"{statuses.count(401)} answered 401, {statuses.count(503)} answered 503")
+    assert set(statuses) <= {401, 503}, "every attempt is answered"
+    assert after - before <= 2 * 16 + 48
 
 
 def test_all_clients_together_are_held_to_login_per_minute(served, monkeypatch):
@@ -420,7 +323,7 @@ def test_a_request_naming_a_host_that_is_not_the_dashboards_is_refused(served):
     (and, for a form, as Origin). Only IP addresses, localhost, the listen host and
     dashboard.allowed_hosts are answered."""
     d, _ = served(allowed_hosts=["hq.example.com"])
-    cookie = session_cookie(d.port)
+    cookie = session_cookie(d.port, "Wang Fang", PASSWORD)
     rebound = f"rebound.example:{d.port}"
     assert call(d.port, "GET", "/login", headers={"Host": rebound})[0] == 421
     assert call(d.port, "GET", "/api/chain", headers={"Host": rebound, "Cookie": cookie})[0] == 421

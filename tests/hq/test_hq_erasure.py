@@ -4,48 +4,17 @@ PostgreSQL (a throw-away cluster); one case through a real Mosquitto and the col
 
 from __future__ import annotations
 
-import json
-import uuid
 from datetime import date
 
 import psycopg
 from support.broker import wait_until
-from test_hq_collector import Store, broker, collecting, hq_config, scalar  # noqa: F401 - a fixture
-from test_hq_storage import ingest, query, visit
+from support.hq import ERASED_AT, ingest, member_day, message, query, scalar, visit
+from support.hq_collector import Store, collecting, fixed_day_settings
 
 from footfall.config.hq import parse_hq_config
-from footfall.hq.collector import connect_pool
 from footfall.hq.read import no_show_list
 
 MEMBER, OTHER = "m-7", "m-8"
-ERASED_AT = "2026-11-23T15:00:00.000+08:00"
-
-
-def message(store: str, topic_name: str, **fields) -> tuple[str, bytes]:
-    body = {"event_id": str(uuid.uuid4()), "store_id": store, **fields}
-    return f"footfall/{store}/{topic_name}", json.dumps(body).encode()
-
-
-def member_day(member: str, store: str = "sh-001") -> list[tuple[str, bytes]]:
-    """A member's day at a store: a visit and a re-entry, the pop-up, an appointment kept and one
-    missed, the CRM's bookings, and a rejected message quoting the id."""
-    visit_id, kept, missed = (str(uuid.uuid4()) for _ in range(3))  # ids never carry the member's
-    arrived = visit(store, "2026-11-23T10:00:00.000+08:00", member=member, event_id=visit_id, visitor_id=member)
-    return [
-        arrived,
-        visit(store, "2026-11-23T10:40:00.000+08:00", kind="reentry", member=member, visitor_id=member),
-        message(store, "alerts/arrival", ts="2026-11-23T10:00:02.000+08:00", member_id=member, name="Ms Seven",
-                tier="gold", visit_event_id=visit_id, appointment=None, profile={}),
-        message(store, "alerts/appointment", ts="2026-11-23T10:00:02.000+08:00", member_id=member,
-                appointment_id=kept, scheduled_at="2026-11-23T10:30:00.000+08:00", channel="wechat",
-                advisor="Li", minutes_early=30.0),
-        message(store, "alerts/no_show", ts="2026-11-23T14:30:00.000+08:00", member_id=member,
-                appointment_id=missed, scheduled_at="2026-11-23T14:00:00.000+08:00", grace_minutes=30),
-        (f"footfall/{store}/appointments/upsert",
-         json.dumps({"appointment_id": missed, "member_id": member, "channel": "phone", "advisor": "Wang",
-                     "scheduled_at": "2026-11-23T14:00:00.000+08:00"}).encode()),
-        (f"footfall/{store}/visits", json.dumps({"member_id": member, "kind": "teleport"}).encode()),
-    ]
 
 
 def holding(url: str, needle: str) -> dict[str, int]:
@@ -102,12 +71,11 @@ def test_a_booking_the_box_sent_before_the_erasure_that_arrives_after_it_loses_t
         ("a-after", MEMBER), ("a-before", None)]
 
 
-def test_the_collector_applies_a_members_deleted_from_the_broker(broker, hq_db):  # noqa: F811
-    config = parse_hq_config(hq_config(broker, hq_db, client_id="hq-erasure-1"))
-    pool = connect_pool(config)
-    store = Store(broker.port)
+def test_the_collector_applies_a_members_deleted_from_the_broker(hq_broker, hq_db):
+    config = parse_hq_config(fixed_day_settings(hq_db, hq_broker.url, client_id="hq-erasure-1"))
+    store = Store(hq_broker.port, max_inflight=200)
     try:
-        with collecting(config, pool):
+        with collecting(config):
             for topic, payload in member_day(MEMBER)[:5]:
                 store.send(topic, payload)
             wait_until(lambda: scalar(hq_db, "SELECT count(*) FROM visits") == 2, 10, "the member's visits")
@@ -117,4 +85,3 @@ def test_the_collector_applies_a_members_deleted_from_the_broker(broker, hq_db):
         assert holding(hq_db, MEMBER) == {}
     finally:
         store.close()
-        pool.close()

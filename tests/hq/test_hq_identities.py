@@ -10,46 +10,40 @@ while `footfall hq reconcile` runs beside it and a store publishes: every visit 
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as paho
-import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from support.broker import Broker, Subscriber, mosquitto_passwd_path, mosquitto_path, wait_until
-from test_broker_acl import shipped_settings
+from support.broker_settings import publish_as, shipped_acl, shipped_settings
+from support.hq import scalar
+from support.hq_collector import start_collector
 
 from footfall.cli.main import main
 from footfall.config.hq import parse_hq_config
+from footfall.tooling.processes import end_process
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None or mosquitto_passwd_path() is None,
                                 reason="mosquitto and mosquitto_passwd are not installed")
 
-REPO = Path(__file__).resolve().parents[2]
 HQ_PASSWORD = "pw-hq"  # every head-office user has it, so that only the user names differ between them
 USERS = {"sh-001": "pw-store", "hq-collector": HQ_PASSWORD, "hq-reconcile": HQ_PASSWORD, "hq": HQ_PASSWORD}
 VISITS = 3000        # sent in 30 bursts over about 6 s, while reconciliation runs again and again
-
-
-def shipped_broker_settings(acl: Path) -> str:
-    """The documented mosquitto settings (without the listener and file paths of a real host) and the shipped ACL."""
-    acl.write_text((REPO / "config" / "mosquitto-acl.example").read_text())
-    return f"acl_file {acl}\nmax_queued_messages 100000\n" + shipped_settings()
+publish = functools.partial(publish_as, USERS)
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path / "mosquitto", users=USERS, extra_conf=shipped_broker_settings(tmp_path / "acl")).start()
+    """The documented mosquitto settings (without the listener and file paths of a real host) and the shipped ACL."""
+    b = Broker(tmp_path / "mosquitto", users=USERS, extra_conf=shipped_acl(tmp_path) + shipped_settings()).start()
     yield b
     b.stop()
 
@@ -90,12 +84,6 @@ class Box:
         self.client.loop_stop()
 
 
-def scalar(url: str, sql: str, *params: Any) -> Any:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(sql, params).fetchone()
-        return row[0] if row else None
-
-
 def test_reconciliation_beside_a_live_collector_loses_no_visit(
         broker: Broker, hq_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "hq.toml"
@@ -103,9 +91,7 @@ def test_reconciliation_beside_a_live_collector_loses_no_visit(
                       f'[collector]\nbatch_interval = "0.05s"\nreconcile = true\nreconcile_every = "1s"\n'
                       f'[reconcile]\ntimeout = "0.5s"\n')
     monkeypatch.setenv("FOOTFALL_MQTT_PASSWORD", HQ_PASSWORD)  # the defaults name the users
-    log = open(tmp_path / "collector.log", "wb")
-    collector = subprocess.Popen([sys.executable, "-m", "footfall", "hq", "collect", "--config", str(config)],
-                                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    collector = start_collector(config, tmp_path / "collector.log")
     box = Box(broker.port)
     stop = threading.Event()
     runs: list[int] = []
@@ -141,12 +127,7 @@ def test_reconciliation_beside_a_live_collector_loses_no_visit(
     finally:
         stop.set()
         box.close()
-        collector.terminate()
-        try:
-            collector.wait(10)
-        except subprocess.TimeoutExpired:
-            collector.kill()
-        log.close()
+        end_process(collector, 10)
 
 
 def test_the_acl_lets_each_head_office_user_do_its_own_job_only(broker: Broker) -> None:
@@ -173,15 +154,3 @@ def test_the_acl_lets_each_head_office_user_do_its_own_job_only(broker: Broker) 
             "reconciliation read what is not its own"
     finally:
         reconcile_spy.close()
-
-
-def publish(port: int, user: str, topic: str, body: bytes) -> None:
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=user, protocol=MQTTProtocolVersion.MQTTv5)
-    client.username_pw_set(user, USERS[user])
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    try:
-        client.publish(topic, body, qos=1).wait_for_publish(5)
-    finally:
-        client.disconnect()
-        client.loop_stop()

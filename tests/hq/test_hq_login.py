@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from support.broker import Broker, mosquitto_path, wait_until
-from test_hq_dashboard import get_json, log_in
+from support.browserless import get_json, session_cookie
 
 from footfall.cli.main import main
 from footfall.config.hq import parse_hq_config
@@ -156,9 +156,9 @@ def test_the_dashboard_tells_a_refused_password_from_a_database_out_of_reach(gua
         pool = dash.open_pool(login.url, login.password, config)
         served = dash.Dashboard(config, dash.PostgresReadSide(pool, login), silent_after=timedelta(minutes=10)).start()
         try:
-            cookie = log_in(served, "Wang Fang", DASHBOARD_PASSWORD)
+            cookie = session_cookie(served.port, "Wang Fang", DASHBOARD_PASSWORD)
             caplog.clear()
-            status, answer = get_json(served, "/api/chain", cookie)
+            status, answer = get_json(served.port, "/api/chain", cookie)
             assert status == 503 and answer["reason"] == reason, answer
             assert answer["error"] == dash.FAILURES[reason]
             assert "a wrong one" not in json.dumps(answer) and str(secret) not in json.dumps(answer)

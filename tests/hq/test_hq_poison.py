@@ -10,30 +10,26 @@ until the refused row stands alone; the rest is stored and that row is kept as a
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import psycopg
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from support.broker import Broker, free_port, mosquitto_path, wait_until
+from support.broker import Broker, mosquitto_path, wait_until
+from support.hq import an_hour_ago, recent_visit, scalar
+from support.hq_collector import Store, config_for, start_collector
 
-from footfall.config.hq import parse_hq_config
 from footfall.hq.collector import Collector, connect_pool
 from footfall.hq.dashboard import BadRequest, parse_store
-from footfall.hq.migrate import migrate
 from footfall.hq.writer import Written, is_refusal, write_bisecting
 from footfall.tooling.local_postgres import LocalPostgres
+from footfall.tooling.processes import end_process
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
 
@@ -42,17 +38,6 @@ CALM_VISITS = 20
 
 def stamp(when: datetime) -> str:
     return when.isoformat(timespec="milliseconds")
-
-
-def an_hour_ago() -> str:
-    return stamp(datetime.now(UTC) - timedelta(hours=1))
-
-
-def visit(store: str, event_id: str, **fields: Any) -> dict[str, Any]:
-    ts = an_hour_ago()
-    return {"event_id": event_id, "store_id": store, "ts": ts, "kind": "visit", "visitor_id": "v-1",
-            "member_id": None, "role": "visitor", "camera_id": "door-1", "first_seen_ts": ts, "identified": True,
-            **fields}
 
 
 def status(store: str, event_id: str, **fields: Any) -> dict[str, Any]:
@@ -90,62 +75,32 @@ def booking(store: str, event_id: str, **fields: Any) -> dict[str, Any]:
 
 # name -> (topic name, payload builder, the poisoned fields)
 POISONS: dict[str, tuple[str, Any, dict[str, Any]]] = {
-    "NUL in a text column": ("visits", visit, {"visitor_id": "v\u00001"}),
+    "NUL in a text column": ("visits", recent_visit, {"visitor_id": "v\u00001"}),
     "NUL in a JSONB key (a camera id)": ("status", status, {"cameras": {"door\u00001": "streaming"}}),
     "NUL in a JSONB value (a camera state)": ("status", status, {"cameras": {"door-1": "stream\u0000ing"}}),
     "NUL in the version": ("status", status, {"version": "1.0\u0000"}),
-    "lone surrogate in a text column": ("visits", visit, {"camera_id": "door-\ud800"}),
+    "lone surrogate in a text column": ("visits", recent_visit, {"camera_id": "door-\ud800"}),
     "lone surrogate in a JSONB key": ("status", status, {"cameras": {"\udfff": "streaming"}}),
     "lone surrogate in a guide's name": ("alerts/ack", ack, {"guide": "Wang \ud83d"}),
-    "year 1 timestamp": ("visits", visit, {"ts": "0001-01-01T00:00:00.000+08:00"}),
-    "year 1 first_seen_ts": ("visits", visit, {"first_seen_ts": "0001-01-01T00:30:00.000+08:00"}),
+    "year 1 timestamp": ("visits", recent_visit, {"ts": "0001-01-01T00:00:00.000+08:00"}),
+    "year 1 first_seen_ts": ("visits", recent_visit, {"first_seen_ts": "0001-01-01T00:30:00.000+08:00"}),
     "year 9999 scheduled_at of a no-show": ("alerts/no_show", no_show,
                                             {"scheduled_at": "9999-12-31T23:59:59.000-10:00"}),
     "year 9999 booking": ("appointments/upsert", booking, {"scheduled_at": "9999-12-31T23:30:00.000-10:00"}),
-    "1970 timestamp": ("visits", visit, {"ts": "1970-01-01T00:00:00.000+00:00",
-                                         "first_seen_ts": "1970-01-01T00:00:00.000+00:00"}),
+    "1970 timestamp": ("visits", recent_visit, {"ts": "1970-01-01T00:00:00.000+00:00",
+                                                "first_seen_ts": "1970-01-01T00:00:00.000+00:00"}),
     "year 1 counts date": ("counts", counts, {"date": "0001-01-01"}),
-    "an offset no zone has": ("visits", visit, {"ts": stamp(datetime.now(UTC)).replace("+00:00", "+23:59"),
-                                                "first_seen_ts": stamp(datetime.now(UTC)).replace("+00:00", "+23:59")}),
+    "an offset no zone has": ("visits", recent_visit,
+                              {"ts": stamp(datetime.now(UTC)).replace("+00:00", "+23:59"),
+                               "first_seen_ts": stamp(datetime.now(UTC)).replace("+00:00", "+23:59")}),
     "an integer too large for a float": ("alerts/no_show", no_show, {"grace_minutes": 10**400}),
     "a huge float": ("alerts/appointment", appointment_alert, {"minutes_early": 1e308}),
     "NaN": ("alerts/appointment", appointment_alert, {"minutes_early": float("nan")}),
     "Infinity": ("alerts/no_show", no_show, {"grace_minutes": float("inf")}),
     "an escape sequence in a guide's name": ("alerts/ack", ack, {"guide": "\u001b[2J\u001b[31mWang"}),
-    "a newline in an id": ("visits", visit, {"visitor_id": "v-1\nINFO forged log line"}),
-    "a C1 control character": ("visits", visit, {"camera_id": "door\u009b1"}),
+    "a newline in an id": ("visits", recent_visit, {"visitor_id": "v-1\nINFO forged log line"}),
+    "a C1 control character": ("visits", recent_visit, {"camera_id": "door\u009b1"}),
 }
-
-
-class Store:
-    """Publishes like a store box: QoS 1, MQTT 5."""
-
-    def __init__(self, port: int) -> None:
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"store-{free_port()}",
-                                  protocol=MQTTProtocolVersion.MQTTv5)
-        self.client.max_inflight_messages_set(100)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-    def send(self, topic: str, payload: dict[str, Any] | bytes) -> None:
-        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        self.client.publish(topic, body, qos=1).wait_for_publish(10)
-
-    def visits(self, store: str, n: int) -> list[str]:
-        ids = [str(uuid.uuid4()) for _ in range(n)]
-        for event_id in ids:
-            self.send(f"footfall/{store}/visits", visit(store, event_id))
-        return ids
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def scalar(url: str, sql: str, *params: Any) -> Any:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(sql, params).fetchone()
-        return row[0] if row else None
 
 
 def stored_visits(url: str, ids: list[str]) -> int:
@@ -173,15 +128,8 @@ def broker(tmp_path_factory) -> Iterator[Broker]:
 
 @pytest.fixture(scope="module")
 def module_db(postgres: LocalPostgres) -> Iterator[str]:
-    name = f"hq_poison_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres.url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    url = postgres.url.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(url) as conn:
-        migrate(conn)
-    yield url
-    with psycopg.connect(postgres.url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    with postgres.database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -191,16 +139,14 @@ def collector_process(broker: Broker, module_db: str, tmp_path_factory) -> Itera
     config = workdir / "hq.toml"
     config.write_text(f'[database]\nurl = "{module_db}"\n[mqtt]\nurl = "{broker.url}"\n'
                       f'[collector]\nclient_id = "hq-poison"\nbatch_interval = "0.2s"\nreconcile = false\n')
-    log = open(workdir / "collector.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "footfall", "hq", "collect", "--config", str(config)],
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = start_collector(config, workdir / "collector.log")
     store = Store(broker.port)
     try:
         probes: list[str] = []
 
         def subscribed() -> bool:  # a probe sent before the subscription reaches nobody: send another
             probes.append(str(uuid.uuid4()))
-            store.send("footfall/probe/visits", visit("probe", probes[-1]))
+            store.send("footfall/probe/visits", recent_visit("probe", probes[-1]))
             time.sleep(0.3)
             return stored_visits(module_db, probes) > 0
 
@@ -208,12 +154,7 @@ def collector_process(broker: Broker, module_db: str, tmp_path_factory) -> Itera
         yield proc
     finally:
         store.close()
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        end_process(proc, 10)
 
 
 @pytest.mark.parametrize("case", list(POISONS))
@@ -269,7 +210,7 @@ def test_the_collector_stores_exactly_the_store_ids_the_dashboard_accepts(
     marker = f"store-id-{uuid.uuid4().hex}"
     client = Store(broker.port)
     try:
-        client.send(f"footfall/{store}/visits", visit(store, marker))
+        client.send(f"footfall/{store}/visits", recent_visit(store, marker))
         wait_until(lambda: stored_visits(module_db, [marker]) + errors_quoting(module_db, marker) == 1, 10,
                    "the visit stored or kept as an error")
     finally:
@@ -330,8 +271,7 @@ def test_a_row_the_database_refuses_is_kept_as_an_ingest_error_and_the_rest_of_i
     with psycopg.connect(hq_db) as conn:
         conn.execute("ALTER TABLE visits ADD CONSTRAINT no_refused_visitor CHECK (visitor_id <> 'refused')")
     broker = Broker(tmp_path / "mosquitto").start()
-    config = parse_hq_config({"database": {"url": hq_db}, "mqtt": {"url": broker.url, "username": None},
-                              "collector": {"batch_interval": "0.5s", "batch_size": 200, "reconcile": False}})
+    config = config_for(hq_db, broker.url, batch_interval="0.5s", batch_size=200)
     pool = connect_pool(config)
     collector = Collector(config, pool)
     thread = threading.Thread(target=collector.run)
@@ -342,7 +282,7 @@ def test_a_row_the_database_refuses_is_kept_as_an_ingest_error_and_the_rest_of_i
         time.sleep(0.2)
         good = store.visits("sh-001", 60)
         refused = str(uuid.uuid4())
-        store.send("footfall/sh-001/visits", visit("sh-001", refused, visitor_id="refused"))
+        store.send("footfall/sh-001/visits", recent_visit("sh-001", refused, visitor_id="refused"))
         good += store.visits("sh-001", 60)
         wait_until(lambda: stored_visits(hq_db, good) == len(good), 15, "every other visit of the batch")
         wait_until(lambda: errors_quoting(hq_db, refused) == 1, 5, "the refused visit as an ingest error")

@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 import pytest
-from test_hq_storage import ingest, visit
+from support.hq import NOW, ingest, message, visit
 
 from footfall.hq import read
 from footfall.hq.collector import Zones
 
 DAY = date(2026, 11, 23)
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-
-def event(store: str, topic_name: str, ts: str, /, **fields) -> tuple[str, bytes]:
-    body = {"event_id": str(uuid.uuid4()), "store_id": store, "ts": ts, **fields}
-    return f"footfall/{store}/{topic_name}", json.dumps(body).encode()
 
 
 def arrival(store: str, ts: str, visit_event_id: str, member: str = "m-1") -> tuple[str, bytes]:
-    return event(store, "alerts/arrival", ts, member_id=member, name="x", tier="gold",
-                 visit_event_id=visit_event_id, appointment=None)
+    return message(store, "alerts/arrival", ts, member_id=member, name="x", tier="gold",
+                   visit_event_id=visit_event_id, appointment=None)
 
 
 def appointment(store: str, appointment_id: str, channel: str, scheduled: str) -> tuple[str, bytes]:
@@ -42,34 +35,34 @@ def chain(hq_db):
         visit("sh-001", "2026-11-23T11:00:00.000+08:00", member="m-1"),
         visit("sh-001", "2026-11-22T18:00:00.000+08:00"),
         visit("sh-002", "2026-11-23T15:30:00.000+08:00", identified=False),
-        event("sh-001", "status", "2026-11-23T09:00:00.000+08:00", state="online", version="0.1.0",
-              cameras={"door-1": "streaming"}, storage="ok"),
-        event("sh-002", "status", "2026-11-23T09:00:00.000+08:00", state="stopped", version="0.1.0",
-              cameras={}, storage="ok"),
+        message("sh-001", "status", "2026-11-23T09:00:00.000+08:00", state="online", version="0.1.0",
+                cameras={"door-1": "streaming"}, storage="ok"),
+        message("sh-002", "status", "2026-11-23T09:00:00.000+08:00", state="stopped", version="0.1.0",
+                cameras={}, storage="ok"),
         # the box's own counts: sh-001 has an entry line, 2 people left through it
-        event("sh-001", "counts", "2026-11-23T11:30:00.000+08:00", date="2026-11-23", visits=2, reentries=1,
-              member_visits=1, unidentified=0, exits=2, by_hour=[0] * 10 + [1, 1] + [0] * 12),
+        message("sh-001", "counts", "2026-11-23T11:30:00.000+08:00", date="2026-11-23", visits=2, reentries=1,
+                member_visits=1, unidentified=0, exits=2, by_hour=[0] * 10 + [1, 1] + [0] * 12),
         # conversion: wechat 2 booked (1 came, 1 no-show), phone 1 booked (flagged, then came late)
         appointment("sh-001", "a1", "wechat", "2026-11-23T11:00:00.000+08:00"),
         appointment("sh-001", "a2", "wechat", "2026-11-23T14:00:00.000+08:00"),
         appointment("sh-002", "a3", "phone", "2026-11-23T10:00:00.000+08:00"),
-        event("sh-001", "alerts/appointment", "2026-11-23T10:58:00.000+08:00", appointment_id="a1",
-              member_id="m-a1", scheduled_at="2026-11-23T11:00:00.000+08:00", channel="wechat", advisor="Li",
-              minutes_early=2),
-        event("sh-001", "alerts/no_show", "2026-11-23T14:30:00.000+08:00", appointment_id="a2",
-              member_id="m-a2", scheduled_at="2026-11-23T14:00:00.000+08:00", grace_minutes=30),
-        event("sh-002", "alerts/no_show", "2026-11-23T10:30:00.000+08:00", appointment_id="a3",
-              member_id="m-a3", scheduled_at="2026-11-23T10:00:00.000+08:00", grace_minutes=30),
-        event("sh-002", "alerts/appointment", "2026-11-23T10:40:00.000+08:00", appointment_id="a3",
-              member_id="m-a3", scheduled_at="2026-11-23T10:00:00.000+08:00", channel="phone", advisor="Li",
-              minutes_early=-40),
+        message("sh-001", "alerts/appointment", "2026-11-23T10:58:00.000+08:00", appointment_id="a1",
+                member_id="m-a1", scheduled_at="2026-11-23T11:00:00.000+08:00", channel="wechat", advisor="Li",
+                minutes_early=2),
+        message("sh-001", "alerts/no_show", "2026-11-23T14:30:00.000+08:00", appointment_id="a2",
+                member_id="m-a2", scheduled_at="2026-11-23T14:00:00.000+08:00", grace_minutes=30),
+        message("sh-002", "alerts/no_show", "2026-11-23T10:30:00.000+08:00", appointment_id="a3",
+                member_id="m-a3", scheduled_at="2026-11-23T10:00:00.000+08:00", grace_minutes=30),
+        message("sh-002", "alerts/appointment", "2026-11-23T10:40:00.000+08:00", appointment_id="a3",
+                member_id="m-a3", scheduled_at="2026-11-23T10:00:00.000+08:00", channel="phone", advisor="Li",
+                minutes_early=-40),
         # response times: three arrivals in sh-001 acked after 10 s, 30 s and never
         arrival("sh-001", "2026-11-23T11:00:00.000+08:00", "v1"),
         arrival("sh-001", "2026-11-23T12:00:00.000+08:00", "v2"),
         arrival("sh-001", "2026-11-23T13:00:00.000+08:00", "v3"),
-        event("sh-001", "alerts/ack", "2026-11-23T11:00:10.000+08:00", visit_event_id="v1", guide="g1"),
-        event("sh-001", "alerts/ack", "2026-11-23T11:00:50.000+08:00", visit_event_id="v1", guide="g2"),
-        event("sh-001", "alerts/ack", "2026-11-23T12:00:30.000+08:00", visit_event_id="v2", guide="g1"),
+        message("sh-001", "alerts/ack", "2026-11-23T11:00:10.000+08:00", visit_event_id="v1", guide="g1"),
+        message("sh-001", "alerts/ack", "2026-11-23T11:00:50.000+08:00", visit_event_id="v1", guide="g2"),
+        message("sh-001", "alerts/ack", "2026-11-23T12:00:30.000+08:00", visit_event_id="v2", guide="g1"),
     ]
     written = ingest(hq_db, messages, zones=zones, now=NOW)
     assert written.rejected == 0

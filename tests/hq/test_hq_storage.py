@@ -8,36 +8,12 @@ from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 import pytest
+from support.hq import NOW, ingest, query, visit
 
 from footfall.hq.collector import Zones
 from footfall.hq.ingest import Rejection, Row, parse
 from footfall.hq.migrate import migrate, migrations
 from footfall.hq.writer import write_batch
-
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-
-def visit(store: str, ts: str, *, kind: str = "visit", member: str | None = None, identified: bool = True,
-          event_id: str | None = None, **extra) -> tuple[str, bytes]:
-    body = {"event_id": event_id or str(uuid.uuid4()), "store_id": store, "ts": ts, "kind": kind,
-            "visitor_id": "v-" + (member or "anon"), "member_id": member, "role": "member" if member else "visitor",
-            "camera_id": "door-1", "first_seen_ts": ts, "identified": identified, **extra}
-    return f"footfall/{store}/visits", json.dumps(body).encode()
-
-
-def ingest(url: str, messages: list[tuple[str, bytes]], *, zones: Zones | None = None, now: datetime = NOW):
-    zones = zones or Zones({}, {})
-    parsed = [parse(t, p, prefix="footfall", now=now, tz_for=zones, max_bytes=64 * 1024,
-                    max_future=timedelta(hours=2)) for t, p in messages]
-    rows = [p for p in parsed if isinstance(p, Row)]
-    rejections = [p for p in parsed if isinstance(p, Rejection)]
-    with psycopg.connect(url) as conn:
-        return write_batch(conn, rows, rejections, {r.store_id: zones.names[r.store_id] for r in rows})
-
-
-def query(url: str, sql: str, *params):
-    with psycopg.connect(url) as conn:
-        return conn.execute(sql, params).fetchall()
 
 
 def test_migrations_apply_in_order_once_and_are_recorded(hq_db):

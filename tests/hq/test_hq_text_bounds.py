@@ -9,26 +9,18 @@ more is kept as an ingest error, never as a row.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from support.broker import Broker, mosquitto_path, wait_until
-from test_hq_bounds import Store, collecting, config_for, scalar
+from support.hq import scalar
+from support.hq_collector import Store, collecting, config_for
 
 from footfall.sync import events
 from footfall.sync.events import AppointmentAlert, AppointmentUpsert, ArrivalAlert
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path / "mosquitto").start()
-    yield b
-    b.stop()
 
 
 def messages(text: str, marker: str) -> list[tuple[str, events.Payload]]:
@@ -45,11 +37,11 @@ def messages(text: str, marker: str) -> list[tuple[str, events.Payload]]:
 
 
 def test_the_longest_texts_the_box_takes_are_stored_and_one_more_character_is_an_ingest_error(
-        broker: Broker, hq_db: str) -> None:
+        hq_broker: Broker, hq_db: str) -> None:
     longest = "长" * events.MAX_TEXT
-    store = Store(broker.port)
+    store = Store(hq_broker.port)
     try:
-        with collecting(config_for(hq_db, broker.url)):
+        with collecting(config_for(hq_db, hq_broker.url)):
             for name, payload in messages(longest, "kept") + messages(longest + "x", "refused"):
                 store.send(f"footfall/sh-001/{name}", json.dumps(payload.to_json(), ensure_ascii=False).encode())
             wait_until(lambda: scalar(hq_db, "SELECT count(*) FROM ingest_errors") == 3, 15, "three ingest errors")
