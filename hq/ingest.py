@@ -34,6 +34,7 @@ from footfall.sync.events import (
     Ack,
     AppointmentAlert,
     AppointmentBooked,
+    AppointmentDelete,
     AppointmentUpsert,
     ArrivalAlert,
     Counts,
@@ -58,6 +59,7 @@ TOPICS = {  # topic name -> the table its messages go to; the collector subscrib
     events.COUNTS: "counts",
     events.APPOINTMENTS_UPSERT: "appointments",  # the CRM's own message, no event envelope
     events.APPOINTMENTS_BOOKED: "appointments",  # the box's word of a booking it holds (imported there too)
+    events.APPOINTMENTS_DELETE: "cancellations",  # the CRM's own message: a booking cancelled
     events.MEMBERS_DELETED: "erasures",
 }
 
@@ -178,6 +180,10 @@ def storable(text: str) -> str:
 def _row(name: str, store: str, m: dict[str, Any], window: Window, tz_for: TzLookup) -> Row:
     if name == events.APPOINTMENTS_UPSERT:  # the CRM's downlink: no event envelope, stamped with the HQ clock
         return _booking(store, AppointmentUpsert.from_json(m), window, tz_for, window.now)
+    if name == events.APPOINTMENTS_DELETE:  # the CRM's downlink too
+        cancelled = AppointmentDelete.from_json(m)
+        return Row("cancellations", store, cancelled.appointment_id, window.now,
+                   {"appointment_id": cancelled.appointment_id})
     event = events.PAYLOADS[name].from_json(m)
     assert isinstance(event, events.Event)  # every topic of TOPICS but the CRM's is an event
     if event.store_id != store:
@@ -192,12 +198,15 @@ def _row(name: str, store: str, m: dict[str, Any], window: Window, tz_for: TzLoo
 def _booking(store: str, booking: AppointmentUpsert | AppointmentBooked, window: Window, tz_for: TzLookup,
              ts: datetime) -> Row:
     """A booking, from the CRM's appointments/upsert (stamped with the HQ clock) or from the box's
-    appointments/booked event (its own ts); either way one row per (store, appointment_id)."""
+    appointments/booked event (its own ts); either way one row per (store, appointment_id).
+    `crm_booked_at` is set only by the CRM's own word: only that books again what it cancelled
+    (a box's late word of the booking it held before the cancellation does not)."""
     scheduled = window.check("scheduled_at", booking.scheduled_at, booked=True)
-    advisor = booking.advisor if isinstance(booking, AppointmentUpsert) else None
+    from_crm = booking if isinstance(booking, AppointmentUpsert) else None
     return Row("appointments", store, booking.appointment_id, ts, {
         "appointment_id": booking.appointment_id, "member_id": booking.member_id, "scheduled_at": scheduled,
-        "channel": booking.channel, "advisor": advisor, "store_day": local(scheduled, tz_for(store, scheduled))[0]})
+        "channel": booking.channel, "advisor": from_crm and from_crm.advisor,
+        "store_day": local(scheduled, tz_for(store, scheduled))[0], "crm_booked_at": from_crm and ts})
 
 
 def _visit(v: VisitEvent, window: Window, tz: tzinfo) -> dict[str, Any]:

@@ -115,24 +115,35 @@ _BOOKED = """
         SELECT b.*, EXISTS (SELECT 1 FROM alerts a WHERE a.kind = 'appointment' AND a.store_id = b.store_id
                                                     AND a.appointment_id = b.appointment_id) AS arrived,
                     EXISTS (SELECT 1 FROM no_shows n WHERE n.store_id = b.store_id
-                                                      AND n.appointment_id = b.appointment_id) AS flagged
+                                                      AND n.appointment_id = b.appointment_id) AS flagged,
+                    EXISTS (SELECT 1 FROM cancellations c
+                            LEFT JOIN appointments ap ON ap.store_id = c.store_id
+                                                     AND ap.appointment_id = c.appointment_id
+                            WHERE c.store_id = b.store_id AND c.appointment_id = b.appointment_id
+                              AND c.cancelled_at >= coalesce(ap.crm_booked_at, '-infinity')) AS cancelled
         FROM booked b WHERE b.store_day BETWEEN %s AND %s
+    ), counted AS (  -- a cancellation counts only before the store raised anything for the booking
+        SELECT m.*, cancelled AND NOT arrived AND NOT flagged AS withdrawn FROM marked m
     )"""
 
 
 def conversion_by_channel(conn: psycopg.Connection, day_from: date, day_to: date) -> list[dict]:
-    """`[{channel, booked, arrived, no_show, conversion}]`: appointments of the range by booking channel.
+    """`[{channel, booked, arrived, no_show, cancelled, conversion}]`: appointments of the range by
+    booking channel.
 
-    Booked is every appointment HQ heard of (the CRM's appointments/upsert, an arrival, a
-    no-show); a member who came after being flagged counts as arrived, not as a no-show.
+    Booked is every appointment HQ heard of (the CRM's appointments/upsert, the box's
+    appointments/booked, an arrival, a no-show) but those the CRM cancelled (appointments/delete,
+    not followed by a new upsert) before the member arrived or a no-show was raised: those are
+    `cancelled`. A member who came after being flagged counts as arrived, not as a no-show.
     `conversion` = arrived / booked (None when nothing was booked). Channel "unknown" when
     no message named one.
     """
     rows = _rows(conn, _BOOKED + """
-        SELECT coalesce(channel, 'unknown') AS channel, count(*)::int AS booked,
+        SELECT coalesce(channel, 'unknown') AS channel, count(*) FILTER (WHERE NOT withdrawn)::int AS booked,
                count(*) FILTER (WHERE arrived)::int AS arrived,
-               count(*) FILTER (WHERE flagged AND NOT arrived)::int AS no_show
-        FROM marked GROUP BY 1 ORDER BY booked DESC, channel""", (day_from, day_to))
+               count(*) FILTER (WHERE flagged AND NOT arrived)::int AS no_show,
+               count(*) FILTER (WHERE withdrawn)::int AS cancelled
+        FROM counted GROUP BY 1 ORDER BY booked DESC, channel""", (day_from, day_to))
     for r in rows:
         r["conversion"] = r["arrived"] / r["booked"] if r["booked"] else None
     return rows

@@ -110,11 +110,17 @@ _COUNTS = ("INSERT INTO store_counts (store_id, store_day, event_id, visits, ree
            "received_at = now() WHERE store_counts.ts < EXCLUDED.ts "
            "OR (store_counts.ts = EXCLUDED.ts AND store_counts.event_id <> EXCLUDED.event_id) RETURNING 1")
 _APPOINTMENT = ("INSERT INTO appointments (store_id, appointment_id, member_id, scheduled_at, channel, advisor, "
-                "store_day) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (store_id, appointment_id) DO UPDATE "
+                "store_day, crm_booked_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (store_id, appointment_id) DO UPDATE "
                 "SET member_id = EXCLUDED.member_id, scheduled_at = EXCLUDED.scheduled_at, "
                 "channel = coalesce(EXCLUDED.channel, appointments.channel), "
                 "advisor = coalesce(EXCLUDED.advisor, appointments.advisor), store_day = EXCLUDED.store_day, "
+                "crm_booked_at = greatest(appointments.crm_booked_at, EXCLUDED.crm_booked_at), "
                 "received_at = now() RETURNING 1")
+_CANCELLATION = ("INSERT INTO cancellations (store_id, appointment_id, cancelled_at) VALUES (%s, %s, %s) "
+                 "ON CONFLICT (store_id, appointment_id) DO UPDATE "
+                 "SET cancelled_at = greatest(cancellations.cancelled_at, EXCLUDED.cancelled_at), "
+                 "received_at = now() WHERE cancellations.cancelled_at < EXCLUDED.cancelled_at RETURNING 1")
 _HOURLY = ("INSERT INTO hourly (store_id, store_day, store_hour, visits, reentries, member_visits, unidentified) "
            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (store_id, store_day, store_hour) DO UPDATE SET "
            "visits = hourly.visits + EXCLUDED.visits, reentries = hourly.reentries + EXCLUDED.reentries, "
@@ -202,8 +208,22 @@ def _params(row: Row) -> tuple[str, tuple[Any, ...]]:
                          v["exits"])
     if row.table == "appointments":
         return _APPOINTMENT, (s, v["appointment_id"], v["member_id"], v["scheduled_at"], v["channel"],
-                              v["advisor"], v["store_day"])
+                              v["advisor"], v["store_day"], v["crm_booked_at"])
+    if row.table == "cancellations":
+        return _CANCELLATION, (s, v["appointment_id"], ts)
     raise ValueError(f"no table {row.table!r}")
+
+
+def _rebooked(rows: list[Row]) -> set[int]:
+    """The indexes of the cancellations in `rows` (in arrival order) that a later appointments/upsert
+    of the same booking in the same list books again. Messages of one batch share the HQ clock, so
+    their order decides; a cancellation and an upsert stamped alike read as cancelled (hq/read.py)."""
+    last_upsert: dict[tuple[str, str], int] = {}
+    for i, r in enumerate(rows):
+        if r.table == "appointments" and r.values["crm_booked_at"] is not None:
+            last_upsert[(r.store_id, r.event_id)] = i
+    return {i for i, r in enumerate(rows)
+            if r.table == "cancellations" and last_upsert.get((r.store_id, r.event_id), -1) > i}
 
 
 def write_batch(conn: psycopg.Connection, rows: list[Row], rejections: list[Rejection],
@@ -219,7 +239,8 @@ def write_batch(conn: psycopg.Connection, rows: list[Row], rejections: list[Reje
     for r in rows:
         if r.table == "erasures":
             erasures[r.values["member_id"]] = max(r.ts, erasures.get(r.values["member_id"], r.ts))
-    events = [r for r in rows if r.table != "erasures"]
+    rebooked = _rebooked(rows)
+    events = [r for i, r in enumerate(rows) if r.table != "erasures" and i not in rebooked]
     with conn.transaction(), conn.cursor() as cur:
         stores = sorted({r.store_id for r in events})
         if stores:

@@ -852,6 +852,19 @@ class AppointmentUpsert(Payload):
 
 
 @dataclass(frozen=True)
+class AppointmentDelete(Payload):
+    """A booking the CRM cancels (`appointments/delete`); head office reads it too."""
+
+    TOPIC: ClassVar[str] = APPOINTMENTS_DELETE
+    READERS: ClassVar[dict[str, Reader]] = {"appointment_id": ID}
+
+    appointment_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"appointment_id": self.appointment_id}
+
+
+@dataclass(frozen=True)
 class CountsBucket(Payload):
     """One local hour or day of a counts/get answer, from `start`."""
 
@@ -910,4 +923,4 @@ class CountsReply(Payload):
 # topic its request names: CountsReply).
 PAYLOADS: dict[str, type[Payload]] = {cls.TOPIC: cls for cls in (
     Status, VisitEvent, ArrivalAlert, AppointmentAlert, NoShowAlert, Counts, MemberDeleted, ErrorEvent,
-    AppointmentBooked, Ack, AppointmentUpsert)}
+    AppointmentBooked, Ack, AppointmentUpsert, AppointmentDelete)}

@@ -12,7 +12,7 @@ const LABELS = {
     reentries: "再次进店", member_visits: "会员到访", unidentified: "未识别", exits: "离店", stores_title: "门店一览",
     stores_hint: "点击门店查看分时客流。", filter_stores: "按门店编号筛选", problems_only: "只看有问题的设备", store: "门店", state: "状态", last_seen: "最后消息", outbox: "待发送", cameras: "摄像头在线", storage: "存储",
     hourly_title: "分时客流", conversion_title: "按预约渠道的到店转化", channel: "渠道", booked: "预约",
-    arrived: "到店", no_show: "未到店", conversion: "转化率", no_shows_title: "待跟进的未到店预约",
+    arrived: "到店", no_show: "未到店", cancelled: "已取消", conversion: "转化率", no_shows_title: "待跟进的未到店预约",
     scheduled: "预约时间", member: "会员", appointment: "预约编号", grace: "宽限", response_title: "导购响应时间",
     response_hint: "从到店提醒到第一次“我来接待”。", alerts: "到店提醒", acked: "已接待", checks_title: "与门店自身计数不一致的门店",
     hour: "时段", hq_visits: "总部", store_visits: "门店", difference: "差异", checked_at: "核对时间",
@@ -36,7 +36,7 @@ const LABELS = {
     stores_hint: "Click a store for its hours.", filter_stores: "Filter by store id",
     problems_only: "Only boxes with a problem", store: "Store", state: "State", last_seen: "Last seen",
     outbox: "Outbox backlog", cameras: "Cameras streaming", storage: "Storage", hourly_title: "Visits by hour", conversion_title: "Appointment conversion by booking channel",
-    channel: "Channel", booked: "Booked", arrived: "Arrived", no_show: "No-show", conversion: "Conversion",
+    channel: "Channel", booked: "Booked", arrived: "Arrived", no_show: "No-show", cancelled: "Cancelled", conversion: "Conversion",
     no_shows_title: "No-shows to follow up", scheduled: "Scheduled", member: "Member", appointment: "Appointment",
     grace: "Grace", response_title: "Guide response time",
     response_hint: "From the arrival alert to the first \u201ctaking care of it\u201d.", alerts: "Arrival alerts",
@@ -242,7 +242,7 @@ const VIEWS = {
         svg("rect", { class: "meter-fill", x: 0, y: 0, width: (share * 100).toFixed(1), height: 8 }));
       return el("tr", { "data-channel": r.channel === null ? "" : String(r.channel) },
         td(channelName(r.channel), "channel"), tdNum(r.booked, "booked"), tdNum(r.arrived, "arrived"),
-        tdNum(r.no_show, "no-show"),
+        tdNum(r.no_show, "no-show"), tdNum(r.cancelled, "cancelled"),
         el("td", { class: "num conversion" }, el("span", { class: "cell-meter" }, el("span", { class: "pct" }, pct(r.conversion)), meter)));
     });
     const sum = (k) => data.rows.reduce((a, r) => a + (r[k] || 0), 0);
@@ -250,7 +250,7 @@ const VIEWS = {
     const foot = document.querySelector("#conversion-table tfoot");
     foot.replaceChildren(...(data.rows.length > 1 ? [el("tr", { class: "total" }, td(t("total"), "channel"),
       tdNum(booked, "booked"), tdNum(arrived, "arrived"), tdNum(sum("no_show"), "no-show"),
-      el("td", { class: "num conversion" }, pct(booked ? arrived / booked : null)))] : []));
+      tdNum(sum("cancelled"), "cancelled"), el("td", { class: "num conversion" }, pct(booked ? arrived / booked : null)))] : []));
   },
 
   async "no-shows"() {

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import date
 from pathlib import Path
 
 import psycopg
@@ -20,6 +21,7 @@ from support.hq import scalar
 from support.hq_collector import Store, collecting, fixed_day_settings
 
 from footfall.config.hq import parse_hq_config
+from footfall.hq import read
 from footfall.hq.collector import shared_filters
 from footfall.tooling.processes import end_process
 
@@ -52,7 +54,8 @@ def send_day_visits(store: Store, store_id: str, n: int, hour: int = 10) -> list
 def test_the_collector_subscribes_to_every_uplink_topic_through_its_group():
     filters = shared_filters("hq", "footfall")
     assert "$share/hq/footfall/+/visits" in filters
-    for name in ("alerts/arrival", "alerts/appointment", "alerts/no_show", "alerts/ack", "status", "counts"):
+    for name in ("alerts/arrival", "alerts/appointment", "alerts/no_show", "alerts/ack", "status", "counts",
+                 "appointments/upsert", "appointments/delete"):
         assert f"$share/hq/footfall/+/{name}" in filters
 
 
@@ -81,6 +84,27 @@ def test_collector_stores_good_messages_keeps_bad_ones_as_errors_and_acknowledge
             wait_until(lambda: again.stats.inserted == 1, 5, "the next message")
     finally:
         store.close()
+
+
+def test_a_booking_the_crm_cancels_on_the_broker_leaves_conversion_at_head_office(hq_broker, hq_db):
+    """The CRM's downlink to a store (appointments/upsert, then appointments/delete) reaches the
+    collector through Mosquitto as it reaches the box, and the cancelled booking leaves *booked*."""
+    config = parse_hq_config(fixed_day_settings(hq_db, hq_broker.url, client_id="hq-cancel"))
+    crm = Store(hq_broker.port)
+    try:
+        with collecting(config):
+            for appointment_id in ("a-kept", "a-cancelled"):
+                crm.send("footfall/sh-001/appointments/upsert", {
+                    "appointment_id": appointment_id, "member_id": "m-1", "channel": "wechat", "advisor": "Li",
+                    "scheduled_at": "2026-11-23T16:00:00.000+08:00"})
+            wait_until(lambda: scalar(hq_db, "SELECT count(*) FROM appointments") == 2, 10, "both bookings")
+            crm.send("footfall/sh-001/appointments/delete", {"appointment_id": "a-cancelled"})
+            wait_until(lambda: scalar(hq_db, "SELECT count(*) FROM cancellations") == 1, 10, "the cancellation")
+        with psycopg.connect(hq_db) as conn:
+            day = date(2026, 11, 23)
+            assert [(r["booked"], r["cancelled"]) for r in read.conversion_by_channel(conn, day, day)] == [(1, 1)]
+    finally:
+        crm.close()
 
 
 def wait_subscribed(store: Store, db_url: str, timeout: float = 30) -> None:

@@ -83,10 +83,12 @@ def chain_messages() -> list[tuple[str, bytes]]:
                    cameras={}, storage="ok")]
     for store, appointment, channel, hhmm in (("sh-001", "a1", "wechat", "11:00"), ("sh-001", "a2", "wechat", "14:00"),
                                               ("sh-001", "a4", "wechat", "16:00"), ("sh-002", "a3", "phone", "10:00"),
-                                              ("sh-002", "a5", "mini_program", "17:00")):
+                                              ("sh-002", "a5", "mini_program", "17:00"),
+                                              ("sh-002", "a6", "mini_program", "18:00")):
         m.append((f"footfall/{store}/appointments/upsert", json.dumps(
             {"appointment_id": appointment, "member_id": "m-" + appointment, "scheduled_at": _at(hhmm + ":00"),
              "channel": channel, "advisor": "Li"}).encode()))
+    m.append(("footfall/sh-002/appointments/delete", b'{"appointment_id": "a6"}'))  # the CRM cancels it
     for store, appointment, channel, hhmm in (("sh-001", "a1", "wechat", "10:58"), ("sh-001", "a4", "wechat", "15:50")):
         m.append(_message(store, "alerts/appointment", ts=_at(hhmm + ":00"), appointment_id=appointment,
                           member_id="m-" + appointment, scheduled_at=_at(hhmm + ":00"), channel=channel,
@@ -287,9 +289,9 @@ def test_each_view_shows_the_figures_in_postgresql(driver, english, tmp_path):
 
     open_view(driver, english.url, "conversion")
     assert cells(driver, "#conversion-table tbody tr") == [
-        ["WeChat", "3", "2", "1", "66.7%"], ["Mini-program", "1", "0", "0", "0.0%"], ["Phone", "1", "0", "1", "0.0%"],
-        ["(not given)", "1", "0", "1", "0.0%"]]
-    assert cells(driver, "#conversion-table tfoot tr") == [["Total", "6", "2", "3", "33.3%"]]
+        ["WeChat", "3", "2", "1", "0", "66.7%"], ["Mini-program", "1", "0", "0", "1", "0.0%"],
+        ["Phone", "1", "0", "1", "0", "0.0%"], ["(not given)", "1", "0", "1", "0", "0.0%"]]
+    assert cells(driver, "#conversion-table tfoot tr") == [["Total", "6", "2", "3", "1", "33.3%"]]
     shots.append(screenshot(driver, tmp_path, "hq-conversion"))
 
     open_view(driver, english.url, "no-shows")
@@ -321,7 +323,7 @@ def test_number_columns_line_up_under_their_headers(driver, english):
     numbers = {"chain": ("#chain-table", {"Visits", "Re-entries", "Member visits", "Unidentified"}),
                "stores": ("#stores-table", {"Visits", "Re-entries", "Member visits", "Unidentified", "Exits",
                                             "Outbox backlog", "Dead letters", "Cameras streaming"}),
-               "conversion": ("#conversion-table", {"Booked", "Arrived", "No-show", "Conversion"}),
+               "conversion": ("#conversion-table", {"Booked", "Arrived", "No-show", "Cancelled", "Conversion"}),
                "response": ("#response-table", {"Arrival alerts", "Answered", "p50", "p95"}),
                "checks": ("#checks-table", {"HQ", "Store", "Difference"})}
     for view, (table, columns) in numbers.items():

@@ -29,6 +29,7 @@ from support.hq_collector import start_collector
 
 from footfall.cli.main import main
 from footfall.config.hq import parse_hq_config
+from footfall.hq.collector import UPLINK
 from footfall.tooling.processes import end_process
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None or mosquitto_passwd_path() is None,
@@ -128,6 +129,17 @@ def test_reconciliation_beside_a_live_collector_loses_no_visit(
         stop.set()
         box.close()
         end_process(collector, 10)
+
+
+def test_the_shipped_acl_lets_the_collector_read_every_topic_it_subscribes_to(broker: Broker) -> None:
+    collector = Subscriber(broker.port, "footfall/+/#", username="hq-collector", password=HQ_PASSWORD)
+    try:
+        for name in UPLINK:
+            publish(broker.port, "hq", f"footfall/sh-001/{name}", b'{"probe": 1}')
+        collector.wait_for(lambda ms: len(ms) >= len(UPLINK), 5, "every subscribed topic")
+        assert sorted(m.topic for m in collector.messages) == sorted(f"footfall/sh-001/{n}" for n in UPLINK)
+    finally:
+        collector.close()
 
 
 def test_the_acl_lets_each_head_office_user_do_its_own_job_only(broker: Broker) -> None:

@@ -101,9 +101,63 @@ def test_store_hourly_is_24_local_hours(chain):
 
 def test_conversion_by_channel_counts_a_late_arrival_as_arrived(chain):
     assert read.conversion_by_channel(chain, DAY, DAY) == [
-        {"channel": "wechat", "booked": 2, "arrived": 1, "no_show": 1, "conversion": 0.5},
-        {"channel": "phone", "booked": 1, "arrived": 1, "no_show": 0, "conversion": 1.0},
+        {"channel": "wechat", "booked": 2, "arrived": 1, "no_show": 1, "cancelled": 0, "conversion": 0.5},
+        {"channel": "phone", "booked": 1, "arrived": 1, "no_show": 0, "cancelled": 0, "conversion": 1.0},
     ]
+
+
+def cancel(store: str, appointment_id: str) -> tuple[str, bytes]:
+    return f"footfall/{store}/appointments/delete", json.dumps({"appointment_id": appointment_id}).encode()
+
+
+def test_a_booking_the_crm_cancelled_leaves_conversion_unless_the_store_already_acted_on_it(hq_db):
+    """The CRM's appointments/delete is heard at head office: a booking cancelled before anything
+    happened is counted apart, not as booked; one the member came for, or whose no-show was raised,
+    stays; a new upsert books it again, the box's late word of the old booking does not."""
+    zones = Zones({"sh-001": "Asia/Shanghai"}, {})
+    slot = "2026-11-23T16:00:00.000+08:00"
+    ingest(hq_db, [appointment("sh-001", a, "wechat", slot) for a in ("quiet", "came", "missed", "rebooked")],
+           zones=zones, now=NOW)
+    ingest(hq_db, [
+        message("sh-001", "alerts/appointment", "2026-11-23T15:55:00.000+08:00", appointment_id="came",
+                member_id="m-came", scheduled_at=slot, channel="wechat", advisor="Li", minutes_early=5),
+        message("sh-001", "alerts/no_show", "2026-11-23T16:30:00.000+08:00", appointment_id="missed",
+                member_id="m-missed", scheduled_at=slot, grace_minutes=30),
+    ], zones=zones, now=NOW + timedelta(minutes=1))
+    cancelled = [cancel("sh-001", a) for a in ("quiet", "came", "missed", "rebooked", "never-heard-of")]
+    assert ingest(hq_db, cancelled, zones=zones, now=NOW + timedelta(minutes=2)).rejected == 0
+    ingest(hq_db, cancelled, zones=zones, now=NOW + timedelta(minutes=2))  # a replay changes nothing
+    ingest(hq_db, [
+        appointment("sh-001", "rebooked", "wechat", slot),
+        # the box's outbox delivers, late, its word of the booking it held before the cancellation
+        message("sh-001", "appointments/booked", "2026-11-23T20:05:00.000+08:00", appointment_id="quiet",
+                member_id="m-quiet", scheduled_at=slot, channel="wechat"),
+    ], zones=zones, now=NOW + timedelta(minutes=3))
+    with psycopg.connect(hq_db) as conn:
+        assert read.conversion_by_channel(conn, DAY, DAY) == [
+            {"channel": "wechat", "booked": 3, "arrived": 1, "no_show": 1, "cancelled": 1, "conversion": 1 / 3}]
+        assert conn.execute("SELECT count(*) FROM cancellations").fetchone() == (5,)
+
+
+def test_within_one_batch_the_crms_last_word_on_a_booking_decides(hq_db):
+    """Messages of one batch share the HQ clock: their order tells a cancellation from a re-booking."""
+    slot = "2026-11-23T16:00:00.000+08:00"
+    ingest(hq_db, [appointment("sh-001", "then-cancelled", "phone", slot), cancel("sh-001", "then-cancelled"),
+                   cancel("sh-001", "then-booked"), appointment("sh-001", "then-booked", "phone", slot)],
+           zones=Zones({"sh-001": "Asia/Shanghai"}, {}))
+    with psycopg.connect(hq_db) as conn:
+        assert [(r["booked"], r["cancelled"]) for r in read.conversion_by_channel(conn, DAY, DAY)] == [(1, 1)]
+        assert conn.execute("SELECT appointment_id FROM cancellations").fetchall() == [("then-cancelled",)]
+
+
+def test_a_cancellation_without_an_appointment_id_is_kept_as_an_ingest_error(hq_db):
+    written = ingest(hq_db, [("footfall/sh-001/appointments/delete", b'{"appointment_id": ""}'),
+                             ("footfall/sh-001/appointments/delete", b'{"member_id": "m-1"}')])
+    assert written.rejected == 2
+    with psycopg.connect(hq_db) as conn:
+        assert conn.execute("SELECT count(*) FROM cancellations").fetchone() == (0,)
+        reasons = [r for (r,) in conn.execute("SELECT reason FROM ingest_errors ORDER BY reason")]
+    assert reasons == ["appointment_id is required", "appointment_id must not be empty"]
 
 
 def test_no_show_list_names_whom_to_follow_up_with_the_booking_channel(chain):

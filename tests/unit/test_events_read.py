@@ -66,7 +66,7 @@ def test_each_topic_name_has_the_class_that_writes_it():
         "status": "Status", "visits": "VisitEvent", "alerts/arrival": "ArrivalAlert",
         "alerts/appointment": "AppointmentAlert", "alerts/no_show": "NoShowAlert", "counts": "Counts",
         "members/deleted": "MemberDeleted", "errors": "ErrorEvent", "appointments/booked": "AppointmentBooked",
-        "alerts/ack": "Ack", "appointments/upsert": "AppointmentUpsert"}
+        "alerts/ack": "Ack", "appointments/upsert": "AppointmentUpsert", "appointments/delete": "AppointmentDelete"}
     assert set(events.UPLINK) | {events.ALERT_ACK} <= set(events.PAYLOADS)
 
 
