@@ -152,10 +152,7 @@ class _Cpu:
         return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
 
-def _collector(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "footfall", "hq", "collect", "--config", str(config)],
-                                stdout=out, stderr=subprocess.STDOUT)
+_STORED = "SELECT (SELECT count(*) FROM visits) + (SELECT count(*) FROM alerts) + (SELECT count(*) FROM acks)"
 
 
 def _scalar(conn: psycopg.Connection, sql: str) -> Any:
@@ -163,132 +160,172 @@ def _scalar(conn: psycopg.Connection, sql: str) -> Any:
     return row[0] if row else None
 
 
-def run_phase(workdir: Path, pg: LocalPostgres, db_url: str, broker: LocalBroker, *, collectors: int, stores: int,
-              visits: int, kill: bool, progress: bool, drain: bool = False) -> dict[str, Any]:
-    """One phase on the fresh database `db_url` (the collectors apply the schema); returns its figures."""
-    group = f"bench{collectors}{'d' if drain else ''}"
-    configs = []
-    for i in range(collectors):
-        path = workdir / f"hq-{group}-{i}.toml"
-        path.write_text(f'[database]\nurl = "{db_url}"\n[mqtt]\nurl = "{broker.url}"\n'
-                        f'[collector]\ngroup = "{group}"\nclient_id = "{group}-{i}"\nbatch_size = 1000\n'
-                        f'batch_interval = "0.1s"\nreconcile = false\nmax_future = "48h"\n')
-        configs.append(path)
-    logs = [workdir / f"{group}-{i}.log" for i in range(collectors)]
-    procs = [_collector(c, log) for c, log in zip(configs, logs)]
-    conn = psycopg.connect(db_url, autocommit=True)
-    deadline = time.monotonic() + 60
-    while True:  # every collector connected and subscribed (its log says so)
-        if all("connected to" in log.read_text(errors="replace") for log in logs if log.exists()) and all(
-                log.exists() for log in logs):
-            break
-        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-            raise RuntimeError("a collector did not start:\n" + "\n".join(log.read_text() for log in logs if log.exists()))
-        time.sleep(0.1)
-    time.sleep(0.5)
+class _Collectors:
+    """The phase's `footfall hq collect` processes, one config and log file each, in one group."""
+
+    def __init__(self, workdir: Path, db_url: str, broker_url: str, group: str, count: int) -> None:
+        self.configs: list[Path] = []
+        self.logs: list[Path] = []
+        for i in range(count):
+            path = workdir / f"hq-{group}-{i}.toml"
+            path.write_text(f'[database]\nurl = "{db_url}"\n[mqtt]\nurl = "{broker_url}"\n'
+                            f'[collector]\ngroup = "{group}"\nclient_id = "{group}-{i}"\nbatch_size = 1000\n'
+                            f'batch_interval = "0.1s"\nreconcile = false\nmax_future = "48h"\n')
+            self.configs.append(path)
+            self.logs.append(workdir / f"{group}-{i}.log")
+        self.procs = [self._start(i) for i in range(count)]
+
+    def _start(self, i: int) -> subprocess.Popen[bytes]:
+        with open(self.logs[i], "ab") as out:
+            return subprocess.Popen([sys.executable, "-m", "footfall", "hq", "collect", "--config",
+                                     str(self.configs[i])], stdout=out, stderr=subprocess.STDOUT)
+
+    def wait_subscribed(self) -> None:
+        """Until every collector's log says it is connected (and subscribed)."""
+        deadline = time.monotonic() + 60
+        while not all(log.exists() and "connected to" in log.read_text(errors="replace") for log in self.logs):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
+                raise RuntimeError("a collector did not start:\n"
+                                   + "\n".join(log.read_text() for log in self.logs if log.exists()))
+            time.sleep(0.1)
+        time.sleep(0.5)
+
+    def restart_all(self) -> None:
+        """SIGTERM every collector and start them again: their sessions keep what queued meanwhile."""
+        self.stop()
+        self.procs = [self._start(i) for i in range(len(self.configs))]
+
+    def kill_last(self) -> None:
+        """SIGKILL the last collector, and a second later start it again with the same client id."""
+        self.procs[-1].send_signal(signal.SIGKILL)
+        self.procs[-1].wait()
+        time.sleep(1.0)
+        self.procs.append(self._start(len(self.configs) - 1))
+
+    def stop(self) -> None:
+        """SIGTERM the running collectors and wait for each (30 s, then SIGKILL)."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    def redelivered(self) -> int:
+        """The duplicates the collectors ignored, from their last log lines."""
+        total = 0
+        for log in self.logs:
+            for line in log.read_text(errors="replace").splitlines():
+                if "stopped:" in line and "duplicates" in line:
+                    total += int(line.split(" rows, ")[1].split()[0])
+        return total
+
+
+def _publishers(workdir: Path, broker: LocalBroker, group: str, stores: int, visits: int,
+                seed: int) -> tuple[list[subprocess.Popen[bytes]], list[Path]]:
+    """Start the publisher processes on yesterday's day (store time); returns them and their output files."""
     day = (datetime.now(UTC).astimezone(TZ) - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     names = [f"store-{i:05d}" for i in range(stores)]
     outs = [workdir / f"sent-{group}-{k}.json" for k in range(PUBLISHERS)]
     pubs = [subprocess.Popen([sys.executable, "-m", "footfall.benchmarks.hq", "publish", str(broker.port),
-                              ",".join(names[k::PUBLISHERS]), str(visits), day.isoformat(), str(k + collectors * 100),
+                              ",".join(names[k::PUBLISHERS]), str(visits), day.isoformat(), str(k + seed),
                               str(outs[k])]) for k in range(PUBLISHERS)]
-    cpu = _Cpu()
-    pg_pid = pg.postmaster_pid() or 0
+    return pubs, outs
 
-    def groups() -> dict[str, list[int]]:
-        return {"collectors": [p.pid for p in procs], "mosquitto": [broker.pid],
-                "postgresql": [pg_pid, *_children(pg_pid)], "publishers": [p.pid for p in pubs]}
 
-    cpu.sample(groups())
-    base = dict(cpu.last)
-    expected_rough = stores * visits * (1 + 2 * ARRIVAL_SHARE)
-    killed_at = None
-    restarted = None
-    started = None
-    if drain:  # the collectors' sessions stay on the broker while they are away; the day queues there
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-            p.wait(30)
-        for p in pubs:
-            p.wait()
-        started = time.time()
-        procs = [_collector(c, log) for c, log in zip(configs, logs)]
-    def kill_mid_run() -> None:
-        """SIGKILL the last collector once 40 % of the day is stored, and start it again."""
-        nonlocal killed_at, restarted
-        stored = _scalar(conn, "SELECT (SELECT count(*) FROM visits) + (SELECT count(*) FROM alerts) "
-                               "+ (SELECT count(*) FROM acks)")
-        if stored >= 0.4 * expected_rough:
-            procs[-1].send_signal(signal.SIGKILL)
-            procs[-1].wait()
-            killed_at = stored
-            if progress:
-                print(f"  killed collector {group}-{collectors - 1} at {stored} rows", file=sys.stderr)
-            time.sleep(1.0)
-            restarted = _collector(configs[-1], logs[-1])
-            procs.append(restarted)
-
-    while any(p.poll() is None for p in pubs):
-        cpu.sample(groups())
-        if kill and killed_at is None:
-            kill_mid_run()
-        time.sleep(0.05)
-    sent: dict[str, float] = {}
-    for out in outs:
-        sent.update(json.loads(out.read_text()))
-    total = len(sent)
-    wait_until = time.monotonic() + 300
-    stored = 0
-    while time.monotonic() < wait_until:
-        cpu.sample(groups())
-        if kill and killed_at is None:  # the stores may finish publishing before 40 % is stored
-            kill_mid_run()
-        stored = _scalar(conn, "SELECT (SELECT count(*) FROM visits) + (SELECT count(*) FROM alerts) "
-                               "+ (SELECT count(*) FROM acks)")
-        if stored >= total:
-            break
-        time.sleep(0.05)
-    time.sleep(1.0)  # anything redelivered late would show as a duplicate now
-    cpu.sample(groups())
+def _commit_times(conn: psycopg.Connection) -> dict[str, float]:
+    """Event id -> when the row holding it was committed (epoch seconds)."""
     commits: dict[str, float] = {}
     for table in ("visits", "alerts", "acks"):
         for event_id, committed in conn.execute(
                 f"SELECT event_id, extract(epoch FROM pg_xact_commit_timestamp(xmin)) FROM {table}"):
             commits[event_id] = float(committed)
-    rows = _scalar(conn, "SELECT (SELECT count(*) FROM visits) + (SELECT count(*) FROM alerts) + (SELECT count(*) FROM acks)")
+    return commits
+
+
+def _duplicated(conn: psycopg.Connection, sent: int) -> tuple[int, int]:
+    """(rows stored, rows or roll-up counts stored more than once)."""
+    rows = _scalar(conn, _STORED)
     distinct = _scalar(conn, "SELECT (SELECT count(DISTINCT (store_id, event_id)) FROM visits) + "
                              "(SELECT count(DISTINCT (store_id, event_id)) FROM alerts) + "
                              "(SELECT count(DISTINCT (store_id, event_id)) FROM acks)")
     rolled = _scalar(conn, "SELECT coalesce(sum(visits + reentries), 0) FROM hourly")
     visit_rows = _scalar(conn, "SELECT count(*) FROM visits")
+    return rows, (rows - distinct) + (rolled - visit_rows) + max(0, rows - sent)
+
+
+def run_phase(workdir: Path, pg: LocalPostgres, db_url: str, broker: LocalBroker, *, collectors: int, stores: int,
+              visits: int, kill: bool, progress: bool, drain: bool = False) -> dict[str, Any]:
+    """One phase on the fresh database `db_url` (the collectors apply the schema); returns its figures."""
+    group = f"bench{collectors}{'d' if drain else ''}"
+    fleet = _Collectors(workdir, db_url, broker.url, group, collectors)
+    conn = psycopg.connect(db_url, autocommit=True)
+    fleet.wait_subscribed()
+    pubs, outs = _publishers(workdir, broker, group, stores, visits, seed=collectors * 100)
+    cpu = _Cpu()
+    pg_pid = pg.postmaster_pid() or 0
+
+    def groups() -> dict[str, list[int]]:
+        return {"collectors": [p.pid for p in fleet.procs], "mosquitto": [broker.pid],
+                "postgresql": [pg_pid, *_children(pg_pid)], "publishers": [p.pid for p in pubs]}
+
+    cpu.sample(groups())
+    base = dict(cpu.last)
+    expected_rough = stores * visits * (1 + 2 * ARRIVAL_SHARE)
+    killed_at: int | None = None
+    if drain:  # the collectors' sessions stay on the broker while they are away; the day queues there
+        fleet.stop()
+        for p in pubs:
+            p.wait()
+        fleet.restart_all()
+
+    def watch() -> None:
+        """Sample the CPU; with `kill`, SIGKILL the last collector once 40 % of the day is stored
+        (the stores may finish publishing before that), and start it again."""
+        nonlocal killed_at
+        cpu.sample(groups())
+        if not kill or killed_at is not None:
+            return
+        stored = _scalar(conn, _STORED)
+        if stored >= 0.4 * expected_rough:
+            killed_at = stored
+            if progress:
+                print(f"  killed collector {group}-{collectors - 1} at {stored} rows", file=sys.stderr)
+            fleet.kill_last()
+
+    while any(p.poll() is None for p in pubs):
+        watch()
+        time.sleep(0.05)
+    sent: dict[str, float] = {}
+    for out in outs:
+        sent.update(json.loads(out.read_text()))
+    wait_until = time.monotonic() + 300
+    while time.monotonic() < wait_until:
+        watch()
+        if _scalar(conn, _STORED) >= len(sent):
+            break
+        time.sleep(0.05)
+    time.sleep(1.0)  # anything redelivered late would show as a duplicate now
+    cpu.sample(groups())
+    commits = _commit_times(conn)
+    rows, duplicated = _duplicated(conn, len(sent))
     errors = _scalar(conn, "SELECT count(*) FROM ingest_errors")
     conn.close()
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-    redelivered = 0
-    for log in logs:
-        for line in log.read_text(errors="replace").splitlines():
-            if "stopped:" in line and "duplicates" in line:
-                redelivered += int(line.split(" rows, ")[1].split()[0])
-    lost = sum(1 for e in sent if e not in commits)
+    fleet.stop()
     latencies = [(commits[e] - t) * 1000 for e, t in sent.items() if e in commits]
     # Draining, the clock starts at the first commit: the collectors' own start-up is not ingest.
-    first = min(commits.values()) if started and commits else min(sent.values())
+    first = min(commits.values()) if drain and commits else min(sent.values())
     last = max(commits.values()) if commits else time.time()
     used = cpu.totals(base)
     return {
-        "collectors": collectors, "events": total, "stored": rows, "seconds": round(last - first, 2),
-        "events_per_s": round(total / (last - first), 1) if last > first else 0.0,
+        "collectors": collectors, "events": len(sent), "stored": rows, "seconds": round(last - first, 2),
+        "events_per_s": round(len(sent) / (last - first), 1) if last > first else 0.0,
         "latency_ms_p50": None if drain else round(_percentile(latencies, 0.5), 1),
         "latency_ms_p99": None if drain else round(_percentile(latencies, 0.99), 1),
-        "lost": lost, "duplicated": (rows - distinct) + (rolled - visit_rows) + max(0, rows - total),
-        "ingest_errors": errors, "redelivered_and_ignored": redelivered,
+        "lost": sum(1 for e in sent if e not in commits), "duplicated": duplicated,
+        "ingest_errors": errors, "redelivered_and_ignored": fleet.redelivered(),
         "killed_collector_at_rows": killed_at, "cpu_s": used,
         "bottleneck": next(iter(used), "unknown"),
     }

@@ -8,10 +8,13 @@ import logging
 import signal
 import sys
 import threading
-from datetime import date
-from typing import Any
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any
 
 from footfall.config.hq import HqConfig, load_hq_config, parse_hq_config
+
+if TYPE_CHECKING:
+    from footfall.hq.reconcile import Result
 
 EXIT_OK, EXIT_FAIL = 0, 1
 log = logging.getLogger(__name__)
@@ -62,6 +65,19 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _day_range(args: argparse.Namespace) -> tuple[date, date] | None:
+    """--from/--to as a range of store days; None without --from (each store's today)."""
+    if args.to and not args.from_:
+        raise ValueError("--to needs --from (without either: each store's today)")
+    if not args.from_:
+        return None
+    day_from = _day(args.from_, "--from")
+    day_to = _day(args.to, "--to") if args.to else day_from
+    if day_to < day_from:
+        raise ValueError(f"--to ({day_to}) is before --from ({day_from})")
+    return day_from, day_to
+
+
 def cmd_counts(args: argparse.Namespace) -> int:
     """Totals by store, day or hour, and the fleet's health. Without --from: each store's today, in
     its own time zone."""
@@ -69,47 +85,52 @@ def cmd_counts(args: argparse.Namespace) -> int:
     from footfall.hq.db import Login
 
     config = _config(args)
-    day_from = _day(args.from_, "--from") if args.from_ else None
-    day_to = _day(args.to, "--to") if args.to else day_from
-    if args.to and day_from is None:
-        raise ValueError("--to needs --from (without either: each store's today)")
-    if day_from is not None and day_to is not None and day_to < day_from:
-        raise ValueError(f"--to ({day_to}) is before --from ({day_from})")
+    days = _day_range(args)
     today: dict[str, date] | None = None
     with Login.of(config.database).connect() as conn:
         now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
-        if day_from is None or day_to is None:
+        if days is None:
             today = {s: d for s, d in read.store_days(conn, now, config.timezones).items()
                      if not args.store or s == args.store}
             rows = read.counts(conn, now.date(), now.date(), args.by, args.store, days=today)  # days replace the range
             span: dict[str, Any] = {"today": {s: d.isoformat() for s, d in today.items()}}
         else:
-            rows = read.counts(conn, day_from, day_to, args.by, args.store)
-            span = {"from": day_from.isoformat(), "to": day_to.isoformat()}
+            rows = read.counts(conn, days[0], days[1], args.by, args.store)
+            span = {"from": days[0].isoformat(), "to": days[1].isoformat()}
         fleet = read.fleet(conn, config.silent_after, now)
     if args.store:
         fleet = [f for f in fleet if f["store_id"] == args.store]
     if args.json:
         print(json.dumps({**span, "by": args.by, "counts": rows, "fleet": fleet,
                           "silent_after_s": config.silent_after.total_seconds()}))
-        return EXIT_OK
+    else:
+        _print_counts(args.by, rows, today)
+        _print_fleet(fleet, config.silent_after)
+    return EXIT_OK
+
+
+def _print_counts(by: str, rows: list[dict[str, Any]], today: dict[str, date] | None) -> None:
+    """The counts as a table, one line per store, day or hour."""
     if today is not None:
         days = sorted(set(today.values()))
         print("each store's today, in its own time zone: " + (", ".join(d.isoformat() for d in days) or "no store"))
-    keys = {"store": ["store_id"], "day": ["day"], "hour": ["day", "hour"]}[args.by]
+    keys = {"store": ["store_id"], "day": ["day"], "hour": ["day", "hour"]}[by]
     header = keys + ["visits", "reentries", "member_visits", "unidentified", "adopted_hours"]
     print("  ".join(f"{h:>13}" for h in header))
     for r in rows:
         print("  ".join(f"{r[h]!s:>13}" for h in header))
     if any(r["adopted_hours"] for r in rows):
         print("adopted_hours: hours whose figures are the box's own counts (footfall hq reconcile --adopt)")
-    print(f"\nfleet: {len(fleet)} box(es), {sum(f['silent'] for f in fleet)} silent for over {config.silent_after}")
+
+
+def _print_fleet(fleet: list[dict[str, Any]], silent_after: timedelta) -> None:
+    """Every box's state, last word and backlog, the silent ones flagged."""
+    print(f"\nfleet: {len(fleet)} box(es), {sum(f['silent'] for f in fleet)} silent for over {silent_after}")
     for f in fleet:
         flag = "SILENT" if f["silent"] else ""
         outbox = "" if f["outbox_backlog"] is None else f"  outbox {f['outbox_backlog']}"
         dead = f"  dead letters {f['dead_letters']}" if f["dead_letters"] else ""
         print(f"  {f['store_id']:<16} {f['state']:<8} last seen {f['last_seen']}{outbox}{dead}  {flag}")
-    return EXIT_OK
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -135,19 +156,24 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.to_json() for r in results]))
     else:
-        for r in results:
-            what = (r.reason or "no answer") if not r.answered else (
-                "ok" if not r.differences else f"{len(r.differences)} hour(s) differ: " + ", ".join(
-                    f"{d['hour']:02d}h hq {d['hq_visits']} / store {d['store_visits']}"
-                    + (" adopted" if d.get("adopted") else "") for d in r.differences))
-            print(f"{r.store_id:<16} {r.day}  {what}")
-        bad = sum(1 for r in results if r.open)
-        adopted = sum(len(r.adopted) for r in results)
-        print(f"{len(results)} store day(s) checked, {bad} with a problem left"
-              + (f"; {adopted} hour(s) adopted from the stores' own counts" if adopted else ""))
-        if not args.adopt and any(r.differences for r in results):
-            print("to take a box's own figures for the hours head office is short of: add --adopt")
+        _print_reconciled(results, args.adopt)
     return EXIT_FAIL if any(r.open for r in results) else EXIT_OK
+
+
+def _print_reconciled(results: list[Result], adopt: bool) -> None:
+    """One line per store day (ok, no answer, the hours that differ), then the totals."""
+    for r in results:
+        what = (r.reason or "no answer") if not r.answered else (
+            "ok" if not r.differences else f"{len(r.differences)} hour(s) differ: " + ", ".join(
+                f"{d['hour']:02d}h hq {d['hq_visits']} / store {d['store_visits']}"
+                + (" adopted" if d.get("adopted") else "") for d in r.differences))
+        print(f"{r.store_id:<16} {r.day}  {what}")
+    bad = sum(1 for r in results if r.open)
+    adopted = sum(len(r.adopted) for r in results)
+    print(f"{len(results)} store day(s) checked, {bad} with a problem left"
+          + (f"; {adopted} hour(s) adopted from the stores' own counts" if adopted else ""))
+    if not adopt and any(r.differences for r in results):
+        print("to take a box's own figures for the hours head office is short of: add --adopt")
 
 
 def _database_errors(command: Any) -> Any:

@@ -233,12 +233,7 @@ def write_batch(conn: psycopg.Connection, rows: list[Row], rejections: list[Reje
     `store_zones` maps every store of the batch to (timezone name, "config"|"offset"), as
     used to compute its rows' store days.
     """
-    inserted = 0
-    rollup: Counter[tuple[str, Any, int, str]] = Counter()
-    erasures: dict[str, datetime] = {}   # member id -> the latest erasure of the batch
-    for r in rows:
-        if r.table == "erasures":
-            erasures[r.values["member_id"]] = max(r.ts, erasures.get(r.values["member_id"], r.ts))
+    erasures = _latest_erasures(rows)
     rebooked = _rebooked(rows)
     events = [r for i, r in enumerate(rows) if r.table != "erasures" and i not in rebooked]
     with conn.transaction(), conn.cursor() as cur:
@@ -249,39 +244,12 @@ def write_batch(conn: psycopg.Connection, rows: list[Row], rejections: list[Reje
         for row in sorted(events, key=lambda r: (r.table, r.store_id, r.event_id, r.ts)):
             sql, params = _params(row)
             by_statement.setdefault(sql, []).append(params)
+        inserted, rollup = _insert_bulk(cur, by_statement)
+        inserted += _insert_each(cur, by_statement)
         # In the order received: of two statuses with one ts (a connection's online and its will),
         # the later to arrive is the box's latest word.
-        statuses = [_params(row)[1] for row in events if row.table == "status"]
-        for table, bulk in _BULK.items():
-            params_list = by_statement.pop(_SINGLE[table], [])
-            if not params_list:
-                continue
-            cur.execute(bulk, [list(column) for column in zip(*params_list)])
-            for result in cur.fetchall():
-                inserted += 1
-                if table == "visits":
-                    store, day, hour, kind, role, identified = result
-                    rollup[(store, day, hour, "visits" if kind == "visit" else "reentries")] += 1
-                    if kind == "visit" and role == "member":
-                        rollup[(store, day, hour, "member_visits")] += 1
-                    if kind == "visit" and not identified:
-                        rollup[(store, day, hour, "unidentified")] += 1
-        for sql, params_list in by_statement.items():
-            cur.executemany(sql, params_list, returning=True)
-            while True:
-                inserted += len(cur.fetchall())
-                if not cur.nextset():
-                    break
-        if statuses:
-            latest: dict[str, tuple[Any, ...]] = {}
-            for p in statuses:  # the newest of the batch per store; the SQL keeps the newest overall
-                if p[0] not in latest or p[8] >= latest[p[0]][8]:
-                    latest[p[0]] = p
-            cur.executemany(_LATEST, [latest[s] for s in sorted(latest)])
-        if rollup:
-            keys = sorted({k[:3] for k in rollup})
-            cur.executemany(_HOURLY, [(*k, rollup[(*k, "visits")], rollup[(*k, "reentries")],
-                                       rollup[(*k, "member_visits")], rollup[(*k, "unidentified")]) for k in keys])
+        _keep_latest_status(cur, [_params(row)[1] for row in events if row.table == "status"])
+        _add_to_hourly(cur, rollup)
         erased, scrubbed = _erase(cur, erasures, events)
         inserted += erased
         if rejections:
@@ -291,21 +259,80 @@ def write_batch(conn: psycopg.Connection, rows: list[Row], rejections: list[Reje
     return Written(inserted, len(rows) - inserted, len(rejections))
 
 
+def _latest_erasures(rows: list[Row]) -> dict[str, datetime]:
+    """Member id -> the latest erasure of that member in `rows`."""
+    erasures: dict[str, datetime] = {}
+    for r in rows:
+        if r.table == "erasures":
+            erasures[r.values["member_id"]] = max(r.ts, erasures.get(r.values["member_id"], r.ts))
+    return erasures
+
+
+def _insert_bulk(cur: psycopg.Cursor, by_statement: dict[str, list[tuple[Any, ...]]]
+                 ) -> tuple[int, Counter[tuple[str, Any, int, str]]]:
+    """Insert the high-volume tables' rows, one statement a table, taking them out of `by_statement`;
+    returns how many were new and the hourly roll-up of the new visits."""
+    inserted = 0
+    rollup: Counter[tuple[str, Any, int, str]] = Counter()
+    for table, bulk in _BULK.items():
+        params_list = by_statement.pop(_SINGLE[table], [])
+        if not params_list:
+            continue
+        cur.execute(bulk, [list(column) for column in zip(*params_list)])
+        results = cur.fetchall()
+        inserted += len(results)
+        if table == "visits":
+            for store, day, hour, kind, role, identified in results:
+                rollup[(store, day, hour, "visits" if kind == "visit" else "reentries")] += 1
+                if kind == "visit" and role == "member":
+                    rollup[(store, day, hour, "member_visits")] += 1
+                if kind == "visit" and not identified:
+                    rollup[(store, day, hour, "unidentified")] += 1
+    return inserted, rollup
+
+
+def _insert_each(cur: psycopg.Cursor, by_statement: dict[str, list[tuple[Any, ...]]]) -> int:
+    """Run every other statement over its rows; returns how many rows were new or changed."""
+    inserted = 0
+    for sql, params_list in by_statement.items():
+        cur.executemany(sql, params_list, returning=True)
+        while True:
+            inserted += len(cur.fetchall())
+            if not cur.nextset():
+                break
+    return inserted
+
+
+def _add_to_hourly(cur: psycopg.Cursor, rollup: Counter[tuple[str, Any, int, str]]) -> None:
+    """Add the new visits' roll-up to the hourly table, one row per (store, day, hour)."""
+    keys = sorted({k[:3] for k in rollup})
+    if keys:
+        cur.executemany(_HOURLY, [(*k, rollup[(*k, "visits")], rollup[(*k, "reentries")],
+                                   rollup[(*k, "member_visits")], rollup[(*k, "unidentified")]) for k in keys])
+
+
+def _keep_latest_status(cur: psycopg.Cursor, statuses: list[tuple[Any, ...]]) -> None:
+    """Make the newest status of the batch (in arrival order among equal times) each store's latest,
+    unless a newer one is there already (the SQL keeps the newest overall)."""
+    latest: dict[str, tuple[Any, ...]] = {}
+    for p in statuses:
+        if p[0] not in latest or p[8] >= latest[p[0]][8]:
+            latest[p[0]] = p
+    if latest:
+        cur.executemany(_LATEST, [latest[s] for s in sorted(latest)])
+
+
 def _erase(cur: psycopg.Cursor, erasures: dict[str, datetime], events: list[Row]) -> tuple[int, set[str]]:
     """Record the batch's erasures, then take the id of every erased member out of what the chain
     holds of them; returns how many erasures were new, and the tables where rows changed."""
-    new = 0
-    if erasures:
-        ids = sorted(erasures)
-        cur.execute(_TOMBSTONE, (ids, [erasures[m] for m in ids]))
-        new = sum(1 for (fresh,) in cur.fetchall() if fresh)
+    new = _tombstone(cur, erasures)
     named: set[str] = {r.values["member_id"] for r in events
                        if r.table in ("visits", "alerts", "no_shows", "appointments") and r.values.get("member_id")}
     named |= set(erasures)
     if not named:
         return new, set()
     cur.execute(_ERASED, (sorted(named),))
-    gone = sorted(cur.fetchall())
+    gone: list[tuple[str, datetime]] = sorted(cur.fetchall())
     at_erasure = [g for g in gone if g[0] in erasures]
     statements = [(s, gone) for s in _SCRUB_EVENTS] + [(s, at_erasure) for s in _SCRUB_AT_ERASURE]
     scrubbed: set[str] = set()
@@ -314,15 +341,29 @@ def _erase(cur: psycopg.Cursor, erasures: dict[str, datetime], events: list[Row]
             cur.execute(statement, ([g[0] for g in members], [g[1] for g in members]))
             if cur.rowcount > 0:
                 scrubbed.add(table)
-    erased_at: dict[str, datetime] = dict(gone)
+    if _scrub_late_bookings(cur, dict(gone), events):
+        scrubbed.add("appointments")
+    return new, scrubbed
+
+
+def _tombstone(cur: psycopg.Cursor, erasures: dict[str, datetime]) -> int:
+    """Record each erasure under the member's salted hash; returns how many were new."""
+    if not erasures:
+        return 0
+    ids = sorted(erasures)
+    cur.execute(_TOMBSTONE, (ids, [erasures[m] for m in ids]))
+    return sum(1 for (fresh,) in cur.fetchall() if fresh)
+
+
+def _scrub_late_bookings(cur: psycopg.Cursor, erased_at: dict[str, datetime], events: list[Row]) -> bool:
+    """Take the id out of the batch's box bookings made before that member's erasure; True if a row changed."""
     late = sorted((r.store_id, r.values["appointment_id"], r.values["member_id"]) for r in events
                   if r.table == "appointments" and r.values["member_id"] in erased_at
                   and r.ts <= erased_at[r.values["member_id"]])
-    if late:
-        cur.execute(_SCRUB_BOOKINGS, [list(column) for column in zip(*late)])
-        if cur.rowcount > 0:
-            scrubbed.add("appointments")
-    return new, scrubbed
+    if not late:
+        return False
+    cur.execute(_SCRUB_BOOKINGS, [list(column) for column in zip(*late)])
+    return cur.rowcount > 0
 
 
 def vacuum(conn: psycopg.Connection, tables: Iterable[str]) -> bool:
