@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -216,9 +217,22 @@ def _logged_in(mq: MqttConfig, client_id: str, keep_s: int, keys: tuple[str, str
             client.disconnect()
 
 
-def _broker(config: Config) -> str:
-    with _logged_in(config.mqtt, f"footfall-doctor-{config.store_id}", BOX_SESSION_S, STORE_KEYS):
-        pass
+def _broker(config: Config, heard: dict[str, dict]) -> str:
+    """The store's login; while logged in, the daemon's retained status is read into `heard`
+    (for the live cameras' line: one login, so a broker that binds client ids to users takes the
+    daemon's place once)."""
+    from footfall.sync import events
+
+    topic = events.topic(config.mqtt.topic_prefix, config.store_id, events.STATUS)
+    with _logged_in(config.mqtt, f"footfall-doctor-{config.store_id}", BOX_SESSION_S, STORE_KEYS) as client:
+        got: dict[str, dict] = {}
+        client.on_message = lambda c, u, m: got.update(status=_json_object(m.payload))
+        client.subscribe(topic, qos=0)
+        deadline = time.monotonic() + 3
+        while "status" not in got and time.monotonic() < deadline:
+            client.loop(0.1)
+        client.unsubscribe(topic)  # the session may be the daemon's: leave it as it was
+        heard["status"] = got.get("status", {})
     return f"{config.mqtt.url} accepts this store's credentials"
 
 
@@ -235,25 +249,21 @@ def _console_broker(config: Config) -> str:
     return f"{mq.url} accepts the guide console's credentials: {own} {mq.username or '(none)'}"
 
 
-def _live_figures(config: Config) -> str:
-    """Each live camera's figures from the daemon's retained status: what the box keeps up with."""
-    import json
-
-    from footfall.sync import events
-
-    got: dict[str, dict] = {}
-    topic = events.topic(config.mqtt.topic_prefix, config.store_id, events.STATUS)
+def _json_object(payload: bytes | bytearray) -> dict:
+    """A payload's JSON object; {} for anything else (the line then says there are no figures)."""
     try:
-        with _logged_in(config.mqtt, f"footfall-doctor-{config.store_id}", BOX_SESSION_S, STORE_KEYS) as client:
-            client.on_message = lambda c, u, m: got.update(status=json.loads(m.payload or b"{}"))
-            client.subscribe(topic, qos=0)
-            deadline = time.monotonic() + 3
-            while "status" not in got and time.monotonic() < deadline:
-                client.loop(0.1)
-            client.unsubscribe(topic)  # the session may be the daemon's: leave it as it was
-    except OSError:
+        value = json.loads(payload or b"{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _live_figures(config: Config, heard: dict[str, dict]) -> str:
+    """Each live camera's figures from the daemon's retained status (read by the broker check):
+    what the box keeps up with."""
+    if "status" not in heard:
         return "no figures (the broker is unreachable or refuses the login: see the broker line)"
-    return describe_live(got.get("status", {}), {c.id: c.fps for c in config.cameras})
+    return describe_live(heard["status"], {c.id: c.fps for c in config.cameras})
 
 
 def describe_live(status: dict, fps: dict[str, float]) -> str:
@@ -272,24 +282,23 @@ def describe_live(status: dict, fps: dict[str, float]) -> str:
     return "; ".join(parts)
 
 
-CHECKS: list[tuple[str, Callable[[Config], str]]] = [
-    ("models present and verified", _models),
-    ("models load", _load),
-    ("cameras", _cameras),
-    ("broker", _broker),
-    ("console broker login", _console_broker),
-    ("live cameras", _live_figures),
-    ("storage and disk", _storage),
-    ("state files", _state_files),
-]
-
-
 def run_checks(config: Config) -> int:
     """Run every check, print one line each, return 0 only if all pass."""
     mode = ", count_only: no face template is computed or kept" if config.privacy.mode == "count_only" else ""
     print(f"ok    config valid (store {config.store_id}, {len(config.cameras)} camera(s){mode})")
+    heard: dict[str, dict] = {}  # what the broker check read for the live cameras' line
+    checks: list[tuple[str, Callable[[Config], str]]] = [
+        ("models present and verified", _models),
+        ("models load", _load),
+        ("cameras", _cameras),
+        ("broker", lambda c: _broker(c, heard)),
+        ("console broker login", _console_broker),
+        ("live cameras", lambda c: _live_figures(c, heard)),
+        ("storage and disk", _storage),
+        ("state files", _state_files),
+    ]
     failed = 0
-    for name, check in CHECKS:
+    for name, check in checks:
         try:
             print(f"ok    {name}: {check(config)}")
         except Exception as exc:  # a failing check is reported, never fatal to the others

@@ -4,7 +4,8 @@
 that is missing or not a video is one log line and exit 1, no traceback; FFmpeg's own lines about
 a damaged file stay out of the daemon's output, which is JSON lines only; an import that skipped
 lines exits 1 naming them; `doctor` checks the guide console's broker login without printing the
-password, and without taking what the broker queued for the console.
+password, and without taking what the broker queued for the console; it logs in as the store once,
+reading the live cameras' figures in that login.
 """
 
 from __future__ import annotations
@@ -219,12 +220,30 @@ def test_the_doctors_login_as_the_console_keeps_what_the_broker_queued_for_the_c
         broker.stop()
 
 
-def publish(port: int, topic: str, payload: dict) -> None:
+def test_the_doctor_logs_in_as_the_store_once_and_reads_the_live_figures_in_that_login(tmp_path):
+    # Client ids bound to user names: every login as the store takes the running daemon's place.
+    logins = tmp_path / "connections.log"  # a file log is written at once, stdout when the buffer fills
+    broker = Broker(tmp_path / "broker", users=USERS, extra_conf=f"log_dest file {logins}\n").start()
+    try:
+        stats = {"analysed_fps": 4.8, "skipped": 3, "decode_ms": 2.1, "inference_ms": 9.5, "frame_age_s": 0.2}
+        publish(broker.port, PREFIX + "status", {"state": "online", "camera_stats": {"door-1": stats}}, retain=True)
+        config = write_config(tmp_path, broker.url, camera(noise_clip(tmp_path / "door.mp4")), login=BOX_LOGIN)
+        done = footfall("doctor", "--config", str(config))
+        assert doctor_line(done.stdout, "broker").startswith("ok    broker:"), done.stdout
+        assert doctor_line(done.stdout, "live cameras") == (
+            "ok    live cameras: door-1: 4.8/5.0 frames/s analysed, 3 skipped, decode 2.1 ms, inference 9.5 ms, "
+            "last frame 0.2 s ago")
+        assert logins.read_text().count("as footfall-doctor-sh-001 (") == 1
+    finally:
+        broker.stop()
+
+
+def publish(port: int, topic: str, payload: dict, *, retain: bool = False) -> None:
     """One QoS 1 message, published as the box."""
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id="box", protocol=MQTTProtocolVersion.MQTTv5)
     client.username_pw_set("sh-001", BOX_SECRET)
     client.connect("127.0.0.1", port)
     client.loop_start()
-    client.publish(topic, json.dumps(payload), qos=1).wait_for_publish(5)
+    client.publish(topic, json.dumps(payload), qos=1, retain=retain).wait_for_publish(5)
     client.disconnect()
     client.loop_stop()
