@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import socket
@@ -225,14 +224,13 @@ def _broker(config: Config, heard: dict[str, dict]) -> str:
 
     topic = events.topic(config.mqtt.topic_prefix, config.store_id, events.STATUS)
     with _logged_in(config.mqtt, f"footfall-doctor-{config.store_id}", BOX_SESSION_S, STORE_KEYS) as client:
-        got: dict[str, dict] = {}
-        client.on_message = lambda c, u, m: got.update(status=_json_object(m.payload))
+        client.on_message = lambda c, u, m: heard.update(status=_status_fields(m.payload))
         client.subscribe(topic, qos=0)
         deadline = time.monotonic() + 3
-        while "status" not in got and time.monotonic() < deadline:
+        while "status" not in heard and time.monotonic() < deadline:
             client.loop(0.1)
         client.unsubscribe(topic)  # the session may be the daemon's: leave it as it was
-        heard["status"] = got.get("status", {})
+        heard.setdefault("status", {})  # logged in: no retained status is no figures, not no login
     return f"{config.mqtt.url} accepts this store's credentials"
 
 
@@ -249,13 +247,15 @@ def _console_broker(config: Config) -> str:
     return f"{mq.url} accepts the guide console's credentials: {own} {mq.username or '(none)'}"
 
 
-def _json_object(payload: bytes | bytearray) -> dict:
-    """A payload's JSON object; {} for anything else (the line then says there are no figures)."""
+def _status_fields(payload: bytes | bytearray) -> dict:
+    """The retained status's JSON object, read as every reader of the contract reads it; {} for a
+    payload that is not one (the live cameras' line then says there are no figures)."""
+    from footfall.sync import events
+
     try:
-        value = json.loads(payload or b"{}")
-    except ValueError:
+        return events.decode_object(bytes(payload))
+    except events.PayloadError:
         return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _live_figures(config: Config, heard: dict[str, dict]) -> str:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from footfall.cli.doctor import describe_live
+from footfall.cli.doctor import _status_fields, describe_live
 from footfall.edge.metrics import CameraMeter, MetricsServer, render
 from footfall.edge.sources import LiveSource
 from footfall.sync.events import Status
@@ -48,6 +48,12 @@ def test_the_doctor_names_a_camera_that_falls_behind():
     assert "door-1: 9.9/10 frames/s analysed, 0 skipped" in line
     assert line.count("behind") == 1 and "door-2: 6.0/10 frames/s analysed, 80 skipped" in line
     assert describe_live({"state": "offline"}, {}).startswith("no figures")
+
+
+@pytest.mark.parametrize("payload", [b"", b"not json", b'{"state": NaN}', b"[1, 2]", b"\xff\xfe"])
+def test_a_retained_status_that_is_no_json_object_gives_the_doctor_no_figures(payload):
+    assert _status_fields(payload) == {}
+    assert describe_live(_status_fields(payload), {"door-1": 5.0}).startswith("no figures yet")
 
 
 def test_metrics_are_served_as_prometheus_text_on_loopback_and_nothing_else():
