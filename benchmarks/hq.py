@@ -190,9 +190,8 @@ class _Collectors:
             time.sleep(0.1)
         time.sleep(0.5)
 
-    def restart_all(self) -> None:
-        """SIGTERM every collector and start them again: their sessions keep what queued meanwhile."""
-        self.stop()
+    def start_again(self) -> None:
+        """Start every stopped collector again: their sessions kept what queued meanwhile."""
         self.procs = [self._start(i) for i in range(len(self.configs))]
 
     def kill_last(self) -> None:
@@ -279,7 +278,7 @@ def run_phase(workdir: Path, pg: LocalPostgres, db_url: str, broker: LocalBroker
         fleet.stop()
         for p in pubs:
             p.wait()
-        fleet.restart_all()
+        fleet.start_again()
 
     def watch() -> None:
         """Sample the CPU; with `kill`, SIGKILL the last collector once 40 % of the day is stored
